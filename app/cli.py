@@ -1,0 +1,325 @@
+"""The `studio` command line: run the whole studio or any one of its processes."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlparse
+
+import typer
+
+from app.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, tcp_reachable
+from app.settings import get_settings
+
+cli = typer.Typer(help="FLUX Team Studio", no_args_is_help=True, add_completion=False)
+users_cli = typer.Typer(help="Manage people", no_args_is_help=True)
+cli.add_typer(users_cli, name="users")
+
+FIRST_ADMIN_EMAIL = "admin@studio.local"
+
+
+def _say(message: str) -> None:
+    typer.echo(f"studio: {message}", err=True)
+
+
+def migrate_database(url: str | None = None) -> None:
+    """Bring the database to the newest schema (alembic upgrade head)."""
+    from alembic import command
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "migrations"))
+    if url:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+def ensure_first_admin(data_dir: Path) -> tuple[str, str] | None:
+    """Create an admin and a first team when the database has no one yet; returns credentials."""
+    from app.auth.models import Role
+    from app.auth.service import add_member, create_team, create_user, user_count
+    from app.db import session_scope
+    from app.security import new_token
+
+    with session_scope() as db:
+        if user_count(db) > 0:
+            return None
+        password = new_token(12)
+        team = create_team(db, "My team")
+        user = create_user(
+            db, email=FIRST_ADMIN_EMAIL, name="Admin", password=password, is_superuser=True
+        )
+        add_member(db, user, team, Role.ADMIN)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    note = data_dir / "first-admin.txt"
+    note.write_text(f"email: {FIRST_ADMIN_EMAIL}\npassword: {password}\n")
+    note.chmod(0o600)
+    return FIRST_ADMIN_EMAIL, password
+
+
+class Supervisor:
+    """Starts child processes in their own process groups and stops every one of them."""
+
+    def __init__(self) -> None:
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.children[name] = subprocess.Popen(args, env=env, start_new_session=True)
+
+    def first_exited(self) -> str | None:
+        for name, proc in self.children.items():
+            if proc.poll() is not None:
+                return name
+        return None
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        for proc in self.children.values():
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.children.values():
+            remaining = max(0.1, deadline - time.monotonic())
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=remaining)
+        for proc in self.children.values():
+            # A group may hold grandchildren (Celery's pool) even when its leader has exited.
+            _signal_group(proc, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            httpx.get(url, timeout=1.0)
+            return True
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    return False
+
+
+@cli.command()
+def up(
+    host: str = typer.Option("127.0.0.1", help="Address the web app listens on."),
+    port: int = typer.Option(8000, help="Port the web app listens on."),
+    workers: int = typer.Option(0, help="Worker processes (default WORKER_CONCURRENCY)."),
+) -> None:
+    """Run the whole studio: database, Redis and emulator where unset, web, worker and beat."""
+    settings = get_settings()
+    data_dir = settings.DATA_DIR.resolve()
+    env = dict(os.environ)
+    env["DATA_DIR"] = str(data_dir)
+    embedded_pg: EmbeddedPostgres | None = None
+    embedded_redis: EmbeddedRedis | None = None
+    supervisor = Supervisor()
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    try:
+        if not settings.DATABASE_URL:
+            _say(f"DATABASE_URL unset: starting embedded PostgreSQL in {data_dir / 'pgdata'}")
+            embedded_pg = EmbeddedPostgres(data_dir / "pgdata").start()
+            env["DATABASE_URL"] = embedded_pg.url
+        if not settings.REDIS_URL:
+            _say(f"REDIS_URL unset: starting embedded Redis in {data_dir / 'redis'}")
+            embedded_redis = EmbeddedRedis(data_dir / "redis").start()
+            env["REDIS_URL"] = embedded_redis.url
+        if settings.bfl_emulated:
+            emulator_url = urlparse(settings.EMULATOR_URL)
+            emu_port = emulator_url.port or 8765
+            if tcp_reachable("127.0.0.1", emu_port):
+                emu_port = free_port()
+            env["EMULATOR_URL"] = f"http://127.0.0.1:{emu_port}"
+            _say(f"BFL_API_KEY unset: starting the BFL emulator on {env['EMULATOR_URL']}")
+            supervisor.start(
+                "emulator",
+                [_python(), "-m", "app.cli", "emulator", "--port", str(emu_port)],
+                env,
+            )
+
+        os.environ.update(env)
+        get_settings.cache_clear()
+        _say("applying database migrations")
+        migrate_database(env.get("DATABASE_URL"))
+        creds = ensure_first_admin(data_dir)
+
+        concurrency = workers or settings.WORKER_CONCURRENCY
+        supervisor.start(
+            "web",
+            [_python(), "-m", "app.cli", "web", "--host", host, "--port", str(port)],
+            env,
+        )
+        supervisor.start(
+            "worker",
+            [_python(), "-m", "app.cli", "worker", "--concurrency", str(concurrency)],
+            env,
+        )
+        supervisor.start("beat", [_python(), "-m", "app.cli", "beat"], env)
+
+        shown_host = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104
+        url = f"http://{shown_host}:{port}"
+        if _wait_http(f"http://127.0.0.1:{port}/healthz", 60, supervisor.children["web"]):
+            typer.echo(f"\nFLUX Team Studio is running at {url}")
+        if creds:
+            typer.echo(f"First run: sign in as {creds[0]} with password {creds[1]}")
+            typer.echo(f"(also saved in {data_dir / 'first-admin.txt'}; change it under Account)")
+        elif not stopping:
+            typer.echo("Sign in with your account; `studio users create` adds people.")
+        if settings.bfl_emulated:
+            typer.echo("No BFL_API_KEY: images come from the built-in emulator (synthetic).")
+        typer.echo("Press Ctrl-C to stop.\n")
+
+        while not stopping:
+            exited = supervisor.first_exited()
+            if exited:
+                _say(f"{exited} exited; stopping everything")
+                break
+            time.sleep(0.3)
+    finally:
+        _say("stopping")
+        supervisor.stop_all()
+        if embedded_redis is not None:
+            embedded_redis.stop()
+        if embedded_pg is not None:
+            embedded_pg.stop()
+        _say("stopped")
+
+
+@cli.command()
+def web(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    processes: int = typer.Option(1, help="uvicorn worker processes."),
+) -> None:
+    """Run the web app (uvicorn)."""
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:app",
+        host=host,
+        port=port,
+        workers=processes,
+        proxy_headers=True,
+        log_level="warning",
+    )
+
+
+@cli.command()
+def worker(
+    concurrency: int = typer.Option(0, help="Processes (default WORKER_CONCURRENCY)."),
+    queues: str = typer.Option("", help="Comma-separated queues (default: all)."),
+) -> None:
+    """Run a Celery worker."""
+    from worker.celery_app import app as celery_app
+
+    argv = [
+        "worker",
+        "--loglevel",
+        get_settings().LOG_LEVEL,
+        "--concurrency",
+        str(concurrency or get_settings().WORKER_CONCURRENCY),
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if queues:
+        argv += ["--queues", queues]
+    celery_app.worker_main(argv)
+
+
+@cli.command()
+def beat() -> None:
+    """Run Celery beat: the sweeper and the credit balance refresh."""
+    from worker.celery_app import app as celery_app
+
+    settings = get_settings()
+    settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    schedule = settings.DATA_DIR.resolve() / "celerybeat-schedule"
+    celery_app.start(["beat", "--loglevel", settings.LOG_LEVEL, "--schedule", str(schedule)])
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations (alembic upgrade head)."""
+    migrate_database()
+    _say("database is at the newest schema")
+
+
+@cli.command()
+def emulator(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8765, help="Port to listen on."),
+) -> None:
+    """Run the BFL emulator: the BFL API contract with synthetic images."""
+    from app.emulator import run
+
+    run(host=host, port=port)
+
+
+@users_cli.command("create")
+def users_create(
+    email: str = typer.Argument(..., help="Sign-in email."),
+    name: str = typer.Option("", help="Display name."),
+    team: str = typer.Option("My team", help="Team name; created if it does not exist."),
+    role: str = typer.Option("member", help="member, manager or admin."),
+    password: str = typer.Option("", help="Password (asked for when omitted)."),
+) -> None:
+    """Create a person and add them to a team."""
+    from sqlalchemy import select
+
+    from app.auth.models import Role, Team
+    from app.auth.service import AccountError, add_member, create_team, create_user
+    from app.db import session_scope
+
+    try:
+        team_role = Role(role)
+    except ValueError:
+        _say("role must be member, manager or admin")
+        raise typer.Exit(2) from None
+    if not password:
+        password = getpass.getpass("Password: ")
+    try:
+        with session_scope() as db:
+            found = db.scalars(select(Team).where(Team.name == team)).first()
+            target = found or create_team(db, team)
+            user = create_user(db, email=email, name=name, password=password)
+            add_member(db, user, target, team_role)
+    except AccountError as exc:
+        _say(str(exc))
+        raise typer.Exit(2) from None
+    _say(f"created {email} as {team_role.value} of {team}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

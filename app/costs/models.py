@@ -1,0 +1,123 @@
+"""The credit ledger, monthly budgets, budget reservations and the account's credit balance."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, Timestamped, new_id
+
+
+class Charge(Timestamped, Base):
+    """One ledger row per job BFL charged: the credits it reported, never written twice."""
+
+    __tablename__ = "charges"
+    __table_args__ = (
+        Index("ix_charges_team_created", "team_id", "created_at"),
+        Index("ix_charges_team_user_created", "team_id", "user_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="RESTRICT"), nullable=False, unique=True
+    )
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    model: Mapped[str] = mapped_column(String(64), nullable=False)
+    credits: Mapped[Decimal] = mapped_column(Numeric(12, 4), nullable=False)
+    usd: Mapped[Decimal] = mapped_column(Numeric(12, 4), nullable=False)
+
+
+class ReservationState(enum.StrEnum):
+    HELD = "held"
+    SETTLED = "settled"
+    RELEASED = "released"
+
+
+class Reservation(Timestamped, Base):
+    """Budget held for a job from submission until BFL reports its cost or it never reaches BFL."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (
+        CheckConstraint("state IN ('held', 'settled', 'released')", name="state_valid"),
+        Index(
+            "ix_reservations_held",
+            "team_id",
+            "user_id",
+            postgresql_where=text("state = 'held'"),
+        ),
+    )
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    credits: Mapped[Decimal] = mapped_column(Numeric(12, 4), nullable=False)
+    state: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=ReservationState.HELD.value
+    )
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Budget(Timestamped, Base):
+    """A monthly credit limit for a whole team (user_id NULL) or for one person in it."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (
+        CheckConstraint("monthly_credits >= 0", name="non_negative"),
+        Index(
+            "uq_budgets_team",
+            "team_id",
+            unique=True,
+            postgresql_where=text("user_id IS NULL"),
+        ),
+        Index(
+            "uq_budgets_team_user",
+            "team_id",
+            "user_id",
+            unique=True,
+            postgresql_where=text("user_id IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    monthly_credits: Mapped[Decimal] = mapped_column(Numeric(12, 4), nullable=False)
+    updated_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+
+
+class CreditBalance(Base):
+    """The BFL account's credit balance as last read from GET /v1/credits."""
+
+    __tablename__ = "credit_balances"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    credits: Mapped[Decimal] = mapped_column(Numeric(14, 4), nullable=False)
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

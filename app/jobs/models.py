@@ -1,0 +1,178 @@
+"""Jobs (one requested image each), their stored images, favourites and idempotency records."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Computed,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, Timestamped, new_id
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    PENDING = "pending"
+    READY = "ready"
+    MODERATED = "moderated"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.READY, JobStatus.MODERATED, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+#: States that occupy a slot of the account's active-task cap at BFL.
+ACTIVE_STATUSES = frozenset({JobStatus.SUBMITTING, JobStatus.PENDING})
+
+_STATUS_SQL = ", ".join(f"'{s.value}'" for s in JobStatus)
+
+
+class Job(Timestamped, Base):
+    """One image requested from BFL. `created_at` is when it was queued."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUS_SQL})", name="status_valid"),
+        # Gallery: newest first within a team, keyset on (created_at, id).
+        Index("ix_jobs_team_created", "team_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_jobs_team_user_created", "team_id", "user_id", text("created_at DESC")),
+        # The dispatcher and sweeper look only at unfinished jobs.
+        Index(
+            "ix_jobs_outstanding",
+            "status",
+            "created_at",
+            postgresql_where=text("status IN ('queued', 'submitting', 'pending')"),
+        ),
+        Index("ix_jobs_prompt_tsv", "prompt_tsv", postgresql_using="gin"),
+        Index("ix_jobs_batch", "batch_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=JobStatus.QUEUED.value)
+    model: Mapped[str] = mapped_column(String(64), nullable=False)
+    prompt: Mapped[str] = mapped_column(Text, nullable=False)
+    prompt_tsv: Mapped[Any] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('english', prompt)", persisted=True)
+    )
+    #: The validated request sent to BFL, reference images replaced by their storage keys.
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    #: The seed asked for (None: BFL picks one); the seed BFL used is `result_seed`.
+    seed: Mapped[int | None] = mapped_column(Integer)
+    output_format: Mapped[str] = mapped_column(String(8), nullable=False, default="jpeg")
+    reference_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+    batch_id: Mapped[uuid.UUID | None] = mapped_column()
+    batch_index: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    retry_of_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+
+    estimated_credits: Mapped[Decimal] = mapped_column(
+        Numeric(12, 4), nullable=False, default=Decimal(0)
+    )
+    #: The cost BFL reported when it accepted the task: the truth for the ledger.
+    cost_credits: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
+
+    bfl_id: Mapped[str | None] = mapped_column(String(128))
+    polling_url: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[float | None] = mapped_column(Float)
+    result_seed: Mapped[int | None] = mapped_column(Integer)
+    #: When the next poll is due; Postgres, not Redis, says what is outstanding.
+    next_poll_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    poll_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: How many times a worker started processing this job; bounds redelivery loops.
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: Submissions refused before BFL created a task (429, connect errors): safe re-queues.
+    requeues: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    bfl_ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    image: Mapped[Image | None] = relationship(back_populates="job", uselist=False)
+
+
+class Image(Timestamped, Base):
+    """The stored result of a ready job: the original and a WebP thumbnail under our own keys."""
+
+    __tablename__ = "images"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, unique=True
+    )
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    storage_key: Mapped[str] = mapped_column(Text, nullable=False)
+    thumb_key: Mapped[str] = mapped_column(Text, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    job: Mapped[Job] = relationship(back_populates="image")
+
+
+class Favourite(Timestamped, Base):
+    __tablename__ = "favourites"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class IdempotencyRecord(Timestamped, Base):
+    """Remembers which jobs an Idempotency-Key created, so a replay creates (and pays) nothing."""
+
+    __tablename__ = "idempotency_records"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    job_ids: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list)
