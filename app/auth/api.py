@@ -1,0 +1,5 @@
+"""auth api."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,287 @@
+"""Who is calling: the signed-in person or API token, their team and role, and CSRF checks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.auth.models import ApiToken, AuthSession, Membership, Role, Team, User
+from app.db import utcnow
+from app.deps import SessionDep
+from app.errors import Forbidden, NotAuthenticated, StudioError
+from app.security import constant_time_equal, new_token, signature, token_hash
+from app.settings import get_settings
+
+API_TOKEN_PREFIX = "fts_"  # noqa: S105 - a label on tokens, not a secret
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+#: Touching last_seen_at on every request would write on every page view; once a minute is enough.
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+def session_cookie_name() -> str:
+    # The __Host- prefix makes browsers refuse the cookie unless it is Secure, host-only, path=/.
+    return "__Host-studio_session" if get_settings().COOKIE_SECURE else "studio_session"
+
+
+def form_cookie_name() -> str:
+    """The cookie behind anti-forgery tokens of forms shown before sign-in (login, invites)."""
+    return "__Host-studio_form" if get_settings().COOKIE_SECURE else "studio_form"
+
+
+def set_session_cookie(response: Response, raw_token: str) -> None:
+    settings = get_settings()
+    response.set_cookie(
+        session_cookie_name(),
+        raw_token,
+        max_age=settings.SESSION_MAX_HOURS * 3600,
+        path="/",
+        secure=settings.COOKIE_SECURE,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    settings = get_settings()
+    response.delete_cookie(
+        session_cookie_name(),
+        path="/",
+        secure=settings.COOKIE_SECURE,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+_FORM_PURPOSE = "pre-session-form"
+_FORM_COOKIE_MAX_AGE = 12 * 3600
+
+
+class FormToken:
+    """Anti-forgery for forms shown to someone not signed in yet: a signed double submit.
+
+    A random nonce sits in an HttpOnly cookie; the form carries HMAC(SECRET_KEY, nonce). A
+    forger can neither read the cookie nor compute the HMAC for a nonce it planted, so a
+    cross-site post (login CSRF, forced account creation) is refused without any session.
+    """
+
+    def __init__(self, request: Request) -> None:
+        existing = request.cookies.get(form_cookie_name(), "")
+        # Reuse a well-formed nonce so forms open in several tabs all stay valid.
+        self._fresh = not (
+            32 <= len(existing) <= 64 and existing.replace("-", "").replace("_", "").isalnum()
+        )
+        self.nonce = new_token(32) if self._fresh else existing
+
+    @property
+    def value(self) -> str:
+        """What the form's hidden `csrf_token` field carries."""
+        return signature(_FORM_PURPOSE, self.nonce)
+
+    def attach(self, response: Response) -> None:
+        """Send the cookie with the page that shows the form (only when it is new)."""
+        if not self._fresh:
+            return
+        settings = get_settings()
+        response.set_cookie(
+            form_cookie_name(),
+            self.nonce,
+            max_age=_FORM_COOKIE_MAX_AGE,
+            path="/",
+            secure=settings.COOKIE_SECURE,
+            httponly=True,
+            samesite="lax",
+        )
+
+    @staticmethod
+    def is_valid(request: Request, sent: str | None) -> bool:
+        nonce = request.cookies.get(form_cookie_name())
+        if not nonce or not sent:
+            return False
+        return constant_time_equal(sent, signature(_FORM_PURPOSE, nonce))
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The caller of a request: a person acting in one team with one role."""
+
+    user: User
+    team: Team
+    role: Role
+    session: AuthSession | None = None
+    token: ApiToken | None = None
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.user.id
+
+    @property
+    def team_id(self) -> uuid.UUID:
+        return self.team.id
+
+    @property
+    def is_manager(self) -> bool:
+        return self.role.at_least(Role.MANAGER)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role.at_least(Role.ADMIN)
+
+    @property
+    def csrf_token(self) -> str:
+        return self.session.csrf_token if self.session is not None else ""
+
+
+def _membership(db: Session, user: User, team_id: uuid.UUID) -> tuple[Team, Role] | None:
+    row = db.execute(
+        select(Team, Membership.role)
+        .join(Membership, Membership.team_id == Team.id)
+        .where(Membership.user_id == user.id, Membership.team_id == team_id)
+    ).first()
+    if row is None:
+        return None
+    return row[0], Role(row[1])
+
+
+def session_is_live(session: AuthSession, now: datetime) -> bool:
+    idle = timedelta(minutes=get_settings().SESSION_IDLE_MINUTES)
+    return session.expires_at > now and session.last_seen_at + idle > now
+
+
+def _from_token(db: Session, raw: str) -> Actor | None:
+    token = db.scalars(select(ApiToken).where(ApiToken.token_hash == token_hash(raw))).first()
+    if token is None or token.revoked_at is not None:
+        return None
+    user = db.get(User, token.user_id)
+    if user is None or not user.is_active:
+        return None
+    found = _membership(db, user, token.team_id)
+    if found is None:
+        return None
+    now = utcnow()
+    if token.last_used_at is None or now - token.last_used_at > _TOUCH_EVERY:
+        db.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+        token.last_used_at = now
+    return Actor(user=user, team=found[0], role=found[1], token=token)
+
+
+def _from_session(db: Session, raw: str) -> Actor | None:
+    session = db.get(AuthSession, token_hash(raw))
+    now = utcnow()
+    if session is None or not session_is_live(session, now):
+        return None
+    user = db.get(User, session.user_id)
+    if user is None or not user.is_active:
+        return None
+    found = _membership(db, user, session.team_id)
+    if found is None:
+        return None
+    if now - session.last_seen_at > _TOUCH_EVERY:
+        db.execute(
+            update(AuthSession)
+            .where(AuthSession.token_hash == session.token_hash)
+            .values(last_seen_at=now)
+        )
+    return Actor(user=user, team=found[0], role=found[1], session=session)
+
+
+def load_actor(request: Request, db: Session) -> Actor | None:
+    """The caller, from a Bearer API token or the session cookie; None when signed out."""
+    cached: Actor | None = getattr(request.state, "actor", None)
+    if cached is not None:
+        return cached
+    actor: Actor | None = None
+    authorization = request.headers.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        actor = _from_token(db, credentials.strip())
+        if actor is None:
+            raise NotAuthenticated("The API token is unknown or revoked; create a new one.")
+    else:
+        raw = request.cookies.get(session_cookie_name())
+        if raw:
+            actor = _from_session(db, raw)
+    request.state.actor = actor
+    return actor
+
+
+def optional_actor(request: Request, db: SessionDep) -> Actor | None:
+    return load_actor(request, db)
+
+
+def current_actor(request: Request, db: SessionDep) -> Actor:
+    actor = load_actor(request, db)
+    if actor is None:
+        raise NotAuthenticated()
+    return actor
+
+
+async def sent_csrf_token(request: Request) -> str | None:
+    """The anti-forgery token a request carries: the X-CSRF-Token header or the form field."""
+    sent = request.headers.get(CSRF_HEADER)
+    if sent:
+        return sent
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        # Starlette caches the parsed form, so the route's Form(...) parameters still work.
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    return None
+
+
+class CsrfFailed(StudioError):
+    def __init__(self) -> None:
+        super().__init__(
+            403,
+            "csrf_failed",
+            "This form has expired or did not come from the studio; reload the page and retry.",
+        )
+
+
+async def check_session_csrf(request: Request, session: AuthSession) -> None:
+    """Refuse a state change that does not carry this session's anti-forgery token."""
+    sent = await sent_csrf_token(request)
+    if not sent or not constant_time_equal(sent, session.csrf_token):
+        raise CsrfFailed()
+
+
+async def csrf_protect(request: Request, actor: Annotated[Actor, Depends(current_actor)]) -> Actor:
+    """State changes from a browser session must carry the session's anti-forgery token.
+
+    API tokens are exempt: a browser never attaches them on its own.
+    """
+    if request.method in ("GET", "HEAD", "OPTIONS") or actor.session is None:
+        return actor
+    await check_session_csrf(request, actor.session)
+    return actor
+
+
+def require_role(role: Role) -> Callable[[Actor], Actor]:
+    """A dependency that lets through callers whose role in the team is at least `role`.
+
+    It checks the anti-forgery token too (a no-op for GET), so a manager-only POST is never
+    left unprotected by choosing this dependency instead of ChangingActor.
+    """
+
+    def dependency(actor: Annotated[Actor, Depends(csrf_protect)]) -> Actor:
+        if not actor.role.at_least(role):
+            raise Forbidden(f"Only a {role.value} or above can do that in this team.")
+        return actor
+
+    return dependency
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+OptionalActor = Annotated[Actor | None, Depends(optional_actor)]
+#: Use on every route that changes something: authenticates and checks the CSRF token.
+ChangingActor = Annotated[Actor, Depends(csrf_protect)]
+ManagerActor = Annotated[Actor, Depends(require_role(Role.MANAGER))]
+AdminActor = Annotated[Actor, Depends(require_role(Role.ADMIN))]

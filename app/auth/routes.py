@@ -1,0 +1,5 @@
+"""auth routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""costs api."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""costs routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

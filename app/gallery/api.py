@@ -1,0 +1,5 @@
+"""gallery api."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

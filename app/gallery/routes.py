@@ -1,0 +1,5 @@
+"""gallery routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""jobs api."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

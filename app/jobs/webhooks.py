@@ -1,0 +1,5 @@
+"""jobs webhooks."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

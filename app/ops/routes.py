@@ -1,0 +1,5 @@
+"""ops routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
