@@ -714,7 +714,7 @@ def _is_blank(value: Any) -> bool:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:g}"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _nearest_multiple(value: int, step: int, minimum: int, maximum: int | None) -> int:
@@ -725,8 +725,7 @@ def _nearest_multiple(value: int, step: int, minimum: int, maximum: int | None) 
 
 
 def _parse_int(spec: FieldSpec, value: Any) -> tuple[int | None, str | None]:
-    example = spec.default if spec.default is not None else spec.minimum
-    hint = f", e.g. {int(example)}" if example is not None else ""
+    hint = f", e.g. {int(spec.default)}" if spec.default is not None else ""
     if isinstance(value, bool):
         return None, f"{spec.name} must be a whole number, not true/false"
     if isinstance(value, int):

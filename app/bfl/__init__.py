@@ -1,0 +1,33 @@
+"""BFL's API as the studio sees it: the model catalogue, the HTTP client and its errors."""
+
+from app.bfl.catalogue import (
+    ASPECT_PRESETS,
+    CostEstimate,
+    ModelSpec,
+    catalogue_as_dict,
+    estimate_cost,
+    get_model,
+    list_models,
+    validate_request,
+)
+from app.bfl.client import BFLClient, FetchedImage, PollResult, Submission, TaskStatus
+from app.bfl.errors import BFLError, FieldError, RequestInvalid
+
+__all__ = [
+    "ASPECT_PRESETS",
+    "BFLClient",
+    "BFLError",
+    "CostEstimate",
+    "FetchedImage",
+    "FieldError",
+    "ModelSpec",
+    "PollResult",
+    "RequestInvalid",
+    "Submission",
+    "TaskStatus",
+    "catalogue_as_dict",
+    "estimate_cost",
+    "get_model",
+    "list_models",
+    "validate_request",
+]

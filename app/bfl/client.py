@@ -1,0 +1,590 @@
+"""The one HTTP client for BFL's API: submit, poll, download results, read the credit balance."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from app.bfl.errors import (
+    AuthFailed,
+    BFLError,
+    FieldError,
+    ImageFetchFailed,
+    ImageTooLarge,
+    ImageWrongType,
+    InsecureURL,
+    InsufficientCredits,
+    NoResponse,
+    NotSent,
+    OutcomeUnknown,
+    RateLimited,
+    RequestInvalid,
+    RequestRejected,
+    ResultUnavailable,
+    ServerFailed,
+    UnexpectedResponse,
+)
+
+__all__ = [
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "DEFAULT_TIMEOUT",
+    "BFLClient",
+    "FetchedImage",
+    "PollResult",
+    "Submission",
+    "TaskStatus",
+    "parse_retry_after",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
+DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+_MAX_REDIRECTS = 5
+_MODEL_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{0,63}")
+_CHUNK = 64 * 1024
+
+Operation = Literal["submit", "read"]
+
+# Which httpx failures prove the request never reached BFL complete.
+#  - ConnectError / ConnectTimeout / PoolTimeout: no connection was ever used for it.
+#  - WriteError: httpcore swallows write errors while sending a request and goes on to read
+#    the answer (so a failure there surfaces as a read error, below); one that does surface
+#    means the request was never written out in full.
+#  - WriteTimeout: part of the body was still unsent when time ran out, so the server never
+#    held a complete JSON document and cannot have created a task from it.
+#  - UnsupportedProtocol / LocalProtocolError / ProxyError: refused locally or by our proxy.
+# Everything else (ReadTimeout, ReadError, RemoteProtocolError, ...) happened after the
+# request was written: the server may have acted on it, so a submission's outcome is unknown.
+_NOT_SENT_ERRORS: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+    httpx.ProxyError,
+)
+
+
+class TaskStatus(StrEnum):
+    """A BFL task's state, as `get_result` reports it."""
+
+    PENDING = "Pending"
+    READY = "Ready"
+    REQUEST_MODERATED = "Request Moderated"
+    CONTENT_MODERATED = "Content Moderated"
+    ERROR = "Error"
+    NOT_FOUND = "Task not found"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not TaskStatus.PENDING
+
+
+_STATUS_BY_KEY = {s.value.lower(): s for s in TaskStatus}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """BFL's answer to an accepted `POST /v1/<model>`."""
+
+    id: str
+    polling_url: str | None
+    cost: Decimal | None
+    input_mp: float | None
+    output_mp: float | None
+    raw: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """One `get_result` answer."""
+
+    status: TaskStatus
+    progress: float | None = None
+    sample_url: str | None = field(default=None, repr=False)  # signed: keep it out of logs
+    seed: int | None = None
+    message: str | None = None
+    details: Any = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+
+@dataclass(frozen=True)
+class FetchedImage:
+    """A downloaded result image."""
+
+    content: bytes = field(repr=False)
+    content_type: str
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    reference = now or datetime.now(UTC)
+    return max(0.0, (when - reference).total_seconds())
+
+
+def _media_type(header: str | None) -> str:
+    media = (header or "").split(";", 1)[0].strip().lower()
+    return _TYPE_ALIASES.get(media, media)
+
+
+def _sniff_image_type(data: bytes) -> str | None:
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _where(url: str) -> str:
+    """Scheme, host and path of a URL: signed query strings stay out of messages and logs."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _optional_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _optional_decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+class BFLClient:
+    """A synchronous client for BFL's API.
+
+    Every BFL call carries the `x-key` header; downloads of signed result links do not. Errors
+    are the typed `app.bfl.errors` hierarchy and never contain the API key. Pass `transport`
+    to route calls elsewhere (tests); `allow_insecure_urls` permits plain http (the emulator).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        allow_insecure_urls: bool = False,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        download_deadline_s: float = 120.0,
+    ) -> None:
+        if not api_key or not api_key.strip():
+            raise ValueError("a BFL API key is required")
+        self.base_url = base_url.rstrip("/")
+        self.allow_insecure_urls = allow_insecure_urls
+        self.max_image_bytes = max_image_bytes
+        self.download_deadline_s = download_deadline_s
+        self._api_key = api_key
+        self._require_secure(self.base_url)
+        self._http = httpx.Client(
+            timeout=timeout,
+            transport=transport,
+            # Reusing a connection the server is closing turns a POST into "outcome unknown";
+            # dropping idle ones sooner than common server keep-alive timeouts avoids that.
+            limits=httpx.Limits(keepalive_expiry=2.0),
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"BFLClient(base_url={self.base_url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- BFL calls -----------------------------------------------------------------------
+
+    def submit(self, model: str, payload: Mapping[str, Any]) -> Submission:
+        """POST a (validated) request to `/v1/<model>`.
+
+        Raises `NotSent` (safe to retry) or `RateLimited` (refused, safe to retry) when no
+        task exists; `OutcomeUnknown` when BFL may have created one: never resend then.
+        """
+        if not isinstance(model, str) or not _MODEL_RE.fullmatch(model):
+            raise RequestInvalid([FieldError("model", "model must be a BFL model name")])
+        url = f"{self.base_url}/v1/{model}"
+        response = self._send("POST", url, operation="submit", json=dict(payload))
+        if response.status_code not in (200, 201, 202):
+            self._raise_for_status(response, operation="submit")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        task_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(task_id, str) or not task_id:
+            # Accepted (2xx) but without an id we can poll: the task may exist and be charged.
+            raise OutcomeUnknown(
+                f"BFL answered {response.status_code} to the submission without a task id",
+                status_code=response.status_code,
+            )
+        polling_url = body.get("polling_url")
+        submission = Submission(
+            id=task_id,
+            polling_url=polling_url if isinstance(polling_url, str) and polling_url else None,
+            cost=_optional_decimal(body.get("cost")),
+            input_mp=_optional_float(body.get("input_mp")),
+            output_mp=_optional_float(body.get("output_mp")),
+            raw=body,
+        )
+        log.info("bfl task submitted", extra={"bfl_model": model, "bfl_task_id": task_id})
+        return submission
+
+    def poll(self, polling_url: str | None, task_id: str) -> PollResult:
+        """Read a task's state.
+
+        Uses the `polling_url` BFL returned (it may be a regional host); falls back to
+        `GET {base}/v1/get_result?id=` when there is none, when it cannot be reached, when it is
+        not https (unless allowed), or when it does not know the task.
+        """
+        if polling_url and self._is_allowed(polling_url):
+            try:
+                result = self._poll_once(polling_url, None)
+            except NotSent as exc:
+                log.warning("polling url unreachable, using the base url: %s", exc.message)
+            else:
+                if result.status is not TaskStatus.NOT_FOUND:
+                    return result
+        elif polling_url:
+            log.warning("polling url is not https, using the base url: %s", _where(polling_url))
+        return self._poll_once(f"{self.base_url}/v1/get_result", {"id": task_id})
+
+    def credits(self) -> Decimal:
+        """The account's remaining credits (`GET /v1/credits`)."""
+        response = self._send("GET", f"{self.base_url}/v1/credits", operation="read")
+        if response.status_code != 200:
+            self._raise_for_status(response, operation="read")
+        body = self._json_object(response)
+        balance = _optional_decimal(body.get("credits"))
+        if balance is None:
+            raise UnexpectedResponse("BFL's credits answer has no credits figure")
+        return balance
+
+    def fetch_image(self, url: str) -> FetchedImage:
+        """Download a result image from its signed URL (no `x-key`: the URL is the credential).
+
+        Streams with a size cap and an overall deadline; accepts JPEG, PNG and WebP only.
+        Raises `ResultUnavailable` for expired links, `ImageTooLarge`, `ImageWrongType`,
+        `InsecureURL`, or `ImageFetchFailed` (retryable) for network trouble.
+        """
+        current = url
+        for _hop in range(_MAX_REDIRECTS + 1):
+            self._require_secure(current)
+            try:
+                next_url = self._fetch_once(current)
+            except BFLError:
+                raise
+            except httpx.TimeoutException as exc:
+                raise ImageFetchFailed(
+                    f"Timed out downloading the result image from {_where(current)}"
+                ) from exc
+            except (httpx.TransportError, httpx.InvalidURL) as exc:
+                raise ImageFetchFailed(
+                    f"Could not download the result image from {_where(current)}: "
+                    f"{self._scrub(type(exc).__name__ + ': ' + str(exc))}"
+                ) from exc
+            if isinstance(next_url, FetchedImage):
+                return next_url
+            current = next_url
+        raise ImageFetchFailed("Too many redirects downloading the result image")
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _fetch_once(self, url: str) -> FetchedImage | str:
+        """Download one hop: the image, or the URL a redirect points to."""
+        started = time.monotonic()
+        with self._http.stream("GET", url, headers={"accept": ", ".join(IMAGE_TYPES)}) as resp:
+            if resp.is_redirect and "location" in resp.headers:
+                return urljoin(url, resp.headers["location"])
+            if resp.status_code in (403, 404, 410):
+                raise ResultUnavailable(
+                    f"The result image link has expired or is gone (HTTP {resp.status_code}); "
+                    "BFL keeps results for about 10 minutes",
+                    status_code=resp.status_code,
+                )
+            if resp.status_code != 200:
+                raise ImageFetchFailed(
+                    f"Downloading the result image failed with HTTP {resp.status_code}",
+                    status_code=resp.status_code,
+                    safe_to_retry=resp.status_code >= 500 or resp.status_code in (408, 429),
+                )
+            declared = _media_type(resp.headers.get("content-type"))
+            if declared and declared not in IMAGE_TYPES and declared != "application/octet-stream":
+                raise ImageWrongType(
+                    f"The result link served {declared!r}, not a JPEG, PNG or WebP image"
+                )
+            length = resp.headers.get("content-length")
+            if length and length.isdigit() and int(length) > self.max_image_bytes:
+                raise ImageTooLarge(self._too_large_message())
+            chunks: list[bytes] = []
+            received = 0
+            for chunk in resp.iter_bytes(_CHUNK):
+                received += len(chunk)
+                if received > self.max_image_bytes:
+                    raise ImageTooLarge(self._too_large_message())
+                if time.monotonic() - started > self.download_deadline_s:
+                    raise ImageFetchFailed(
+                        f"Downloading the result image took longer than "
+                        f"{self.download_deadline_s:g} s"
+                    )
+                chunks.append(chunk)
+        content = b"".join(chunks)
+        sniffed = _sniff_image_type(content)
+        if sniffed is None:
+            raise ImageWrongType(
+                f"The result link served {declared or 'untyped'} data that is not an image"
+            )
+        # The bytes are the truth when the header and the content disagree.
+        return FetchedImage(content=content, content_type=sniffed)
+
+    def _too_large_message(self) -> str:
+        return f"The result image is larger than the {self.max_image_bytes:,}-byte limit"
+
+    def _poll_once(self, url: str, params: dict[str, str] | None) -> PollResult:
+        response = self._send("GET", url, operation="read", params=params)
+        if response.status_code == 404:
+            return PollResult(status=TaskStatus.NOT_FOUND, message="BFL does not know this task")
+        if response.status_code != 200:
+            self._raise_for_status(response, operation="read")
+        return self._parse_poll(self._json_object(response))
+
+    def _parse_poll(self, body: dict[str, Any]) -> PollResult:
+        raw_status = body.get("status")
+        key = " ".join(str(raw_status or "").replace("_", " ").replace("-", " ").lower().split())
+        # Unknown spellings ("Queued", "Processing", ...) are still running.
+        status = _STATUS_BY_KEY.get(key, TaskStatus.PENDING)
+        result = body.get("result") if isinstance(body.get("result"), dict) else {}
+        assert isinstance(result, dict)
+        progress = _optional_float(body.get("progress"))
+        if progress is not None and 1.0 < progress <= 100.0:
+            progress /= 100.0  # tolerate a percentage
+        if progress is not None:
+            progress = min(1.0, max(0.0, progress))
+        seed_value = result.get("seed")
+        seed = (
+            seed_value if isinstance(seed_value, int) and not isinstance(seed_value, bool) else None
+        )
+        sample = result.get("sample")
+        details = body.get("details")
+        if details is None:
+            details = body.get("error")
+        message = self._status_message(status, details)
+        if status is TaskStatus.READY:
+            if not isinstance(sample, str) or not sample:
+                raise UnexpectedResponse("BFL reported the task Ready without an image URL")
+            return PollResult(status, progress, sample, seed, message, details, body)
+        return PollResult(status, progress, None, seed, message, details, body)
+
+    def _status_message(self, status: TaskStatus, details: Any) -> str | None:
+        explanation = ""
+        if isinstance(details, str):
+            explanation = details
+        elif isinstance(details, dict) and details:
+            explanation = "; ".join(f"{k}: {v}" for k, v in details.items())
+        elif isinstance(details, list) and details:
+            explanation = "; ".join(str(d) for d in details)
+        explanation = self._scrub(explanation)[:500]
+        base = {
+            TaskStatus.REQUEST_MODERATED: "BFL's moderation refused the prompt or input image",
+            TaskStatus.CONTENT_MODERATED: "BFL's moderation withheld the generated image",
+            TaskStatus.ERROR: "BFL failed to generate the image",
+            TaskStatus.NOT_FOUND: "BFL does not know this task (unknown or expired)",
+        }.get(status)
+        if base is None:
+            return explanation or None
+        return f"{base}: {explanation}" if explanation else base
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: Operation,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        where = _where(url)
+        log.debug("bfl request %s %s", method, where)
+        try:
+            response = self._http.request(
+                method,
+                url,
+                json=json,
+                params=params,
+                headers={"x-key": self._api_key, "accept": "application/json"},
+            )
+        except _NOT_SENT_ERRORS as exc:
+            raise NotSent(
+                f"Could not send the request to BFL ({where}): {self._describe(exc)}"
+            ) from exc
+        except httpx.InvalidURL as exc:
+            raise NotSent(f"Invalid BFL URL {where}: {self._describe(exc)}") from exc
+        except httpx.TransportError as exc:
+            if operation == "submit":
+                raise OutcomeUnknown(
+                    f"The submission reached BFL but no answer came back ({self._describe(exc)});"
+                    " it may have been accepted and charged, so it is not sent again"
+                ) from exc
+            raise NoResponse(f"No answer from BFL ({where}): {self._describe(exc)}") from exc
+        log.debug("bfl response %s %s -> %s", method, where, response.status_code)
+        return response
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc) or "no details"
+        return self._scrub(f"{type(exc).__name__}: {text}")[:300]
+
+    def _raise_for_status(self, response: httpx.Response, *, operation: Operation) -> None:
+        status = response.status_code
+        message, field_errors = self._error_details(response)
+        if status in (400, 422):
+            detail = "; ".join(str(e) for e in field_errors) or message
+            raise RequestRejected(
+                f"BFL rejected the request: {detail}",
+                status_code=status,
+                field_errors=field_errors,
+            )
+        if status in (401, 403):
+            raise AuthFailed(
+                f"BFL refused the API key (HTTP {status}): {message}; check BFL_API_KEY",
+                status_code=status,
+            )
+        if status == 402:
+            raise InsufficientCredits(
+                f"The BFL account has too few credits for this request: {message}",
+                status_code=status,
+            )
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise RateLimited(
+                f"BFL's active-task limit is reached: {message}",
+                retry_after=retry_after,
+            )
+        if status >= 500:
+            raise ServerFailed(
+                f"BFL had a server error (HTTP {status}): {message}",
+                status_code=status,
+                safe_to_retry=operation == "read",
+            )
+        if 400 <= status < 500:
+            raise RequestRejected(
+                f"BFL refused the request (HTTP {status}): {message}",
+                status_code=status,
+                field_errors=field_errors,
+            )
+        raise UnexpectedResponse(
+            f"BFL answered with unexpected HTTP {status}",
+            status_code=status,
+            safe_to_retry=operation == "read",
+        )
+
+    def _error_details(self, response: httpx.Response) -> tuple[str, list[FieldError]]:
+        """BFL's message and FastAPI-style field errors from an error body."""
+        try:
+            body: Any = response.json()
+        except ValueError:
+            text = " ".join(response.text.split())[:300]
+            return self._scrub(text) or response.reason_phrase or "no details", []
+        field_errors: list[FieldError] = []
+        message = ""
+        if isinstance(body, dict):
+            detail = body.get("detail", body.get("message", body.get("error")))
+            if isinstance(detail, list):
+                for item in detail:
+                    if not isinstance(item, dict):
+                        continue
+                    loc = item.get("loc")
+                    parts = [str(p) for p in loc] if isinstance(loc, list) else []
+                    if parts and parts[0] in ("body", "query", "path", "header"):
+                        parts = parts[1:]
+                    field_errors.append(
+                        FieldError(".".join(parts), self._scrub(str(item.get("msg", "invalid"))))
+                    )
+                message = "; ".join(str(e) for e in field_errors)
+            elif detail is not None:
+                message = str(detail)
+        elif body is not None:
+            message = str(body)
+        return self._scrub(message)[:500] or response.reason_phrase or "no details", field_errors
+
+    def _json_object(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise UnexpectedResponse(
+                f"BFL answered {_where(str(response.url))} with something that is not JSON"
+            )
+        return body
+
+    def _scrub(self, text: str) -> str:
+        # A server or proxy echoing request headers must not carry the key into our errors.
+        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+    def _is_allowed(self, url: str) -> bool:
+        scheme = urlsplit(url).scheme.lower()
+        return scheme == "https" or (self.allow_insecure_urls and scheme == "http")
+
+    def _require_secure(self, url: str) -> None:
+        if not self._is_allowed(url):
+            raise InsecureURL(f"Refusing a non-https URL: {_where(url)}")

@@ -1,0 +1,427 @@
+"""The emulator's behaviour: accepts tasks, reports their state, serves results, fails on demand.
+
+All state is in memory behind one lock. A task's progress is computed from timestamps, so
+no request handler sleeps while a task "runs".
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import random
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from app.bfl import catalogue
+from app.bfl.errors import RequestInvalid
+from app.emulator.config import EmulatorConfig
+from app.emulator.render import content_type_for, render_image
+
+Outcome = Literal["ready", "request_moderated", "content_moderated", "error", "not_found"]
+
+# Prompt trigger words that make a task misbehave, for tests and demos.
+TRIGGER_OUTCOMES: dict[str, Outcome] = {
+    "[[request-moderated]]": "request_moderated",
+    "[[content-moderated]]": "content_moderated",
+    "[[error]]": "error",
+    "[[not-found]]": "not_found",
+}
+TRIGGER_DROP = "[[drop]]"
+TRIGGER_SLOW = "[[slow]]"
+
+_STATUS_TEXT: dict[Outcome, str] = {
+    "ready": "Ready",
+    "request_moderated": "Request Moderated",
+    "content_moderated": "Content Moderated",
+    "error": "Error",
+    "not_found": "Task not found",
+}
+
+
+class EmulatorRefusal(Exception):
+    """An HTTP error answer: status, JSON `detail`, extra headers."""
+
+    def __init__(self, status_code: int, detail: Any, headers: dict[str, str] | None = None):
+        super().__init__(f"{status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+        self.headers = headers or {}
+
+
+@dataclass
+class Task:
+    """One accepted generation."""
+
+    id: str
+    model: str
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    output_format: str
+    cost: Decimal
+    created_at: float
+    ready_at: float
+    outcome: Outcome
+    delivery_token: str
+    base_url: str
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+    @property
+    def extension(self) -> str:
+        return "png" if self.output_format == "png" else "jpg"
+
+    def is_active(self, now: float) -> bool:
+        return now < self.ready_at
+
+
+@dataclass
+class Accepted:
+    """What `submit` hands back to the HTTP layer."""
+
+    body: dict[str, Any]
+    task: Task
+    drop: bool
+
+
+@dataclass
+class _Ledger:
+    tasks: dict[str, Task] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)  # delivery token -> task id
+    # Every accepted submission is kept (tests prove no double POSTs with it); the
+    # download and webhook logs are for debugging, so only their recent entries are kept.
+    submissions: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
+    webhooks: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def _loggable_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload minus image data and secrets, as kept in the submission log."""
+    shown = {k: v for k, v in payload.items() if k != "webhook_secret"}
+    for name in catalogue.reference_field_names(8):
+        if name in shown:
+            shown[name] = "<image>"
+    return shown
+
+
+class EmulatorService:
+    """The emulated BFL account: tasks, credits, limits and the admin log."""
+
+    def __init__(self, config: EmulatorConfig, *, clock: Callable[[], float] = time.time):
+        self._initial_config = config
+        self._config = config
+        self._clock = clock
+        self._offset = 0.0
+        self._lock = threading.Lock()
+        self._ledger = _Ledger()
+        self._balance = config.credits
+        self._rng = random.Random(config.random_seed)
+        self._listeners: list[Callable[[Task], None]] = []
+
+    # --- configuration -------------------------------------------------------------------
+
+    @property
+    def config(self) -> EmulatorConfig:
+        return self._config
+
+    def update_config(self, changes: dict[str, Any]) -> EmulatorConfig:
+        """Apply a partial change; raises pydantic's ValidationError on bad values."""
+        merged = {**self._config.model_dump(), **changes}
+        new = EmulatorConfig(**merged)
+        with self._lock:
+            self._config = new
+            if "credits" in changes:
+                self._balance = new.credits
+            if "random_seed" in changes:
+                self._rng = random.Random(new.random_seed)
+        return new
+
+    def reset(self) -> None:
+        """Forget every task and log entry; restore the starting config and balance."""
+        with self._lock:
+            self._config = self._initial_config
+            self._ledger = _Ledger()
+            self._balance = self._config.credits
+            self._offset = 0.0
+            self._rng = random.Random(self._config.random_seed)
+
+    def on_task_created(self, listener: Callable[[Task], None]) -> None:
+        self._listeners.append(listener)
+
+    # --- time ----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self._clock() + self._offset
+
+    def advance_clock(self, seconds: float) -> float:
+        """Jump the emulator's clock forward (expire links and tasks without sleeping)."""
+        with self._lock:
+            self._offset += max(0.0, seconds)
+            return self._offset
+
+    # --- BFL endpoints -------------------------------------------------------------------
+
+    def check_key(self, key: str | None) -> None:
+        if not key or not key.strip():
+            raise EmulatorRefusal(401, "Not authenticated: send your API key in the x-key header")
+        expected = self._config.api_key
+        if expected and not hmac.compare_digest(key.encode(), expected.encode()):
+            raise EmulatorRefusal(403, "Invalid API key")
+
+    def submit(self, model: str, body: Any, *, base_url: str, polling_base: str) -> Accepted:
+        """Validate and accept a task, or raise `EmulatorRefusal` as BFL would."""
+        try:
+            spec = catalogue.get_model(model)
+        except catalogue.UnknownModel:
+            raise EmulatorRefusal(404, "Not Found") from None
+        if not isinstance(body, dict):
+            raise EmulatorRefusal(
+                422,
+                [
+                    {
+                        "loc": ["body"],
+                        "msg": "Input should be a valid dictionary",
+                        "type": "dict_type",
+                    }
+                ],
+            )
+        try:
+            payload = catalogue.validate_request(model, body)
+        except RequestInvalid as exc:
+            raise EmulatorRefusal(
+                422,
+                [
+                    {"loc": ["body", e.field], "msg": e.message, "type": "value_error"}
+                    for e in exc.errors
+                ],
+            ) from None
+
+        config = self._config
+        prompt = str(payload["prompt"])
+        lowered = prompt.lower()
+        estimate = catalogue.estimate_payload_cost(
+            spec, payload, credit_price_usd=config.credit_price_usd
+        )
+        width, height = catalogue.output_size(spec, payload)
+
+        with self._lock:
+            if self._rng.random() < config.error_rate_5xx:
+                raise EmulatorRefusal(500, "Internal Server Error")
+            now = self.now()
+            self._purge(now)
+            self._enforce_caps(model, spec.active_task_cap, now)
+            if estimate.credits > self._balance:
+                raise EmulatorRefusal(
+                    402,
+                    f"Insufficient credits: this request costs {estimate.credits} credits, "
+                    f"the balance is {self._balance}",
+                )
+            latency = self._rng.uniform(
+                max(0.0, config.latency_mean_s - config.latency_jitter_s),
+                config.latency_mean_s + config.latency_jitter_s,
+            )
+            if TRIGGER_SLOW in lowered:
+                latency *= config.slow_factor
+            outcome: Outcome = "ready"
+            for word, result in TRIGGER_OUTCOMES.items():
+                if word in lowered:
+                    outcome = result
+                    break
+            seed = payload["seed"] if "seed" in payload else self._rng.randint(0, 2**32 - 1)
+            task = Task(
+                id=secrets.token_hex(16),
+                model=model,
+                prompt=prompt,
+                seed=int(seed),
+                width=width,
+                height=height,
+                output_format=str(payload.get("output_format", "jpeg")),
+                cost=estimate.credits,
+                created_at=now,
+                ready_at=now + latency,
+                outcome=outcome,
+                delivery_token=secrets.token_urlsafe(24),
+                base_url=base_url,
+                webhook_url=payload.get("webhook_url"),
+                webhook_secret=payload.get("webhook_secret"),
+            )
+            self._balance -= estimate.credits
+            self._ledger.tasks[task.id] = task
+            self._ledger.tokens[task.delivery_token] = task.id
+            drop = TRIGGER_DROP in lowered
+            self._ledger.submissions.append(
+                {
+                    "id": task.id,
+                    "model": model,
+                    "payload": _loggable_payload(payload),
+                    "time": _iso(now),
+                    "cost": float(estimate.credits),
+                    "dropped": drop,
+                }
+            )
+        for listener in self._listeners:
+            listener(task)
+
+        answer: dict[str, Any] = {
+            "id": task.id,
+            "polling_url": f"{polling_base}/v1/get_result?id={task.id}",
+        }
+        if spec.family == "FLUX.2":  # FLUX.1 endpoints do not report cost
+            answer["cost"] = float(estimate.credits)
+            answer["input_mp"] = float(catalogue.count_reference_images(payload))
+            answer["output_mp"] = round(width * height / catalogue.MEGAPIXEL, 2)
+        return Accepted(body=answer, task=task, drop=drop)
+
+    def get_result(self, task_id: str, *, delivery_base: str) -> dict[str, Any]:
+        """The `get_result` answer for a task id."""
+        with self._lock:
+            if self._rng.random() < self._config.poll_error_rate_5xx:
+                raise EmulatorRefusal(503, "Service Unavailable")
+            now = self.now()
+            self._purge(now)
+            task = self._ledger.tasks.get(task_id)
+        if task is None or task.outcome == "not_found":
+            return {"id": task_id, "status": "Task not found"}
+        return self.task_view(task, now, delivery_base)
+
+    def task_view(self, task: Task, now: float, delivery_base: str) -> dict[str, Any]:
+        """The JSON BFL reports for `task` at time `now`."""
+        if task.is_active(now):
+            span = task.ready_at - task.created_at
+            progress = min(0.99, (now - task.created_at) / span) if span > 0 else 0.0
+            return {
+                "id": task.id,
+                "status": "Pending",
+                "result": None,
+                "progress": round(progress, 2),
+                "details": None,
+            }
+        view: dict[str, Any] = {
+            "id": task.id,
+            "status": _STATUS_TEXT[task.outcome],
+            "result": None,
+            "progress": None,
+            "details": None,
+        }
+        if task.outcome == "ready":
+            view["result"] = {
+                "sample": f"{delivery_base}/delivery/{task.delivery_token}.{task.extension}",
+                "prompt": task.prompt,
+                "seed": task.seed,
+                "start_time": task.created_at,
+                "end_time": task.ready_at,
+                "duration": round(task.ready_at - task.created_at, 3),
+            }
+        elif task.outcome in ("request_moderated", "content_moderated"):
+            view["details"] = {"Moderation Reasons": ["Emulated moderation (trigger word)"]}
+        elif task.outcome == "error":
+            view["details"] = {"error": "Emulated generation failure (trigger word)"}
+        return view
+
+    def final_view(self, task_id: str) -> dict[str, Any] | None:
+        """The finished task's result for a webhook, or None if it is gone or not finished."""
+        with self._lock:
+            task = self._ledger.tasks.get(task_id)
+            now = self.now()
+        if task is None or task.is_active(now) or task.outcome == "not_found":
+            return None
+        return self.task_view(task, now, task.base_url)
+
+    def delivery(self, name: str, *, x_key_present: bool) -> tuple[bytes, str]:
+        """The image behind a result link: (bytes, content type)."""
+        token, _, _ext = name.partition(".")
+        with self._lock:
+            now = self.now()
+            task_id = self._ledger.tokens.get(token)
+            task = self._ledger.tasks.get(task_id) if task_id else None
+            if task is None or task.outcome != "ready" or task.is_active(now):
+                status = 404
+            elif now > task.ready_at + self._config.result_ttl_s:
+                status = 403
+            else:
+                status = 200
+            self._ledger.deliveries.append(
+                {"token": token, "status": status, "x_key_present": x_key_present}
+            )
+            override = self._config.delivery_content_type
+        if status == 404:
+            raise EmulatorRefusal(404, "Not Found")
+        if status == 403:
+            raise EmulatorRefusal(403, "Request has expired")
+        assert task is not None
+        if override and not override.startswith("image/"):
+            return b"<html><body>Not an image</body></html>", override
+        content = render_image(
+            task.prompt, task.seed, task.model, task.width, task.height, task.output_format
+        )
+        return content, override or content_type_for(task.output_format)
+
+    def task(self, task_id: str) -> Task | None:
+        with self._lock:
+            return self._ledger.tasks.get(task_id)
+
+    def credits(self) -> Decimal:
+        with self._lock:
+            return self._balance
+
+    # --- admin log -----------------------------------------------------------------------
+
+    def submissions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(s) for s in self._ledger.submissions]
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(d) for d in self._ledger.deliveries]
+
+    def webhook_log(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(w) for w in self._ledger.webhooks]
+
+    def record_webhook(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._ledger.webhooks.append(entry)
+
+    def active_tasks(self) -> int:
+        with self._lock:
+            now = self.now()
+            return sum(1 for t in self._ledger.tasks.values() if t.is_active(now))
+
+    # --- internals (call with the lock held) ---------------------------------------------
+
+    def _purge(self, now: float) -> None:
+        ttl = self._config.task_ttl_s
+        gone = [t.id for t in self._ledger.tasks.values() if now > t.ready_at + ttl]
+        for task_id in gone:
+            task = self._ledger.tasks.pop(task_id)
+            self._ledger.tokens.pop(task.delivery_token, None)
+
+    def _enforce_caps(self, model: str, catalogue_cap: int | None, now: float) -> None:
+        active = [t for t in self._ledger.tasks.values() if t.is_active(now)]
+        caps: list[tuple[list[Task], int, str]] = [
+            (active, self._config.account_active_task_cap, "account")
+        ]
+        model_cap = self._config.model_task_caps.get(model, catalogue_cap)
+        if model_cap is not None:
+            caps.append(([t for t in active if t.model == model], model_cap, model))
+        for tasks, cap, scope in caps:
+            if len(tasks) >= cap:
+                wait = min(t.ready_at for t in tasks) - now if tasks else 1.0
+                raise EmulatorRefusal(
+                    429,
+                    f"Too many active tasks for {scope} (limit {cap}); "
+                    "wait for one to finish and try again",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )

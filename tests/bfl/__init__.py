@@ -1,0 +1,1 @@
+"""Tests of the BFL client, the model catalogue and the webhook checks."""

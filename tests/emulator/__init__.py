@@ -1,0 +1,1 @@
+"""Tests of the BFL emulator: its HTTP contract, failure modes, images and webhooks."""

@@ -1,0 +1,60 @@
+"""Synthetic images: deterministic, sized and formatted as asked, distinct per seed, fast."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import httpx
+from PIL import Image, ImageChops, ImageStat
+
+from app.emulator import EmulatorServer
+from app.emulator.render import render_image
+
+
+def _render(seed: int, *, fmt: str = "jpeg", size: tuple[int, int] = (512, 512)) -> bytes:
+    return render_image("a fox in the snow", seed, "flux-2-pro", size[0], size[1], fmt)
+
+
+def test_same_inputs_give_the_same_bytes() -> None:
+    first = _render(1)
+    render_image.cache_clear()  # prove it is the drawing, not the cache, that repeats
+    assert _render(1) == first
+
+
+def test_another_seed_gives_a_visibly_different_image() -> None:
+    with Image.open(io.BytesIO(_render(1))) as a, Image.open(io.BytesIO(_render(2))) as b:
+        difference = ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB")))
+    assert sum(difference.mean) / 3 > 20  # mean channel difference out of 255
+
+
+def test_prompt_and_model_change_the_image_too() -> None:
+    base = render_image("a fox", 1, "flux-2-pro", 256, 256, "png")
+    assert render_image("a dog", 1, "flux-2-pro", 256, 256, "png") != base
+    assert render_image("a fox", 1, "flux-2-max", 256, 256, "png") != base
+
+
+def test_size_and_format_match_the_request() -> None:
+    for fmt, pil_format in (("jpeg", "JPEG"), ("png", "PNG")):
+        for size in ((64, 64), (1360, 768), (656, 1536)):
+            with Image.open(io.BytesIO(_render(5, fmt=fmt, size=size))) as picture:
+                assert picture.format == pil_format
+                assert picture.size == size
+
+
+def test_one_megapixel_jpeg_renders_quickly() -> None:
+    render_image.cache_clear()
+    started = time.perf_counter()
+    render_image("speed check", 11, "flux-2-pro", 1024, 1024, "jpeg")
+    # Target is well under 100 ms; the bound leaves room for a loaded CI machine.
+    assert time.perf_counter() - started < 0.5
+
+
+def test_served_image_is_the_rendered_one(emulator: EmulatorServer, http: httpx.Client) -> None:
+    body = {"prompt": "served", "seed": 8, "width": 320, "height": 240, "output_format": "png"}
+    task_id = http.post("/v1/flux-2-pro", json=body).json()["id"]
+    emulator.service.advance_clock(1)
+    sample = http.get("/v1/get_result", params={"id": task_id}).json()["result"]["sample"]
+    response = httpx.get(sample)
+    assert response.headers["content-type"] == "image/png"
+    assert response.content == render_image("served", 8, "flux-2-pro", 320, 240, "png")
