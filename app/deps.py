@@ -25,5 +25,8 @@ def get_db() -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+#: scope="function": commit before the response is sent. With FastAPI's default ("request") the
+#: commit ran after the response left, so a browser following a redirect could arrive before
+#: the row it needed (a new session at sign-in) was visible, and a failed commit went unseen.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

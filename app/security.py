@@ -51,3 +51,12 @@ def token_hash(token: str) -> str:
 
 def constant_time_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+def signature(purpose: str, value: str) -> str:
+    """HMAC-SHA256 of `value` under SECRET_KEY, bound to `purpose` so one signature never
+    stands in for another kind (a login-form token is no webhook token)."""
+    from app.settings import get_settings
+
+    key = get_settings().SECRET_KEY.get_secret_value().encode()
+    return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).hexdigest()

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     CREDIT_PRICE_USD: Decimal = Field(
         default=Decimal("0.01"), description="US dollars per BFL credit, for cost reports."
     )
+    CREDIT_REFRESH_INTERVAL_S: float = Field(
+        default=300.0,
+        ge=10,
+        description="How often beat reads the BFL account's credit balance (GET /v1/credits).",
+    )
     EMULATOR_URL: str = Field(
         default="http://127.0.0.1:8765",
         description="Where the BFL emulator listens when no BFL_API_KEY is set.",
@@ -77,12 +82,36 @@ class Settings(BaseSettings):
     )
     SESSION_IDLE_MINUTES: int = Field(default=120, ge=1, description="Idle session timeout.")
     SESSION_MAX_HOURS: int = Field(default=24 * 7, ge=1, description="Absolute session lifetime.")
+    LOGIN_FREE_ATTEMPTS_ACCOUNT: int = Field(
+        default=5, ge=1, description="Failed sign-ins per account before delays begin."
+    )
+    LOGIN_FREE_ATTEMPTS_ADDRESS: int = Field(
+        default=30, ge=1, description="Failed sign-ins per client address before delays begin."
+    )
+    LOGIN_DELAY_BASE_S: float = Field(
+        default=2.0, gt=0, description="First sign-in delay after the free attempts; doubles."
+    )
+    LOGIN_DELAY_MAX_S: float = Field(
+        default=900.0, gt=0, description="Longest sign-in delay (no hard lock-out)."
+    )
     METRICS_TOKEN: SecretStr | None = Field(
         default=None, description="Bearer token for /metrics; unset: loopback clients only."
+    )
+    WORKER_METRICS_PORT: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port where each worker serves /metrics for its own processes; 0: off "
+        "(on one host the web app's /metrics already counts the workers).",
     )
     LOG_LEVEL: str = Field(default="INFO", description="Log level.")
     LOG_FORMAT: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto: readable on a terminal, JSON otherwise."
+    )
+    API_RATE_LIMIT_PER_MINUTE: int = Field(
+        default=120,
+        ge=0,
+        description="Requests per minute one API token may make; 0 turns the limit off.",
     )
 
     # Pipeline tuning.
@@ -99,6 +128,15 @@ class Settings(BaseSettings):
         default="", description="Prefix for Celery's Redis keys, so studios can share a Redis."
     )
     WORKER_CONCURRENCY: int = Field(default=4, ge=1, description="Processes per worker.")
+    MAX_BATCH_SIZE: int = Field(
+        default=16, ge=1, le=200, description="Most images one request may ask for at once."
+    )
+    POLL_LEASE_S: float = Field(
+        default=60.0,
+        ge=2,
+        description="How long a poll (and download) may run before the sweeper assumes its "
+        "worker died and polls the job again; keep above POLL_MAX_INTERVAL_S.",
+    )
 
     @property
     def bfl_emulated(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ def clear_session_cookie(response: Response) -> None:
 
 _FORM_PURPOSE = "pre-session-form"
 _FORM_COOKIE_MAX_AGE = 12 * 3600
+_NONCE = re.compile(r"[A-Za-z0-9_-]{32,64}")
 
 
 class FormToken:
@@ -75,9 +77,7 @@ class FormToken:
     def __init__(self, request: Request) -> None:
         existing = request.cookies.get(form_cookie_name(), "")
         # Reuse a well-formed nonce so forms open in several tabs all stay valid.
-        self._fresh = not (
-            32 <= len(existing) <= 64 and existing.replace("-", "").replace("_", "").isalnum()
-        )
+        self._fresh = _NONCE.fullmatch(existing) is None
         self.nonce = new_token(32) if self._fresh else existing
 
     @property
@@ -176,6 +176,8 @@ def _from_session(db: Session, raw: str) -> Actor | None:
     session = db.get(AuthSession, token_hash(raw))
     now = utcnow()
     if session is None or not session_is_live(session, now):
+        # Timed-out rows are refused here and deleted by service.purge_ended_sessions; a
+        # delete here would be rolled back with the request that NotAuthenticated ends.
         return None
     user = db.get(User, session.user_id)
     if user is None or not user.is_active:
@@ -273,7 +275,10 @@ def require_role(role: Role) -> Callable[[Actor], Actor]:
 
     def dependency(actor: Annotated[Actor, Depends(csrf_protect)]) -> Actor:
         if not actor.role.at_least(role):
-            raise Forbidden(f"Only a {role.value} or above can do that in this team.")
+            who = {Role.ADMIN: "an admin", Role.MANAGER: "a manager or admin"}.get(role, "a member")
+            raise Forbidden(
+                f"Only {who} of this team can do that; your role here is {actor.role.value}."
+            )
         return actor
 
     return dependency

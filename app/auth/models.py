@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    literal_column,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -45,7 +46,9 @@ class Team(Timestamped, Base):
 
 class User(Timestamped, Base):
     __tablename__ = "users"
-    __table_args__ = (Index("uq_users_email_lower", func.lower("email"), unique=True),)
+    __table_args__ = (
+        Index("uq_users_email_lower", func.lower(literal_column("email")), unique=True),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     email: Mapped[str] = mapped_column(String(320), nullable=False)
@@ -87,6 +90,9 @@ class AuthSession(Timestamped, Base):
     __table_args__ = (Index("ix_auth_sessions_user", "user_id"),)
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: A public handle for the session (the account page lists and ends sessions by it), so
+    #: pages never need to show even the hash of another browser's token.
+    id: Mapped[uuid.UUID] = mapped_column(unique=True, nullable=False, default=new_id)
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     )

@@ -1,5 +1,638 @@
-"""auth routes."""
+"""Pages for signing in and out, the account page, the team page and invitation links."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import uuid
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.auth import service
+from app.auth.deps import (
+    Actor,
+    ChangingActor,
+    CsrfFailed,
+    CurrentActor,
+    FormToken,
+    OptionalActor,
+    check_session_csrf,
+    clear_session_cookie,
+    session_cookie_name,
+    set_session_cookie,
+)
+from app.auth.models import Role
+from app.auth.service import AccountError, NotInTeam
+from app.auth.throttle import LoginThrottle
+from app.deps import SessionDep
+from app.errors import Forbidden, NotFound
+from app.settings import get_settings
+from app.templating import templates
+
+router = APIRouter(include_in_schema=False)
+
+FormStr = Annotated[str, Form()]
+WRONG_CREDENTIALS = "The email or password is wrong."
+
+#: Messages shown after a redirect, chosen by a fixed key so a link cannot inject text.
+NOTICES = {
+    "name": "Your name was saved.",
+    "email": "Your email was changed.",
+    "password": "Your password was changed. Every other browser was signed out.",
+    "session": "That browser was signed out.",
+    "sessions": "Every other browser was signed out.",
+    "switched": "You switched team.",
+    "team": "The new team is ready; you are its admin.",
+    "joined": "You joined the team.",
+    "role": "The role was changed.",
+    "removed": "The person was removed from the team.",
+    "revoked": "The invite was withdrawn.",
+}
+
+
+def safe_next(target: str | None) -> str:
+    """A same-site path to go to after signing in; anything else (another host, a scheme,
+    `//host`, backslashes, control characters) becomes "/" so the login is no open redirect."""
+    if not target or len(target) > 2000:
+        return "/"
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
+def client_address(request: Request) -> str:
+    # The direct peer; behind a proxy run uvicorn with --proxy-headers and a trusted
+    # --forwarded-allow-ips so this is the real client and not a spoofable header.
+    return request.client.host if request.client else "unknown"
+
+
+def _notice(request: Request) -> str | None:
+    return NOTICES.get(request.query_params.get("done", ""))
+
+
+def _redirect(target: str, done: str | None = None) -> RedirectResponse:
+    if done:
+        target += ("&" if "?" in target else "?") + f"done={done}"
+    return RedirectResponse(target, status_code=303)
+
+
+def _user_agent(request: Request) -> str | None:
+    return request.headers.get("user-agent")
+
+
+# --- Signing in and out -----------------------------------------------------------------------
+
+
+def _login_form(
+    request: Request,
+    *,
+    next_path: str,
+    email: str = "",
+    error: str | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    actor: Actor | None = None,
+) -> Response:
+    form = FormToken(request)
+    response = templates.TemplateResponse(
+        request,
+        "auth/login.html",
+        {
+            "actor": actor,
+            "csrf_token": form.value,
+            "next": next_path,
+            "email": email,
+            "error": error,
+        },
+        status_code=status_code,
+        headers=headers,
+    )
+    form.attach(response)
+    return response
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, actor: OptionalActor, next: str = "/") -> Response:
+    # A signed-in visitor sees the form too (to sign in as someone else); signing in replaces
+    # the current session.
+    return _login_form(request, next_path=safe_next(next), actor=actor)
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    db: SessionDep,
+    email: FormStr = "",
+    password: FormStr = "",
+    next: FormStr = "/",
+    csrf_token: FormStr = "",
+) -> Response:
+    target = safe_next(next)
+    email = email.strip()[:320]
+    if not FormToken.is_valid(request, csrf_token):
+        return _login_form(
+            request,
+            next_path=target,
+            email=email,
+            error="This sign-in form had expired; it is fresh now, please sign in again.",
+            status_code=403,
+        )
+    if not email or not password:
+        return _login_form(
+            request,
+            next_path=target,
+            email=email,
+            error="Enter your email and your password.",
+            status_code=400,
+        )
+    address = client_address(request)
+    throttle = LoginThrottle()
+    wait = throttle.wait_seconds(email, address)
+    if wait:
+        return _too_many(request, target, email, wait)
+    # An absurdly long password is never right; refuse it without hashing megabytes.
+    user = service.authenticate(db, email, password) if len(password) <= 4096 else None
+    if user is None:
+        wait = throttle.record_failure(email, address)
+        if wait:
+            return _too_many(request, target, email, wait, prefix=WRONG_CREDENTIALS + " ")
+        return _login_form(
+            request, next_path=target, email=email, error=WRONG_CREDENTIALS, status_code=400
+        )
+    throttle.record_success(email, address)
+    # A new id at every sign-in: whatever session cookie the browser had before is ended,
+    # so an id planted before login can never become a signed-in one.
+    previous = request.cookies.get(session_cookie_name())
+    if previous:
+        service.end_session_by_token(db, previous)
+    try:
+        raw, _ = service.start_session(db, user, user_agent=_user_agent(request))
+    except AccountError as exc:
+        return _login_form(
+            request, next_path=target, email=email, error=_sentence(exc), status_code=403
+        )
+    response = RedirectResponse(target, status_code=303)
+    set_session_cookie(response, raw)
+    return response
+
+
+def _too_many(request: Request, target: str, email: str, wait: int, prefix: str = "") -> Response:
+    unit = "second" if wait == 1 else "seconds"
+    return _login_form(
+        request,
+        next_path=target,
+        email=email,
+        error=f"{prefix}Too many sign-in attempts; try again in {wait} {unit}.",
+        status_code=429,
+        headers={"Retry-After": str(wait)},
+    )
+
+
+async def _signed_in_or_none(request: Request, actor: OptionalActor) -> Actor | None:
+    if actor is not None and actor.session is not None:
+        await check_session_csrf(request, actor.session)
+    return actor
+
+
+@router.post("/logout")
+def logout(
+    request: Request,
+    db: SessionDep,
+    actor: Annotated[Actor | None, Depends(_signed_in_or_none)],
+) -> Response:
+    if actor is not None and actor.session is not None:
+        service.end_session(db, actor.session.token_hash)
+    response = RedirectResponse("/login", status_code=303)
+    clear_session_cookie(response)
+    return response
+
+
+def _sentence(exc: Exception) -> str:
+    text = str(exc)
+    return (text[:1].upper() + text[1:]).rstrip(".") + "."
+
+
+# --- The account page -------------------------------------------------------------------------
+
+
+def _account_page(
+    request: Request,
+    db: SessionDep,
+    actor: Actor,
+    *,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    context: dict[str, Any] = {
+        "actor": actor,
+        "notice": _notice(request),
+        "errors": errors or {},
+        "sessions": service.sessions_of(db, actor.user_id),
+        "current_session_id": actor.session.id if actor.session else None,
+        "teams": service.teams_of(db, actor.user_id),
+    }
+    return templates.TemplateResponse(
+        request, "account/index.html", context, status_code=status_code, headers=headers
+    )
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account_page(request: Request, db: SessionDep, actor: CurrentActor) -> Response:
+    return _account_page(request, db, actor)
+
+
+@router.post("/account/name")
+def account_name(
+    request: Request, db: SessionDep, actor: ChangingActor, name: FormStr = ""
+) -> Response:
+    try:
+        service.change_name(db, actor.user, name)
+    except AccountError as exc:
+        return _account_page(request, db, actor, errors={"name": _sentence(exc)}, status_code=400)
+    return _redirect("/account", "name")
+
+
+def _password_guard(
+    request: Request, db: SessionDep, actor: Actor, section: str
+) -> LoginThrottle | Response:
+    """Current-password checks share the sign-in throttle, so a borrowed session cannot be
+    used to guess the password at full speed."""
+    throttle = LoginThrottle()
+    wait = throttle.wait_seconds(actor.user.email, client_address(request))
+    if wait:
+        return _account_page(
+            request,
+            db,
+            actor,
+            errors={section: f"Too many attempts; try again in {wait} seconds."},
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+        )
+    return throttle
+
+
+@router.post("/account/password")
+def account_password(
+    request: Request,
+    db: SessionDep,
+    actor: ChangingActor,
+    current_password: FormStr = "",
+    new_password: FormStr = "",
+    new_password_again: FormStr = "",
+) -> Response:
+    if new_password != new_password_again:
+        return _account_page(
+            request,
+            db,
+            actor,
+            errors={"password": "The two new passwords differ; type the same one twice."},
+            status_code=400,
+        )
+    guard = _password_guard(request, db, actor, "password")
+    if isinstance(guard, Response):
+        return guard
+    try:
+        service.change_password(
+            db, actor.user, current_password=current_password, new_password=new_password
+        )
+    except AccountError as exc:
+        if exc.field == "current_password":
+            guard.record_failure(actor.user.email, client_address(request))
+        return _account_page(
+            request, db, actor, errors={"password": _sentence(exc)}, status_code=400
+        )
+    # Every session ends, this one included; this browser gets a fresh one at once.
+    service.end_other_sessions(db, actor.user_id)
+    raw, _ = service.start_session(
+        db, actor.user, team_id=actor.team_id, user_agent=_user_agent(request)
+    )
+    response = _redirect("/account", "password")
+    set_session_cookie(response, raw)
+    return response
+
+
+@router.post("/account/email")
+def account_email(
+    request: Request,
+    db: SessionDep,
+    actor: ChangingActor,
+    email: FormStr = "",
+    current_password: FormStr = "",
+) -> Response:
+    guard = _password_guard(request, db, actor, "email")
+    if isinstance(guard, Response):
+        return guard
+    old_email = actor.user.email
+    try:
+        service.change_email(db, actor.user, current_password=current_password, new_email=email)
+    except AccountError as exc:
+        if exc.field == "current_password":
+            guard.record_failure(old_email, client_address(request))
+        return _account_page(request, db, actor, errors={"email": _sentence(exc)}, status_code=400)
+    return _redirect("/account", "email")
+
+
+@router.post("/account/sessions/end-others")
+def account_end_other_sessions(db: SessionDep, actor: ChangingActor) -> Response:
+    service.end_other_sessions(db, actor.user_id, keep=actor.session)
+    return _redirect("/account", "sessions")
+
+
+@router.post("/account/sessions/{session_id}/end")
+def account_end_session(session_id: str, db: SessionDep, actor: ChangingActor) -> Response:
+    try:
+        service.end_own_session(db, actor.user_id, _uuid(session_id, "That session"))
+    except NotInTeam as exc:
+        raise NotFound("That session") from exc
+    if actor.session is not None and str(actor.session.id) == session_id:
+        response = _redirect("/login")
+        clear_session_cookie(response)
+        return response
+    return _redirect("/account", "session")
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise NotFound(what) from exc
+
+
+# --- Teams ------------------------------------------------------------------------------------
+
+
+@router.post("/teams/switch")
+def switch_team(
+    db: SessionDep,
+    actor: ChangingActor,
+    team_id: FormStr = "",
+    next: FormStr = "/",
+) -> Response:
+    if actor.session is None:
+        raise Forbidden("Switch teams in the browser; an API token belongs to one team.")
+    try:
+        service.switch_team(db, actor.session, actor.user, _uuid(team_id, "That team"))
+    except NotInTeam as exc:
+        raise NotFound("That team") from exc
+    return _redirect(safe_next(next), "switched")
+
+
+def _require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise Forbidden(
+            "Only an admin of this team can manage its members and invites; "
+            f"your role here is {actor.role.value}. Ask one of the team's admins."
+        )
+
+
+def _team_page(
+    request: Request,
+    db: SessionDep,
+    actor: Actor,
+    *,
+    errors: dict[str, str] | None = None,
+    invite_link: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    context: dict[str, Any] = {
+        "actor": actor,
+        "notice": _notice(request),
+        "errors": errors or {},
+        "members": service.team_members(db, actor.team_id),
+        "invites": service.open_invites(db, actor.team_id),
+        "roles": [r.value for r in Role],
+        "invite_link": invite_link,
+    }
+    return templates.TemplateResponse(
+        request, "account/team.html", context, status_code=status_code
+    )
+
+
+@router.get("/team", response_class=HTMLResponse)
+def team_page(request: Request, db: SessionDep, actor: CurrentActor) -> Response:
+    _require_admin(actor)
+    return _team_page(request, db, actor)
+
+
+def _role(value: str) -> Role | None:
+    try:
+        return Role(value)
+    except ValueError:
+        return None
+
+
+@router.post("/team/members/{user_id}/role")
+def team_change_role(
+    request: Request, user_id: str, db: SessionDep, actor: ChangingActor, role: FormStr = ""
+) -> Response:
+    _require_admin(actor)
+    member_id = _uuid(user_id, "That person")
+    new_role = _role(role)
+    if new_role is None:
+        return _team_page(
+            request,
+            db,
+            actor,
+            errors={"members": "Role: choose member, manager or admin."},
+            status_code=400,
+        )
+    try:
+        service.change_role(db, actor.team_id, member_id, new_role)
+    except NotInTeam as exc:
+        raise NotFound("That person") from exc
+    except AccountError as exc:
+        return _team_page(request, db, actor, errors={"members": _sentence(exc)}, status_code=409)
+    if member_id == actor.user_id and new_role != Role.ADMIN:
+        return _redirect("/account", "role")
+    return _redirect("/team", "role")
+
+
+@router.post("/team/members/{user_id}/remove")
+def team_remove_member(
+    request: Request, user_id: str, db: SessionDep, actor: ChangingActor
+) -> Response:
+    _require_admin(actor)
+    member_id = _uuid(user_id, "That person")
+    try:
+        service.remove_member(db, actor.team_id, member_id)
+    except NotInTeam as exc:
+        raise NotFound("That person") from exc
+    except AccountError as exc:
+        return _team_page(request, db, actor, errors={"members": _sentence(exc)}, status_code=409)
+    if member_id == actor.user_id:
+        return _redirect("/")
+    return _redirect("/team", "removed")
+
+
+def _public_base(request: Request) -> str:
+    configured = get_settings().PUBLIC_URL
+    return (configured or str(request.base_url)).rstrip("/")
+
+
+@router.post("/team/invites")
+def team_invite(
+    request: Request,
+    db: SessionDep,
+    actor: ChangingActor,
+    email: FormStr = "",
+    role: FormStr = "member",
+) -> Response:
+    _require_admin(actor)
+    invite_role = _role(role)
+    if invite_role is None:
+        return _team_page(
+            request,
+            db,
+            actor,
+            errors={"invite": "Role: choose member, manager or admin."},
+            status_code=400,
+        )
+    try:
+        raw, _ = service.create_invite(
+            db, team_id=actor.team_id, created_by=actor.user, role=invite_role, email=email
+        )
+    except AccountError as exc:
+        return _team_page(request, db, actor, errors={"invite": _sentence(exc)}, status_code=400)
+    # The link is shown this once: only its hash is kept.
+    link = f"{_public_base(request)}/invite/{quote(raw)}"
+    return _team_page(request, db, actor, invite_link=link, status_code=201)
+
+
+@router.post("/team/invites/{invite_id}/revoke")
+def team_revoke_invite(invite_id: str, db: SessionDep, actor: ChangingActor) -> Response:
+    _require_admin(actor)
+    try:
+        service.revoke_invite(db, actor.team_id, _uuid(invite_id, "That invite"))
+    except NotInTeam as exc:
+        raise NotFound("That invite") from exc
+    return _redirect("/team", "revoked")
+
+
+@router.post("/teams")
+def create_team(
+    request: Request, db: SessionDep, actor: ChangingActor, name: FormStr = ""
+) -> Response:
+    _require_admin(actor)
+    try:
+        team = service.create_team_for(db, actor.user, name)
+    except AccountError as exc:
+        return _team_page(request, db, actor, errors={"team": _sentence(exc)}, status_code=400)
+    if actor.session is not None:
+        service.switch_team(db, actor.session, actor.user, team.id)
+    return _redirect("/team", "team")
+
+
+# --- Invitation links -------------------------------------------------------------------------
+
+
+def _invite_page(
+    request: Request,
+    db: SessionDep,
+    token: str,
+    actor: Actor | None,
+    *,
+    error: str | None = None,
+    name: str = "",
+    email: str = "",
+    status_code: int = 200,
+) -> Response:
+    try:
+        invite, team = service.find_invite(db, token)
+    except NotInTeam as exc:
+        return templates.TemplateResponse(
+            request,
+            "partials/error.html",
+            {"actor": actor, "status_code": 404, "message": str(exc)},
+            status_code=404,
+        )
+    form = FormToken(request)
+    response = templates.TemplateResponse(
+        request,
+        "auth/invite.html",
+        {
+            "actor": actor,
+            "invite": invite,
+            "team": team,
+            "token": token,
+            "csrf_token": actor.csrf_token if actor else form.value,
+            "error": error,
+            "name": name,
+            "email": invite.email or email,
+        },
+        status_code=status_code,
+    )
+    if actor is None:
+        form.attach(response)
+    return response
+
+
+@router.get("/invite/{token}", response_class=HTMLResponse)
+def invite_page(request: Request, token: str, db: SessionDep, actor: OptionalActor) -> Response:
+    return _invite_page(request, db, token, actor)
+
+
+async def _invite_csrf(request: Request, actor: OptionalActor) -> Actor | None:
+    """Signed in: the session's token; not yet: the pre-session form token."""
+    if actor is not None and actor.session is not None:
+        await check_session_csrf(request, actor.session)
+    elif actor is None:
+        form = await request.form()
+        sent = form.get("csrf_token")
+        if not FormToken.is_valid(request, sent if isinstance(sent, str) else None):
+            raise CsrfFailed()
+    return actor
+
+
+@router.post("/invite/{token}")
+def accept_invite(
+    request: Request,
+    token: str,
+    db: SessionDep,
+    actor: Annotated[Actor | None, Depends(_invite_csrf)],
+    name: FormStr = "",
+    email: FormStr = "",
+    password: FormStr = "",
+    password_again: FormStr = "",
+) -> Response:
+    if actor is not None:
+        try:
+            team = service.accept_invite(db, token, actor.user)
+        except NotInTeam:
+            return _invite_page(request, db, token, actor)
+        except AccountError as exc:
+            return _invite_page(request, db, token, actor, error=_sentence(exc), status_code=409)
+        if actor.session is not None:
+            service.switch_team(db, actor.session, actor.user, team.id)
+        return _redirect("/")
+    if password != password_again:
+        return _invite_page(
+            request,
+            db,
+            token,
+            None,
+            error="The two passwords differ; type the same one twice.",
+            name=name,
+            email=email,
+            status_code=400,
+        )
+    try:
+        user, team = service.accept_invite_new_user(
+            db, token, name=name, email=email, password=password
+        )
+    except NotInTeam:
+        return _invite_page(request, db, token, None)
+    except AccountError as exc:
+        return _invite_page(
+            request, db, token, None, error=_sentence(exc), name=name, email=email, status_code=400
+        )
+    raw, _ = service.start_session(db, user, team_id=team.id, user_agent=_user_agent(request))
+    response = _redirect("/", "joined")
+    set_session_cookie(response, raw)
+    return response

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from app.auth.models import Membership, Role, Team, User
-from app.security import hash_password, password_problem
+from app.auth.models import AuthSession, Invite, Membership, Role, Team, User
+from app.db import utcnow
+from app.security import (
+    hash_password,
+    new_token,
+    password_needs_rehash,
+    password_problem,
+    token_hash,
+    verify_password,
+)
+from app.settings import get_settings
+
+INVITE_LIFETIME = timedelta(days=7)
 
 
 class AccountError(ValueError):
@@ -17,6 +31,13 @@ class AccountError(ValueError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class NotInTeam(LookupError):
+    """The person, team, invite or session asked for is not within the caller's reach.
+
+    Routes answer 404 for it, so nobody learns what exists in another team.
+    """
 
 
 def normalize_email(email: str) -> str:
@@ -32,10 +53,18 @@ def create_team(db: Session, name: str) -> Team:
     name = name.strip()
     if not name:
         raise AccountError("team name is required", field="name")
+    if len(name) > 120:
+        raise AccountError("team name: use at most 120 characters", field="name")
     team = Team(name=name)
     db.add(team)
     db.flush()
     return team
+
+
+def _check_email(email: str) -> None:
+    local, _, domain = email.partition("@")
+    if not local or not domain or len(email) > 320 or any(c.isspace() for c in email):
+        raise AccountError("enter an email address like name@example.com", field="email")
 
 
 def create_user(
@@ -47,11 +76,12 @@ def create_user(
     is_superuser: bool = False,
 ) -> User:
     email = normalize_email(email)
-    if "@" not in email or len(email) > 320:
-        raise AccountError("enter an email address like name@example.com", field="email")
+    _check_email(email)
     problem = password_problem(password)
     if problem:
         raise AccountError(f"password: {problem}", field="password")
+    if len(name.strip()) > 120:
+        raise AccountError("name: use at most 120 characters", field="name")
     if find_user_by_email(db, email) is not None:
         raise AccountError("an account with this email exists already", field="email")
     user = User(
@@ -84,3 +114,398 @@ def membership_of(db: Session, user_id: uuid.UUID, team_id: uuid.UUID) -> Member
 
 def user_count(db: Session) -> int:
     return db.scalar(select(func.count()).select_from(User)) or 0
+
+
+# --- Signing in -------------------------------------------------------------------------------
+
+
+@lru_cache
+def _dummy_hash() -> str:
+    # Verifying against this when the email is unknown makes that answer take as long as a
+    # wrong password for a real account, so timing does not tell which emails exist.
+    return hash_password(new_token(16))
+
+
+def authenticate(db: Session, email: str, password: str) -> User | None:
+    """The active person with this email and password, or None (the caller says only "wrong")."""
+    user = find_user_by_email(db, email) if email.strip() else None
+    if user is None:
+        verify_password(_dummy_hash(), password)
+        return None
+    if not verify_password(user.password_hash, password) or not user.is_active:
+        return None
+    if password_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+        db.flush()
+    return user
+
+
+def teams_of(db: Session, user_id: uuid.UUID) -> list[tuple[Team, Role]]:
+    """Every team the person belongs to with their role there, by team name."""
+    rows = db.execute(
+        select(Team, Membership.role)
+        .join(Membership, Membership.team_id == Team.id)
+        .where(Membership.user_id == user_id)
+        .order_by(func.lower(Team.name), Team.id)
+    ).all()
+    return [(team, Role(role)) for team, role in rows]
+
+
+def _starting_team(db: Session, user: User) -> uuid.UUID:
+    if user.last_team_id is not None and membership_of(db, user.id, user.last_team_id):
+        return user.last_team_id
+    first = db.scalar(
+        select(Membership.team_id)
+        .where(Membership.user_id == user.id)
+        .order_by(Membership.created_at, Membership.team_id)
+        .limit(1)
+    )
+    if first is None:
+        raise AccountError(
+            "your account is not in any team any more; ask a team admin for a new invite link"
+        )
+    return first
+
+
+def start_session(
+    db: Session, user: User, *, team_id: uuid.UUID | None = None, user_agent: str | None = None
+) -> tuple[str, AuthSession]:
+    """A new signed-in session; returns the raw token for the cookie (stored only hashed)."""
+    if team_id is None or membership_of(db, user.id, team_id) is None:
+        team_id = _starting_team(db, user)
+    settings = get_settings()
+    now = utcnow()
+    raw = new_token(32)
+    session = AuthSession(
+        token_hash=token_hash(raw),
+        user_id=user.id,
+        team_id=team_id,
+        csrf_token=new_token(32),
+        last_seen_at=now,
+        expires_at=now + timedelta(hours=settings.SESSION_MAX_HOURS),
+        user_agent=(user_agent or "")[:300] or None,
+    )
+    db.add(session)
+    user.last_team_id = team_id
+    db.flush()
+    return raw, session
+
+
+def end_session(db: Session, token_hash_value: str) -> None:
+    """Sign a browser out on the server: its row goes, so the cookie is worthless."""
+    db.execute(delete(AuthSession).where(AuthSession.token_hash == token_hash_value))
+
+
+def end_session_by_token(db: Session, raw_token: str) -> None:
+    end_session(db, token_hash(raw_token))
+
+
+def end_other_sessions(db: Session, user_id: uuid.UUID, keep: AuthSession | None = None) -> int:
+    """Sign the person out everywhere except `keep`; returns how many sessions ended."""
+    stmt = delete(AuthSession).where(AuthSession.user_id == user_id)
+    if keep is not None:
+        stmt = stmt.where(AuthSession.token_hash != keep.token_hash)
+    return db.execute(stmt).rowcount or 0  # type: ignore[attr-defined]
+
+
+def end_own_session(db: Session, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    """End one of the person's own sessions, found by its public id."""
+    result = db.execute(
+        delete(AuthSession).where(AuthSession.user_id == user_id, AuthSession.id == session_id)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise NotInTeam("That session was not found; it may have ended already.")
+
+
+def sessions_of(db: Session, user_id: uuid.UUID) -> list[AuthSession]:
+    """The person's sessions that are still live, most recently used first."""
+    settings = get_settings()
+    now = utcnow()
+    idle_since = now - timedelta(minutes=settings.SESSION_IDLE_MINUTES)
+    return list(
+        db.scalars(
+            select(AuthSession)
+            .where(
+                AuthSession.user_id == user_id,
+                AuthSession.expires_at > now,
+                AuthSession.last_seen_at > idle_since,
+            )
+            .order_by(AuthSession.last_seen_at.desc())
+        )
+    )
+
+
+def purge_ended_sessions(db: Session, now: datetime | None = None) -> int:
+    """Delete sessions past their absolute or idle timeout; returns how many went."""
+    settings = get_settings()
+    now = now or utcnow()
+    idle_since = now - timedelta(minutes=settings.SESSION_IDLE_MINUTES)
+    result = db.execute(
+        delete(AuthSession).where(
+            (AuthSession.expires_at <= now) | (AuthSession.last_seen_at <= idle_since)
+        )
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+# --- The account page -------------------------------------------------------------------------
+
+
+def _require_password(user: User, current_password: str) -> None:
+    if not verify_password(user.password_hash, current_password):
+        raise AccountError("your current password is not correct", field="current_password")
+
+
+def change_password(db: Session, user: User, *, current_password: str, new_password: str) -> None:
+    """New password after proving the current one. The caller ends and renews sessions."""
+    _require_password(user, current_password)
+    problem = password_problem(new_password)
+    if problem:
+        raise AccountError(f"new password: {problem}", field="new_password")
+    user.password_hash = hash_password(new_password)
+    db.flush()
+
+
+def change_email(db: Session, user: User, *, current_password: str, new_email: str) -> None:
+    _require_password(user, current_password)
+    email = normalize_email(new_email)
+    _check_email(email)
+    other = find_user_by_email(db, email)
+    if other is not None and other.id != user.id:
+        raise AccountError("another account uses this email already", field="email")
+    user.email = email
+    db.flush()
+
+
+def change_name(db: Session, user: User, name: str) -> None:
+    name = name.strip()
+    if not name:
+        raise AccountError("name: enter the name your team sees", field="name")
+    if len(name) > 120:
+        raise AccountError("name: use at most 120 characters", field="name")
+    user.name = name
+    db.flush()
+
+
+def switch_team(db: Session, session: AuthSession, user: User, team_id: uuid.UUID) -> Team:
+    """Move a signed-in session to another of the person's teams."""
+    team = db.get(Team, team_id)
+    if team is None or membership_of(db, user.id, team_id) is None:
+        raise NotInTeam("That team was not found among your teams.")
+    db.execute(
+        update(AuthSession)
+        .where(AuthSession.token_hash == session.token_hash)
+        .values(team_id=team_id)
+    )
+    session.team_id = team_id
+    user.last_team_id = team_id
+    db.flush()
+    return team
+
+
+# --- Running a team ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    user: User
+    role: Role
+    joined_at: datetime
+
+
+def team_members(db: Session, team_id: uuid.UUID) -> list[Member]:
+    rows = db.execute(
+        select(User, Membership.role, Membership.created_at)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.team_id == team_id)
+        .order_by(func.lower(User.name), User.id)
+    ).all()
+    return [Member(user=u, role=Role(r), joined_at=at) for u, r, at in rows]
+
+
+def _lock_team(db: Session, team_id: uuid.UUID) -> None:
+    # Serializes role changes within a team so two admins demoting each other at the same
+    # moment cannot leave it with none.
+    db.execute(select(Team.id).where(Team.id == team_id).with_for_update())
+
+
+def _admin_count(db: Session, team_id: uuid.UUID) -> int:
+    return (
+        db.scalar(
+            select(func.count())
+            .select_from(Membership)
+            .where(Membership.team_id == team_id, Membership.role == Role.ADMIN.value)
+        )
+        or 0
+    )
+
+
+def change_role(db: Session, team_id: uuid.UUID, user_id: uuid.UUID, role: Role) -> Membership:
+    _lock_team(db, team_id)
+    membership = membership_of(db, user_id, team_id)
+    if membership is None:
+        raise NotInTeam("That person was not found in this team.")
+    if (
+        membership.role == Role.ADMIN.value
+        and role != Role.ADMIN
+        and _admin_count(db, team_id) <= 1
+    ):
+        raise AccountError(
+            "a team needs at least one admin; make someone else admin first", field="role"
+        )
+    membership.role = role.value
+    db.flush()
+    return membership
+
+
+def remove_member(db: Session, team_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    _lock_team(db, team_id)
+    membership = membership_of(db, user_id, team_id)
+    if membership is None:
+        raise NotInTeam("That person was not found in this team.")
+    if membership.role == Role.ADMIN.value and _admin_count(db, team_id) <= 1:
+        raise AccountError(
+            "this is the team's last admin; make someone else admin first", field="user"
+        )
+    db.delete(membership)
+    # Their browsers working in this team stop at once; other teams are untouched.
+    db.execute(
+        delete(AuthSession).where(AuthSession.user_id == user_id, AuthSession.team_id == team_id)
+    )
+    user = db.get(User, user_id)
+    if user is not None and user.last_team_id == team_id:
+        user.last_team_id = None
+    db.flush()
+
+
+def create_team_for(db: Session, user: User, name: str) -> Team:
+    """A new team with `user` as its admin."""
+    team = create_team(db, name)
+    add_member(db, user, team, Role.ADMIN)
+    return team
+
+
+# --- Invitations ------------------------------------------------------------------------------
+
+
+def create_invite(
+    db: Session,
+    *,
+    team_id: uuid.UUID,
+    created_by: User,
+    role: Role,
+    email: str | None = None,
+) -> tuple[str, Invite]:
+    """A single-use invite link token (returned raw once, stored hashed) valid for 7 days."""
+    email = normalize_email(email or "") or None
+    if email is not None:
+        _check_email(email)
+    raw = new_token(32)
+    invite = Invite(
+        team_id=team_id,
+        email=email,
+        role=role.value,
+        token_hash=token_hash(raw),
+        created_by_id=created_by.id,
+        expires_at=utcnow() + INVITE_LIFETIME,
+    )
+    db.add(invite)
+    db.flush()
+    return raw, invite
+
+
+def open_invites(db: Session, team_id: uuid.UUID) -> list[Invite]:
+    return list(
+        db.scalars(
+            select(Invite)
+            .where(
+                Invite.team_id == team_id,
+                Invite.accepted_at.is_(None),
+                Invite.expires_at > utcnow(),
+            )
+            .order_by(Invite.created_at.desc())
+        )
+    )
+
+
+def revoke_invite(db: Session, team_id: uuid.UUID, invite_id: uuid.UUID) -> None:
+    result = db.execute(
+        delete(Invite).where(
+            Invite.id == invite_id, Invite.team_id == team_id, Invite.accepted_at.is_(None)
+        )
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise NotInTeam("That invite was not found in this team; it may be used already.")
+
+
+_INVITE_GONE = (
+    "This invite link is not valid: it was used, withdrawn or has expired. Ask for a new one."
+)
+
+
+def find_invite(db: Session, raw_token: str) -> tuple[Invite, Team]:
+    """The usable invite behind a link, with its team; NotInTeam when used, expired or unknown."""
+    row = db.execute(
+        select(Invite, Team)
+        .join(Team, Team.id == Invite.team_id)
+        .where(
+            Invite.token_hash == token_hash(raw_token),
+            Invite.accepted_at.is_(None),
+            Invite.expires_at > utcnow(),
+        )
+    ).first()
+    if row is None:
+        raise NotInTeam(_INVITE_GONE)
+    return row[0], row[1]
+
+
+def _claim_invite(db: Session, raw_token: str, user_id: uuid.UUID | None) -> Invite:
+    # One guarded UPDATE: of two people racing for one link, exactly one gets it.
+    invite_id = db.scalar(
+        update(Invite)
+        .where(
+            Invite.token_hash == token_hash(raw_token),
+            Invite.accepted_at.is_(None),
+            Invite.expires_at > utcnow(),
+        )
+        .values(accepted_at=utcnow(), accepted_by_id=user_id)
+        .returning(Invite.id)
+    )
+    if invite_id is None:
+        raise NotInTeam(_INVITE_GONE)
+    invite = db.get(Invite, invite_id, populate_existing=True)
+    assert invite is not None
+    return invite
+
+
+def accept_invite(db: Session, raw_token: str, user: User) -> Team:
+    """A signed-in person joins the invite's team (a role they already hold there is kept
+    when it is higher)."""
+    invite, team = find_invite(db, raw_token)
+    if invite.email and invite.email.lower() != user.email.lower():
+        raise AccountError(
+            f"this invite is for {invite.email}; sign out and open the link again, "
+            "or ask for an invite to your own email",
+            field="email",
+        )
+    invite = _claim_invite(db, raw_token, user.id)
+    role = Role(invite.role)
+    existing = membership_of(db, user.id, team.id)
+    if existing is None or not Role(existing.role).at_least(role):
+        add_member(db, user, team, role)
+    return team
+
+
+def accept_invite_new_user(
+    db: Session, raw_token: str, *, name: str, email: str, password: str
+) -> tuple[User, Team]:
+    """A new person creates an account from an invite and joins its team."""
+    invite, team = find_invite(db, raw_token)
+    if invite.email:
+        email = invite.email
+    # A savepoint: a refused account (email taken, short password) must not use up the link.
+    with db.begin_nested():
+        user = create_user(db, email=email, name=name, password=password)
+        invite = _claim_invite(db, raw_token, user.id)
+        add_member(db, user, team, Role(invite.role))
+    return user, team

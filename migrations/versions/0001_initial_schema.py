@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 06:00:33.551381
+Create Date: 2026-11-24 06:11:34.981166
 """
 
 from collections.abc import Sequence
@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_credit_balances")),
     )
+    op.create_index("ix_credit_balances_checked", "credit_balances", ["checked_at"], unique=False)
     op.create_table(
         "teams",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -62,7 +63,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
     )
     op.create_index(
-        "uq_users_email_lower", "users", [sa.literal_column("lower('email')")], unique=True
+        "uq_users_email_lower", "users", [sa.literal_column("lower(email)")], unique=True
     )
     op.create_table(
         "api_tokens",
@@ -93,6 +94,7 @@ def upgrade() -> None:
     op.create_table(
         "auth_sessions",
         sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("team_id", sa.Uuid(), nullable=False),
         sa.Column("csrf_token", sa.String(length=64), nullable=False),
@@ -118,6 +120,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_auth_sessions")),
+        sa.UniqueConstraint("id", name=op.f("uq_auth_sessions_id")),
     )
     op.create_index("ix_auth_sessions_user", "auth_sessions", ["user_id"], unique=False)
     op.create_table(
@@ -245,7 +248,7 @@ def upgrade() -> None:
         sa.Column("params", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("width", sa.Integer(), nullable=False),
         sa.Column("height", sa.Integer(), nullable=False),
-        sa.Column("seed", sa.Integer(), nullable=True),
+        sa.Column("seed", sa.BigInteger(), nullable=True),
         sa.Column("output_format", sa.String(length=8), nullable=False),
         sa.Column("reference_count", sa.Integer(), nullable=False),
         sa.Column("batch_id", sa.Uuid(), nullable=True),
@@ -256,10 +259,11 @@ def upgrade() -> None:
         sa.Column("bfl_id", sa.String(length=128), nullable=True),
         sa.Column("polling_url", sa.Text(), nullable=True),
         sa.Column("progress", sa.Float(), nullable=True),
-        sa.Column("result_seed", sa.Integer(), nullable=True),
+        sa.Column("result_seed", sa.BigInteger(), nullable=True),
         sa.Column("next_poll_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("poll_count", sa.Integer(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("unfinished_polls", sa.Integer(), nullable=False),
         sa.Column("requeues", sa.Integer(), nullable=False),
         sa.Column("not_before", sa.DateTime(timezone=True), nullable=True),
         sa.Column("error_code", sa.String(length=64), nullable=True),
@@ -351,6 +355,7 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
+        sa.CheckConstraint("credits >= 0", name=op.f("ck_charges_credits_non_negative")),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name=op.f("fk_charges_job_id_jobs"), ondelete="RESTRICT"
         ),
@@ -363,12 +368,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_charges")),
         sa.UniqueConstraint("job_id", name=op.f("uq_charges_job_id")),
     )
-    op.create_index("ix_charges_team_created", "charges", ["team_id", "created_at"], unique=False)
+    op.create_index(
+        "ix_charges_created",
+        "charges",
+        ["created_at"],
+        unique=False,
+        postgresql_include=["credits"],
+    )
+    op.create_index(
+        "ix_charges_team_created",
+        "charges",
+        ["team_id", "created_at"],
+        unique=False,
+        postgresql_include=["credits", "user_id", "model"],
+    )
+    op.create_index(
+        "ix_charges_team_model_created", "charges", ["team_id", "model", "created_at"], unique=False
+    )
     op.create_index(
         "ix_charges_team_user_created",
         "charges",
         ["team_id", "user_id", "created_at"],
         unique=False,
+        postgresql_include=["credits"],
     )
     op.create_table(
         "favourites",
@@ -470,8 +492,16 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_images_team_id"), table_name="images")
     op.drop_table("images")
     op.drop_table("favourites")
-    op.drop_index("ix_charges_team_user_created", table_name="charges")
-    op.drop_index("ix_charges_team_created", table_name="charges")
+    op.drop_index(
+        "ix_charges_team_user_created", table_name="charges", postgresql_include=["credits"]
+    )
+    op.drop_index("ix_charges_team_model_created", table_name="charges")
+    op.drop_index(
+        "ix_charges_team_created",
+        table_name="charges",
+        postgresql_include=["credits", "user_id", "model"],
+    )
+    op.drop_index("ix_charges_created", table_name="charges", postgresql_include=["credits"])
     op.drop_table("charges")
     op.drop_index("ix_memberships_team", table_name="memberships")
     op.drop_table("memberships")
@@ -504,5 +534,6 @@ def downgrade() -> None:
     op.drop_index("uq_users_email_lower", table_name="users")
     op.drop_table("users")
     op.drop_table("teams")
+    op.drop_index("ix_credit_balances_checked", table_name="credit_balances")
     op.drop_table("credit_balances")
     # ### end Alembic commands ###
