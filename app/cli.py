@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,28 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def fresh_metrics_dir(data_dir: Path) -> Path:
+    """An empty folder for prometheus-client's multiprocess samples of this run.
+
+    Every process of one studio writes there, so /metrics counts them all; a folder left by an
+    earlier run would add its dead processes' counts, hence emptied first.
+    """
+    path = data_dir / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _ensure_metrics_dir() -> None:
+    # prometheus-client writes into the folder as soon as a metric exists: it must be there.
+    path = os.environ.get(METRICS_DIR_ENV)
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+
 def _python() -> str:
     return sys.executable
 
@@ -131,6 +154,8 @@ def up(
     data_dir = settings.DATA_DIR.resolve()
     env = dict(os.environ)
     env["DATA_DIR"] = str(data_dir)
+    if not env.get(METRICS_DIR_ENV):
+        env[METRICS_DIR_ENV] = str(fresh_metrics_dir(data_dir))
     embedded_pg: EmbeddedPostgres | None = None
     embedded_redis: EmbeddedRedis | None = None
     supervisor = Supervisor()
@@ -318,6 +343,7 @@ def users_create(
 
 
 def main() -> None:
+    _ensure_metrics_dir()
     cli()
 
 

@@ -6,6 +6,8 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.api import router as api_router
+from app.api.openapi import install_openapi
+from app.auth import api_tokens_page
 from app.auth import routes as auth_routes
 from app.costs import routes as costs_routes
 from app.errors import install_error_handlers
@@ -14,6 +16,8 @@ from app.jobs import routes as jobs_routes
 from app.jobs import webhooks as job_webhooks
 from app.ops import health
 from app.ops import routes as ops_routes
+from app.ops.middleware import install_observability
+from app.prompts import routes as prompts_routes
 from app.templating import STATIC_DIR
 
 
@@ -24,12 +28,16 @@ def create_app() -> FastAPI:
         description="Generate images with FLUX.2 as a team: shared gallery, prompts and costs.",
     )
     install_error_handlers(app)
+    install_openapi(app)
+    install_observability(app)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(health.router)
     app.include_router(api_router.router)
     app.include_router(auth_routes.router)
+    app.include_router(api_tokens_page.router)
     app.include_router(jobs_routes.router)
     app.include_router(gallery_routes.router)
+    app.include_router(prompts_routes.router)
     app.include_router(costs_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(job_webhooks.router)

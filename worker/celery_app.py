@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Queue
 
+from app.costs import REFRESH_CREDIT_BALANCE_TASK
+from app.jobs.messages import DISPATCH_QUEUE, POLL, POLL_QUEUE, SUBMIT_NEXT, SWEEP
+from app.ops import celery_hooks
 from app.settings import get_settings
 
 
@@ -30,8 +34,32 @@ def create_celery() -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         timezone="UTC",
-        beat_schedule={},
+        # Wake-ups and polls on their own queues: a burst of wake-ups for a big batch does
+        # not delay polls of images that are ready. A worker consumes every queue here.
+        task_default_queue="celery",
+        task_queues=(Queue("celery"), Queue(DISPATCH_QUEUE), Queue(POLL_QUEUE)),
+        task_routes={
+            SUBMIT_NEXT: {"queue": DISPATCH_QUEUE},
+            SWEEP: {"queue": DISPATCH_QUEUE},
+            POLL: {"queue": POLL_QUEUE},
+        },
+        beat_schedule={
+            "sweep-jobs": {
+                "task": SWEEP,
+                "schedule": settings.SWEEP_INTERVAL_S,
+                # A sweep that waited longer than one interval is superseded by the next.
+                "options": {"expires": settings.SWEEP_INTERVAL_S},
+            },
+            # Cost review: the credit balance shown on the cost dashboard.
+            "refresh-credit-balance": {
+                "task": REFRESH_CREDIT_BALANCE_TASK,
+                "schedule": settings.CREDIT_REFRESH_INTERVAL_S,
+                "options": {"expires": settings.CREDIT_REFRESH_INTERVAL_S},
+            },
+        },
     )
+    # Structured logs, per-task log context, heartbeats and metrics cleanup (app/ops).
+    celery_hooks.install()
     return celery
 
 

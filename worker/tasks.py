@@ -1,1 +1,85 @@
 """Celery task entry points; each is a thin wrapper around a service in app/."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import httpx
+from celery.signals import worker_process_shutdown
+
+from app.bfl.client import BFLClient
+from app.bfl.errors import BFLError
+from app.costs import REFRESH_CREDIT_BALANCE_TASK
+from app.costs import service as costs_service
+from app.db import session_scope
+from app.jobs import pipeline
+from app.jobs.messages import POLL, SUBMIT_NEXT, SWEEP
+from app.ops.metrics import MeasuredTransport
+from app.settings import get_settings
+from worker.celery_app import app
+
+log = logging.getLogger(__name__)
+_client: BFLClient | None = None
+
+
+def bfl_client() -> BFLClient:
+    """This process's BFL client, made on first use (after the worker forked)."""
+    global _client
+    if _client is None:
+        settings = get_settings()
+        _client = BFLClient(
+            settings.bfl_base_url,
+            settings.bfl_key,
+            # Times every BFL call and counts failures by class for /metrics.
+            transport=MeasuredTransport(),
+            timeout=httpx.Timeout(
+                connect=settings.BFL_CONNECT_TIMEOUT_S,
+                read=settings.BFL_TIMEOUT_S,
+                write=settings.BFL_TIMEOUT_S,
+                pool=settings.BFL_CONNECT_TIMEOUT_S,
+            ),
+            allow_insecure_urls=settings.bfl_emulated,
+            # Below the task's soft time limit, so a slow download ends as a retryable error.
+            download_deadline_s=60.0,
+        )
+    return _client
+
+
+@worker_process_shutdown.connect
+def _close_client(**_: object) -> None:
+    if _client is not None:
+        _client.close()
+
+
+@app.task(name=SUBMIT_NEXT)
+def submit_next() -> str:
+    """Wake-up: submit the fairest queued job if the active-task cap has room."""
+    return pipeline.submit_next(bfl_client()).value
+
+
+@app.task(name=POLL)
+def poll(job_id: str, force: bool = False) -> str:
+    """Poll one job's BFL task if due (or at once, for a webhook); a no-op if it moved on."""
+    return pipeline.poll_job(bfl_client(), uuid.UUID(job_id), force=force).value
+
+
+@app.task(name=SWEEP)
+def sweep() -> dict[str, int]:
+    """Recover stuck and orphaned jobs (celery beat runs this every SWEEP_INTERVAL_S)."""
+    return pipeline.sweep().as_dict()
+
+
+# --- Cost review (app/costs): the account's credit balance, refreshed by beat. ---------------
+
+
+@app.task(name=REFRESH_CREDIT_BALANCE_TASK)
+def refresh_credit_balance() -> str:
+    """Store the BFL account's credit balance (beat runs this every CREDIT_REFRESH_INTERVAL_S)."""
+    try:
+        with session_scope() as db:
+            return str(costs_service.refresh_credit_balance(db, bfl_client()).credits)
+    except BFLError as exc:
+        # The dashboard keeps showing the last reading with its time; the next run tries again.
+        log.warning("could not read the BFL credit balance: %s", exc)
+        return "unavailable"

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from app.api.ratelimit import enforce_rate_limit
 from app.auth import api as auth_api
 from app.costs import api as costs_api
+from app.errors import error_responses
 from app.gallery import api as gallery_api
 from app.jobs import api as jobs_api
 
-router = APIRouter(prefix="/api/v1")
+# Every API route needs a caller, counts against its token's rate limit, and (as a last line
+# of defence) answers unexpected failures in the shared error shape.
+router = APIRouter(
+    prefix="/api/v1",
+    dependencies=[Depends(enforce_rate_limit)],
+    responses=error_responses(401, 429, 500),
+)
 router.include_router(auth_api.router)
 router.include_router(jobs_api.router)
 router.include_router(gallery_api.router)

@@ -26,8 +26,26 @@ class Charge(Timestamped, Base):
 
     __tablename__ = "charges"
     __table_args__ = (
-        Index("ix_charges_team_created", "team_id", "created_at"),
-        Index("ix_charges_team_user_created", "team_id", "user_id", "created_at"),
+        # Dashboard and budget sums read a team's (or a person's) month; INCLUDE lets Postgres
+        # answer them from the index alone.
+        Index(
+            "ix_charges_team_created",
+            "team_id",
+            "created_at",
+            postgresql_include=["credits", "user_id", "model"],
+        ),
+        Index(
+            "ix_charges_team_user_created",
+            "team_id",
+            "user_id",
+            "created_at",
+            postgresql_include=["credits"],
+        ),
+        # Ledger export filtered by model.
+        Index("ix_charges_team_model_created", "team_id", "model", "created_at"),
+        # The account-wide burn rate behind "days of credit left" spans every team.
+        Index("ix_charges_created", "created_at", postgresql_include=["credits"]),
+        CheckConstraint("credits >= 0", name="credits_non_negative"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -117,6 +135,7 @@ class CreditBalance(Base):
     """The BFL account's credit balance as last read from GET /v1/credits."""
 
     __tablename__ = "credit_balances"
+    __table_args__ = (Index("ix_credit_balances_checked", "checked_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     credits: Mapped[Decimal] = mapped_column(Numeric(14, 4), nullable=False)

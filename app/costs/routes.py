@@ -1,5 +1,154 @@
-"""costs routes."""
+"""Cost pages: the managers' dashboard, each member's own spend, budget forms and CSV export."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import uuid
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.auth.deps import Actor, ChangingActor, CurrentActor, ManagerActor
+from app.costs import service
+from app.costs.api import EndQuery, ModelQuery, StartQuery, UserQuery, csv_response
+from app.costs.schemas import CostSummary
+from app.db import utcnow
+from app.deps import SessionDep
+from app.templating import templates
+
+router = APIRouter(tags=["costs pages"])
+
+#: Largest monthly budget the ledger's numeric columns hold comfortably.
+MAX_BUDGET = Decimal("99999999")
+
+
+def _chart_data(summary: CostSummary) -> dict[str, Any]:
+    """Plain numbers for Chart.js; the page shows the same figures in tables."""
+    return {
+        "by_day": {
+            "labels": [d.day.isoformat() for d in summary.by_day],
+            "credits": [float(d.credits) for d in summary.by_day],
+        },
+        "by_person": {
+            "labels": [p.name for p in summary.by_person],
+            "credits": [float(p.credits) for p in summary.by_person],
+        },
+        "by_model": {
+            "labels": [m.model for m in summary.by_model],
+            "credits": [float(m.credits) for m in summary.by_model],
+        },
+    }
+
+
+def _page(
+    request: Request,
+    db: SessionDep,
+    actor: Actor,
+    period_name: str | None,
+    *,
+    budget_error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    period = service.report_period(period_name)
+    me = service.Scope(actor.team_id, actor.user_id)
+    context: dict[str, Any] = {
+        "actor": actor,
+        "period_name": "30d" if period_name == "30d" else "month",
+        "month": service.this_month(),
+        "today": utcnow().date(),
+        "mine": service.my_spend(db, actor.team_id, actor.user_id),
+        "saved": request.query_params.get("saved") == "1",
+        "budget_error": budget_error,
+    }
+    if actor.is_manager:
+        scope = service.Scope(actor.team_id)
+        summary = service.cost_summary(db, scope, period)
+        context |= {
+            "summary": summary,
+            "month_total": service.spend_total(db, scope, service.this_month()),
+            "days30_total": service.spend_total(db, scope, service.last_days(30)),
+            "outlook": service.credit_outlook(db),
+            "budgets": service.budget_lines(db, actor.team_id),
+            "members": service.team_members(db, actor.team_id),
+            "chart_data": _chart_data(summary),
+        }
+        template = "costs/dashboard.html"
+    else:
+        summary = service.cost_summary(db, me, period)
+        context |= {"summary": summary, "chart_data": _chart_data(summary)}
+        template = "costs/mine.html"
+    return templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+@router.get("/costs", response_class=HTMLResponse)
+def costs_page(
+    request: Request,
+    actor: CurrentActor,
+    db: SessionDep,
+    period: Annotated[Literal["month", "30d"] | None, Query()] = None,
+) -> Response:
+    """Managers see the team's dashboard; members see only their own spend and budget."""
+    return _page(request, db, actor, period)
+
+
+def _parse_budget(raw: str) -> Decimal | None:
+    """The monthly credits typed in the form; blank removes the budget."""
+    text = raw.strip().replace(",", "")
+    if not text:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError("Monthly credits must be a number, like 500 or 1250.5.") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError("Monthly credits must be zero or more.")
+    if value > MAX_BUDGET:
+        raise ValueError(f"Monthly credits can be at most {MAX_BUDGET:,}.")
+    if value != value.quantize(Decimal("0.0001")):
+        raise ValueError("Monthly credits can have at most 4 decimals.")
+    return value
+
+
+@router.post("/costs/budgets", response_class=HTMLResponse)
+def save_budget(
+    request: Request,
+    actor: ManagerActor,
+    changing: ChangingActor,
+    db: SessionDep,
+    user_id: Annotated[str, Form()] = "",
+    monthly_credits: Annotated[str, Form()] = "",
+) -> Response:
+    """Set or remove the team's budget (no person chosen) or one member's (managers)."""
+    try:
+        person = uuid.UUID(user_id) if user_id.strip() else None
+    except ValueError:
+        return _page(
+            request, db, actor, None, budget_error="Choose a person from the list.", status_code=422
+        )
+    try:
+        credits = _parse_budget(monthly_credits)
+    except ValueError as exc:
+        return _page(request, db, actor, None, budget_error=str(exc), status_code=422)
+    service.set_budget(db, actor.team_id, person, credits, set_by=changing.user_id)
+    return RedirectResponse("/costs?saved=1#budgets", status_code=303)
+
+
+@router.get("/costs/export.csv")
+def export_csv(
+    actor: CurrentActor,
+    db: SessionDep,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    user_id: UserQuery = None,
+    model: ModelQuery = None,
+) -> Response:
+    """The ledger of a date range as CSV; members get only their own rows."""
+    scope = service.report_scope(
+        db,
+        team_id=actor.team_id,
+        caller_id=actor.user_id,
+        is_manager=actor.is_manager,
+        user_id=user_id,
+    )
+    return csv_response(scope, service.report_period(None, start, end), model or None)

@@ -1,20 +1,68 @@
-"""Budget reservations, the credit ledger and their settlement: the rules for money."""
+"""Budget reservations, the credit ledger and their settlement: the rules for money.
+
+Also the cost reports (aggregated in SQL over the `charges` indexes), budgets set by managers,
+and the account's credit balance read from BFL. Every report is scoped to one team, and to one
+person when a member asks; all times are UTC.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any, Literal
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Select,
+    cast,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
-from app.costs.models import Budget, Charge, Reservation, ReservationState
+from app.auth.models import Membership, User
+from app.bfl.client import BFLClient
+from app.costs.models import Budget, Charge, CreditBalance, Reservation, ReservationState
+from app.costs.schemas import (
+    BudgetLine,
+    BudgetState,
+    CostSummary,
+    CreditOutlook,
+    DaySpend,
+    LedgerRow,
+    ModelSpend,
+    Money,
+    MySpend,
+    OutcomeSpend,
+    PeriodOut,
+    PersonSpend,
+    PromptSpend,
+    SpendTotal,
+)
 from app.db import utcnow
-from app.jobs.models import Job
+from app.errors import FieldProblem, Forbidden, NotFound, StudioError
+from app.jobs.models import Job, JobStatus
 from app.settings import get_settings
+
+#: Share of a budget at which people are warned.
+WARNING_SHARE = Decimal("0.8")
+#: Window of the burn rate behind "days of credit left".
+RATE_WINDOW_DAYS = 7
+#: Job states whose charges bought no image.
+LOST_STATUSES = (JobStatus.FAILED.value, JobStatus.MODERATED.value, JobStatus.CANCELLED.value)
+#: Credit balance readings kept; older ones only grow the table.
+BALANCE_HISTORY_DAYS = 90
+_CENT = Decimal("0.01")
+_ZERO = Decimal(0)
 
 
 class BudgetExceeded(Exception):
@@ -30,18 +78,96 @@ class BudgetExceeded(Exception):
         self.needed = needed
 
 
+# --- periods ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """A reporting window in UTC: `start` inclusive, `end` exclusive."""
+
+    label: str
+    start: datetime
+    end: datetime
+
+    @property
+    def first_day(self) -> date:
+        return self.start.date()
+
+    @property
+    def last_day(self) -> date:
+        return (self.end - timedelta(microseconds=1)).date()
+
+    def out(self) -> PeriodOut:
+        return PeriodOut(label=self.label, start=self.start, end=self.end)
+
+
 def month_start(now: datetime | None = None) -> datetime:
     now = now or utcnow()
     return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def this_month(now: datetime | None = None) -> Period:
+    start = month_start(now)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return Period(f"This month ({start:%B %Y})", start, end)
+
+
+def last_days(days: int = 30, now: datetime | None = None) -> Period:
+    """The last `days` calendar days in UTC, today included."""
+    today = (now or utcnow()).astimezone(UTC).date()
+    return Period(
+        f"Last {days} days",
+        _midnight(today - timedelta(days=days - 1)),
+        _midnight(today + timedelta(days=1)),
+    )
+
+
+def date_range(first: date, last: date) -> Period:
+    """The UTC days from `first` to `last`, both included."""
+    if last < first:
+        raise ValueError("the end date is before the start date")
+    return Period(
+        f"{first.isoformat()} to {last.isoformat()}",
+        _midnight(first),
+        _midnight(last + timedelta(days=1)),
+    )
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose charges a report covers: a whole team, or one person in it."""
+
+    team_id: uuid.UUID
+    user_id: uuid.UUID | None = None
+
+    @property
+    def kind(self) -> Literal["team", "person"]:
+        return "team" if self.user_id is None else "person"
+
+
+# --- money -----------------------------------------------------------------------------------
+
+
 def credits_to_usd(credits: Decimal) -> Decimal:
-    return (credits * get_settings().CREDIT_PRICE_USD).quantize(Decimal("0.0001"))
+    return (Decimal(credits) * get_settings().CREDIT_PRICE_USD).quantize(Decimal("0.0001"))
+
+
+def _money(credits: Any) -> Money:
+    value = Decimal(credits or 0)
+    return Money(credits=value, usd=credits_to_usd(value))
+
+
+# --- reservations and the ledger -------------------------------------------------------------
 
 
 def _lock_team_budgets(db: Session, team_id: uuid.UUID) -> None:
     # Serializes every reservation of one team, so concurrent submissions cannot each see the
-    # same remaining budget. Transaction-scoped: released at commit or rollback.
+    # same remaining budget. Transaction-scoped: released at commit or rollback, and safe behind
+    # transaction-pooling proxies.
     db.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
         {"key": f"budget:{team_id}"},
@@ -51,7 +177,11 @@ def _lock_team_budgets(db: Session, team_id: uuid.UUID) -> None:
 def committed_credits(
     db: Session, team_id: uuid.UUID, user_id: uuid.UUID | None, since: datetime
 ) -> Decimal:
-    """Credits charged this period plus credits still held for unfinished jobs."""
+    """Credits charged since `since` plus credits still held for unfinished jobs.
+
+    One statement, so one snapshot: a worker settling a reservation (charge written,
+    reservation no longer held) between two separate reads would hide that job's cost.
+    """
     charged = select(func.coalesce(func.sum(Charge.credits), 0)).where(
         Charge.team_id == team_id, Charge.created_at >= since
     )
@@ -63,7 +193,8 @@ def committed_credits(
     if user_id is not None:
         charged = charged.where(Charge.user_id == user_id)
         held = held.where(Reservation.user_id == user_id)
-    return Decimal(db.scalar(charged) or 0) + Decimal(db.scalar(held) or 0)
+    total = db.scalar(select(charged.scalar_subquery() + held.scalar_subquery()))
+    return Decimal(total or 0)
 
 
 def budget_for(db: Session, team_id: uuid.UUID, user_id: uuid.UUID | None) -> Budget | None:
@@ -75,12 +206,19 @@ def budget_for(db: Session, team_id: uuid.UUID, user_id: uuid.UUID | None) -> Bu
 def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
     """Hold each job's estimated cost against the team's and the person's monthly budgets.
 
-    Raises BudgetExceeded, before anything is held, when the request would cross either budget.
+    Call inside the transaction that creates the jobs, then commit: the team's advisory lock is
+    held until then, so concurrent submissions are checked one after another. Raises
+    BudgetExceeded, before anything is held, when the request would cross either budget; the
+    caller should roll back so the jobs vanish with it.
     """
     if not jobs:
         return
     team_id, user_id = jobs[0].team_id, jobs[0].user_id
-    needed = sum((job.estimated_credits for job in jobs), Decimal(0))
+    if any(job.team_id != team_id or job.user_id != user_id for job in jobs):
+        raise ValueError("reserve_for_jobs takes the jobs of one person in one team")
+    # Reservations reference the jobs; make sure their rows exist first.
+    db.flush()
+    needed = sum((Decimal(job.estimated_credits or 0) for job in jobs), _ZERO)
     _lock_team_budgets(db, team_id)
     since = month_start()
     for scope, scoped_user in (("person", user_id), ("team", None)):
@@ -92,7 +230,7 @@ def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
             whose = "your" if scope == "person" else "the team's"
             raise BudgetExceeded(
                 f"This needs about {needed:.2f} credits but {whose} monthly budget has "
-                f"{max(remaining, Decimal(0)):.2f} left; ask a manager to raise it, "
+                f"{max(remaining, _ZERO):.2f} left; ask a manager to raise it, "
                 "or request fewer or smaller images.",
                 scope=scope,
                 remaining=remaining,
@@ -101,16 +239,32 @@ def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
     for job in jobs:
         db.add(
             Reservation(
-                job_id=job.id, team_id=team_id, user_id=user_id, credits=job.estimated_credits
+                job_id=job.id,
+                team_id=team_id,
+                user_id=user_id,
+                credits=Decimal(job.estimated_credits or 0),
             )
         )
     db.flush()
 
 
-def record_charge(db: Session, job: Job) -> None:
-    """Write the ledger row for the cost BFL reported, once per job, and settle its reservation."""
-    credits = job.cost_credits if job.cost_credits is not None else job.estimated_credits
-    db.execute(
+def record_charge(db: Session, job: Job) -> bool:
+    """Write the ledger row for the cost BFL reported, once per job, and settle its reservation.
+
+    When BFL reported no cost the estimate stands in, and is written to `jobs.cost_credits`
+    too, so the ledger always equals the sum of the jobs' costs. Returns True when this call
+    wrote the row (False: the job was charged already).
+    """
+    credits = job.cost_credits
+    if credits is None:
+        credits = Decimal(job.estimated_credits or 0)
+        db.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.cost_credits.is_(None))
+            .values(cost_credits=credits)
+        )
+        set_committed_value(job, "cost_credits", credits)
+    written = db.scalar(
         insert(Charge)
         .values(
             id=uuid.uuid4(),
@@ -120,20 +274,31 @@ def record_charge(db: Session, job: Job) -> None:
             model=job.model,
             credits=credits,
             usd=credits_to_usd(credits),
+            created_at=utcnow(),
         )
         .on_conflict_do_nothing(index_elements=[Charge.job_id])
+        .returning(Charge.id)
     )
     _resolve(db, job.id, ReservationState.SETTLED)
+    return written is not None
 
 
 def on_job_terminal(db: Session, job: Job) -> None:
-    """Settle or release the reservation of a job that just reached a terminal state."""
+    """Settle or release the reservation of a job that just reached a terminal state.
+
+    Charged (or accepted by BFL, which charges on acceptance) → settled to the ledger's cost;
+    `submission_unknown` → stays held, since BFL may have charged a POST we never heard back
+    from; anything else never reached BFL → released.
+    """
     charged = db.scalar(select(Charge.id).where(Charge.job_id == job.id)) is not None
     if charged:
         _resolve(db, job.id, ReservationState.SETTLED)
+    elif job.bfl_id is not None:
+        # BFL accepted the task, so it charged for it, even if the cost never got recorded.
+        record_charge(db, job)
     elif job.error_code == "submission_unknown":
-        # BFL may have accepted (and charged) the POST; keep the estimate held for this month
-        # rather than let the budget believe the money was not spent.
+        # Keep the estimate held for its month rather than let the budget believe the money
+        # was not spent.
         return
     else:
         _resolve(db, job.id, ReservationState.RELEASED)
@@ -144,4 +309,552 @@ def _resolve(db: Session, job_id: uuid.UUID, state: ReservationState) -> None:
         update(Reservation)
         .where(Reservation.job_id == job_id, Reservation.state == ReservationState.HELD.value)
         .values(state=state.value, resolved_at=utcnow())
+    )
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+def _charge_filter(
+    scope: Scope, period: Period, model: str | None = None
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [
+        Charge.team_id == scope.team_id,
+        Charge.created_at >= period.start,
+        Charge.created_at < period.end,
+    ]
+    if scope.user_id is not None:
+        conditions.append(Charge.user_id == scope.user_id)
+    if model:
+        conditions.append(Charge.model == model)
+    return conditions
+
+
+_SUM = func.coalesce(func.sum(Charge.credits), 0)
+
+
+def spend_total(db: Session, scope: Scope, period: Period, model: str | None = None) -> SpendTotal:
+    row = db.execute(
+        select(_SUM, func.count(Charge.id)).where(*_charge_filter(scope, period, model))
+    ).one()
+    money = _money(row[0])
+    return SpendTotal(credits=money.credits, usd=money.usd, charges=row[1])
+
+
+def spend_by_person(db: Session, scope: Scope, period: Period) -> list[PersonSpend]:
+    total = func.sum(Charge.credits)
+    rows = db.execute(
+        select(Charge.user_id, User.name, User.email, total, func.count(Charge.id))
+        .join(User, User.id == Charge.user_id)
+        .where(*_charge_filter(scope, period))
+        .group_by(Charge.user_id, User.name, User.email)
+        .order_by(total.desc(), User.name)
+    ).all()
+    return [
+        PersonSpend(
+            user_id=user_id,
+            name=name,
+            email=email,
+            charges=count,
+            **_money(credits).model_dump(),
+        )
+        for user_id, name, email, credits, count in rows
+    ]
+
+
+def _model_outcome_rows(
+    db: Session, scope: Scope, period: Period
+) -> list[tuple[str, str, Decimal, int]]:
+    """(model, job status, credits, charges): one join with jobs serves two reports."""
+    rows = db.execute(
+        select(Charge.model, Job.status, func.sum(Charge.credits), func.count(Charge.id))
+        .join(Job, Job.id == Charge.job_id)
+        .where(*_charge_filter(scope, period))
+        .group_by(Charge.model, Job.status)
+    ).all()
+    return [(model, status, Decimal(c or 0), n) for model, status, c, n in rows]
+
+
+def _by_model(rows: list[tuple[str, str, Decimal, int]]) -> list[ModelSpend]:
+    totals: dict[str, list[Any]] = {}
+    for model, status, credits, count in rows:
+        entry = totals.setdefault(model, [_ZERO, 0, 0])
+        entry[0] += credits
+        entry[1] += count
+        if status == JobStatus.READY.value:
+            entry[2] += count
+    result = [
+        ModelSpend(
+            model=model,
+            charges=count,
+            ready_images=ready,
+            avg_credits_per_job=(credits / count).quantize(_CENT) if count else _ZERO,
+            credits_per_ready_image=(credits / ready).quantize(_CENT) if ready else None,
+            **_money(credits).model_dump(),
+        )
+        for model, (credits, count, ready) in totals.items()
+    ]
+    return sorted(result, key=lambda m: (-m.credits, m.model))
+
+
+def _by_outcome(rows: list[tuple[str, str, Decimal, int]]) -> list[OutcomeSpend]:
+    totals: dict[str, list[Any]] = {}
+    for _model, status, credits, count in rows:
+        entry = totals.setdefault(status, [_ZERO, 0])
+        entry[0] += credits
+        entry[1] += count
+    result = [
+        OutcomeSpend(status=status, charges=count, **_money(credits).model_dump())
+        for status, (credits, count) in totals.items()
+    ]
+    return sorted(result, key=lambda o: (-o.credits, o.status))
+
+
+def spend_by_model(db: Session, scope: Scope, period: Period) -> list[ModelSpend]:
+    """Credits per model, with the average per job and per image actually delivered."""
+    return _by_model(_model_outcome_rows(db, scope, period))
+
+
+def spend_by_day(db: Session, scope: Scope, period: Period) -> list[DaySpend]:
+    """One entry per UTC day of the period up to today, days without charges included."""
+    day = cast(func.timezone("UTC", Charge.created_at), Date)
+    rows = db.execute(
+        select(day, func.sum(Charge.credits), func.count(Charge.id))
+        .where(*_charge_filter(scope, period))
+        .group_by(day)
+    ).all()
+    found = {row[0]: (row[1], row[2]) for row in rows}
+    last = min(period.last_day, utcnow().date())
+    last = max(last, max(found, default=last))
+    days = []
+    current = period.first_day
+    while current <= last:
+        credits, count = found.get(current, (0, 0))
+        days.append(DaySpend(day=current, charges=count, **_money(credits).model_dump()))
+        current += timedelta(days=1)
+    return days
+
+
+def top_prompts(db: Session, scope: Scope, period: Period, limit: int = 10) -> list[PromptSpend]:
+    """The prompts that cost most in the period (same text, summed over its jobs)."""
+    total = func.sum(Charge.credits)
+    rows = db.execute(
+        select(Job.prompt, total, func.count(Charge.id), func.max(Charge.created_at))
+        .join(Job, Job.id == Charge.job_id)
+        .where(*_charge_filter(scope, period))
+        .group_by(Job.prompt)
+        .order_by(total.desc(), func.max(Charge.created_at).desc())
+        .limit(limit)
+    ).all()
+    return [
+        PromptSpend(prompt=prompt, charges=count, last_used_at=last, **_money(c).model_dump())
+        for prompt, c, count, last in rows
+    ]
+
+
+def spend_by_outcome(db: Session, scope: Scope, period: Period) -> list[OutcomeSpend]:
+    """Credits per final state of the jobs (running jobs show as pending or submitting)."""
+    return _by_outcome(_model_outcome_rows(db, scope, period))
+
+
+def cost_summary(db: Session, scope: Scope, period: Period) -> CostSummary:
+    """The dashboard's figures for one window; per-person figures only for a team scope."""
+    model_outcome = _model_outcome_rows(db, scope, period)
+    outcomes = _by_outcome(model_outcome)
+    lost = sum((o.credits for o in outcomes if o.status in LOST_STATUSES), _ZERO)
+    return CostSummary(
+        period=period.out(),
+        scope=scope.kind,
+        user_id=scope.user_id,
+        total=spend_total(db, scope, period),
+        by_person=spend_by_person(db, scope, period) if scope.user_id is None else [],
+        by_model=_by_model(model_outcome),
+        by_day=spend_by_day(db, scope, period),
+        top_prompts=top_prompts(db, scope, period),
+        by_outcome=outcomes,
+        lost=_money(lost),
+    )
+
+
+# --- the ledger ------------------------------------------------------------------------------
+
+
+def _ledger_query(scope: Scope, period: Period, model: str | None) -> Select[Charge, str, str, str]:
+    return (
+        select(Charge, User.name, Job.status, Job.prompt)
+        .join(User, User.id == Charge.user_id)
+        .join(Job, Job.id == Charge.job_id)
+        .where(*_charge_filter(scope, period, model))
+        .order_by(Charge.created_at, Charge.id)
+    )
+
+
+def _ledger_row(charge: Charge, person: str, status: str, prompt: str) -> LedgerRow:
+    return LedgerRow(
+        id=charge.id,
+        charged_at=charge.created_at,
+        job_id=charge.job_id,
+        user_id=charge.user_id,
+        person=person,
+        model=charge.model,
+        credits=charge.credits,
+        usd=charge.usd,
+        job_status=status,
+        prompt=prompt,
+    )
+
+
+def ledger_page(
+    db: Session,
+    scope: Scope,
+    period: Period,
+    model: str | None = None,
+    *,
+    limit: int = 500,
+    offset: int = 0,
+) -> tuple[list[LedgerRow], int | None]:
+    """One page of ledger rows, oldest first, and the offset of the next page (None: last)."""
+    rows = db.execute(_ledger_query(scope, period, model).limit(limit + 1).offset(offset)).all()
+    more = len(rows) > limit
+    page = [_ledger_row(*row) for row in rows[:limit]]
+    return page, (offset + limit if more else None)
+
+
+def iter_ledger(
+    db: Session, scope: Scope, period: Period, model: str | None = None
+) -> Iterator[LedgerRow]:
+    """Every ledger row of the filter, oldest first, fetched in chunks (for exports)."""
+    stmt = _ledger_query(scope, period, model).execution_options(yield_per=1000)
+    for row in db.execute(stmt):
+        yield _ledger_row(*row)
+
+
+# --- budgets ---------------------------------------------------------------------------------
+
+
+def _budget_state(percent: Decimal) -> BudgetState:
+    if percent >= 100:
+        return "exhausted"
+    if percent >= WARNING_SHARE * 100:
+        return "warning"
+    return "ok"
+
+
+def _budget_line(
+    scope: Literal["team", "person"],
+    user_id: uuid.UUID | None,
+    name: str,
+    monthly: Decimal,
+    spent: Decimal,
+    held: Decimal,
+) -> BudgetLine:
+    used = spent + held
+    # A zero budget allows nothing: it is used up from the start.
+    percent = (used * 100 / monthly).quantize(Decimal("0.1")) if monthly > 0 else Decimal(100)
+    return BudgetLine(
+        scope=scope,
+        user_id=user_id,
+        name=name,
+        monthly_credits=monthly,
+        spent=spent,
+        held=held,
+        remaining=monthly - used,
+        percent_used=percent,
+        state=_budget_state(percent),
+    )
+
+
+def _month_usage(
+    db: Session, team_id: uuid.UUID, since: datetime, user_id: uuid.UUID | None = None
+) -> tuple[dict[uuid.UUID, Decimal], dict[uuid.UUID, Decimal]]:
+    """Credits charged and held this month, per person of the team (or of one person)."""
+    spent_q = (
+        select(Charge.user_id, func.sum(Charge.credits))
+        .where(Charge.team_id == team_id, Charge.created_at >= since)
+        .group_by(Charge.user_id)
+    )
+    held_q = (
+        select(Reservation.user_id, func.sum(Reservation.credits))
+        .where(
+            Reservation.team_id == team_id,
+            Reservation.state == ReservationState.HELD.value,
+            Reservation.created_at >= since,
+        )
+        .group_by(Reservation.user_id)
+    )
+    if user_id is not None:
+        spent_q = spent_q.where(Charge.user_id == user_id)
+        held_q = held_q.where(Reservation.user_id == user_id)
+    spent = {uid: Decimal(c) for uid, c in db.execute(spent_q).all()}
+    held = {uid: Decimal(c) for uid, c in db.execute(held_q).all()}
+    return spent, held
+
+
+def budget_lines(db: Session, team_id: uuid.UUID, now: datetime | None = None) -> list[BudgetLine]:
+    """The team's budget first (if any), then each person's, with this month's use."""
+    since = month_start(now)
+    budgets = db.execute(
+        select(Budget, User.name)
+        .outerjoin(User, User.id == Budget.user_id)
+        .where(Budget.team_id == team_id)
+        .order_by(Budget.user_id.is_not(None), User.name)
+    ).all()
+    if not budgets:
+        return []
+    spent, held = _month_usage(db, team_id, since)
+    lines = []
+    for budget, name in budgets:
+        if budget.user_id is None:
+            lines.append(
+                _budget_line(
+                    "team",
+                    None,
+                    "Whole team",
+                    budget.monthly_credits,
+                    sum(spent.values(), _ZERO),
+                    sum(held.values(), _ZERO),
+                )
+            )
+        else:
+            lines.append(
+                _budget_line(
+                    "person",
+                    budget.user_id,
+                    name or "",
+                    budget.monthly_credits,
+                    spent.get(budget.user_id, _ZERO),
+                    held.get(budget.user_id, _ZERO),
+                )
+            )
+    return lines
+
+
+def _team_month(db: Session, team_id: uuid.UUID, since: datetime) -> tuple[Decimal, Decimal]:
+    """The team's credits charged and held since `since`, read in one snapshot."""
+    spent = select(_SUM).where(Charge.team_id == team_id, Charge.created_at >= since)
+    held = select(func.coalesce(func.sum(Reservation.credits), 0)).where(
+        Reservation.team_id == team_id,
+        Reservation.state == ReservationState.HELD.value,
+        Reservation.created_at >= since,
+    )
+    row = db.execute(select(spent.scalar_subquery(), held.scalar_subquery())).one()
+    return Decimal(row[0] or 0), Decimal(row[1] or 0)
+
+
+def team_members(db: Session, team_id: uuid.UUID) -> list[User]:
+    return list(
+        db.scalars(
+            select(User)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.team_id == team_id)
+            .order_by(User.name, User.email)
+        )
+    )
+
+
+def require_member(db: Session, team_id: uuid.UUID, user_id: uuid.UUID) -> User:
+    """The person, if they belong to the team; NotFound otherwise (never another team's)."""
+    user = db.scalar(
+        select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.team_id == team_id, User.id == user_id)
+    )
+    if user is None:
+        raise NotFound("That person")
+    return user
+
+
+def set_budget(
+    db: Session,
+    team_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    monthly_credits: Decimal | None,
+    *,
+    set_by: uuid.UUID | None = None,
+) -> Budget | None:
+    """Set the team's (user_id None) or one member's monthly budget; None removes it."""
+    if user_id is not None:
+        require_member(db, team_id, user_id)
+    if monthly_credits is None:
+        db.execute(
+            delete(Budget).where(
+                Budget.team_id == team_id,
+                Budget.user_id.is_(None) if user_id is None else Budget.user_id == user_id,
+            )
+        )
+        db.flush()
+        return None
+    if monthly_credits < 0:
+        raise ValueError("a monthly budget cannot be negative")
+    # Upsert on the partial unique index, so two managers saving at once cannot collide.
+    stmt = insert(Budget).values(
+        id=uuid.uuid4(),
+        team_id=team_id,
+        user_id=user_id,
+        monthly_credits=monthly_credits,
+        updated_by_id=set_by,
+        created_at=utcnow(),
+    )
+    if user_id is None:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Budget.team_id],
+            index_where=Budget.user_id.is_(None),
+            set_={"monthly_credits": monthly_credits, "updated_by_id": set_by},
+        )
+    else:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Budget.team_id, Budget.user_id],
+            index_where=Budget.user_id.is_not(None),
+            set_={"monthly_credits": monthly_credits, "updated_by_id": set_by},
+        )
+    budget_id = db.scalar(stmt.returning(Budget.id))
+    db.flush()
+    budget = db.get(Budget, budget_id, populate_existing=True)
+    assert budget is not None
+    return budget
+
+
+def my_spend(
+    db: Session, team_id: uuid.UUID, user_id: uuid.UUID, now: datetime | None = None
+) -> MySpend:
+    """A person's own figures, their budget and what is left for them this month."""
+    now = now or utcnow()
+    since = month_start(now)
+    me = Scope(team_id, user_id)
+    spent, held = _month_usage(db, team_id, since, user_id)
+    my_held = held.get(user_id, _ZERO)
+    personal: BudgetLine | None = None
+    budget = budget_for(db, team_id, user_id)
+    if budget is not None:
+        personal = _budget_line(
+            "person",
+            user_id,
+            "",
+            budget.monthly_credits,
+            spent.get(user_id, _ZERO),
+            my_held,
+        )
+    team_line: BudgetLine | None = None
+    team_budget = budget_for(db, team_id, None)
+    if team_budget is not None:
+        team_spent, team_held = _team_month(db, team_id, since)
+        team_line = _budget_line(
+            "team", None, "Whole team", team_budget.monthly_credits, team_spent, team_held
+        )
+    applicable = [line for line in (personal, team_line) if line is not None]
+    binding = min(applicable, key=lambda line: line.remaining, default=None)
+    states: list[BudgetState] = ["ok", "warning", "exhausted"]
+    state = max((line.state for line in applicable), key=states.index, default="ok")
+    return MySpend(
+        user_id=user_id,
+        this_month=spend_total(db, me, this_month(now)),
+        last_30_days=spend_total(db, me, last_days(30, now)),
+        held=my_held,
+        personal_budget=personal,
+        team_budget_remaining=team_line.remaining if team_line is not None else None,
+        remaining=binding.remaining if binding is not None else None,
+        limited_by=binding.scope if binding is not None else None,
+        percent_used=max((line.percent_used for line in applicable), default=None),
+        state=state,
+    )
+
+
+# --- the account's credit balance ------------------------------------------------------------
+
+
+def refresh_credit_balance(db: Session, client: BFLClient) -> CreditBalance:
+    """Read the account's balance from BFL (GET /v1/credits) and store it; BFL errors propagate."""
+    balance = client.credits()
+    now = utcnow()
+    reading = CreditBalance(credits=balance, checked_at=now)
+    db.add(reading)
+    db.execute(
+        delete(CreditBalance).where(
+            CreditBalance.checked_at < now - timedelta(days=BALANCE_HISTORY_DAYS)
+        )
+    )
+    db.flush()
+    return reading
+
+
+def credit_outlook(db: Session, now: datetime | None = None) -> CreditOutlook:
+    """The latest balance and how many days it lasts at the last 7 days' account-wide rate.
+
+    The balance belongs to the whole BFL account, which every team draws on, so the rate
+    counts every team's charges; only the total is shown, never another team's share.
+    """
+    now = now or utcnow()
+    latest = db.scalars(
+        select(CreditBalance).order_by(CreditBalance.checked_at.desc()).limit(1)
+    ).first()
+    spent = db.scalar(
+        select(func.coalesce(func.sum(Charge.credits), 0)).where(
+            Charge.created_at >= now - timedelta(days=RATE_WINDOW_DAYS),
+            Charge.created_at < now,
+        )
+    )
+    rate = (Decimal(spent or 0) / RATE_WINDOW_DAYS).quantize(_CENT)
+    days_left: Decimal | None = None
+    if latest is not None and rate > 0:
+        days_left = (max(latest.credits, _ZERO) / rate).quantize(Decimal("0.1"))
+    return CreditOutlook(
+        balance=latest.credits if latest is not None else None,
+        checked_at=latest.checked_at if latest is not None else None,
+        daily_rate=rate,
+        days_left=days_left,
+    )
+
+
+# --- who asks, and for which window ----------------------------------------------------------
+
+
+def report_scope(
+    db: Session,
+    *,
+    team_id: uuid.UUID,
+    caller_id: uuid.UUID,
+    is_manager: bool,
+    user_id: uuid.UUID | None = None,
+) -> Scope:
+    """The figures a caller may see: managers the team or any member, members only their own.
+
+    A person outside the caller's team is NotFound, so ids of other teams reveal nothing.
+    """
+    if not is_manager:
+        if user_id is not None and user_id != caller_id:
+            raise Forbidden("Members can see only their own costs; ask a manager for others'.")
+        return Scope(team_id, caller_id)
+    if user_id is not None:
+        require_member(db, team_id, user_id)
+    return Scope(team_id, user_id)
+
+
+def report_period(
+    period: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    now: datetime | None = None,
+) -> Period:
+    """`start`/`end` (UTC days, both included) if either is given, else the named period."""
+    today = (now or utcnow()).astimezone(UTC).date()
+    if start is not None or end is not None:
+        first = start or month_start(now).date()
+        last = end or today
+        if last < first:
+            raise StudioError(
+                422,
+                "invalid_request",
+                "The end date is before the start date; pick an end on or after the start.",
+                [FieldProblem(field="end", message="must be on or after start")],
+            )
+        return date_range(first, last)
+    if period in (None, "", "month"):
+        return this_month(now)
+    if period == "30d":
+        return last_days(30, now)
+    raise StudioError(
+        422,
+        "invalid_request",
+        "Choose period=month (this month) or period=30d (the last 30 days).",
+        [FieldProblem(field="period", message="must be month or 30d")],
     )

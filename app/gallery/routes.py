@@ -1,5 +1,198 @@
-"""gallery routes."""
+"""Pages of the team gallery: the grid, its endless pages, the detail view and image files."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import uuid
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.auth.deps import ChangingActor, CurrentActor
+from app.bfl.catalogue import RequestInvalid, list_models
+from app.costs.service import BudgetExceeded
+from app.deps import SessionDep
+from app.errors import NotFound
+from app.gallery import service
+from app.jobs.routes import card
+from app.jobs.service import JobError, create_jobs
+from app.storage import ObjectMissing, get_storage
+from app.templating import templates
+
+router = APIRouter(tags=["pages"])
+
+#: A job's stored image never changes, so browsers may keep it; `private` keeps shared caches
+#: (proxies, CDNs) from serving one team's image to another.
+_IMAGE_CACHE = "private, max-age=31536000, immutable"
+
+
+def _job_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotFound("That image") from None
+
+
+def _filters(request: Request) -> tuple[service.GalleryFilters, dict[str, str]]:
+    q = request.query_params
+    problems: dict[str, str] = {}
+    try:
+        filters = service.parse_filters(
+            model=q.get("model"),
+            user=q.get("user"),
+            status=q.get("status"),
+            date_from=q.get("from"),
+            date_to=q.get("to"),
+            favourites=q.get("favourites"),
+            q=q.get("q"),
+        )
+    except service.GalleryInputError as exc:
+        problems[exc.field] = exc.message
+        filters = service.GalleryFilters(q=(q.get("q") or None))
+    return filters, problems
+
+
+def _more_url(filters: service.GalleryFilters, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    return "/gallery/more?" + urlencode({**service.filters_query(filters), "after": cursor})
+
+
+@router.get("/gallery", response_class=HTMLResponse, summary="Team gallery")
+def gallery(request: Request, actor: CurrentActor, db: SessionDep) -> Response:
+    filters, problems = _filters(request)
+    page = service.list_gallery(db, actor.team_id, actor.user_id, filters)
+    context: dict[str, Any] = {
+        "actor": actor,
+        "filters": filters,
+        "problems": problems,
+        "raw": request.query_params,
+        "page": page,
+        "more_url": _more_url(filters, page.next_cursor),
+        "models": list_models(),
+        "people": service.team_people(db, actor.team_id),
+        "statuses": [
+            "ready",
+            "queued",
+            "submitting",
+            "pending",
+            "moderated",
+            "failed",
+            "cancelled",
+        ],
+    }
+    return templates.TemplateResponse(request, "gallery/index.html", context)
+
+
+@router.get("/gallery/more", response_class=HTMLResponse, summary="Next gallery tiles")
+def gallery_more(request: Request, actor: CurrentActor, db: SessionDep) -> Response:
+    filters, problems = _filters(request)
+    if problems:
+        return HTMLResponse("")
+    try:
+        page = service.list_gallery(
+            db, actor.team_id, actor.user_id, filters, after=request.query_params.get("after")
+        )
+    except service.GalleryInputError as exc:
+        return HTMLResponse(f'<p class="notice">{exc.message}</p>')
+    return templates.TemplateResponse(
+        request,
+        "gallery/_tiles.html",
+        {"page": page, "more_url": _more_url(filters, page.next_cursor)},
+    )
+
+
+@router.get("/gallery/{job_id}", response_class=HTMLResponse, summary="One image in detail")
+def detail(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
+    found = service.get_detail(db, actor.team_id, _job_id(job_id), actor.user_id)
+    can_delete = found.job.user_id == actor.user_id or actor.is_manager
+    context = {
+        "actor": actor,
+        "d": found,
+        "job": found.job,
+        "can_delete": can_delete,
+        "card": card(found.job),
+        "cost": service.credits_text(found.job.cost_credits),
+        "estimate": service.credits_text(found.job.estimated_credits),
+        "search_url": "/gallery?" + urlencode({"q": found.job.prompt[:200]}),
+    }
+    return templates.TemplateResponse(request, "gallery/detail.html", context)
+
+
+@router.post("/gallery/{job_id}/favourite", response_class=HTMLResponse, summary="Favourite")
+def favourite(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
+    jid = _job_id(job_id)
+    on = service.toggle_favourite(db, actor.team_id, actor.user_id, jid)
+    return templates.TemplateResponse(
+        request, "gallery/_favourite.html", {"job_id": jid, "favourite": on}
+    )
+
+
+@router.post("/gallery/{job_id}/vary", response_class=HTMLResponse, summary="Same, new seed")
+def vary(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
+    job = service.team_job(db, actor.team_id, _job_id(job_id))
+    params = {k: v for k, v in (job.params or {}).items() if k != "seed"}
+    try:
+        jobs = create_jobs(
+            db,
+            user_id=actor.user_id,
+            team_id=actor.team_id,
+            model=job.model,
+            params=params,
+            count=1,
+        )
+    except (RequestInvalid, BudgetExceeded, JobError) as exc:
+        # Nothing the refused request flushed may be committed.
+        db.rollback()
+        message = getattr(exc, "message", str(exc))
+        return templates.TemplateResponse(
+            request, "partials/notice.html", {"message": message, "kind": "error"}
+        )
+    return templates.TemplateResponse(
+        request, "jobs/_cards.html", {"actor": actor, "cards": [card(j) for j in jobs]}
+    )
+
+
+@router.post("/gallery/{job_id}/delete", summary="Hide an image from the gallery")
+def delete(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
+    service.delete_job(
+        db,
+        actor.team_id,
+        _job_id(job_id),
+        user_id=actor.user_id,
+        is_manager=actor.is_manager,
+    )
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": "/gallery"})
+    return RedirectResponse("/gallery", status_code=303)
+
+
+def _serve(
+    request: Request, actor: CurrentActor, db: SessionDep, job_id: str, variant: str
+) -> Response:
+    found = service.image_file(db, actor.team_id, _job_id(job_id), variant)
+    etag = f'"{job_id}-{variant}"'
+    headers = {"Cache-Control": _IMAGE_CACHE, "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    try:
+        data = get_storage().get(found.key)
+    except ObjectMissing:
+        raise NotFound("That image file") from None
+    disposition = "attachment" if request.query_params.get("download") else "inline"
+    headers["Content-Disposition"] = (
+        f"{disposition}; filename=\"{found.filename}\"; filename*=UTF-8''{quote(found.filename)}"
+    )
+    headers["X-Content-Type-Options"] = "nosniff"
+    return Response(content=data, media_type=found.content_type, headers=headers)
+
+
+@router.get("/images/{job_id}/original", summary="The stored original image")
+def original(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve(request, actor, db, job_id, "original")
+
+
+@router.get("/images/{job_id}/thumb", summary="The stored thumbnail")
+def thumb(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve(request, actor, db, job_id, "thumb")

@@ -1,5 +1,523 @@
-"""jobs api."""
+"""JSON API for jobs: create (single or batch, idempotent), get, list, cancel, retry; models."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import base64
+import binascii
+import json
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
+
+from app.api import idempotency
+from app.api.schemas import JobBatchOut, JobOut, JobPage
+from app.auth.deps import Actor, ChangingActor, CurrentActor
+from app.auth.models import User
+from app.bfl.catalogue import catalogue_as_dict
+from app.bfl.errors import RequestInvalid
+from app.costs.service import BudgetExceeded
+from app.deps import SessionDep
+from app.errors import FieldProblem, StudioError, error_responses
+from app.gallery.service import (
+    MAX_PAGE_SIZE,
+    Cursor,
+    GalleryInputError,
+    get_detail,
+    list_gallery,
+    parse_filters,
+)
+from app.jobs.models import Favourite, Image, Job, JobStatus
+from app.jobs.service import JobError, cancel_job, create_jobs, retry_job
+from app.settings import get_settings
+
+router = APIRouter(tags=["jobs"])
+
+#: Text the database cannot store (NUL) is refused at the door, naming the field.
+NO_NUL = r"^[^\x00]*$"
+MAX_PROMPT_CHARS = 10_000
+MAX_REFERENCE_IMAGES = 8
+#: Longest plain (non-image) parameter value; real ones are a few characters.
+_MAX_PARAM_TEXT = 1_000
+#: Parameters are sizes, seeds and scales: anything beyond 64-bit integers is a mistake.
+_MAX_PARAM_NUMBER = 2**63
+#: Fields the top level of the body carries; everything else lives under `params`.
+_TOP_LEVEL_FIELDS = ("model", "prompt", "count", "reference_images")
+
+
+def _problems_in(value: Any, path: str, problems: list[str]) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            problems.append(f"{path} cannot contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            problems.append(f"{path} must be valid Unicode text")
+        if not path.split(".")[-1].startswith("input_image") and len(value) > _MAX_PARAM_TEXT:
+            problems.append(f"{path} is too long (at most {_MAX_PARAM_TEXT} characters)")
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int | float):
+        if (isinstance(value, float) and not math.isfinite(value)) or abs(
+            value
+        ) > _MAX_PARAM_NUMBER:
+            problems.append(f"{path} is out of range")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _problems_in(item, f"{path}.{key}", problems)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _problems_in(item, f"{path}.{index}", problems)
+
+
+class JobCreate(BaseModel):
+    """A request for `count` images of one prompt (JSON form of POST /api/v1/jobs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=NO_NUL,
+        description="A model name from GET /api/v1/models, e.g. flux-2-pro.",
+    )
+    prompt: str = Field(
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        pattern=NO_NUL,
+        description="What the image should show.",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The model's other request fields (width, height, seed, ...); "
+        "see GET /api/v1/models for each model's fields and limits.",
+    )
+    count: int = Field(default=1, ge=1, le=200, description="How many images (one batch).")
+    reference_images: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_REFERENCE_IMAGES,
+        description="Reference images as base64 (or data: URLs), filling input_image, "
+        "input_image_2, ... in order.",
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _params_storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problems: list[str] = []
+        if "prompt" in value:
+            problems.append("params.prompt: put the prompt at the top level of the body")
+        _problems_in(value, "params", problems)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+
+class JobCreateForm(BaseModel):
+    """The multipart form of POST /api/v1/jobs: the same fields, with files for references."""
+
+    model: str
+    prompt: str
+    params: str | None = Field(default=None, description="The params object as JSON text.")
+    count: int | None = Field(default=1, ge=1, le=200)
+    reference_images: list[bytes] = Field(
+        default_factory=list,
+        json_schema_extra={"items": {"type": "string", "format": "binary"}},
+        description="Image files (JPEG, PNG or WebP).",
+    )
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A job request as the service takes it, however the body was encoded."""
+
+    model: str
+    params: dict[str, Any]
+    count: int
+    reference_images: list[bytes]
+
+
+def _invalid(field: str, message: str) -> StudioError:
+    return StudioError(
+        422, "invalid_request", f"{field}: {message}", [FieldProblem(field=field, message=message)]
+    )
+
+
+def _decode_reference(index: int, text: str) -> bytes:
+    data = text.strip()
+    if data.startswith("data:") and "," in data:
+        data = data.split(",", 1)[1]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid(f"reference_images.{index}", "must be base64-encoded image data") from None
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _invalid("body", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _invalid("body", "send a JSON object with model, prompt, params and count")
+    return data
+
+
+async def _form_body(request: Request) -> tuple[dict[str, Any], list[bytes]]:
+    form = await request.form()
+    data: dict[str, Any] = {}
+    for name in ("model", "prompt", "count"):
+        value = form.get(name)
+        if isinstance(value, str):
+            data[name] = value
+    params_text = form.get("params")
+    if isinstance(params_text, str) and params_text.strip():
+        try:
+            data["params"] = json.loads(params_text)
+        except (ValueError, RecursionError):
+            raise _invalid("params", 'must be a JSON object, e.g. {"width": 1024}') from None
+    uploads: list[bytes] = []
+    for index, part in enumerate(form.getlist("reference_images")):
+        if not isinstance(part, UploadFile):
+            raise _invalid(f"reference_images.{index}", "upload image files in this field")
+        uploads.append(await part.read())
+    if len(uploads) > MAX_REFERENCE_IMAGES:
+        raise _invalid("reference_images", f"at most {MAX_REFERENCE_IMAGES} reference images")
+    return data, uploads
+
+
+async def read_job_request(request: Request) -> JobRequest:
+    """The body of POST /jobs: JSON (references as base64) or multipart (references as files)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    uploads: list[bytes] = []
+    if content_type == "multipart/form-data":
+        data, uploads = await _form_body(request)
+    elif content_type in ("", "application/json") or content_type.endswith("+json"):
+        data = await _json_body(request)
+    else:
+        raise StudioError(
+            415,
+            "unsupported_media_type",
+            "Send the job as application/json or multipart/form-data.",
+        )
+    try:
+        body = JobCreate.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    references = [_decode_reference(i, text) for i, text in enumerate(body.reference_images)]
+    return JobRequest(
+        model=body.model,
+        params={**body.params, "prompt": body.prompt},
+        count=body.count,
+        reference_images=[*references, *uploads],
+    )
+
+
+def _field_path(field: str) -> str:
+    if not field or field in _TOP_LEVEL_FIELDS:
+        return field or "request"
+    return f"params.{field}"
+
+
+def refused(exc: RequestInvalid | BudgetExceeded | JobError) -> StudioError:
+    """The API's answer to a refusal from the job service or the budget check."""
+    if isinstance(exc, RequestInvalid):
+        fields = [FieldProblem(field=_field_path(e.field), message=e.message) for e in exc.errors]
+        summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:5])
+        return StudioError(422, "invalid_request", f"Check these fields: {summary}", fields)
+    if isinstance(exc, BudgetExceeded):
+        return StudioError(402, exc.code, exc.message)
+    status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
+    fields = [FieldProblem(field=_field_path(exc.field), message=exc.message)] if exc.field else []
+    return StudioError(status, exc.code, exc.message, fields)
+
+
+def jobs_out(db: Session, actor: Actor, job_ids: Sequence[uuid.UUID]) -> list[JobOut]:
+    """Full API views of the team's jobs `job_ids`, in that order, in one query."""
+    if not job_ids:
+        return []
+    favourite = (
+        exists()
+        .where(Favourite.user_id == actor.user_id, Favourite.job_id == Job.id)
+        .correlate(Job)
+    )
+    rows = db.execute(
+        select(Job, Image, User.name, favourite)
+        .join(User, User.id == Job.user_id)
+        .outerjoin(Image, Image.job_id == Job.id)
+        .where(Job.id.in_(list(job_ids)), Job.team_id == actor.team_id)
+    ).all()
+    by_id = {
+        job.id: JobOut.of(job, image=image, author=author, favourite=bool(fav))
+        for job, image, author, fav in rows
+    }
+    return [by_id[i] for i in job_ids if i in by_id]
+
+
+JobRequestDep = Annotated[JobRequest, Depends(read_job_request)]
+
+_JOB_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": JobCreate.model_json_schema()},
+            "multipart/form-data": {"schema": JobCreateForm.model_json_schema()},
+        },
+    }
+}
+
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobBatchOut,
+    summary="Queue one image or a batch",
+    openapi_extra=_JOB_CREATE_BODY,
+    responses={
+        200: {
+            "model": JobBatchOut,
+            "description": "An Idempotency-Key replay: the jobs the first request created.",
+        },
+        201: {"description": "The jobs were queued."},
+        **error_responses(400, 402, 409, 415, 422),
+    },
+)
+def create(
+    actor: ChangingActor,
+    job_request: JobRequestDep,
+    db: SessionDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=idempotency.HEADER,
+            pattern=idempotency.KEY_PATTERN,
+            description="Any unique string (a UUID, say). Resending the same key and body "
+            "returns the jobs the first request created instead of queuing new ones.",
+        ),
+    ] = None,
+) -> JobBatchOut:
+    """Queue `count` images of one prompt. References come as base64 in JSON or as files."""
+    if idempotency_key is not None:
+        fingerprint = idempotency.request_fingerprint(
+            model=job_request.model,
+            params=job_request.params,
+            count=job_request.count,
+            reference_images=job_request.reference_images,
+        )
+        earlier = idempotency.claim_key(
+            db,
+            user_id=actor.user_id,
+            team_id=actor.team_id,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+        if earlier is not None:
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
+            return JobBatchOut(jobs=jobs_out(db, actor, earlier), replayed=True)
+    try:
+        jobs = create_jobs(
+            db,
+            user_id=actor.user_id,
+            team_id=actor.team_id,
+            model=job_request.model,
+            params=job_request.params,
+            count=job_request.count,
+            reference_images=job_request.reference_images,
+        )
+    except (RequestInvalid, BudgetExceeded, JobError) as exc:
+        raise refused(exc) from None
+    if idempotency_key is not None:
+        idempotency.remember_jobs(db, user_id=actor.user_id, key=idempotency_key, jobs=jobs)
+    return JobBatchOut(jobs=jobs_out(db, actor, [job.id for job in jobs]))
+
+
+def _gallery_field(field: str) -> str:
+    return {"after": "cursor", "from": "date_from", "to": "date_to", "user": "user"}.get(
+        field, field
+    )
+
+
+@router.get(
+    "/jobs",
+    response_model=JobPage,
+    summary="List the team's jobs",
+    responses=error_responses(422),
+)
+def list_jobs(
+    actor: CurrentActor,
+    db: SessionDep,
+    model: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model.")
+    ] = None,
+    user: Annotated[uuid.UUID | None, Query(description="Only this person's jobs.")] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    date_from: Annotated[
+        date | None, Query(description="Only jobs queued on or after this day (UTC).")
+    ] = None,
+    date_to: Annotated[
+        date | None, Query(description="Only jobs queued on or before this day (UTC).")
+    ] = None,
+    favourites: Annotated[bool, Query(description="Only the caller's favourites.")] = False,
+    q: Annotated[
+        str | None,
+        Query(max_length=500, pattern=NO_NUL, description="Full-text search in prompts."),
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=80, pattern=NO_NUL, description="`next_cursor` of the previous page."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+) -> JobPage:
+    """Newest first, with filters that combine; keyset-paged so pages never shift or repeat."""
+    try:
+        filters = parse_filters(
+            model=model,
+            user=str(user) if user else None,
+            status=status.value if status else None,
+            date_from=date_from.isoformat() if date_from else None,
+            date_to=date_to.isoformat() if date_to else None,
+            favourites=favourites,
+            q=q,
+        )
+        if cursor:
+            Cursor.decode(cursor)
+    except GalleryInputError as exc:
+        raise _invalid(_gallery_field(exc.field), exc.message) from None
+    except OverflowError:
+        raise _invalid(
+            "cursor", "this cursor is damaged; start again from the first page"
+        ) from None
+    page = list_gallery(db, actor.team_id, actor.user_id, filters, after=cursor, limit=limit)
+    items = jobs_out(db, actor, [tile.job_id for tile in page.tiles])
+    return JobPage(items=items, next_cursor=page.next_cursor)
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    summary="One job",
+    responses=error_responses(404, 422),
+)
+def get_one(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> JobOut:
+    detail = get_detail(db, actor.team_id, job_id, actor.user_id)
+    return JobOut.of(
+        detail.job, image=detail.image, author=detail.author, favourite=detail.favourite
+    )
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a queued job",
+    responses=error_responses(403, 404, 409, 422),
+)
+def cancel(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobOut:
+    """Only queued jobs can be cancelled (a job sent to BFL will finish); owner or manager."""
+    try:
+        job = cancel_job(
+            db,
+            job_id=job_id,
+            team_id=actor.team_id,
+            user_id=actor.user_id,
+            is_manager=actor.is_manager,
+        )
+    except JobError as exc:
+        raise refused(exc) from None
+    return jobs_out(db, actor, [job.id])[0]
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    status_code=201,
+    response_model=JobBatchOut,
+    summary="Queue a failed, moderated or cancelled job again as a new job",
+    responses=error_responses(402, 404, 409, 422),
+)
+def retry(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobBatchOut:
+    try:
+        jobs = retry_job(db, job_id=job_id, team_id=actor.team_id, user_id=actor.user_id)
+    except (RequestInvalid, BudgetExceeded, JobError) as exc:
+        raise refused(exc) from None
+    return JobBatchOut(jobs=jobs_out(db, actor, [job.id for job in jobs]))
+
+
+# --- the model catalogue -----------------------------------------------------------------
+
+
+class ModelFieldOut(BaseModel):
+    name: str
+    type: str
+    label: str
+    help: str
+    default: Any
+    required: bool
+    minimum: float | None
+    maximum: float | None
+    multiple_of: int | None
+    choices: list[str] | None
+    internal: bool = Field(description="Filled by the studio or via reference_images.")
+
+
+class PricingOut(BaseModel):
+    first_megapixel_usd: str
+    additional_megapixel_usd: str
+    reference_megapixel_usd: str
+    flat: bool
+    confirmed: bool
+    note: str
+
+
+class ModelOut(BaseModel):
+    name: str
+    label: str
+    family: str
+    description: str
+    speed: str
+    quality: str
+    price: str
+    sizing: str
+    fields: list[ModelFieldOut]
+    max_reference_images: int
+    active_task_cap: int | None
+    nominal_megapixels: int
+    pricing: PricingOut
+    unconfirmed: list[str]
+
+
+class LimitsOut(BaseModel):
+    max_pixels: int
+    megapixel: int
+    account_active_task_cap: int
+
+
+class CatalogueOut(BaseModel):
+    """Every model the studio offers, its fields, limits and prices."""
+
+    models: list[ModelOut]
+    aspect_presets: dict[str, list[int]]
+    limits: LimitsOut
+    credit_price_usd: str
+
+
+@router.get(
+    "/models",
+    response_model=CatalogueOut,
+    tags=["models"],
+    summary="The model catalogue with limits and prices",
+)
+def models(actor: CurrentActor) -> CatalogueOut:
+    return CatalogueOut.model_validate(catalogue_as_dict(get_settings().CREDIT_PRICE_USD))
+
+
+__all__ = ["JobCreate", "JobRequest", "jobs_out", "read_job_request", "refused", "router"]

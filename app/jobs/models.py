@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Computed,
     DateTime,
@@ -88,7 +89,7 @@ class Job(Timestamped, Base):
     width: Mapped[int] = mapped_column(Integer, nullable=False)
     height: Mapped[int] = mapped_column(Integer, nullable=False)
     #: The seed asked for (None: BFL picks one); the seed BFL used is `result_seed`.
-    seed: Mapped[int | None] = mapped_column(Integer)
+    seed: Mapped[int | None] = mapped_column(BigInteger)
     output_format: Mapped[str] = mapped_column(String(8), nullable=False, default="jpeg")
     reference_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
@@ -107,12 +108,15 @@ class Job(Timestamped, Base):
     bfl_id: Mapped[str | None] = mapped_column(String(128))
     polling_url: Mapped[str | None] = mapped_column(Text)
     progress: Mapped[float | None] = mapped_column(Float)
-    result_seed: Mapped[int | None] = mapped_column(Integer)
+    result_seed: Mapped[int | None] = mapped_column(BigInteger)
     #: When the next poll is due; Postgres, not Redis, says what is outstanding.
     next_poll_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     poll_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     #: How many times a worker started processing this job; bounds redelivery loops.
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: Polls that started and never finished (worker killed, crash); reset by a clean poll.
+    #: A job whose poll keeps crashing is given up after a few instead of looping forever.
+    unfinished_polls: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     #: Submissions refused before BFL created a task (429, connect errors): safe re-queues.
     requeues: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

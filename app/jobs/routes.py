@@ -1,5 +1,491 @@
-"""jobs routes."""
+"""Pages of the generate screen: the form, the live cost estimate and the live job cards."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import json
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import FormData, UploadFile
+
+from app.auth.deps import Actor, ChangingActor, CurrentActor
+from app.bfl.catalogue import (
+    ASPECT_PRESETS,
+    FieldSpec,
+    FieldType,
+    ModelSpec,
+    RequestInvalid,
+    catalogue_as_dict,
+    estimate_cost,
+    get_model,
+    list_models,
+    output_size,
+    reference_field_names,
+)
+from app.costs.service import BudgetExceeded
+from app.db import utcnow
+from app.deps import SessionDep
+from app.errors import NotFound
+from app.gallery.service import credits_text, recent_jobs
+from app.jobs.models import Job, JobStatus
+from app.jobs.service import STORED_PREFIX, JobError, cancel_job, create_jobs, get_job, retry_job
+from app.settings import get_settings
+from app.templating import templates
+
+router = APIRouter(tags=["pages"])
+
+#: Fields the form lays out by hand; every other visible catalogue field is rendered from its spec.
+_HAND_MADE = {
+    "prompt",
+    "width",
+    "height",
+    "aspect_ratio",
+    "seed",
+    "safety_tolerance",
+    "output_format",
+}
+#: Cards shown under the form when the page loads.
+_RECENT_CARDS = 12
+#: Most files read from one form post; the service gives the exact per-model limit.
+_MAX_UPLOADS = 8
+
+
+@dataclass
+class GenerateForm:
+    """What the person typed, as text, plus the problems found with it, per field."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    general: list[str] = field(default_factory=list)
+    stored_references: list[str] = field(default_factory=list)
+
+    def get(self, name: str, default: Any = "") -> str:
+        value = self.values.get(name)
+        return default if value is None else value
+
+    @property
+    def model(self) -> ModelSpec:
+        try:
+            return get_model(self.get("model"))
+        except LookupError:
+            return list_models()[0]
+
+
+def _field_of(error_field: str) -> str:
+    """Where on the form an error from the catalogue or the service is shown."""
+    if error_field.startswith("input_image") or error_field == "reference_images":
+        return "reference_images"
+    return error_field
+
+
+def _extra_fields() -> list[FieldSpec]:
+    """Visible fields some model takes that the form does not lay out by hand."""
+    seen: dict[str, FieldSpec] = {}
+    for spec in list_models():
+        for f in spec.fields:
+            if f.internal or f.name in _HAND_MADE or f.type is FieldType.IMAGE:
+                continue
+            seen.setdefault(f.name, f)
+    return list(seen.values())
+
+
+def _defaults(spec: ModelSpec) -> dict[str, str]:
+    values = {"model": spec.name, "seed_mode": "random", "count": "1", "aspect_preset": "custom"}
+    for f in spec.fields:
+        if f.internal or f.default is None:
+            continue
+        values[f.name] = (
+            ("true" if f.default else "") if isinstance(f.default, bool) else str(f.default)
+        )
+    width, height = values.get("width"), values.get("height")
+    for name, size in ASPECT_PRESETS.items():
+        if (width, height) == (str(size[0]), str(size[1])):
+            values["aspect_preset"] = name
+    return values
+
+
+def _form_from_job(job: Job, team_id: uuid.UUID) -> GenerateForm:
+    """The form filled with a past job's settings ("use these settings")."""
+    spec = _spec_or_default(job.model)
+    values = _defaults(spec)
+    stored: list[str] = []
+    for name, value in (job.params or {}).items():
+        if name.startswith("input_image"):
+            if isinstance(value, str) and _own_reference(value, team_id):
+                stored.append(value)
+            continue
+        if name in ("webhook_url", "webhook_secret") or value is None:
+            continue
+        values[name] = ("true" if value else "") if isinstance(value, bool) else str(value)
+    seed = job.result_seed if job.result_seed is not None else job.seed
+    if seed is not None:
+        values["seed_mode"], values["seed"] = "fixed", str(seed)
+    values["prompt"] = job.prompt
+    values["aspect_preset"] = _preset_for(values.get("width"), values.get("height"))
+    return GenerateForm(values=values, stored_references=stored)
+
+
+def _preset_for(width: str | None, height: str | None) -> str:
+    for name, size in ASPECT_PRESETS.items():
+        if (width, height) == (str(size[0]), str(size[1])):
+            return name
+    return "custom"
+
+
+def _spec_or_default(name: str | None) -> ModelSpec:
+    try:
+        return get_model(name or "")
+    except LookupError:
+        return list_models()[0]
+
+
+def _own_reference(value: str, team_id: uuid.UUID) -> bool:
+    # A stored reference may only be reused by the team that uploaded it.
+    return value.startswith(f"{STORED_PREFIX}teams/{team_id}/")
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def read_generate_form(form: FormData, team_id: uuid.UUID) -> GenerateForm:
+    """The submitted form as text values, keeping everything so the page can show it again."""
+    state = GenerateForm()
+    for name in ("model", "prompt", "seed_mode", "seed", "count", "aspect_preset"):
+        state.values[name] = _text(form, name)
+    raw_prompt = form.get("prompt")
+    state.values["prompt"] = raw_prompt if isinstance(raw_prompt, str) else ""
+    for spec_field in _all_visible_fields():
+        state.values[spec_field] = _text(form, spec_field)
+    state.stored_references = [
+        v
+        for v in form.getlist("stored_reference")
+        if isinstance(v, str) and _own_reference(v, team_id)
+    ]
+    return state
+
+
+def _all_visible_fields() -> list[str]:
+    names: dict[str, None] = {}
+    for spec in list_models():
+        for f in spec.fields:
+            if not f.internal and f.type is not FieldType.IMAGE and f.name != "prompt":
+                names.setdefault(f.name, None)
+    return list(names)
+
+
+def request_params(state: GenerateForm) -> tuple[dict[str, Any], int | None]:
+    """The model's request fields from the form, and the batch size (None when unreadable).
+
+    Only fields the chosen model takes are sent: the form keeps other models' inputs around
+    (hidden) so switching back and forth loses nothing.
+    """
+    spec = state.model
+    params: dict[str, Any] = {"prompt": state.get("prompt")}
+    for f in spec.fields:
+        if f.internal or f.type is FieldType.IMAGE or f.name in ("prompt", "seed"):
+            continue
+        value = state.get(f.name)
+        if f.type is FieldType.BOOLEAN:
+            # An unticked box means "not set": the model's own default applies.
+            if value:
+                params[f.name] = True
+            elif f.default is not None:
+                params[f.name] = False
+            continue
+        if value != "":
+            params[f.name] = value
+    if state.get("seed_mode") == "fixed":
+        if state.get("seed") == "":
+            state.errors["seed"] = "enter a seed number, or choose Random"
+        else:
+            params["seed"] = state.get("seed")
+    for name, key in zip(reference_field_names(8), state.stored_references, strict=False):
+        params[name] = key
+    count_text = state.get("count") or "1"
+    try:
+        count: int | None = int(count_text)
+    except ValueError:
+        count = None
+        limit = get_settings().MAX_BATCH_SIZE
+        state.errors["count"] = f"number of images must be a whole number from 1 to {limit}"
+    return params, count
+
+
+async def _uploads(form: FormData) -> list[bytes]:
+    files: list[bytes] = []
+    for item in form.getlist("reference_images"):
+        if isinstance(item, UploadFile) and item.filename:
+            files.append(await item.read())
+            if len(files) > _MAX_UPLOADS:
+                break
+    return files
+
+
+def _estimate_context(state: GenerateForm, uploads: int) -> dict[str, Any]:
+    """The price of what the form asks for, by the catalogue's own `estimate_cost`."""
+    spec = state.model
+    payload: dict[str, Any] = {}
+    for name in ("width", "height", "aspect_ratio"):
+        if spec.field(name) is None:
+            continue
+        value = state.get(name)
+        if name == "aspect_ratio":
+            payload[name] = value or "1:1"
+            continue
+        try:
+            payload[name] = int(value) if value else None
+        except ValueError:
+            payload[name] = None
+    width, height = output_size(spec, payload)
+    references = min(uploads + len(state.stored_references), spec.max_reference_images)
+    price = get_settings().CREDIT_PRICE_USD
+    each = estimate_cost(spec, width, height, references, credit_price_usd=price)
+    try:
+        count = max(1, min(int(state.get("count") or "1"), get_settings().MAX_BATCH_SIZE))
+    except ValueError:
+        count = 1
+    return {
+        "model": spec,
+        "count": count,
+        "width": width,
+        "height": height,
+        "references": references,
+        "each_credits": credits_text(each.credits),
+        "each_usd": _usd(each.usd),
+        "total_credits": credits_text(each.credits * count),
+        "total_usd": _usd(each.usd * count),
+    }
+
+
+def _usd(value: Decimal) -> str:
+    return f"${value:.3f}".rstrip("0").rstrip(".") if value < 1 else f"${value:.2f}"
+
+
+def _page_context(
+    request: Request, actor: Actor, db: SessionDep, state: GenerateForm, uploads: int = 0
+) -> dict[str, Any]:
+    settings = get_settings()
+    catalogue = catalogue_as_dict(settings.CREDIT_PRICE_USD)
+    catalogue["max_batch_size"] = settings.MAX_BATCH_SIZE
+    return {
+        "actor": actor,
+        "form": state,
+        "models": list_models(),
+        "model_prices": {
+            m.name: credits_text(
+                estimate_cost(
+                    m, *output_size(m, {}), credit_price_usd=settings.CREDIT_PRICE_USD
+                ).credits
+            )
+            for m in list_models()
+        },
+        "spec": state.model,
+        "extra_fields": _extra_fields(),
+        "presets": ASPECT_PRESETS,
+        "catalogue_json": json.dumps(catalogue),
+        "max_batch_size": settings.MAX_BATCH_SIZE,
+        "estimate": _estimate_context(state, uploads),
+        "jobs": [
+            card(job) for job in recent_jobs(db, actor.team_id, actor.user_id, limit=_RECENT_CARDS)
+        ],
+    }
+
+
+@router.get("/", response_class=HTMLResponse, summary="Generate page")
+def generate_page(
+    request: Request,
+    actor: CurrentActor,
+    db: SessionDep,
+    prompt: str | None = None,
+    model: str | None = None,
+) -> Response:
+    # "/?from=<job id>" fills the form with that job's settings; `from` is a keyword in Python.
+    from_id = request.query_params.get("from")
+    state = GenerateForm(values=_defaults(_spec_or_default(model)))
+    if from_id:
+        job = get_job(db, actor.team_id, _uuid_or_404(from_id))
+        if job is None:
+            raise NotFound("That job")
+        state = _form_from_job(job, actor.team_id)
+    if prompt:
+        state.values["prompt"] = prompt
+    return templates.TemplateResponse(
+        request, "jobs/generate.html", _page_context(request, actor, db, state)
+    )
+
+
+@router.get("/generate/estimate", response_class=HTMLResponse, summary="Cost estimate fragment")
+def estimate_fragment(request: Request, actor: CurrentActor) -> Response:
+    query = request.query_params
+    state = GenerateForm(values={k: query.get(k, "") for k in query})
+    state.stored_references = [
+        v for v in query.getlist("stored_reference") if _own_reference(v, actor.team_id)
+    ]
+    try:
+        uploads = max(0, min(int(query.get("reference_count") or 0), _MAX_UPLOADS))
+    except ValueError:
+        uploads = 0
+    return templates.TemplateResponse(
+        request, "jobs/_estimate.html", {"estimate": _estimate_context(state, uploads)}
+    )
+
+
+@router.post("/generate", response_class=HTMLResponse, summary="Queue images from the form")
+async def generate(request: Request, actor: ChangingActor, db: SessionDep) -> Response:
+    form = await request.form()
+    state = read_generate_form(form, actor.team_id)
+    files = await _uploads(form)
+    params, count = request_params(state)
+    jobs: list[Job] = []
+    if not state.errors and count is not None:
+        try:
+            jobs = create_jobs(
+                db,
+                user_id=actor.user_id,
+                team_id=actor.team_id,
+                model=state.get("model"),
+                params=params,
+                count=count,
+                reference_images=files,
+            )
+        except (RequestInvalid, BudgetExceeded, JobError) as exc:
+            # The service may have flushed rows before refusing; none of them may be committed.
+            db.rollback()
+            _record_refusal(state, exc)
+    _place_errors(state)
+    failed = bool(state.errors or state.general)
+    if not request.headers.get("hx-request"):
+        if not failed:
+            return RedirectResponse("/", status_code=303)
+        context = _page_context(request, actor, db, state, len(files))
+        return templates.TemplateResponse(request, "jobs/generate.html", context, status_code=422)
+    context = _page_context(request, actor, db, state, len(files))
+    context["new_jobs"] = [card(job) for job in jobs]
+    # htmx swaps 2xx answers only; field errors are a normal outcome of this form.
+    return templates.TemplateResponse(request, "jobs/_generate_response.html", context)
+
+
+def _record_refusal(state: GenerateForm, exc: Exception) -> None:
+    if isinstance(exc, RequestInvalid):
+        for problem in exc.errors:
+            state.errors.setdefault(_field_of(problem.field), problem.message)
+    elif isinstance(exc, JobError) and exc.field:
+        state.errors.setdefault(_field_of(exc.field), exc.message)
+    else:
+        state.general.append(str(getattr(exc, "message", exc)))
+
+
+def _place_errors(state: GenerateForm) -> None:
+    """Errors for fields the chosen model's form does not show go to the list at the top."""
+    shown = {"model", "prompt", "seed", "count", "reference_images", *_all_visible_fields()}
+    for name in list(state.errors):
+        if name not in shown:
+            state.general.append(state.errors.pop(name))
+
+
+@dataclass(frozen=True)
+class JobCard:
+    """What a live job card shows."""
+
+    job: Job
+    elapsed_s: int
+    cost: str
+    estimate: str
+
+    @property
+    def terminal(self) -> bool:
+        return JobStatus(self.job.status).terminal
+
+    @property
+    def percent(self) -> int | None:
+        if self.job.progress is None:
+            return None
+        return max(0, min(100, round(self.job.progress * 100)))
+
+    @property
+    def retryable(self) -> bool:
+        return self.job.status in ("failed", "moderated", "cancelled")
+
+
+def card(job: Job) -> JobCard:
+    end = job.finished_at or utcnow()
+    return JobCard(
+        job=job,
+        elapsed_s=max(0, int((end - job.created_at).total_seconds())),
+        cost=credits_text(job.cost_credits),
+        estimate=credits_text(job.estimated_credits),
+    )
+
+
+def _uuid_or_404(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotFound("That job") from None
+
+
+def _card_response(request: Request, actor: Actor, cards: list[JobCard]) -> Response:
+    return templates.TemplateResponse(request, "jobs/_cards.html", {"actor": actor, "cards": cards})
+
+
+@router.get("/jobs/{job_id}/card", response_class=HTMLResponse, summary="One live job card")
+def job_card(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
+    job = get_job(db, actor.team_id, _uuid_or_404(job_id))
+    if job is None:
+        raise NotFound("That job")
+    return _card_response(request, actor, [card(job)])
+
+
+@router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse, summary="Cancel a queued job")
+def cancel(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
+    try:
+        job = cancel_job(
+            db,
+            job_id=_uuid_or_404(job_id),
+            team_id=actor.team_id,
+            user_id=actor.user_id,
+            is_manager=actor.is_manager,
+        )
+    except JobError as exc:
+        if exc.code == "not_found":
+            raise NotFound("That job") from None
+        current = get_job(db, actor.team_id, _uuid_or_404(job_id))
+        if current is None:
+            raise NotFound("That job") from None
+        return templates.TemplateResponse(
+            request,
+            "jobs/_cards.html",
+            {"actor": actor, "cards": [card(current)], "notice": exc.message},
+        )
+    return _card_response(request, actor, [card(job)])
+
+
+@router.post("/jobs/{job_id}/retry", response_class=HTMLResponse, summary="Retry as a new job")
+def retry(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
+    old_id = _uuid_or_404(job_id)
+    try:
+        jobs = retry_job(db, job_id=old_id, team_id=actor.team_id, user_id=actor.user_id)
+    except (JobError, RequestInvalid, BudgetExceeded) as exc:
+        db.rollback()
+        if isinstance(exc, JobError) and exc.code == "not_found":
+            raise NotFound("That job") from None
+        current = get_job(db, actor.team_id, old_id)
+        if current is None:
+            raise NotFound("That job") from None
+        return templates.TemplateResponse(
+            request,
+            "jobs/_cards.html",
+            {"actor": actor, "cards": [card(current)], "notice": str(getattr(exc, "message", exc))},
+        )
+    old = get_job(db, actor.team_id, old_id)
+    cards = [card(job) for job in jobs] + ([card(old)] if old is not None else [])
+    return _card_response(request, actor, cards)
+
+
+__all__ = ["GenerateForm", "JobCard", "card", "read_generate_form", "request_params", "router"]

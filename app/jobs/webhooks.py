@@ -1,5 +1,36 @@
-"""jobs webhooks."""
+"""Receives BFL's webhook calls and turns each into an immediate poll of the job.
 
-from fastapi import APIRouter
+The URL carries an HMAC token of the job id (`app.bfl.webhooks.sign_webhook_token`), so only
+whoever was handed the URL can call it. The body is not trusted: it only says "look now", and
+the job's outcome always comes from polling BFL. Polling goes on as usual, so a webhook that
+never arrives only costs a little latency.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.responses import JSONResponse
+
+from app.bfl.webhooks import verify_webhook_token
+from app.jobs import messages
+from app.settings import get_settings
+
+router = APIRouter(prefix="/bfl/webhook", tags=["webhooks"], include_in_schema=False)
+
+
+@router.post("/{job_id}/{token}", status_code=status.HTTP_202_ACCEPTED)
+def bfl_webhook(job_id: str, token: str) -> JSONResponse:
+    """Wake the poller for this job; 404 for anything that is not one of our webhook URLs."""
+    secret = get_settings().SECRET_KEY.get_secret_value()
+    try:
+        parsed = uuid.UUID(job_id)
+    except ValueError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found") from None
+    if not verify_webhook_token(secret, str(parsed), token):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found")
+    # No database work here: the poll task checks the job's state and does nothing if it
+    # already finished, so a repeated webhook is harmless.
+    messages.send_now([messages.poll_message(parsed, force=True)])
+    return JSONResponse({"accepted": True}, status_code=status.HTTP_202_ACCEPTED)

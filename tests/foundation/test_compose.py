@@ -49,3 +49,26 @@ def test_compose_refuses_to_start_without_a_secret_key() -> None:
     )
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def test_compose_keeps_metric_samples_per_container_and_metrics_private() -> None:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose is not installed")
+    env = dict(os.environ, SECRET_KEY="compose-check")
+    result = subprocess.run(
+        [tool, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in ("web", "worker", "beat"):
+        folder = services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+        # Process ids repeat across containers: a shared folder would mix their samples.
+        assert folder in services[name].get("tmpfs", []), f"{name} shares its metrics folder"
+    assert services["worker"]["environment"]["WORKER_METRICS_PORT"] == "9100"
+    assert "env -u PROMETHEUS_MULTIPROC_DIR" in " ".join(services["worker"]["healthcheck"]["test"])
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "@metrics path /metrics" in caddyfile and "respond @metrics 404" in caddyfile

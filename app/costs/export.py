@@ -1,0 +1,57 @@
+"""The ledger as CSV: the columns, spreadsheet-safe cells and a streaming writer."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+
+from app.costs.schemas import LedgerRow
+
+COLUMNS = (
+    "charged_at",
+    "charge_id",
+    "job_id",
+    "user_id",
+    "person",
+    "model",
+    "credits",
+    "usd",
+    "job_status",
+    "prompt",
+)
+#: Spreadsheets run a cell starting with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _safe_text(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def _cells(row: LedgerRow) -> list[str]:
+    return [
+        row.charged_at.isoformat(),
+        str(row.id),
+        str(row.job_id),
+        str(row.user_id),
+        _safe_text(row.person),
+        _safe_text(row.model),
+        f"{row.credits:f}",
+        f"{row.usd:f}",
+        row.job_status,
+        _safe_text(row.prompt),
+    ]
+
+
+def ledger_csv(rows: Iterable[LedgerRow]) -> Iterator[str]:
+    """The header line, then one line per ledger row, as CSV text chunks to stream."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    for count, row in enumerate(rows, start=1):
+        writer.writerow(_cells(row))
+        if count % 500 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

@@ -1,0 +1,156 @@
+"""Shapes of cost reports, shared by the dashboard pages and the JSON API (and its OpenAPI)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+BudgetState = Literal["ok", "warning", "exhausted"]
+
+
+class Money(BaseModel):
+    """An amount of BFL credits and what it costs in US dollars at CREDIT_PRICE_USD."""
+
+    credits: Decimal
+    usd: Decimal
+
+
+class PeriodOut(BaseModel):
+    """A reporting window in UTC: `start` inclusive, `end` exclusive."""
+
+    label: str
+    start: datetime
+    end: datetime
+
+
+class SpendTotal(Money):
+    charges: int = Field(description="Ledger rows (one per job BFL charged).")
+
+
+class PersonSpend(Money):
+    user_id: uuid.UUID
+    name: str
+    email: str
+    charges: int
+
+
+class ModelSpend(Money):
+    model: str
+    charges: int
+    ready_images: int = Field(description="Charged jobs that delivered an image.")
+    avg_credits_per_job: Decimal = Field(description="Average charge of one job of this model.")
+    credits_per_ready_image: Decimal | None = Field(
+        description="All credits of this model divided by the images it delivered "
+        "(failed and moderated jobs included); null when none was delivered."
+    )
+
+
+class DaySpend(Money):
+    day: date
+    charges: int
+
+
+class PromptSpend(Money):
+    prompt: str
+    charges: int
+    last_used_at: datetime
+
+
+class OutcomeSpend(Money):
+    status: str = Field(description="The job's state: ready, failed, moderated, cancelled...")
+    charges: int
+
+
+class CostSummary(BaseModel):
+    """Everything the cost dashboard shows for one window; `by_person` is empty for members."""
+
+    period: PeriodOut
+    scope: Literal["team", "person"]
+    user_id: uuid.UUID | None = Field(description="Whose figures these are; null: whole team.")
+    total: SpendTotal
+    by_person: list[PersonSpend]
+    by_model: list[ModelSpend]
+    by_day: list[DaySpend]
+    top_prompts: list[PromptSpend]
+    by_outcome: list[OutcomeSpend]
+    lost: Money = Field(description="What failed, moderated and cancelled jobs cost.")
+
+
+class CreditOutlook(BaseModel):
+    """The BFL account's balance (from the last GET /v1/credits) and how long it lasts."""
+
+    balance: Decimal | None
+    checked_at: datetime | None
+    daily_rate: Decimal = Field(description="Credits per day over the last 7 days, account-wide.")
+    days_left: Decimal | None = Field(description="balance / daily_rate; null when no spend.")
+
+
+class BudgetLine(BaseModel):
+    """One monthly budget and how much of it this month has used or holds."""
+
+    scope: Literal["team", "person"]
+    user_id: uuid.UUID | None
+    name: str
+    monthly_credits: Decimal
+    spent: Decimal = Field(description="Credits charged this month.")
+    held: Decimal = Field(description="Credits reserved for jobs not yet charged.")
+    remaining: Decimal
+    percent_used: Decimal
+    state: BudgetState
+
+
+class MySpend(BaseModel):
+    """One person's own spend, budgets and what is left for them this month."""
+
+    user_id: uuid.UUID
+    this_month: SpendTotal
+    last_30_days: SpendTotal
+    held: Decimal
+    personal_budget: BudgetLine | None
+    team_budget_remaining: Decimal | None = Field(
+        description="What the team budget still allows, if the team has one."
+    )
+    remaining: Decimal | None = Field(
+        description="What this person may still spend this month; null: no budget applies."
+    )
+    limited_by: Literal["person", "team"] | None
+    percent_used: Decimal | None
+    state: BudgetState
+
+
+class LedgerRow(BaseModel):
+    id: uuid.UUID
+    charged_at: datetime
+    job_id: uuid.UUID
+    user_id: uuid.UUID
+    person: str
+    model: str
+    credits: Decimal
+    usd: Decimal
+    job_status: str
+    prompt: str
+
+
+class LedgerPage(BaseModel):
+    """Ledger rows of a date range, and totals over the whole filtered range (all pages)."""
+
+    start: date
+    end: date
+    user_id: uuid.UUID | None
+    model: str | None
+    total: SpendTotal
+    rows: list[LedgerRow]
+    next_offset: int | None
+
+
+class BudgetIn(BaseModel):
+    """Set (or, with monthly_credits null, remove) the team's or one person's monthly budget."""
+
+    user_id: uuid.UUID | None = Field(default=None, description="null: the whole team's budget.")
+    monthly_credits: Decimal | None = Field(
+        default=None, ge=0, le=Decimal("99999999"), decimal_places=4
+    )

@@ -1,0 +1,495 @@
+"""The team gallery: keyset-paged listing with filters and search, detail, favourites, delete."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, literal, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app.auth.models import Membership, User
+from app.db import utcnow
+from app.errors import Forbidden, NotFound
+from app.jobs.models import Favourite, Image, Job, JobStatus
+
+#: Tiles per gallery page; one screenful on a laptop, a few on a phone.
+PAGE_SIZE = 36
+MAX_PAGE_SIZE = 100
+#: Characters of the prompt a tile needs for its caption; the full text is on the detail page.
+_CAPTION_CHARS = 160
+_CURSOR_RE = re.compile(r"(\d{1,20})\.([0-9a-f]{32})")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class GalleryInputError(ValueError):
+    """A filter value that cannot be used; `field` names the filter, the message says why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next page starts: the (created_at, id) of the last tile shown."""
+
+    created_at: datetime
+    job_id: uuid.UUID
+
+    def encode(self) -> str:
+        # Whole microseconds since the epoch keep the exact Postgres timestamp, URL-safe.
+        delta = self.created_at.astimezone(UTC) - _EPOCH
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return f"{micros}.{self.job_id.hex}"
+
+    @classmethod
+    def decode(cls, raw: str) -> Cursor:
+        match = _CURSOR_RE.fullmatch(raw.strip())
+        if match is None:
+            raise GalleryInputError(
+                "after", "this page link is damaged; reload the gallery to start again"
+            )
+        created = _EPOCH + timedelta(microseconds=int(match.group(1)))
+        return cls(created_at=created, job_id=uuid.UUID(hex=match.group(2)))
+
+
+@dataclass(frozen=True)
+class GalleryFilters:
+    """What the gallery shows; every field is optional and they combine with AND."""
+
+    model: str | None = None
+    user_id: uuid.UUID | None = None
+    status: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    favourites: bool = False
+    q: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return any(
+            (
+                self.model,
+                self.user_id,
+                self.status,
+                self.date_from,
+                self.date_to,
+                self.favourites,
+                self.q,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class GalleryTile:
+    """One thumbnail in the grid: only what a tile shows."""
+
+    job_id: uuid.UUID
+    created_at: datetime
+    model: str
+    status: str
+    width: int
+    height: int
+    caption: str
+    user_id: uuid.UUID
+    author: str
+    favourite: bool
+
+    @property
+    def has_image(self) -> bool:
+        return self.status == JobStatus.READY.value
+
+
+@dataclass(frozen=True)
+class GalleryPage:
+    tiles: list[GalleryTile]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class GalleryDetail:
+    """Everything the detail page shows about one job."""
+
+    job: Job
+    image: Image | None
+    author: str
+    favourite: bool
+    favourite_count: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.job.finished_at is None:
+            return None
+        return (self.job.finished_at - self.job.created_at).total_seconds()
+
+    @property
+    def seed(self) -> int | None:
+        return self.job.result_seed if self.job.result_seed is not None else self.job.seed
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """What serving a stored image needs: its key, type and a friendly download name."""
+
+    key: str
+    content_type: str
+    filename: str
+
+
+def parse_filters(
+    *,
+    model: str | None = None,
+    user: str | None = None,
+    status: str | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    favourites: str | bool | None = None,
+    q: str | None = None,
+) -> GalleryFilters:
+    """Filters from query-string values; blank means "any". Raises GalleryInputError."""
+
+    def blank(value: str | None) -> bool:
+        return value is None or not value.strip()
+
+    user_id = None
+    if not blank(user):
+        assert user is not None
+        try:
+            user_id = uuid.UUID(user.strip())
+        except ValueError:
+            raise GalleryInputError("user", "choose a person from the list") from None
+    if not blank(status) and status not in {s.value for s in JobStatus}:
+        raise GalleryInputError(
+            "status", f"status must be one of: {', '.join(s.value for s in JobStatus)}"
+        )
+
+    def day(name: str, value: str | None) -> date | None:
+        if blank(value):
+            return None
+        assert value is not None
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise GalleryInputError(name, f"{name} must be a date like 2025-01-31") from None
+
+    start, end = day("from", date_from), day("to", date_to)
+    if start and end and start > end:
+        raise GalleryInputError("to", "the end date is before the start date; swap them")
+    fav = favourites if isinstance(favourites, bool) else (favourites or "") in ("1", "on", "true")
+    return GalleryFilters(
+        model=None if blank(model) else (model or "").strip(),
+        user_id=user_id,
+        status=None if blank(status) else status,
+        date_from=start,
+        date_to=end,
+        favourites=fav,
+        q=None if blank(q) else (q or "").strip()[:500],
+    )
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def prompt_matches(q: str) -> Any:
+    """The full-text condition on jobs.prompt_tsv (GIN-indexed) for a web-style search."""
+    return Job.prompt_tsv.op("@@")(func.websearch_to_tsquery("english", q))
+
+
+def list_gallery(
+    db: Session,
+    team_id: uuid.UUID,
+    viewer_id: uuid.UUID,
+    filters: GalleryFilters | None = None,
+    *,
+    after: str | None = None,
+    limit: int = PAGE_SIZE,
+) -> GalleryPage:
+    """One page of the team's jobs, newest first, continuing after the cursor `after`.
+
+    Keyset pagination on (created_at, id) walks ix_jobs_team_created, so page 1000 costs what
+    page 1 costs. One query, only the columns a tile needs; author and favourite come from
+    joins, not per-tile look-ups.
+    """
+    filters = filters or GalleryFilters()
+    limit = max(1, min(limit, MAX_PAGE_SIZE))
+    is_favourite = (
+        exists()
+        .where(Favourite.user_id == viewer_id, Favourite.job_id == Job.id)
+        .correlate(Job)
+        .label("favourite")
+    )
+    stmt = (
+        select(
+            Job.id,
+            Job.created_at,
+            Job.model,
+            Job.status,
+            Job.width,
+            Job.height,
+            func.left(Job.prompt, _CAPTION_CHARS).label("caption"),
+            Job.user_id,
+            User.name.label("author"),
+            literal(True).label("favourite") if filters.favourites else is_favourite,
+        )
+        .join(User, User.id == Job.user_id)
+        .where(Job.team_id == team_id, Job.deleted_at.is_(None))
+    )
+    if filters.favourites:
+        stmt = stmt.join(
+            Favourite, and_(Favourite.job_id == Job.id, Favourite.user_id == viewer_id)
+        )
+    if filters.model:
+        stmt = stmt.where(Job.model == filters.model)
+    if filters.user_id:
+        stmt = stmt.where(Job.user_id == filters.user_id)
+    if filters.status:
+        stmt = stmt.where(Job.status == filters.status)
+    if filters.date_from:
+        stmt = stmt.where(Job.created_at >= _day_start(filters.date_from))
+    if filters.date_to:
+        stmt = stmt.where(Job.created_at < _day_start(filters.date_to + timedelta(days=1)))
+    if filters.q:
+        stmt = stmt.where(prompt_matches(filters.q))
+    if after:
+        cursor = Cursor.decode(after)
+        stmt = stmt.where(tuple_(Job.created_at, Job.id) < (cursor.created_at, cursor.job_id))
+    stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+
+    rows = db.execute(stmt).all()
+    tiles = [
+        GalleryTile(
+            job_id=r.id,
+            created_at=r.created_at,
+            model=r.model,
+            status=r.status,
+            width=r.width,
+            height=r.height,
+            caption=r.caption,
+            user_id=r.user_id,
+            author=r.author,
+            favourite=bool(r.favourite),
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        last = tiles[-1]
+        next_cursor = Cursor(last.created_at, last.job_id).encode()
+    return GalleryPage(tiles=tiles, next_cursor=next_cursor)
+
+
+def team_people(db: Session, team_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
+    """(user id, name) of everyone in the team, for the person filter."""
+    rows = db.execute(
+        select(User.id, User.name)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.team_id == team_id)
+        .order_by(func.lower(User.name))
+    ).all()
+    return [(r.id, r.name) for r in rows]
+
+
+def team_job(db: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    """The team's (not deleted) job with this id; NotFound for any other team's or a gone one."""
+    job = db.scalars(
+        select(Job).where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
+    ).first()
+    if job is None:
+        raise NotFound("That image")
+    return job
+
+
+def get_detail(
+    db: Session, team_id: uuid.UUID, job_id: uuid.UUID, viewer_id: uuid.UUID
+) -> GalleryDetail:
+    """The detail page's data in one query; NotFound outside the team or after delete."""
+    favourites = (
+        select(func.count())
+        .select_from(Favourite)
+        .where(Favourite.job_id == Job.id)
+        .correlate(Job)
+        .scalar_subquery()
+    )
+    mine = exists().where(Favourite.user_id == viewer_id, Favourite.job_id == Job.id).correlate(Job)
+    row = db.execute(
+        select(Job, Image, User.name, mine, favourites)
+        .join(User, User.id == Job.user_id)
+        .outerjoin(Image, Image.job_id == Job.id)
+        .where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
+    ).first()
+    if row is None:
+        raise NotFound("That image")
+    job, image, author, favourite, count = row
+    return GalleryDetail(
+        job=job,
+        image=image,
+        author=author,
+        favourite=bool(favourite),
+        favourite_count=int(count or 0),
+        params=shown_params(job.params),
+    )
+
+
+def shown_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The request parameters worth showing a person (no prompt, no webhook plumbing)."""
+    # The seed has its own line (the one BFL used); the prompt has its own box.
+    hidden = {"prompt", "seed", "webhook_url", "webhook_secret"}
+    return {k: v for k, v in (params or {}).items() if k not in hidden}
+
+
+def set_favourite(
+    db: Session, team_id: uuid.UUID, user_id: uuid.UUID, job_id: uuid.UUID, on: bool
+) -> bool:
+    """Mark or unmark a job as one of the person's favourites; returns the new state."""
+    team_job(db, team_id, job_id)
+    if on:
+        db.execute(
+            insert(Favourite)
+            .values(user_id=user_id, job_id=job_id, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=[Favourite.user_id, Favourite.job_id])
+        )
+    else:
+        db.execute(
+            delete(Favourite).where(Favourite.user_id == user_id, Favourite.job_id == job_id)
+        )
+    db.flush()
+    return on
+
+
+def toggle_favourite(
+    db: Session, team_id: uuid.UUID, user_id: uuid.UUID, job_id: uuid.UUID
+) -> bool:
+    """Flip the person's favourite mark on a job; returns the new state."""
+    team_job(db, team_id, job_id)
+    current = db.scalar(
+        select(exists().where(Favourite.user_id == user_id, Favourite.job_id == job_id))
+    )
+    return set_favourite(db, team_id, user_id, job_id, not current)
+
+
+def delete_job(
+    db: Session, team_id: uuid.UUID, job_id: uuid.UUID, *, user_id: uuid.UUID, is_manager: bool
+) -> None:
+    """Hide a job from the gallery (soft delete). Its author or a manager may do it.
+
+    The row stays, so costs and the ledger still add up; files are kept for the same reason.
+    """
+    job = team_job(db, team_id, job_id)
+    if job.user_id != user_id and not is_manager:
+        raise Forbidden("Only the person who made this image or a manager can delete it.")
+    db.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
+        .values(deleted_at=utcnow())
+    )
+    db.flush()
+
+
+def image_file(db: Session, team_id: uuid.UUID, job_id: uuid.UUID, variant: str) -> ImageFile:
+    """The stored original or thumbnail of the team's job; NotFound otherwise."""
+    row = db.execute(
+        select(
+            Image.storage_key,
+            Image.thumb_key,
+            Image.content_type,
+            Job.model,
+            Job.result_seed,
+            Job.seed,
+        )
+        .join(Job, Job.id == Image.job_id)
+        .where(
+            Image.job_id == job_id,
+            Job.team_id == team_id,
+            Image.team_id == team_id,
+            Job.deleted_at.is_(None),
+        )
+    ).first()
+    if row is None:
+        raise NotFound("That image")
+    seed = row.result_seed if row.result_seed is not None else row.seed
+    stem = f"{row.model}-{seed if seed is not None else 'random'}-{str(job_id)[:8]}"
+    if variant == "thumb":
+        return ImageFile(
+            key=row.thumb_key, content_type="image/webp", filename=f"{stem}-thumb.webp"
+        )
+    extension = {"image/png": "png", "image/webp": "webp"}.get(row.content_type, "jpg")
+    return ImageFile(
+        key=row.storage_key, content_type=row.content_type, filename=f"{stem}.{extension}"
+    )
+
+
+def recent_jobs(
+    db: Session, team_id: uuid.UUID, user_id: uuid.UUID, *, limit: int = 12
+) -> list[Job]:
+    """The person's latest jobs in the team, for the cards under the generate form."""
+    return list(
+        db.scalars(
+            select(Job)
+            .where(Job.team_id == team_id, Job.user_id == user_id, Job.deleted_at.is_(None))
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def filters_query(filters: GalleryFilters) -> dict[str, str]:
+    """The filters as query-string values, so the next page keeps them."""
+    values: dict[str, str] = {}
+    if filters.model:
+        values["model"] = filters.model
+    if filters.user_id:
+        values["user"] = str(filters.user_id)
+    if filters.status:
+        values["status"] = filters.status
+    if filters.date_from:
+        values["from"] = filters.date_from.isoformat()
+    if filters.date_to:
+        values["to"] = filters.date_to.isoformat()
+    if filters.favourites:
+        values["favourites"] = "1"
+    if filters.q:
+        values["q"] = filters.q
+    return values
+
+
+def credits_text(value: Decimal | None) -> str:
+    """A credit amount as people read it: 3, 4.5, 0.12."""
+    if value is None:
+        return "—"
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+__all__ = [
+    "PAGE_SIZE",
+    "Cursor",
+    "GalleryDetail",
+    "GalleryFilters",
+    "GalleryInputError",
+    "GalleryPage",
+    "GalleryTile",
+    "ImageFile",
+    "credits_text",
+    "delete_job",
+    "filters_query",
+    "get_detail",
+    "image_file",
+    "list_gallery",
+    "parse_filters",
+    "prompt_matches",
+    "recent_jobs",
+    "set_favourite",
+    "shown_params",
+    "team_job",
+    "team_people",
+    "toggle_favourite",
+]

@@ -1,0 +1,117 @@
+"""Celery messages of the job pipeline, held by the session and sent only after it commits.
+
+A message is a wake-up, never a record: Postgres says what is due, and the sweeper re-sends
+whatever a crash or a flushed Redis lost. Holding messages until COMMIT means a worker never
+receives an id whose row it cannot see yet; a rollback drops them.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+SUBMIT_NEXT = "jobs.submit_next"
+POLL = "jobs.poll"
+SWEEP = "jobs.sweep"
+
+#: Submissions and polls travel on separate queues, so a burst of wake-ups from a big batch
+#: does not sit in front of polls whose images are ready.
+DISPATCH_QUEUE = "studio.dispatch"
+POLL_QUEUE = "studio.poll"
+
+_OUTBOX = "jobs.outbox"
+
+
+@dataclass(frozen=True)
+class Message:
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    countdown: float | None = None
+    queue: str | None = None
+
+
+def send_after_commit(db: Session, message: Message) -> None:
+    """Hold `message` until `db` commits; a rollback drops it."""
+    db.info.setdefault(_OUTBOX, []).append(message)
+
+
+def wake_dispatcher(db: Session, count: int = 1, countdown: float | None = None) -> None:
+    """After commit, ask `count` workers to submit the next fair job if a slot is free."""
+    for _ in range(max(0, count)):
+        send_after_commit(db, Message(SUBMIT_NEXT, countdown=countdown, queue=DISPATCH_QUEUE))
+
+
+def poll_message(
+    job_id: uuid.UUID, countdown: float | None = None, *, force: bool = False
+) -> Message:
+    """A poll of the job's BFL task in `countdown` seconds (or now); `force`: even if not due."""
+    return Message(
+        POLL,
+        args=(str(job_id),),
+        kwargs={"force": force},
+        countdown=countdown,
+        queue=POLL_QUEUE,
+    )
+
+
+def schedule_poll(
+    db: Session, job_id: uuid.UUID, countdown: float | None, *, force: bool = False
+) -> None:
+    """After commit, poll the job's BFL task in `countdown` seconds (or now)."""
+    send_after_commit(db, poll_message(job_id, countdown, force=force))
+
+
+def pending_messages(db: Session) -> list[Message]:
+    """Messages `db` will send when it commits (for tests and logging)."""
+    return list(db.info.get(_OUTBOX, ()))
+
+
+def discard_pending(db: Session) -> list[Message]:
+    """Drop the messages `db` holds, as a crash between COMMIT and publishing would."""
+    return list(db.info.pop(_OUTBOX, ()))
+
+
+def send_now(messages: list[Message]) -> int:
+    """Publish messages; a broker failure is logged, not raised (the sweeper re-drives).
+
+    Returns how many were published.
+    """
+    if not messages:
+        return 0
+    from worker.celery_app import app as celery_app
+
+    sent = 0
+    for message in messages:
+        try:
+            celery_app.send_task(
+                message.task,
+                args=list(message.args),
+                kwargs=dict(message.kwargs),
+                countdown=message.countdown,
+                queue=message.queue,
+            )
+            sent += 1
+        except Exception as exc:
+            # The row is committed; losing the wake-up only delays the job until the sweeper.
+            log.warning("could not publish %s: %s", message.task, exc)
+    return sent
+
+
+@event.listens_for(Session, "after_commit")
+def _publish_after_commit(session: Session) -> None:
+    messages = session.info.pop(_OUTBOX, None)
+    if messages:
+        send_now(messages)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_rollback(session: Session) -> None:
+    session.info.pop(_OUTBOX, None)

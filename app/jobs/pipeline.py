@@ -1,0 +1,754 @@
+"""The job pipeline run by workers: claim under the cap, submit once, poll, store, and sweep.
+
+Each step is a short transaction around one state transition; nothing waits on BFL inside a
+transaction or a task. The HTTP calls happen between transactions, so a crash leaves a row
+the sweeper can read: `submitting` (never re-POSTed: it may have reached BFL), or `pending`
+with an overdue `next_poll_at` (polled again).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import io
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from app.bfl.catalogue import UnknownModel, get_model
+from app.bfl.client import BFLClient, FetchedImage, PollResult, TaskStatus
+from app.bfl.errors import (
+    AuthFailed,
+    BFLError,
+    ImageFetchFailed,
+    InsufficientCredits,
+    NotSent,
+    OutcomeUnknown,
+    RateLimited,
+    RequestRejected,
+    ResultUnavailable,
+    ServerFailed,
+)
+from app.bfl.webhooks import sign_webhook_token
+from app.db import session_scope, utcnow
+from app.jobs import messages, state
+from app.jobs.models import ACTIVE_STATUSES, Image, Job, JobStatus
+from app.jobs.service import STORED_PREFIX
+from app.settings import Settings, get_settings
+from app.storage import get_storage, image_keys
+
+log = logging.getLogger(__name__)
+
+#: Key of the transaction-level advisory lock that serializes count-and-claim across workers.
+DISPATCH_LOCK_KEY = 0x5F1D_C0DE_0001
+#: A job whose polls crashed (or were killed) this many times in a row is given up.
+MAX_UNFINISHED_POLLS = 3
+#: Connection failures before a job that never reached BFL is given up.
+MAX_NOT_SENT = 8
+#: How late a scheduled poll may be before the sweeper sends it again.
+OVERDUE_GRACE_S = 2.0
+#: Shortest wait between polls when BFL's progress says the task is about to finish.
+_NEAR_FINISH_FLOOR_S = 0.1
+#: Thumbnails fit in this square.
+THUMB_SIZE = 512
+_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+_ACTIVE = tuple(s.value for s in ACTIVE_STATUSES)
+
+#: What people read when a job ends badly, by error code; `{detail}` is BFL's own words.
+MESSAGES: dict[str, str] = {
+    "bfl_no_credits": "BFL has no credits left on this account; ask an admin to top up.",
+    "bfl_auth": "BFL refused the studio's API key; ask an admin to check BFL_API_KEY.",
+    "bfl_rejected": "BFL rejected the request: {detail}. Change the settings and try again.",
+    "bfl_server_error": (
+        "BFL had a server error while accepting the request ({detail}). It may or may not have "
+        "been charged, so it was not resent; retry it if no image appears."
+    ),
+    "submission_unknown": (
+        "The request reached BFL but no answer came back, so it may have been accepted and "
+        "charged. It was not resent, to avoid paying twice; retry it if no image appears."
+    ),
+    "bfl_unreachable": "BFL could not be reached after several tries ({detail}); try again later.",
+    "request_moderated": (
+        "BFL's moderation refused the prompt or a reference image; change them and try again."
+    ),
+    "content_moderated": (
+        "BFL's moderation withheld the generated image; try another prompt or seed."
+    ),
+    "bfl_error": "BFL failed to generate the image ({detail}); try again.",
+    "task_not_found": "BFL no longer knows this task (unknown or expired); try again.",
+    "result_expired": ("The image expired at BFL before the studio could download it; try again."),
+    "image_unreadable": "BFL sent a result that is not a readable image ({detail}); try again.",
+    "timed_out": "BFL did not finish within {detail}; try again.",
+    "reference_missing": "A reference image of this job is no longer stored; upload it again.",
+    "worker_crashed": (
+        "Processing this job failed {detail} times in a row ({reason}); it was given up."
+    ),
+    "bfl_bad_response": "BFL's answer could not be understood ({detail}); try again.",
+}
+
+
+def human_message(code: str, detail: str = "", **extra: str) -> str:
+    template = MESSAGES.get(code)
+    if template is None:
+        return detail or "The job failed."
+    return template.format(detail=detail or "no details", **extra)
+
+
+class Outcome(enum.StrEnum):
+    """What one task run did; logged and returned by the Celery tasks."""
+
+    IDLE = "idle"  # no slot free or nothing eligible
+    SUBMITTED = "submitted"
+    REQUEUED = "requeued"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the job had moved on, or the poll was not due (duplicate message)
+    STILL_PENDING = "still_pending"
+    READY = "ready"
+    MODERATED = "moderated"
+    LOST_RACE = "lost_race"  # another actor finished the transition first
+
+
+def _now() -> datetime:
+    return utcnow()
+
+
+# --- claiming under the cap ----------------------------------------------------------------
+
+
+def model_cap(model: str, account_cap: int) -> int:
+    """The active-task cap for one model: the account cap or the catalogue's lower one."""
+    try:
+        spec = get_model(model)
+    except UnknownModel:
+        return account_cap
+    if spec.active_task_cap is None:
+        return account_cap
+    return min(account_cap, spec.active_task_cap)
+
+
+# Fair choice: each user's oldest eligible job; among those, the user with the fewest jobs at
+# BFL right now goes first, then the oldest. A 200-image batch then takes turns with a
+# teammate's single image instead of going first in full.
+_PICK_FAIR = text(
+    """
+    WITH eligible AS (
+        SELECT DISTINCT ON (user_id) id, user_id, created_at
+        FROM jobs
+        WHERE status = 'queued'
+          AND (not_before IS NULL OR not_before <= :now)
+          AND NOT (model = ANY(:blocked))
+        ORDER BY user_id, created_at, id
+    ), load AS (
+        SELECT user_id, count(*) AS active
+        FROM jobs
+        WHERE status IN ('submitting', 'pending')
+        GROUP BY user_id
+    )
+    SELECT e.id
+    FROM eligible e LEFT JOIN load l ON l.user_id = e.user_id
+    ORDER BY coalesce(l.active, 0), e.created_at, e.id
+    LIMIT 1
+    """
+)
+
+
+def claim_next(db: Session, settings: Settings, now: datetime) -> tuple[Job | None, bool]:
+    """Take the fairest eligible queued job if the cap allows.
+
+    Returns (job, room): with a job, whether another slot is still free; without one, whether
+    a slot was free (so nothing was eligible) rather than the cap being full.
+
+    The advisory lock is transaction-level: it serializes count-and-claim across every worker
+    and is released by the caller's COMMIT, which also makes the claim visible to the next.
+    """
+    db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK_KEY})
+    rows = db.execute(
+        select(Job.model, func.count()).where(Job.status.in_(_ACTIVE)).group_by(Job.model)
+    ).all()
+    per_model: dict[str, int] = {model: n for model, n in rows}
+    cap = settings.BFL_MAX_ACTIVE_TASKS
+    active = sum(per_model.values())
+    if active >= cap:
+        return None, False
+    blocked = [m for m, n in per_model.items() if n >= model_cap(m, cap)]
+    job_id = db.execute(_PICK_FAIR, {"now": now, "blocked": blocked}).scalar()
+    if job_id is None:
+        return None, True  # a slot is free, but nothing may go now
+    job = state.claim(db, job_id, now)
+    return job, job is not None and active + 1 < cap
+
+
+def _earliest_backoff(db: Session) -> datetime | None:
+    return db.scalar(
+        select(func.min(Job.not_before)).where(
+            Job.status == JobStatus.QUEUED.value, Job.not_before.is_not(None)
+        )
+    )
+
+
+# --- submitting ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    id: uuid.UUID
+    team_id: uuid.UUID
+    model: str
+    params: dict[str, Any]
+    estimated_credits: Decimal
+    requeues: int
+
+
+class _ReferenceMissing(Exception):
+    pass
+
+
+def build_payload(claimed: _Claimed, settings: Settings) -> dict[str, Any]:
+    """The body to POST: stored reference images inlined as base64, our webhook URL added."""
+    storage = get_storage()
+    payload: dict[str, Any] = {}
+    for name, value in claimed.params.items():
+        if isinstance(value, str) and value.startswith(STORED_PREFIX):
+            try:
+                data = storage.get(value[len(STORED_PREFIX) :])
+            except KeyError:
+                raise _ReferenceMissing(name) from None
+            payload[name] = base64.b64encode(data).decode("ascii")
+        else:
+            payload[name] = value
+    if settings.PUBLIC_URL:
+        token = sign_webhook_token(settings.SECRET_KEY.get_secret_value(), str(claimed.id))
+        base = settings.PUBLIC_URL.rstrip("/")
+        payload["webhook_url"] = f"{base}/bfl/webhook/{claimed.id}/{token}"
+    return payload
+
+
+def _backoff(requeues: int, *, base: float = 1.0, ceiling: float = 60.0) -> float:
+    # Full jitter keeps many refused jobs from coming back in the same instant.
+    return random.uniform(0.5, 1.0) * min(ceiling, base * 2 ** min(requeues, 10))
+
+
+def submit_next(client: BFLClient) -> Outcome:
+    """Submit the fairest queued job if a slot of the active-task cap is free.
+
+    One wake-up message runs this once; when it claimed a job and room remains, it wakes
+    another worker so free slots fill in parallel.
+    """
+    settings = get_settings()
+    now = _now()
+    with session_scope() as db:
+        job, room = claim_next(db, settings, now)
+        if job is None:
+            if room:
+                backoff_until = _earliest_backoff(db)
+                if backoff_until is not None and backoff_until > now:
+                    # A slot is free while jobs wait out a back-off: come back when the first
+                    # may go. (With the cap full, the next freed slot sends a wake-up anyway.)
+                    delay = (backoff_until - now).total_seconds() + 0.05
+                    messages.wake_dispatcher(db, countdown=min(delay, 300.0))
+            return Outcome.IDLE
+        if room:
+            messages.wake_dispatcher(db)
+        claimed = _Claimed(
+            job.id, job.team_id, job.model, dict(job.params), job.estimated_credits, job.requeues
+        )
+    return _submit_claimed(client, claimed, settings)
+
+
+def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) -> Outcome:
+    try:
+        payload = build_payload(claimed, settings)
+    except _ReferenceMissing:
+        return _fail_submitting(claimed.id, "reference_missing", human_message("reference_missing"))
+
+    try:
+        submission = client.submit(claimed.model, payload)
+    except RateLimited as exc:
+        # No task was created: safe to send again once BFL has room.
+        delay = exc.retry_after if exc.retry_after is not None else _backoff(claimed.requeues)
+        return _requeue(claimed, delay, "Waiting: BFL's active-task limit is reached.")
+    except NotSent as exc:
+        if claimed.requeues + 1 >= MAX_NOT_SENT:
+            return _fail_submitting(
+                claimed.id, "bfl_unreachable", human_message("bfl_unreachable", exc.message)
+            )
+        return _requeue(
+            claimed, _backoff(claimed.requeues), f"Waiting: BFL could not be reached ({exc})."
+        )
+    except OutcomeUnknown:
+        return _fail_submitting(
+            claimed.id, "submission_unknown", human_message("submission_unknown")
+        )
+    except ServerFailed as exc:
+        # A 5xx answer to a POST does not prove that no task exists: BFL may have created it
+        # and failed afterwards, and a proxy's 502/504 can come after BFL accepted the body.
+        # bfl-api.md says retry only if the task surely was not created, and no 5xx is sure,
+        # so the job ends here and the person can retry it as a new job in one click.
+        return _fail_submitting(
+            claimed.id,
+            "bfl_server_error",
+            human_message("bfl_server_error", f"HTTP {exc.status_code}"),
+        )
+    except InsufficientCredits:
+        return _fail_submitting(claimed.id, "bfl_no_credits", human_message("bfl_no_credits"))
+    except AuthFailed:
+        log.error("BFL refused the API key; jobs will fail until an admin fixes BFL_API_KEY")
+        return _fail_submitting(claimed.id, "bfl_auth", human_message("bfl_auth"))
+    except RequestRejected as exc:
+        detail = "; ".join(str(e) for e in exc.field_errors) or exc.message
+        return _fail_submitting(claimed.id, "bfl_rejected", human_message("bfl_rejected", detail))
+    except BFLError as exc:
+        # Anything else the client raises for a POST is not a proof that nothing was created.
+        code = exc.code if exc.safe_to_retry is False else "submission_unknown"
+        return _fail_submitting(claimed.id, code, human_message(code, exc.message))
+    except Exception as exc:
+        log.exception("unexpected error submitting job %s", claimed.id)
+        return _fail_submitting(
+            claimed.id,
+            "submission_unknown",
+            human_message("submission_unknown") + f" ({type(exc).__name__})",
+        )
+
+    # BFL reports the cost for FLUX.2; FLUX.1 endpoints do not, so the estimate stands in
+    # for it (the catalogue prices them per image, so it is what BFL charges).
+    cost = submission.cost if submission.cost is not None else claimed.estimated_credits
+    now = _now()
+    with session_scope() as db:
+        job = state.mark_pending(
+            db,
+            claimed.id,
+            bfl_id=submission.id,
+            polling_url=submission.polling_url,
+            cost_credits=cost,
+            next_poll_at=now + timedelta(seconds=settings.POLL_MIN_INTERVAL_S),
+            now=now,
+        )
+        if job is None:
+            # The sweeper gave up on this POST (it took longer than SUBMITTING_STALE_S) and the
+            # job already ended as submission_unknown. Keep BFL's id for reconciliation.
+            log.warning(
+                "BFL accepted job %s (task %s) after it was reconciled", claimed.id, submission.id
+            )
+            state.note_late_acceptance(db, claimed.id, bfl_id=submission.id)
+            return Outcome.LOST_RACE
+        messages.schedule_poll(db, job.id, settings.POLL_MIN_INTERVAL_S)
+    return Outcome.SUBMITTED
+
+
+def _requeue(claimed: _Claimed, delay: float, note: str) -> Outcome:
+    with session_scope() as db:
+        job = state.requeue(
+            db,
+            claimed.id,
+            not_before=_now() + timedelta(seconds=delay),
+            error_message=note,
+        )
+        if job is None:
+            return Outcome.LOST_RACE
+        messages.wake_dispatcher(db, countdown=delay + 0.05)
+    return Outcome.REQUEUED
+
+
+def _fail_submitting(job_id: uuid.UUID, code: str, message: str) -> Outcome:
+    with session_scope() as db:
+        job = state.finish_unsuccessfully(
+            db,
+            job_id,
+            expected=JobStatus.SUBMITTING,
+            target=JobStatus.FAILED,
+            error_code=code,
+            error_message=message,
+        )
+    return Outcome.FAILED if job is not None else Outcome.LOST_RACE
+
+
+# --- polling ---------------------------------------------------------------------------------
+
+
+def next_poll_delay(
+    settings: Settings, *, elapsed: float, poll_count: int, progress: float | None
+) -> float:
+    """Seconds until the next poll of a task that has run `elapsed` seconds.
+
+    With BFL's progress, aim just after the predicted finish (a little late beats one more
+    poll); without it, grow from the minimum but never wait longer than a quarter of the time
+    spent so far, so a result waits at most ~25 % of its run time before we see it.
+    """
+    low, high = (
+        settings.POLL_MIN_INTERVAL_S,
+        max(settings.POLL_MIN_INTERVAL_S, settings.POLL_MAX_INTERVAL_S),
+    )
+    if progress is not None and 0.0 < progress < 1.0 and elapsed > 0:
+        # Progress is a fraction of the run: the rest takes elapsed * (1 - p) / p. Aiming one
+        # per cent late absorbs rounding in the reported progress; when the finish is predicted
+        # sooner than the usual minimum, poll then (but never in a tight loop).
+        remaining = elapsed * (1.0 - progress) / progress
+        return max(min(low, _NEAR_FINISH_FLOOR_S), min(high, remaining * 1.01 + 0.02))
+    delay = min(low * 1.5**poll_count, 0.25 * elapsed)
+    return max(low, min(high, delay))
+
+
+@dataclass(frozen=True)
+class _Polled:
+    id: uuid.UUID
+    team_id: uuid.UUID
+    bfl_id: str
+    polling_url: str | None
+    submitted_at: datetime
+    poll_count: int
+
+
+def poll_job(client: BFLClient, job_id: uuid.UUID, *, force: bool = False) -> Outcome:
+    """Poll one pending job's BFL task, if its poll is due; finish it when BFL has.
+
+    `force` (a webhook wake-up) polls at once unless another poll is running right now.
+    """
+    settings = get_settings()
+    now = _now()
+    tolerance = settings.POLL_MAX_INTERVAL_S + 0.5 if force else 0.05
+    with session_scope() as db:
+        job = state.claim_poll(
+            db,
+            job_id,
+            due_by=now + timedelta(seconds=tolerance),
+            lease_until=now + timedelta(seconds=max(settings.POLL_LEASE_S, tolerance + 1)),
+        )
+        if job is None:
+            return Outcome.SKIPPED
+        if job.unfinished_polls > MAX_UNFINISHED_POLLS:
+            message = human_message(
+                "worker_crashed",
+                str(MAX_UNFINISHED_POLLS),
+                reason="a poll or download never finished",
+            )
+            state.finish_unsuccessfully(
+                db,
+                job.id,
+                expected=JobStatus.PENDING,
+                target=JobStatus.FAILED,
+                error_code="worker_crashed",
+                error_message=message,
+            )
+            return Outcome.FAILED
+        submitted_at = job.submitted_at or job.created_at
+        if (now - submitted_at).total_seconds() > settings.JOB_MAX_PENDING_S:
+            _fail_timed_out(db, job.id, settings)
+            return Outcome.FAILED
+        polled = _Polled(
+            job.id, job.team_id, job.bfl_id or "", job.polling_url, submitted_at, job.poll_count
+        )
+
+    try:
+        result = client.poll(polled.polling_url, polled.bfl_id)
+    except BFLError as exc:
+        # Reads are safe to repeat; a failing BFL is waited out until JOB_MAX_PENDING_S.
+        log.warning("poll of job %s failed: %s", polled.id, exc)
+        delay = next_poll_delay(
+            settings, elapsed=_elapsed(polled), poll_count=polled.poll_count, progress=None
+        )
+        return _still_pending(polled.id, delay, None)
+
+    if result.status is TaskStatus.PENDING:
+        delay = next_poll_delay(
+            settings,
+            elapsed=_elapsed(polled),
+            poll_count=polled.poll_count,
+            progress=result.progress,
+        )
+        return _still_pending(polled.id, delay, result.progress)
+    if result.status is TaskStatus.READY:
+        return _finish_ready(client, polled, result, settings)
+    if result.status in (TaskStatus.REQUEST_MODERATED, TaskStatus.CONTENT_MODERATED):
+        code = (
+            "request_moderated"
+            if result.status is TaskStatus.REQUEST_MODERATED
+            else "content_moderated"
+        )
+        return _fail_pending(polled.id, code, human_message(code), JobStatus.MODERATED)
+    if result.status is TaskStatus.ERROR:
+        detail = result.message or "no details"
+        return _fail_pending(polled.id, "bfl_error", human_message("bfl_error", detail))
+    return _fail_pending(polled.id, "task_not_found", human_message("task_not_found"))
+
+
+def _elapsed(polled: _Polled) -> float:
+    return max(0.0, (_now() - polled.submitted_at).total_seconds())
+
+
+def _still_pending(
+    job_id: uuid.UUID, delay: float, progress: float | None, *, clean: bool = True
+) -> Outcome:
+    with session_scope() as db:
+        job = state.reschedule_poll(
+            db,
+            job_id,
+            next_poll_at=_now() + timedelta(seconds=delay),
+            progress=progress,
+            clean=clean,
+        )
+        if job is None:
+            return Outcome.LOST_RACE
+        messages.schedule_poll(db, job_id, delay)
+    return Outcome.STILL_PENDING
+
+
+def _fail_pending(
+    job_id: uuid.UUID, code: str, message: str, target: JobStatus = JobStatus.FAILED
+) -> Outcome:
+    with session_scope() as db:
+        job = state.finish_unsuccessfully(
+            db,
+            job_id,
+            expected=JobStatus.PENDING,
+            target=target,
+            error_code=code,
+            error_message=message,
+        )
+    if job is None:
+        return Outcome.LOST_RACE
+    return Outcome.MODERATED if target is JobStatus.MODERATED else Outcome.FAILED
+
+
+def _fail_timed_out(db: Session, job_id: uuid.UUID, settings: Settings) -> Job | None:
+    limit = settings.JOB_MAX_PENDING_S
+    span = f"{limit // 60} minutes" if limit >= 120 else f"{limit} seconds"
+    return state.finish_unsuccessfully(
+        db,
+        job_id,
+        expected=JobStatus.PENDING,
+        target=JobStatus.FAILED,
+        error_code="timed_out",
+        error_message=human_message("timed_out", span),
+    )
+
+
+def _ready_time(result: PollResult, fallback: datetime) -> datetime:
+    """When BFL finished: the result's end_time if it reports one, else when we saw Ready."""
+    body = result.raw.get("result") if isinstance(result.raw, dict) else None
+    value = body.get("end_time") if isinstance(body, dict) else None
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return datetime.fromtimestamp(float(value), UTC)
+        if isinstance(value, str) and value:
+            parsed = datetime.fromisoformat(value)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    return fallback
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    storage_key: str
+    thumb_key: str
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+class UnreadableImage(Exception):
+    pass
+
+
+def store_image(team_id: uuid.UUID, job_id: uuid.UUID, fetched: FetchedImage) -> StoredImage:
+    """Keep the original under our own key and a WebP thumbnail beside it."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(io.BytesIO(fetched.content)) as image:
+            width, height = image.size
+            # JPEG can decode straight at 1/2, 1/4 or 1/8 scale: several times faster than a
+            # full decode followed by a resize, and the thumbnail looks the same.
+            image.draft("RGB", (THUMB_SIZE, THUMB_SIZE))
+            image.load()
+            thumb = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
+            thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
+            buffer = io.BytesIO()
+            thumb.save(buffer, "WEBP", quality=80, method=2)
+    except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as exc:
+        raise UnreadableImage(f"{type(exc).__name__}: {exc}"[:200]) from exc
+    extension = _EXTENSIONS.get(fetched.content_type, "bin")
+    original_key, thumb_key = image_keys(team_id, job_id, extension)
+    storage = get_storage()
+    storage.put(original_key, fetched.content, fetched.content_type)
+    storage.put(thumb_key, buffer.getvalue(), "image/webp")
+    return StoredImage(
+        original_key, thumb_key, fetched.content_type, width, height, len(fetched.content)
+    )
+
+
+def _finish_ready(
+    client: BFLClient, polled: _Polled, result: PollResult, settings: Settings
+) -> Outcome:
+    seen_ready = _now()
+    assert result.sample_url is not None
+    try:
+        fetched = client.fetch_image(result.sample_url)
+        stored = store_image(polled.team_id, polled.id, fetched)
+    except ResultUnavailable:
+        return _fail_pending(polled.id, "result_expired", human_message("result_expired"))
+    except UnreadableImage as exc:
+        return _fail_pending(
+            polled.id, "image_unreadable", human_message("image_unreadable", str(exc))
+        )
+    except ImageFetchFailed as exc:
+        if not exc.safe_to_retry:
+            return _fail_pending(polled.id, exc.code, human_message(exc.code, exc.message))
+        # The link is valid for minutes: try again soon. `clean=False` keeps counting, so a
+        # download that never works ends the job instead of looping.
+        log.warning("download for job %s failed: %s", polled.id, exc)
+        return _still_pending(polled.id, settings.POLL_MIN_INTERVAL_S, None, clean=False)
+    except Exception as exc:
+        # Storage down, a bug: retry a few times, then give up (counted by unfinished_polls).
+        log.exception("storing the image of job %s failed", polled.id)
+        with session_scope() as db:
+            job = db.get(Job, polled.id)
+            if job is not None and job.unfinished_polls >= MAX_UNFINISHED_POLLS:
+                state.finish_unsuccessfully(
+                    db,
+                    polled.id,
+                    expected=JobStatus.PENDING,
+                    target=JobStatus.FAILED,
+                    error_code="worker_crashed",
+                    error_message=human_message(
+                        "worker_crashed",
+                        str(MAX_UNFINISHED_POLLS),
+                        reason=f"storing the image failed: {type(exc).__name__}",
+                    ),
+                )
+                return Outcome.FAILED
+        return _still_pending(polled.id, settings.POLL_MIN_INTERVAL_S, None, clean=False)
+
+    with session_scope() as db:
+        job = state.mark_ready(
+            db,
+            polled.id,
+            result_seed=result.seed,
+            bfl_ready_at=_ready_time(result, seen_ready),
+        )
+        if job is None:
+            # A concurrent poll (webhook plus schedule) finished it; it stored the same bytes
+            # under the same keys, so there is nothing to undo.
+            return Outcome.LOST_RACE
+        db.add(
+            Image(
+                job_id=job.id,
+                team_id=job.team_id,
+                storage_key=stored.storage_key,
+                thumb_key=stored.thumb_key,
+                content_type=stored.content_type,
+                width=stored.width,
+                height=stored.height,
+                size_bytes=stored.size_bytes,
+            )
+        )
+    return Outcome.READY
+
+
+# --- sweeping --------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did."""
+
+    dispatch_wakeups: int = 0
+    polls_restarted: int = 0
+    submissions_reconciled: int = 0
+    timed_out: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "dispatch_wakeups": self.dispatch_wakeups,
+            "polls_restarted": self.polls_restarted,
+            "submissions_reconciled": self.submissions_reconciled,
+            "timed_out": self.timed_out,
+        }
+
+
+def sweep(now: datetime | None = None, *, batch: int = 500) -> SweepReport:
+    """Recover what crashes and a lost Redis leave behind; Postgres alone says what is due.
+
+    - `submitting` for longer than SUBMITTING_STALE_S: the POST may have reached BFL, so the
+      job ends `submission_unknown` and is never re-POSTed;
+    - `pending` longer than JOB_MAX_PENDING_S: ends `timed_out`;
+    - `pending` with an overdue `next_poll_at` (message lost, worker killed): polled again;
+    - eligible `queued` jobs and free slots: the dispatcher is woken.
+    Safe to run anywhere, any number of times: every action is a guarded transition or a
+    wake-up that does nothing when not needed.
+    """
+    settings = get_settings()
+    now = now or _now()
+    report = SweepReport()
+    with session_scope() as db:
+        stale = db.scalars(
+            select(Job.id)
+            .where(
+                Job.status == JobStatus.SUBMITTING.value,
+                Job.claimed_at < now - timedelta(seconds=settings.SUBMITTING_STALE_S),
+            )
+            .limit(batch)
+        ).all()
+        for job_id in stale:
+            if state.finish_unsuccessfully(
+                db,
+                job_id,
+                expected=JobStatus.SUBMITTING,
+                target=JobStatus.FAILED,
+                error_code="submission_unknown",
+                error_message=human_message("submission_unknown"),
+                now=now,
+            ):
+                report.submissions_reconciled += 1
+
+        expired = db.scalars(
+            select(Job.id)
+            .where(
+                Job.status == JobStatus.PENDING.value,
+                Job.submitted_at < now - timedelta(seconds=settings.JOB_MAX_PENDING_S),
+            )
+            .limit(batch)
+        ).all()
+        for job_id in expired:
+            if _fail_timed_out(db, job_id, settings):
+                report.timed_out += 1
+
+        overdue = db.scalars(
+            select(Job.id)
+            .where(
+                Job.status == JobStatus.PENDING.value,
+                (Job.next_poll_at.is_(None))
+                | (Job.next_poll_at < now - timedelta(seconds=OVERDUE_GRACE_S)),
+            )
+            .order_by(Job.next_poll_at.nulls_first())
+            .limit(batch)
+        ).all()
+        for job_id in overdue:
+            messages.schedule_poll(db, job_id, None)
+        report.polls_restarted = len(overdue)
+
+        active = db.scalar(select(func.count()).where(Job.status.in_(_ACTIVE))) or 0
+        eligible = (
+            db.scalar(
+                select(func.count()).where(
+                    Job.status == JobStatus.QUEUED.value,
+                    (Job.not_before.is_(None)) | (Job.not_before <= now),
+                )
+            )
+            or 0
+        )
+        free = settings.BFL_MAX_ACTIVE_TASKS - active
+        wakeups = min(eligible, max(free, 0))
+        messages.wake_dispatcher(db, wakeups)
+        report.dispatch_wakeups = wakeups
+    if any(report.as_dict().values()):
+        log.info("sweep: %s", report.as_dict())
+    return report

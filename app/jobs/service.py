@@ -1,0 +1,275 @@
+"""Creating, cancelling, retrying and finding jobs: the rules the pages and the JSON API share."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.bfl.catalogue import (
+    count_reference_images,
+    estimate_payload_cost,
+    output_size,
+    reference_field_names,
+    validate_request,
+)
+from app.bfl.errors import FieldError, RequestInvalid
+from app.costs.service import reserve_for_jobs
+from app.jobs import messages, state
+from app.jobs.models import Job, JobStatus
+from app.settings import get_settings
+from app.storage import get_storage
+
+#: Reference images are kept in storage; params hold `stored:<key>` in their place, and the
+#: worker swaps the bytes back in (base64) just before the POST.
+STORED_PREFIX = "stored:"
+#: Largest reference image accepted, in bytes.
+MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+#: Seeds BFL accepts (the catalogue's bound); batches wrap around at the top.
+_SEED_SPACE = 2**32
+#: Random seeds stay below 2**31 so they read the same in every tool and language.
+_RANDOM_SEED_LIMIT = 2**31
+#: Fields the studio fills itself; a caller setting them would redirect BFL's callbacks.
+_INTERNAL_FIELDS = ("webhook_url", "webhook_secret")
+_REFERENCE_TYPES = {
+    "JPEG": ("image/jpeg", "jpg"),
+    "PNG": ("image/png", "png"),
+    "WEBP": ("image/webp", "webp"),
+}
+#: Valid base64 that stands in for a stored reference while the catalogue validates a request.
+_PLACEHOLDER = "c3RvcmVk"
+
+RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.MODERATED, JobStatus.CANCELLED})
+
+
+class JobError(Exception):
+    """A refused job operation, with a stable `code` and, where it applies, the `field`."""
+
+    def __init__(self, message: str, code: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def get_job(db: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
+    """The team's job with this id, or None: another team's job is as good as missing."""
+    return db.scalars(
+        select(Job).where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
+    ).first()
+
+
+def _check_count(count: Any) -> int:
+    limit = get_settings().MAX_BATCH_SIZE
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= limit:
+        raise RequestInvalid(
+            [FieldError("count", f"count must be a whole number from 1 to {limit}")]
+        )
+    return count
+
+
+def _store_reference(team_id: uuid.UUID, data: bytes, position: int) -> str:
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    field = "reference_images"
+    if not data:
+        raise RequestInvalid([FieldError(field, f"reference image {position} is empty")])
+    if len(data) > MAX_REFERENCE_BYTES:
+        raise RequestInvalid(
+            [
+                FieldError(
+                    field,
+                    f"reference image {position} is larger than "
+                    f"{MAX_REFERENCE_BYTES // (1024 * 1024)} MB; use a smaller file",
+                )
+            ]
+        )
+    try:
+        with PILImage.open(io.BytesIO(data)) as image:
+            kind = image.format or ""
+            image.verify()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        kind = ""
+    if kind not in _REFERENCE_TYPES:
+        raise RequestInvalid(
+            [FieldError(field, f"reference image {position} must be a JPEG, PNG or WebP image")]
+        )
+    content_type, extension = _REFERENCE_TYPES[kind]
+    # Content-addressed: the same picture used in many jobs is stored once.
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"teams/{team_id}/references/{digest}.{extension}"
+    storage = get_storage()
+    if not storage.exists(key):
+        storage.put(key, data, content_type)
+    return key
+
+
+def _validate(model: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """`validate_request`, with stored reference keys standing aside while it checks."""
+    stored = {k: v for k, v in params.items() if isinstance(v, str) and v.startswith(STORED_PREFIX)}
+    checked = {k: (_PLACEHOLDER if k in stored else v) for k, v in params.items()}
+    payload = validate_request(model, checked)
+    for name, value in stored.items():
+        if name in payload:
+            payload[name] = value
+    return payload
+
+
+def _seeds(first: int | None, count: int) -> list[int]:
+    if first is None:
+        return [random.randrange(_RANDOM_SEED_LIMIT) for _ in range(count)]
+    return [(first + i) % _SEED_SPACE for i in range(count)]
+
+
+def create_jobs(
+    db: Session,
+    *,
+    user_id: uuid.UUID,
+    team_id: uuid.UUID,
+    model: str,
+    params: Mapping[str, Any],
+    count: int = 1,
+    reference_images: Sequence[bytes] = (),
+    retry_of: Job | None = None,
+) -> list[Job]:
+    """Queue `count` images of one request, each with its own seed, as one batch.
+
+    Raises `RequestInvalid` (field errors, shown next to the fields; "count" for the batch
+    size, "reference_images" for uploads) and `app.costs.service.BudgetExceeded`. Flushes; the
+    caller's commit sends the wake-ups.
+    """
+    count = _check_count(count)
+    given = dict(params)
+    for name in _INTERNAL_FIELDS:
+        if given.get(name) not in (None, ""):
+            raise RequestInvalid([FieldError(name, f"{name} is set by the studio; leave it out")])
+        given.pop(name, None)
+
+    if reference_images:
+        # Validate the request first, so a form error does not leave uploads behind.
+        slots = [n for n in reference_field_names(8) if given.get(n) in (None, "")]
+        if len(reference_images) > len(slots):
+            raise RequestInvalid(
+                [FieldError("reference_images", "at most 8 reference images can be used")]
+            )
+        probe = dict(given)
+        for name in slots[: len(reference_images)]:
+            probe[name] = _PLACEHOLDER
+        _validate(model, probe)
+        for position, (name, data) in enumerate(
+            zip(slots, reference_images, strict=False), start=1
+        ):
+            given[name] = STORED_PREFIX + _store_reference(team_id, data, position)
+
+    own = f"{STORED_PREFIX}teams/{team_id}/references/"
+    for name, value in given.items():
+        # A stored reference may only come from this team's own uploads.
+        if isinstance(value, str) and value.startswith(STORED_PREFIX) and not value.startswith(own):
+            raise RequestInvalid([FieldError(name, f"{name} refers to an image that is not yours")])
+    payload = _validate(model, given)
+    seed = payload.pop("seed", None)
+    width, height = output_size(model, payload)
+    estimate = estimate_payload_cost(
+        model, payload, credit_price_usd=get_settings().CREDIT_PRICE_USD
+    ).credits
+    batch_id = uuid.uuid4()
+
+    jobs: list[Job] = []
+    for index, job_seed in enumerate(_seeds(seed, count)):
+        job_params = {**payload, "seed": job_seed}
+        job = Job(
+            id=uuid.uuid4(),
+            team_id=team_id,
+            user_id=user_id,
+            status=JobStatus.QUEUED.value,
+            model=model,
+            prompt=str(payload.get("prompt", "")),
+            params=job_params,
+            width=width,
+            height=height,
+            seed=job_seed,
+            output_format=str(payload.get("output_format", "jpeg")),
+            reference_count=count_reference_images(payload),
+            batch_id=batch_id,
+            batch_index=index,
+            retry_of_id=retry_of.id if retry_of is not None else None,
+            estimated_credits=estimate,
+        )
+        db.add(job)
+        jobs.append(job)
+    db.flush()
+    reserve_for_jobs(db, jobs)
+    # One wake-up per job, capped: each one that claims a job chains the next while slots
+    # are free, so more than the cap would only be messages that find nothing to do.
+    messages.wake_dispatcher(db, min(len(jobs), get_settings().BFL_MAX_ACTIVE_TASKS))
+    return jobs
+
+
+def _find(db: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    job = get_job(db, team_id, job_id)
+    if job is None:
+        raise JobError("No such job in your team.", "not_found")
+    return job
+
+
+def cancel_job(
+    db: Session,
+    *,
+    job_id: uuid.UUID,
+    team_id: uuid.UUID,
+    user_id: uuid.UUID,
+    is_manager: bool,
+) -> Job:
+    """Cancel a queued job: its owner or a team manager may. Raises JobError otherwise."""
+    job = _find(db, team_id, job_id)
+    if job.user_id != user_id and not is_manager:
+        raise JobError(
+            "Only the person who queued this job or a manager can cancel it.", "forbidden"
+        )
+    if job.status != JobStatus.QUEUED.value:
+        raise JobError(_not_cancellable(job.status), "not_cancellable")
+    done = state.cancel(db, job.id, by_name="" if job.user_id == user_id else "a manager")
+    if done is None:
+        # A worker claimed it between our read and our update.
+        db.refresh(job)
+        raise JobError(_not_cancellable(job.status), "not_cancellable")
+    return done
+
+
+def _not_cancellable(status: str) -> str:
+    if status in (JobStatus.SUBMITTING.value, JobStatus.PENDING.value):
+        return "This job was already sent to BFL and cannot be cancelled; it will finish soon."
+    if status == JobStatus.CANCELLED.value:
+        return "This job is already cancelled."
+    return "This job has already finished, so there is nothing to cancel."
+
+
+def retry_job(
+    db: Session, *, job_id: uuid.UUID, team_id: uuid.UUID, user_id: uuid.UUID
+) -> list[Job]:
+    """Queue a new job with the same request as a failed, moderated or cancelled one."""
+    job = _find(db, team_id, job_id)
+    if job.status not in RETRYABLE_STATUSES:
+        raise JobError(
+            f"Only failed, moderated or cancelled jobs can be retried; this one is {job.status}.",
+            "not_retryable",
+        )
+    return create_jobs(
+        db,
+        user_id=user_id,
+        team_id=team_id,
+        model=job.model,
+        params=job.params,
+        count=1,
+        retry_of=job,
+    )

@@ -1,0 +1,275 @@
+"""Every status change of a job, each a guarded UPDATE that happens at most once.
+
+Each function runs `UPDATE jobs ... WHERE id = :id AND status = :expected` and returns the
+updated Job, or None when the job had already moved on (a redelivered message, a duplicate
+poll, a cancel racing a claim). Callers treat None as "someone else did it: do nothing".
+
+    queued ──claim──▶ submitting ──accepted──▶ pending ──ready──▶ ready
+      │  ▲               │   │                   ├──▶ moderated
+      │  └──requeue──────┘   └──▶ failed          └──▶ failed
+      └──▶ cancelled
+
+Terminal transitions call the cost hook in the same transaction, and transitions that free a
+slot of the active-task cap wake the dispatcher after commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.costs.service import on_job_terminal, record_charge
+from app.db import utcnow
+from app.jobs import messages
+from app.jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from app.ops.metrics import job_changed
+
+#: The state machine of DESIGN.md; submitting → queued is the safe re-queue after a refusal
+#: (429, or a POST that never left), which created no task at BFL.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.SUBMITTING, JobStatus.CANCELLED}),
+    JobStatus.SUBMITTING: frozenset({JobStatus.PENDING, JobStatus.QUEUED, JobStatus.FAILED}),
+    JobStatus.PENDING: frozenset({JobStatus.READY, JobStatus.MODERATED, JobStatus.FAILED}),
+}
+
+
+class IllegalTransition(ValueError):
+    """A transition the state machine does not have (a programming error, not a race)."""
+
+
+def _guarded(
+    db: Session,
+    job_id: uuid.UUID,
+    expected: JobStatus,
+    target: JobStatus,
+    values: dict[str, Any],
+    extra_where: tuple[Any, ...] = (),
+) -> Job | None:
+    if target not in TRANSITIONS.get(expected, frozenset()):
+        raise IllegalTransition(f"a job cannot go from {expected} to {target}")
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == expected.value, *extra_where)
+        .values(status=target.value, **values)
+        .returning(Job)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    job = db.execute(stmt).scalar_one_or_none()
+    if job is None:
+        return None
+    job_changed(db, job, expected.value)  # counted in /metrics once this transaction commits
+    if target.terminal:
+        on_job_terminal(db, job)
+    if expected in ACTIVE_STATUSES and target not in ACTIVE_STATUSES:
+        # A slot of the active-task cap is free again: let the next queued job have it.
+        messages.wake_dispatcher(db)
+    return job
+
+
+def claim(db: Session, job_id: uuid.UUID, now: datetime | None = None) -> Job | None:
+    """queued → submitting: this worker will send the one POST. Caller holds the cap lock."""
+    return _guarded(
+        db,
+        job_id,
+        JobStatus.QUEUED,
+        JobStatus.SUBMITTING,
+        {"claimed_at": now or utcnow(), "attempts": Job.attempts + 1, "not_before": None},
+    )
+
+
+def requeue(
+    db: Session, job_id: uuid.UUID, *, not_before: datetime, error_message: str
+) -> Job | None:
+    """submitting → queued: BFL refused before creating a task (429) or the POST never left."""
+    return _guarded(
+        db,
+        job_id,
+        JobStatus.SUBMITTING,
+        JobStatus.QUEUED,
+        {
+            "not_before": not_before,
+            "requeues": Job.requeues + 1,
+            "claimed_at": None,
+            # Kept for people watching the queue; cleared once the job leaves submitting.
+            "error_message": error_message,
+        },
+    )
+
+
+def mark_pending(
+    db: Session,
+    job_id: uuid.UUID,
+    *,
+    bfl_id: str,
+    polling_url: str | None,
+    cost_credits: Decimal,
+    next_poll_at: datetime,
+    now: datetime | None = None,
+) -> Job | None:
+    """submitting → pending, with BFL's id, polling URL and cost, and the ledger charge."""
+    job = _guarded(
+        db,
+        job_id,
+        JobStatus.SUBMITTING,
+        JobStatus.PENDING,
+        {
+            "bfl_id": bfl_id,
+            "polling_url": polling_url,
+            "cost_credits": cost_credits,
+            "submitted_at": now or utcnow(),
+            "next_poll_at": next_poll_at,
+            "error_message": None,
+            "poll_count": 0,
+        },
+    )
+    if job is not None:
+        record_charge(db, job)
+    return job
+
+
+def claim_poll(
+    db: Session, job_id: uuid.UUID, *, due_by: datetime, lease_until: datetime
+) -> Job | None:
+    """pending → pending: take the job's next poll if it is due by `due_by`.
+
+    Moves `next_poll_at` to the end of a lease, so a duplicate or early message finds the poll
+    not due and does nothing, and a worker that dies mid-poll is noticed by the sweeper once
+    the lease runs out. `unfinished_polls` counts polls that started and never finished.
+    """
+    stmt = (
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.PENDING.value,
+            (Job.next_poll_at.is_(None)) | (Job.next_poll_at <= due_by),
+        )
+        .values(
+            next_poll_at=lease_until,
+            poll_count=Job.poll_count + 1,
+            unfinished_polls=Job.unfinished_polls + 1,
+        )
+        .returning(Job)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    return db.execute(stmt).scalar_one_or_none()
+
+
+def reschedule_poll(
+    db: Session,
+    job_id: uuid.UUID,
+    *,
+    next_poll_at: datetime,
+    progress: float | None,
+    clean: bool = True,
+) -> Job | None:
+    """pending → pending: the next poll is due at `next_poll_at`.
+
+    `clean` says this poll ended normally (BFL still working); a poll that hit trouble it
+    will retry (a failed download, storage down) keeps its count in `unfinished_polls`.
+    """
+    values: dict[str, Any] = {"next_poll_at": next_poll_at}
+    if clean:
+        values["unfinished_polls"] = 0
+    if progress is not None:
+        values["progress"] = progress
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.PENDING.value)
+        .values(**values)
+        .returning(Job)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    return db.execute(stmt).scalar_one_or_none()
+
+
+def mark_ready(
+    db: Session,
+    job_id: uuid.UUID,
+    *,
+    result_seed: int | None,
+    bfl_ready_at: datetime,
+    now: datetime | None = None,
+) -> Job | None:
+    """pending → ready: the image is stored under our own keys (the caller adds the Image)."""
+    return _guarded(
+        db,
+        job_id,
+        JobStatus.PENDING,
+        JobStatus.READY,
+        {
+            "result_seed": result_seed,
+            "bfl_ready_at": bfl_ready_at,
+            "finished_at": now or utcnow(),
+            "progress": 1.0,
+            "next_poll_at": None,
+            "unfinished_polls": 0,
+            "error_code": None,
+            "error_message": None,
+        },
+    )
+
+
+def finish_unsuccessfully(
+    db: Session,
+    job_id: uuid.UUID,
+    *,
+    expected: JobStatus,
+    target: JobStatus,
+    error_code: str,
+    error_message: str,
+    now: datetime | None = None,
+) -> Job | None:
+    """→ failed / moderated / cancelled, with a machine code and a message for people."""
+    if target not in (JobStatus.FAILED, JobStatus.MODERATED, JobStatus.CANCELLED):
+        raise IllegalTransition(f"{target} is not an unsuccessful end")
+    return _guarded(
+        db,
+        job_id,
+        expected,
+        target,
+        {
+            "error_code": error_code,
+            "error_message": error_message,
+            "finished_at": now or utcnow(),
+            "next_poll_at": None,
+            "not_before": None,
+        },
+    )
+
+
+def cancel(db: Session, job_id: uuid.UUID, *, by_name: str = "") -> Job | None:
+    """queued → cancelled: only a job that never left for BFL can be cancelled."""
+    who = f" by {by_name}" if by_name else ""
+    return finish_unsuccessfully(
+        db,
+        job_id,
+        expected=JobStatus.QUEUED,
+        target=JobStatus.CANCELLED,
+        error_code="cancelled",
+        error_message=f"Cancelled{who} before it was sent to BFL.",
+    )
+
+
+def note_late_acceptance(db: Session, job_id: uuid.UUID, *, bfl_id: str) -> bool:
+    """Record BFL's id on a job that was reconciled as `submission_unknown` before BFL answered.
+
+    Not a transition: the job stays failed (BFL did charge it), but the id lets an admin find
+    the task. Returns whether the id was recorded.
+    """
+    stmt = (
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.FAILED.value,
+            Job.error_code == "submission_unknown",
+            Job.bfl_id.is_(None),
+        )
+        .values(bfl_id=bfl_id)
+        .returning(Job.id)
+    )
+    return db.execute(stmt).scalar_one_or_none() is not None

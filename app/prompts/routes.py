@@ -1,0 +1,56 @@
+"""The prompt-history page: the team's prompts, searchable, with a "mine" view and reuse links."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from app.auth.deps import CurrentActor
+from app.deps import SessionDep
+from app.gallery.service import credits_text
+from app.prompts.service import prompt_history
+from app.templating import templates
+
+router = APIRouter(tags=["pages"])
+
+
+def _offset(raw: str | None) -> int:
+    try:
+        return max(0, int(raw or 0))
+    except ValueError:
+        return 0
+
+
+@router.get("/prompts", response_class=HTMLResponse, summary="Shared prompt history")
+def prompts(request: Request, actor: CurrentActor, db: SessionDep) -> Response:
+    query = request.query_params
+    q = (query.get("q") or "").strip()
+    mine = query.get("view") == "mine"
+    offset = _offset(query.get("offset"))
+    page = prompt_history(
+        db, actor.team_id, q=q or None, user_id=actor.user_id if mine else None, offset=offset
+    )
+    more_url = None
+    if page.next_offset is not None:
+        params = {"q": q, "view": "mine" if mine else "team", "offset": str(page.next_offset)}
+        more_url = "/prompts?" + urlencode(params)
+    context = {
+        "actor": actor,
+        "q": q,
+        "mine": mine,
+        "page": page,
+        "more_url": more_url,
+        "credits_text": credits_text,
+        "reuse_url": lambda item: (
+            "/?" + urlencode({"prompt": item.prompt, "model": item.last_model})
+        ),
+    }
+    # Later pages arrive by htmx as rows only, appended where the "load more" marker was.
+    template = (
+        "prompts/_rows.html"
+        if offset and request.headers.get("hx-request")
+        else "prompts/index.html"
+    )
+    return templates.TemplateResponse(request, template, context)

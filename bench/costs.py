@@ -1,0 +1,218 @@
+"""Cost dashboard benchmark: the dashboard's queries over 200,000 charges in 2 teams.
+
+Creates a database of its own on the PostgreSQL server (DATABASE_URL, else 127.0.0.1),
+migrates it, seeds jobs and their ledger rows over the last 90 days with INSERT ... SELECT
+generate_series, then times the service calls behind the pages (p50/p95 over repeated runs in
+one session) and prints the plan of the monthly team total, so index use is visible.
+
+Run: `.venv/bin/python -m bench.costs` (`--charges`, `--runs`). Prints the figures and writes
+bench/results/costs.json; the database is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "costs.json"
+LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+PEOPLE_PER_TEAM = 10
+MODELS = ("flux-2-pro", "flux-2-flex", "flux-2-max", "flux-2-klein-4b", "flux-kontext-pro")
+
+
+def _seed(url: str, charges: int) -> dict[str, Any]:
+    engine = create_engine(url)
+    models = "ARRAY[" + ", ".join(f"'{m}'" for m in MODELS) + "]"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO teams (id, name, created_at) VALUES "
+                "(gen_random_uuid(), 'Studio North', now()), "
+                "(gen_random_uuid(), 'Studio South', now())"
+            )
+        )
+        teams = [r[0] for r in conn.execute(text("SELECT id FROM teams ORDER BY name"))]
+        conn.execute(
+            text(
+                "INSERT INTO users (id, email, name, password_hash, is_active, is_superuser, "
+                "last_team_id, created_at) "
+                "SELECT gen_random_uuid(), 'person' || g || '@bench.example', 'Person ' || g, "
+                "'x', true, false, (:teams)[1 + (g - 1) / :per_team], now() "
+                "FROM generate_series(1, :people) AS g"
+            ),
+            {"teams": teams, "per_team": PEOPLE_PER_TEAM, "people": 2 * PEOPLE_PER_TEAM},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO memberships (user_id, team_id, role, created_at) "
+                "SELECT id, last_team_id, 'member', now() FROM users"
+            )
+        )
+        # One job every ~39 s back over 90 days; statuses, models and prompts cycle.
+        conn.execute(
+            text(
+                f"""
+                WITH people AS (
+                    SELECT u.id AS user_id, u.last_team_id AS team_id,
+                           row_number() OVER (PARTITION BY u.last_team_id ORDER BY u.email) - 1
+                               AS n,
+                           dense_rank() OVER (ORDER BY u.last_team_id) - 1 AS team_n
+                    FROM users u
+                ), series AS (
+                    SELECT g, now() - make_interval(secs => g * (7776000.0 / :n)) AS at,
+                           'prompt number ' || (g % 5000) AS prompt,
+                           ({models})[1 + (g / 5) % {len(MODELS)}] AS model,
+                           CASE WHEN g % 50 = 0 THEN 'failed'
+                                WHEN g % 37 = 0 THEN 'moderated' ELSE 'ready' END AS status
+                    FROM generate_series(1, :n) AS g
+                )
+                INSERT INTO jobs (
+                    id, team_id, user_id, status, model, prompt, params, width, height, seed,
+                    output_format, reference_count, batch_index, estimated_credits,
+                    cost_credits, poll_count, attempts, requeues, unfinished_polls, bfl_id,
+                    created_at)
+                SELECT gen_random_uuid(), p.team_id, p.user_id, s.status, s.model, s.prompt,
+                       '{{}}'::jsonb, 1024, 1024, s.g, 'jpeg', 0, 0, 3, 3 + (s.g % 4), 4, 1, 0,
+                       0,
+                       'task-' || s.g, s.at
+                FROM series s
+                JOIN people p ON p.team_n = s.g % 2 AND p.n = (s.g / 2) % {PEOPLE_PER_TEAM}
+                """  # noqa: S608 - built from this module's constants only
+            ),
+            {"n": charges},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO charges (id, job_id, team_id, user_id, model, credits, usd, "
+                "created_at) SELECT gen_random_uuid(), id, team_id, user_id, model, "
+                "cost_credits, cost_credits * 0.01, created_at + interval '1 second' FROM jobs"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO budgets (id, team_id, user_id, monthly_credits, created_at) "
+                "SELECT gen_random_uuid(), last_team_id, id, 100000, now() FROM users"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO budgets (id, team_id, user_id, monthly_credits, created_at) "
+                "SELECT gen_random_uuid(), id, NULL, 1000000, now() FROM teams"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO credit_balances (credits, checked_at) VALUES (50000, now())")
+        )
+        viewer = conn.execute(
+            text("SELECT id, last_team_id FROM users WHERE email = 'person1@bench.example'")
+        ).one()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    engine.dispose()
+    return {"team_id": viewer[1], "user_id": viewer[0]}
+
+
+def _timed(runs: int, call: Callable[[], object]) -> dict[str, float]:
+    call()  # warm the caches and the plan
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return {
+        "p50_ms": round(statistics.median(samples), 2),
+        "p95_ms": round(samples[max(0, int(len(samples) * 0.95) - 1)], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--charges", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+
+    server = os.environ.get("DATABASE_URL") or LOCAL_POSTGRES
+    server = server.replace("postgresql://", "postgresql+psycopg://", 1)
+    name = f"studio_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        from app.cli import migrate_database
+
+        migrate_database(url)
+        started = time.perf_counter()
+        ids = _seed(url, args.charges)
+        seed_s = time.perf_counter() - started
+
+        from app.costs import service
+
+        engine = create_engine(url)
+        team = service.Scope(ids["team_id"])
+        person = service.Scope(ids["team_id"], ids["user_id"])
+        month, days30 = service.this_month(), service.last_days(30)
+        figures: dict[str, Any] = {}
+        with Session(engine) as db:
+            calls: dict[str, Callable[[], object]] = {
+                "team_summary_month": lambda: service.cost_summary(db, team, month),
+                "team_summary_30d": lambda: service.cost_summary(db, team, days30),
+                "person_summary_month": lambda: service.cost_summary(db, person, month),
+                "budget_lines": lambda: service.budget_lines(db, ids["team_id"]),
+                "my_spend": lambda: service.my_spend(db, ids["team_id"], ids["user_id"]),
+                "credit_outlook": lambda: service.credit_outlook(db),
+                "reservation_check_team": lambda: service.committed_credits(
+                    db, ids["team_id"], None, service.month_start()
+                ),
+                "ledger_page_500": lambda: service.ledger_page(db, team, days30, limit=500),
+            }
+            for label, call in calls.items():
+                figures[label] = _timed(args.runs, call)
+            plan = db.execute(
+                text(
+                    "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT coalesce(sum(credits), 0), "
+                    "count(id) FROM charges WHERE team_id = :t AND created_at >= :s "
+                    "AND created_at < :e"
+                ),
+                {"t": ids["team_id"], "s": month.start, "e": month.end},
+            ).scalars()
+            plan_text = "\n".join(plan)
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    result = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "charges": args.charges,
+        "seed_s": round(seed_s, 1),
+        "runs": args.runs,
+        "figures": figures,
+        "plan_team_month_total": plan_text,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    for label, numbers in figures.items():
+        print(f"{label:26s} p50 {numbers['p50_ms']:8.2f} ms   p95 {numbers['p95_ms']:8.2f} ms")
+    print(plan_text)
+
+
+if __name__ == "__main__":
+    main()

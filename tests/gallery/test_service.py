@@ -1,0 +1,138 @@
+"""The gallery service: keyset pages, filters, search, favourites, delete and team walls."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from app.auth.models import Role
+from app.errors import Forbidden, NotFound
+from app.gallery import service
+from app.jobs.models import JobStatus
+from tests.factories import make_person
+from tests.gallery.rows import add_image, add_job
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_pages_walk_newest_first_without_gaps_or_repeats(db: Session) -> None:
+    alice = make_person(db)
+    # Two jobs share a timestamp so the id breaks the tie.
+    made = [
+        add_job(db, alice, f"tile {i}", created_at=T0 + timedelta(minutes=i // 2))
+        for i in range(11)
+    ]
+    seen: list[str] = []
+    after = None
+    pages = 0
+    while True:
+        page = service.list_gallery(db, alice.team.id, alice.user.id, after=after, limit=4)
+        seen.extend(str(t.job_id) for t in page.tiles)
+        pages += 1
+        if page.next_cursor is None:
+            break
+        after = page.next_cursor
+    expected = sorted(made, key=lambda j: (j.created_at, j.id), reverse=True)
+    assert seen == [str(j.id) for j in expected]
+    assert pages == 3
+
+
+def test_other_teams_and_deleted_jobs_stay_out(db: Session) -> None:
+    alice = make_person(db)
+    mallory = make_person(db)
+    mine = add_job(db, alice, "ours")
+    gone = add_job(db, alice, "deleted one")
+    add_job(db, mallory, "theirs")
+    service.delete_job(db, alice.team.id, gone.id, user_id=alice.user.id, is_manager=False)
+    page = service.list_gallery(db, alice.team.id, alice.user.id)
+    assert [t.job_id for t in page.tiles] == [mine.id]
+    with pytest.raises(NotFound):
+        service.get_detail(db, mallory.team.id, mine.id, mallory.user.id)
+    with pytest.raises(NotFound):
+        service.get_detail(db, alice.team.id, gone.id, alice.user.id)
+
+
+def test_filters_combine(db: Session) -> None:
+    alice = make_person(db)
+    bob = make_person(db, team=alice.team)
+    a1 = add_job(db, alice, "red fox in snow", model="flux-2-flex", created_at=T0)
+    whale = add_job(db, alice, "blue whale", model="flux-2-pro", created_at=T0 + timedelta(days=1))
+    b1 = add_job(
+        db,
+        bob,
+        "red panda",
+        model="flux-2-flex",
+        created_at=T0 + timedelta(days=2),
+        status=JobStatus.MODERATED,
+    )
+
+    def ids(**kw: object) -> set[object]:
+        filters = service.parse_filters(**kw)  # type: ignore[arg-type]
+        return {
+            t.job_id for t in service.list_gallery(db, alice.team.id, alice.user.id, filters).tiles
+        }
+
+    assert ids(model="flux-2-flex") == {a1.id, b1.id}
+    assert ids(user=str(bob.user.id)) == {b1.id}
+    assert ids(status="moderated") == {b1.id}
+    assert ids(q="red") == {a1.id, b1.id}
+    assert ids(q="red -panda") == {a1.id}
+    assert ids(q='"red fox"') == {a1.id}
+    assert ids(date_from="2025-03-02", date_to="2025-03-02") == {whale.id}
+    assert ids(date_to=date(2025, 3, 1).isoformat()) == {a1.id}
+    service.set_favourite(db, alice.team.id, alice.user.id, b1.id, True)
+    assert ids(favourites="1") == {b1.id}
+    assert ids(favourites="1", q="fox") == set()
+
+
+def test_bad_filters_name_the_field(db: Session) -> None:
+    with pytest.raises(service.GalleryInputError) as caught:
+        service.parse_filters(date_from="yesterday")
+    assert caught.value.field == "from"
+    with pytest.raises(service.GalleryInputError) as caught:
+        service.parse_filters(date_from="2025-02-02", date_to="2025-01-01")
+    assert caught.value.field == "to"
+    with pytest.raises(service.GalleryInputError):
+        service.parse_filters(status="done")
+    with pytest.raises(service.GalleryInputError):
+        service.Cursor.decode("not-a-cursor")
+
+
+def test_favourite_toggle_is_per_person(db: Session) -> None:
+    alice = make_person(db)
+    bob = make_person(db, team=alice.team)
+    job = add_job(db, alice)
+    assert service.toggle_favourite(db, alice.team.id, alice.user.id, job.id) is True
+    assert service.get_detail(db, alice.team.id, job.id, alice.user.id).favourite
+    assert not service.get_detail(db, alice.team.id, job.id, bob.user.id).favourite
+    assert service.get_detail(db, alice.team.id, job.id, bob.user.id).favourite_count == 1
+    assert service.toggle_favourite(db, alice.team.id, alice.user.id, job.id) is False
+    tile = service.list_gallery(db, alice.team.id, alice.user.id).tiles[0]
+    assert tile.favourite is False
+
+
+def test_delete_needs_author_or_manager(db: Session) -> None:
+    alice = make_person(db)
+    bob = make_person(db, team=alice.team)
+    boss = make_person(db, team=alice.team, role=Role.MANAGER)
+    job = add_job(db, alice)
+    with pytest.raises(Forbidden):
+        service.delete_job(db, alice.team.id, job.id, user_id=bob.user.id, is_manager=False)
+    service.delete_job(db, alice.team.id, job.id, user_id=boss.user.id, is_manager=True)
+    with pytest.raises(NotFound):
+        service.team_job(db, alice.team.id, job.id)
+
+
+def test_image_file_is_team_scoped_and_named(db: Session) -> None:
+    alice = make_person(db)
+    mallory = make_person(db)
+    job = add_job(db, alice)
+    add_image(db, job)
+    original = service.image_file(db, alice.team.id, job.id, "original")
+    assert original.content_type == "image/jpeg"
+    assert original.filename.endswith(".jpg") and original.filename.startswith("flux-2-pro-")
+    assert service.image_file(db, alice.team.id, job.id, "thumb").content_type == "image/webp"
+    with pytest.raises(NotFound):
+        service.image_file(db, mallory.team.id, job.id, "original")

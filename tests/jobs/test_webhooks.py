@@ -1,0 +1,77 @@
+"""BFL's webhook finishes a job at once; the receiver trusts only its URL token."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from app.bfl.webhooks import sign_webhook_token
+from app.embedded import free_port
+from app.emulator import EmulatorServer
+from app.jobs.models import JobStatus
+from app.jobs.webhooks import router
+from app.settings import get_settings
+from tests.factories import make_person
+from tests.pipeline_support import (
+    WebProcess,
+    WorkerProcess,
+    pipeline_env,
+    queue_jobs,
+    wait_for_terminal,
+)
+
+
+@pytest.fixture
+def receiver() -> TestClient:
+    app = FastAPI()
+    app.include_router(router)
+    return TestClient(app)
+
+
+def test_a_wrong_token_or_id_is_not_found(receiver: TestClient) -> None:
+    job_id = str(uuid.uuid4())
+    assert receiver.post(f"/bfl/webhook/{job_id}/{'0' * 64}", json={}).status_code == 404
+    assert receiver.post("/bfl/webhook/not-a-uuid/abc", json={}).status_code == 404
+    other = sign_webhook_token(get_settings().SECRET_KEY.get_secret_value(), str(uuid.uuid4()))
+    assert receiver.post(f"/bfl/webhook/{job_id}/{other}", json={}).status_code == 404
+
+
+def test_a_valid_token_is_accepted_whatever_the_body(receiver: TestClient) -> None:
+    job_id = str(uuid.uuid4())
+    token = sign_webhook_token(get_settings().SECRET_KEY.get_secret_value(), job_id)
+    answer = receiver.post(f"/bfl/webhook/{job_id}/{token}", content=b"not even json")
+    assert answer.status_code == 202
+    # Only a poll of a job that does not exist was sent: the worker will find nothing to do.
+
+
+@pytest.mark.pipeline
+def test_a_webhook_finishes_the_job_long_before_any_poll_is_due(
+    emulator: EmulatorServer, committed_db: Session, engine: Engine
+) -> None:
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    # No scheduled poll for a minute: only the webhook can finish the job within the wait.
+    env = pipeline_env(
+        emulator,
+        PUBLIC_URL=public,
+        POLL_MIN_INTERVAL_S="60",
+        POLL_MAX_INTERVAL_S="60",
+        POLL_LEASE_S="120",
+    )
+    person = make_person(committed_db)
+    committed_db.commit()
+    with WebProcess(env, port), WorkerProcess(env):
+        jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="hooked", count=2)
+        done = wait_for_terminal(engine, [j.id for j in jobs], timeout=20)
+    assert [j.status for j in done] == [JobStatus.READY] * 2
+    calls = emulator.service.webhook_log()
+    assert len(calls) == 2
+    posted = [s["payload"]["webhook_url"] for s in emulator.submissions()]
+    for job in done:
+        token = sign_webhook_token(get_settings().SECRET_KEY.get_secret_value(), str(job.id))
+        assert f"{public}/bfl/webhook/{job.id}/{token}" in posted
