@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from app.gallery.service import shown_params
 from app.jobs.models import Image, Job, JobStatus
+from app.settings import get_settings
 
 #: Credits are stored with four decimals; a just-created row must read as a re-read one does.
 _CREDIT_PLACES = Decimal("0.0001")
@@ -136,3 +137,14 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next page; null on the last page."
     )
+
+
+BflBackend = Literal["bfl", "emulator"]
+BFL_BACKEND_HELP = (
+    "Who makes the images: `bfl` is Black Forest Labs' API; `emulator` means no BFL key is "
+    "configured and images are synthetic placeholders, not FLUX output."
+)
+
+
+def bfl_backend() -> BflBackend:
+    return "emulator" if get_settings().bfl_emulated else "bfl"

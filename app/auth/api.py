@@ -9,6 +9,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from app.api.schemas import BFL_BACKEND_HELP, BflBackend, bfl_backend
 from app.auth.deps import ChangingActor, CurrentActor
 from app.auth.models import ApiToken, Role
 from app.auth.tokens import MAX_NAME_CHARS, TokenError, issue_token, list_tokens, revoke_token
@@ -36,6 +37,7 @@ class MeOut(BaseModel):
     team: TeamOut
     role: Role
     via: Literal["session", "token"] = Field(description="How this request was authenticated.")
+    bfl_backend: BflBackend = Field(description=BFL_BACKEND_HELP)
 
 
 class TokenOut(BaseModel):
@@ -83,6 +85,7 @@ def me(actor: CurrentActor) -> MeOut:
         team=TeamOut(id=actor.team.id, name=actor.team.name),
         role=actor.role,
         via="token" if actor.token is not None else "session",
+        bfl_backend=bfl_backend(),
     )
 
 

@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from app.api import idempotency
-from app.api.schemas import JobBatchOut, JobOut, JobPage
+from app.api.schemas import (
+    BFL_BACKEND_HELP,
+    BflBackend,
+    JobBatchOut,
+    JobOut,
+    JobPage,
+    bfl_backend,
+)
 from app.auth.deps import Actor, ChangingActor, CurrentActor
 from app.auth.models import User
 from app.bfl.catalogue import catalogue_as_dict
@@ -508,6 +515,7 @@ class CatalogueOut(BaseModel):
     aspect_presets: dict[str, list[int]]
     limits: LimitsOut
     credit_price_usd: str
+    bfl_backend: BflBackend = Field(description=BFL_BACKEND_HELP)
 
 
 @router.get(
@@ -517,7 +525,10 @@ class CatalogueOut(BaseModel):
     summary="The model catalogue with limits and prices",
 )
 def models(actor: CurrentActor) -> CatalogueOut:
-    return CatalogueOut.model_validate(catalogue_as_dict(get_settings().CREDIT_PRICE_USD))
+    settings = get_settings()
+    return CatalogueOut.model_validate(
+        {**catalogue_as_dict(settings.CREDIT_PRICE_USD), "bfl_backend": bfl_backend()}
+    )
 
 
 __all__ = ["JobCreate", "JobRequest", "jobs_out", "read_job_request", "refused", "router"]

@@ -257,3 +257,14 @@ def test_model_catalogue(client: TestClient, make_caller: MakeCaller) -> None:
     assert pro["pricing"]["first_megapixel_usd"] == "0.03"
     assert {"width", "height", "prompt"} <= {f["name"] for f in pro["fields"]}
     assert body["limits"]["max_pixels"] > 0
+
+
+def test_api_says_when_images_come_from_the_emulator(
+    client: TestClient, make_caller: MakeCaller
+) -> None:
+    caller = make_caller()
+    catalogue = client.get("/api/v1/models", headers=caller.headers)
+    me = client.get("/api/v1/me", headers=caller.headers)
+    assert catalogue.status_code == 200 and me.status_code == 200
+    assert catalogue.json()["bfl_backend"] == "emulator"
+    assert me.json()["bfl_backend"] == "emulator"
