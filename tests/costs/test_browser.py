@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,20 +19,9 @@ from app.costs.models import CreditBalance
 from app.db import utcnow
 from app.embedded import free_port
 from app.jobs.models import JobStatus
+from tests.browser import ARTIFACTS, ROOT, chromium
 from tests.costs.factories import make_budget, make_charge
 from tests.factories import PASSWORD, Person, make_person, make_team
-
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 pytestmark = pytest.mark.browser
 
@@ -118,56 +106,49 @@ def _sign_in(page: object, base: str, email: str) -> None:
 
 
 def test_cost_pages_in_a_browser(committed_db: Session, web: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     manager, member, colleague = _seed(committed_db)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            # A manager: the team's dashboard, charts drawn, tables with the same figures.
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            _sign_in(page, web, manager.user.email)
-            expect(page.locator("h1")).to_contain_text("Costs of Poster Studio")
-            expect(page.locator("canvas[data-drawn=true]")).to_have_count(3)
-            people = page.locator("#table-by-person tbody tr")
-            expect(people).to_have_count(3)
-            expect(people.first).to_contain_text(member.user.name)
-            expect(people.first).to_contain_text("45.00")
-            expect(page.locator("#table-by-model")).to_contain_text("flux-2-max")
-            expect(page.locator("#credit-balance")).to_contain_text("2,750.00")
-            expect(page.locator("#lost-card")).to_contain_text("6.00")
-            expect(page.locator("#table-prompts")).to_contain_text("milo: ferry at dawn")
-            expect(page.locator("body")).not_to_contain_text("OTHER-TEAM-PROMPT")
-            expect(page.locator(".budget-meter.budget-warning")).to_contain_text(member.user.name)
-            page.screenshot(path=str(ARTIFACTS / "costs.png"), full_page=True)
+    with chromium() as browser:
+        # A manager: the team's dashboard, charts drawn, tables with the same figures.
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        _sign_in(page, web, manager.user.email)
+        expect(page.locator("h1")).to_contain_text("Costs of Poster Studio")
+        expect(page.locator("canvas[data-drawn=true]")).to_have_count(3)
+        people = page.locator("#table-by-person tbody tr")
+        expect(people).to_have_count(3)
+        expect(people.first).to_contain_text(member.user.name)
+        expect(people.first).to_contain_text("45.00")
+        expect(page.locator("#table-by-model")).to_contain_text("flux-2-max")
+        expect(page.locator("#credit-balance")).to_contain_text("2,750.00")
+        expect(page.locator("#lost-card")).to_contain_text("6.00")
+        expect(page.locator("#table-prompts")).to_contain_text("milo: ferry at dawn")
+        expect(page.locator("body")).not_to_contain_text("OTHER-TEAM-PROMPT")
+        expect(page.locator(".budget-meter.budget-warning")).to_contain_text(member.user.name)
+        page.screenshot(path=str(ARTIFACTS / "costs.png"), full_page=True)
 
-            # Setting a budget with the form.
-            page.select_option("select[name=user_id] >> nth=0", str(colleague.user.id))
-            page.fill("input[name=monthly_credits]", "120")
-            page.click("form.budget-form button[type=submit]")
-            expect(page.locator("#budgets .notice")).to_contain_text("Budget saved")
-            expect(page.locator("#budgets")).to_contain_text(colleague.user.name)
-            assert errors == []
-            context.close()
+        # Setting a budget with the form.
+        page.select_option("select[name=user_id] >> nth=0", str(colleague.user.id))
+        page.fill("input[name=monthly_credits]", "120")
+        page.click("form.budget-form button[type=submit]")
+        expect(page.locator("#budgets .notice")).to_contain_text("Budget saved")
+        expect(page.locator("#budgets")).to_contain_text(colleague.user.name)
+        assert errors == []
+        context.close()
 
-            # A member: only their own figures, and the 80% warning.
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            page = context.new_page()
-            _sign_in(page, web, member.user.email)
-            expect(page.locator("h1")).to_contain_text("My spend")
-            expect(page.locator("#spend-warning")).to_contain_text("90.0%")
-            expect(page.locator("#remaining")).to_have_text("5.00")
-            expect(page.locator("canvas[data-drawn=true]")).to_have_count(2)
-            expect(page.locator("body")).not_to_contain_text(colleague.user.name)
-            expect(page.locator("body")).not_to_contain_text("cora: shop front signage")
-            expect(page.locator("body")).not_to_contain_text("Monthly budgets")
-            page.screenshot(path=str(ARTIFACTS / "costs-member.png"), full_page=True)
-            context.close()
-        finally:
-            browser.close()
+        # A member: only their own figures, and the 80% warning.
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        _sign_in(page, web, member.user.email)
+        expect(page.locator("h1")).to_contain_text("My spend")
+        expect(page.locator("#spend-warning")).to_contain_text("90.0%")
+        expect(page.locator("#remaining")).to_have_text("5.00")
+        expect(page.locator("canvas[data-drawn=true]")).to_have_count(2)
+        expect(page.locator("body")).not_to_contain_text(colleague.user.name)
+        expect(page.locator("body")).not_to_contain_text("cora: shop front signage")
+        expect(page.locator("body")).not_to_contain_text("Monthly budgets")
+        page.screenshot(path=str(ARTIFACTS / "costs-member.png"), full_page=True)
+        context.close()

@@ -18,23 +18,12 @@ from app.bfl.catalogue import estimate_cost
 from app.emulator import EmulatorConfig, EmulatorServer
 from app.gallery.service import credits_text
 from app.jobs.models import Job
+from tests.browser import ARTIFACTS, ROOT, chromium
 from tests.factories import Person, make_person
 from tests.pipeline_support import WebProcess, WorkerProcess, pipeline_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.pipeline, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 #: The README shows this picture; keep it small enough for a repository.
 SCREENSHOT_BUDGET = 300 * 1024
 WAIT_MS = 45_000
@@ -50,8 +39,6 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[str]:
     """Emulator, worker and web server sharing this run's database, Redis prefix and media."""
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     with EmulatorServer(EmulatorConfig(latency_mean_s=1.2, latency_jitter_s=0.2)) as emulator:
         env = pipeline_env(emulator)
         with WorkerProcess(env, concurrency=2), WebProcess(env, _free_port()) as web:
@@ -62,14 +49,8 @@ def stack() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _sign_in(browser: Any, base: str, person: Person) -> Any:
