@@ -53,8 +53,13 @@ def browser() -> Iterator[Any]:
         yield launched
 
 
-def _sign_in(browser: Any, base: str, person: Person) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+LAPTOP = {"width": 1280, "height": 900}
+#: A common phone's CSS viewport.
+PHONE = {"width": 390, "height": 844}
+
+
+def _sign_in(browser: Any, base: str, person: Person, viewport: dict[str, int] = LAPTOP) -> Any:
+    context = browser.new_context(viewport=viewport)
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     page.goto(f"{base}/login")
@@ -211,3 +216,37 @@ def test_generate_watch_find_reuse_favourite_and_team_wall(
     mine = page.goto(f"{base}/images/{flex_job.id}/original")
     assert mine is not None and mine.status == 200
     assert mine.headers["content-type"].startswith("image/")
+
+
+def test_pages_fit_a_phone(
+    stack: str, browser: Any, committed_db: Session, pages: list[Any]
+) -> None:
+    base = stack
+    person = make_person(committed_db)
+    committed_db.commit()
+    page = _sign_in(browser, base, person, viewport=PHONE)
+    pages.append(page)
+
+    prompt = "a paper boat on a rainy street, phone test"
+    page.check("input[name=model][value=flux-2-pro]")
+    page.fill("#prompt", prompt)
+    page.press("#prompt", "Control+Enter")
+    page.wait_for_selector(f".job-card[data-status=ready]:has-text('{prompt}') img")
+
+    for path in (
+        "/",
+        "/gallery",
+        f"/gallery/{_job_by_prompt(committed_db, prompt).id}",
+        "/prompts",
+        "/costs",
+        "/account",
+    ):
+        page.goto(f"{base}{path}")
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 1, f"{path} is {overflow}px wider than a phone screen"
+        name = "home" if path == "/" else path.strip("/").split("/")[0]
+        if "/gallery/" in path:
+            name = "detail"
+        page.screenshot(path=str(ARTIFACTS / f"phone-{name}.png"), full_page=False)
