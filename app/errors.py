@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,117 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+def error_page(request: Request, status_code: int, message: str, **kwargs: Any) -> Response:
+    """The plain error page, with the normal layout and nav for a signed-in caller.
+
+    The caller comes as `request.state.actor_view`: plain values captured when the request
+    authenticated, because by the time an error is rendered the request's database session
+    has ended and the caller's rows can no longer be read.
+    """
+    from app.templating import templates
+
+    return templates.TemplateResponse(
+        request,
+        "partials/error.html",
+        {
+            "status_code": status_code,
+            "message": message,
+            "actor": getattr(request.state, "actor_view", None),
+        },
+        status_code=status_code,
+        **kwargs,
+    )
+
+
+# --- NUL characters -----------------------------------------------------------------------
+
+#: Form bodies up to this size are checked for NUL; larger ones are left to the routes.
+_CHECKED_FORM_BYTES = 2 * 1024 * 1024
+_NUL_MESSAGE = "must not contain NUL characters"
+
+
+def _nul_fields(encoded: bytes) -> list[str]:
+    """Names of the fields of a query string or urlencoded form that hold a NUL character."""
+    if b"\x00" not in encoded and b"%00" not in encoded:
+        return []
+    # latin-1 maps every byte to one character, so decoding can neither fail nor hide a NUL.
+    pairs = parse_qsl(encoded.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    fields = [
+        name.replace("\x00", "") or "request"
+        for name, value in pairs
+        if "\x00" in name or "\x00" in value
+    ]
+    if not fields and b"\x00" in unquote_to_bytes(encoded):
+        fields.append("request")
+    return list(dict.fromkeys(fields))
+
+
+class RefuseNulCharacters:
+    """Answers 422 to a request whose path, query string or urlencoded form holds a NUL.
+
+    PostgreSQL text cannot store NUL, so such a value would end as a database error deep in
+    whichever service first used it. Checking once here keeps every route, present and
+    future, from answering 500. Multipart bodies (which carry binary files) and JSON are left
+    to the routes' own validation.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        fields = ["path"] if "\x00" in scope.get("path", "") else []
+        fields += _nul_fields(scope.get("query_string", b""))
+        if fields:
+            await self._refuse(scope, receive, send, fields)
+            return
+        content_type = ""
+        for key, value in scope.get("headers", ()):
+            if key == b"content-type":
+                content_type = value.decode("latin-1").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            await self.app(scope, receive, send)
+            return
+        received: list[Message] = []
+        body = b""
+        more = True
+        while more and len(body) <= _CHECKED_FORM_BYTES:
+            message = await receive()
+            received.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if not more:
+            fields = _nul_fields(body)
+            if fields:
+                await self._refuse(scope, receive, send, fields)
+                return
+
+        async def replay() -> Message:
+            # The body was read here; hand the same messages to the app, then carry on.
+            if received:
+                return received.pop(0)
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, fields: list[str]) -> None:
+        request = Request(scope)
+        named = ", ".join(fields)
+        message = f"{named}: remove the NUL character (%00); text here cannot contain it."
+        response: Response
+        if wants_json(request):
+            problems = [FieldProblem(field=f, message=_NUL_MESSAGE) for f in fields]
+            response = error_json(422, "invalid_request", message, problems)
+        else:
+            response = error_page(request, 422, message)
+        await response(scope, receive, send)
+
+
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
     return ".".join(parts) or "request"
@@ -147,6 +259,10 @@ _BODY_PARSE_FAILED = "There was an error parsing the body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    # Innermost middleware (added first): requests it refuses still pass through the
+    # observability middleware added later, so they are logged and counted.
+    app.add_middleware(RefuseNulCharacters)
+
     @app.exception_handler(StudioError)
     async def studio_error(request: Request, exc: StudioError) -> Response:
         if isinstance(exc, NotAuthenticated) and not wants_json(request):
@@ -158,19 +274,7 @@ def install_error_handlers(app: FastAPI) -> None:
             return RedirectResponse(target, status_code=303)
         if wants_json(request):
             return error_json(exc.status_code, exc.code, exc.message, exc.fields, exc.headers)
-        from app.templating import templates
-
-        return templates.TemplateResponse(
-            request,
-            "partials/error.html",
-            {
-                "status_code": exc.status_code,
-                "message": exc.message,
-                "actor": getattr(request.state, "actor", None),
-            },
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
+        return error_page(request, exc.status_code, exc.message, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -204,16 +308,4 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_json(422, "invalid_request", "The request body is not valid JSON.", fields)
         if wants_json(request):
             return error_json(exc.status_code, code, message, headers=headers)
-        from app.templating import templates
-
-        return templates.TemplateResponse(
-            request,
-            "partials/error.html",
-            {
-                "status_code": exc.status_code,
-                "message": message,
-                "actor": getattr(request.state, "actor", None),
-            },
-            status_code=exc.status_code,
-            headers=headers,
-        )
+        return error_page(request, exc.status_code, message, headers=headers)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.auth.deps import Actor, ChangingActor, CurrentActor
+from app.auth.deps import Actor, CurrentActor, SessionActor
 from app.auth.tokens import MAX_NAME_CHARS, TokenError, issue_token, list_tokens, revoke_token
 from app.deps import SessionDep
 from app.errors import NotFound
@@ -53,7 +53,7 @@ def tokens_page(request: Request, db: SessionDep, actor: CurrentActor) -> Respon
 def create_token(
     request: Request,
     db: SessionDep,
-    actor: ChangingActor,
+    actor: SessionActor,
     name: Annotated[str, Form()] = "",
 ) -> Response:
     if actor.session is None:
@@ -68,7 +68,7 @@ def create_token(
 
 
 @router.post("/account/tokens/{token_id}/revoke")
-def revoke(token_id: uuid.UUID, db: SessionDep, actor: ChangingActor) -> Response:
+def revoke(token_id: uuid.UUID, db: SessionDep, actor: SessionActor) -> Response:
     if revoke_token(db, token_id=token_id, user_id=actor.user_id, team_id=actor.team_id) is None:
         raise NotFound("That API token")
     return RedirectResponse("/account/tokens?done=revoked", status_code=303)

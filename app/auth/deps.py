@@ -109,6 +109,51 @@ class FormToken:
 
 
 @dataclass(frozen=True)
+class PersonView:
+    id: uuid.UUID
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class TeamView:
+    id: uuid.UUID
+    name: str
+
+
+@dataclass(frozen=True)
+class ActorView:
+    """The caller as plain values, safe to read after the request's database session ended.
+
+    Error pages are rendered after that (the session is rolled back and closed first), when
+    reading the caller's rows would fail; they show the nav from this instead. It offers the
+    attributes the layout reads from an Actor.
+    """
+
+    user: PersonView
+    team: TeamView
+    role: Role
+    csrf_token: str
+    via_token: bool
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.user.id
+
+    @property
+    def team_id(self) -> uuid.UUID:
+        return self.team.id
+
+    @property
+    def is_manager(self) -> bool:
+        return self.role.at_least(Role.MANAGER)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role.at_least(Role.ADMIN)
+
+
+@dataclass(frozen=True)
 class Actor:
     """The caller of a request: a person acting in one team with one role."""
 
@@ -137,6 +182,16 @@ class Actor:
     @property
     def csrf_token(self) -> str:
         return self.session.csrf_token if self.session is not None else ""
+
+    def view(self) -> ActorView:
+        """Plain copies of what pages show about the caller (read while the rows are loaded)."""
+        return ActorView(
+            user=PersonView(id=self.user.id, name=self.user.name, email=self.user.email),
+            team=TeamView(id=self.team.id, name=self.team.name),
+            role=self.role,
+            csrf_token=self.csrf_token,
+            via_token=self.token is not None,
+        )
 
 
 def _membership(db: Session, user: User, team_id: uuid.UUID) -> tuple[Team, Role] | None:
@@ -211,6 +266,8 @@ def load_actor(request: Request, db: Session) -> Actor | None:
         if raw:
             actor = _from_session(db, raw)
     request.state.actor = actor
+    # Captured now, while the rows are loaded: error pages need it after the session ended.
+    request.state.actor_view = actor.view() if actor is not None else None
     return actor
 
 
@@ -266,6 +323,29 @@ async def csrf_protect(request: Request, actor: Annotated[Actor, Depends(current
     return actor
 
 
+class SessionRequired(StudioError):
+    def __init__(self) -> None:
+        super().__init__(
+            403,
+            "session_required",
+            "Change accounts, teams and members from a signed-in browser; "
+            "an API token cannot do that.",
+        )
+
+
+async def session_protect(
+    request: Request, actor: Annotated[Actor, Depends(csrf_protect)]
+) -> Actor:
+    """Account changes (password, email, members, invites, teams) need a browser session.
+
+    An API token is a narrower credential: if it leaks, it must not be able to take the
+    account over or reshape the team, so such callers are refused before anything is read.
+    """
+    if actor.session is None:
+        raise SessionRequired()
+    return actor
+
+
 def require_role(role: Role) -> Callable[[Actor], Actor]:
     """A dependency that lets through callers whose role in the team is at least `role`.
 
@@ -288,5 +368,7 @@ CurrentActor = Annotated[Actor, Depends(current_actor)]
 OptionalActor = Annotated[Actor | None, Depends(optional_actor)]
 #: Use on every route that changes something: authenticates and checks the CSRF token.
 ChangingActor = Annotated[Actor, Depends(csrf_protect)]
+#: Use on routes that change the account or the team: a session and its CSRF token, no API token.
+SessionActor = Annotated[Actor, Depends(session_protect)]
 ManagerActor = Annotated[Actor, Depends(require_role(Role.MANAGER))]
 AdminActor = Annotated[Actor, Depends(require_role(Role.ADMIN))]

@@ -12,11 +12,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.auth import service
 from app.auth.deps import (
     Actor,
-    ChangingActor,
     CsrfFailed,
     CurrentActor,
     FormToken,
     OptionalActor,
+    SessionActor,
+    SessionRequired,
     check_session_csrf,
     clear_session_cookie,
     session_cookie_name,
@@ -250,7 +251,7 @@ def account_page(request: Request, db: SessionDep, actor: CurrentActor) -> Respo
 
 @router.post("/account/name")
 def account_name(
-    request: Request, db: SessionDep, actor: ChangingActor, name: FormStr = ""
+    request: Request, db: SessionDep, actor: SessionActor, name: FormStr = ""
 ) -> Response:
     try:
         service.change_name(db, actor.user, name)
@@ -282,7 +283,7 @@ def _password_guard(
 def account_password(
     request: Request,
     db: SessionDep,
-    actor: ChangingActor,
+    actor: SessionActor,
     current_password: FormStr = "",
     new_password: FormStr = "",
     new_password_again: FormStr = "",
@@ -322,7 +323,7 @@ def account_password(
 def account_email(
     request: Request,
     db: SessionDep,
-    actor: ChangingActor,
+    actor: SessionActor,
     email: FormStr = "",
     current_password: FormStr = "",
 ) -> Response:
@@ -340,13 +341,13 @@ def account_email(
 
 
 @router.post("/account/sessions/end-others")
-def account_end_other_sessions(db: SessionDep, actor: ChangingActor) -> Response:
+def account_end_other_sessions(db: SessionDep, actor: SessionActor) -> Response:
     service.end_other_sessions(db, actor.user_id, keep=actor.session)
     return _redirect("/account", "sessions")
 
 
 @router.post("/account/sessions/{session_id}/end")
-def account_end_session(session_id: str, db: SessionDep, actor: ChangingActor) -> Response:
+def account_end_session(session_id: str, db: SessionDep, actor: SessionActor) -> Response:
     try:
         service.end_own_session(db, actor.user_id, _uuid(session_id, "That session"))
     except NotInTeam as exc:
@@ -371,7 +372,7 @@ def _uuid(value: str, what: str) -> uuid.UUID:
 @router.post("/teams/switch")
 def switch_team(
     db: SessionDep,
-    actor: ChangingActor,
+    actor: SessionActor,
     team_id: FormStr = "",
     next: FormStr = "/",
 ) -> Response:
@@ -430,7 +431,7 @@ def _role(value: str) -> Role | None:
 
 @router.post("/team/members/{user_id}/role")
 def team_change_role(
-    request: Request, user_id: str, db: SessionDep, actor: ChangingActor, role: FormStr = ""
+    request: Request, user_id: str, db: SessionDep, actor: SessionActor, role: FormStr = ""
 ) -> Response:
     _require_admin(actor)
     member_id = _uuid(user_id, "That person")
@@ -456,7 +457,7 @@ def team_change_role(
 
 @router.post("/team/members/{user_id}/remove")
 def team_remove_member(
-    request: Request, user_id: str, db: SessionDep, actor: ChangingActor
+    request: Request, user_id: str, db: SessionDep, actor: SessionActor
 ) -> Response:
     _require_admin(actor)
     member_id = _uuid(user_id, "That person")
@@ -480,7 +481,7 @@ def _public_base(request: Request) -> str:
 def team_invite(
     request: Request,
     db: SessionDep,
-    actor: ChangingActor,
+    actor: SessionActor,
     email: FormStr = "",
     role: FormStr = "member",
 ) -> Response:
@@ -506,7 +507,7 @@ def team_invite(
 
 
 @router.post("/team/invites/{invite_id}/revoke")
-def team_revoke_invite(invite_id: str, db: SessionDep, actor: ChangingActor) -> Response:
+def team_revoke_invite(invite_id: str, db: SessionDep, actor: SessionActor) -> Response:
     _require_admin(actor)
     try:
         service.revoke_invite(db, actor.team_id, _uuid(invite_id, "That invite"))
@@ -517,7 +518,7 @@ def team_revoke_invite(invite_id: str, db: SessionDep, actor: ChangingActor) -> 
 
 @router.post("/teams")
 def create_team(
-    request: Request, db: SessionDep, actor: ChangingActor, name: FormStr = ""
+    request: Request, db: SessionDep, actor: SessionActor, name: FormStr = ""
 ) -> Response:
     _require_admin(actor)
     try:
@@ -580,6 +581,9 @@ def invite_page(request: Request, token: str, db: SessionDep, actor: OptionalAct
 
 async def _invite_csrf(request: Request, actor: OptionalActor) -> Actor | None:
     """Signed in: the session's token; not yet: the pre-session form token."""
+    if actor is not None and actor.session is None:
+        # Joining a team changes the account: not something an API token may do.
+        raise SessionRequired()
     if actor is not None and actor.session is not None:
         await check_session_csrf(request, actor.session)
     elif actor is None:

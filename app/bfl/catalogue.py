@@ -611,7 +611,8 @@ def billable_megapixels(width: int, height: int) -> int:
     So 1024 x 1024 is 1, 1440 x 1440 is 2 and 2048 x 2048 is 4; anything smaller than one
     megapixel counts as one. Rounding up keeps budget reservations on the safe side.
     """
-    return max(1, math.ceil(max(0, width) * max(0, height) / MEGAPIXEL))
+    # Integer ceiling division: exact for any size, where a float division could overflow.
+    return max(1, -(-max(0, width) * max(0, height) // MEGAPIXEL))
 
 
 def _parse_ratio(value: str) -> tuple[int, int] | None:
@@ -702,7 +703,13 @@ def estimate_payload_cost(
 # --- validation --------------------------------------------------------------------------
 
 _INT_RE = re.compile(r"[+-]?\d+")
+#: Whole numbers from 10**18 on are refused outright: far beyond any field's range, and beyond
+#: what the float maths of hints and size checks can handle.
+_INT_DIGITS = 18
+_INT_SCALE = 10**_INT_DIGITS
 _NUMBER_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+#: C0 control characters other than tab, newline and carriage return, plus DEL.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/=_\-\s]+")
 _TIMES = "\u00d7"  # the multiplication sign, spelled out so linters do not take it for an x
 _TRUE = {"true", "on", "yes", "1"}
@@ -724,22 +731,46 @@ def _nearest_multiple(value: int, step: int, minimum: int, maximum: int | None) 
     return suggestion
 
 
+def _integer_bounds(spec: FieldSpec) -> tuple[int, int]:
+    """The widest whole numbers a field could ever take, for the "between" message."""
+    low = int(spec.minimum) if spec.minimum is not None else 0
+    if spec.maximum is not None:
+        return low, int(spec.maximum)
+    # Only sizes have no maximum of their own: the pixel cap bounds one side by the other's
+    # minimum.
+    return low, MAX_PIXELS // max(1, low)
+
+
+def _out_of_scale(spec: FieldSpec) -> str:
+    low, high = _integer_bounds(spec)
+    return f"{spec.name} must be a whole number between {low} and {high}"
+
+
 def _parse_int(spec: FieldSpec, value: Any) -> tuple[int | None, str | None]:
     hint = f", e.g. {int(spec.default)}" if spec.default is not None else ""
     if isinstance(value, bool):
         return None, f"{spec.name} must be a whole number, not true/false"
     if isinstance(value, int):
-        return value, None
+        # Absurd magnitudes would overflow the float maths of hints and size checks.
+        return (value, None) if abs(value) < _INT_SCALE else (None, _out_of_scale(spec))
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value), None
+        return (int(value), None) if abs(value) < _INT_SCALE else (None, _out_of_scale(spec))
     if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
-        return int(value.strip()), None
+        # Count digits before int(): Python refuses to parse more than 4300 of them.
+        digits = value.strip().lstrip("+-").lstrip("0")
+        if len(digits) > _INT_DIGITS:
+            return None, _out_of_scale(spec)
+        number = int(value.strip())
+        return (number, None) if abs(number) < _INT_SCALE else (None, _out_of_scale(spec))
     return None, f"{spec.name} must be a whole number{hint}"
 
 
 def _parse_number(spec: FieldSpec, value: Any) -> tuple[float | None, str | None]:
     if isinstance(value, bool):
         return None, f"{spec.name} must be a number, not true/false"
+    if isinstance(value, int) and abs(value) >= _INT_SCALE:
+        # float() of such an int raises OverflowError; no field takes numbers this large.
+        return float("inf") if value > 0 else float("-inf"), None
     if isinstance(value, int | float) and math.isfinite(value):
         return float(value), None
     if isinstance(value, str) and _NUMBER_RE.fullmatch(value.strip()):
@@ -823,6 +854,9 @@ def _check_field(spec: FieldSpec, value: Any, model: str) -> tuple[Any, str | No
         return value.strip(), None
     if not isinstance(value, str):
         return None, f"{name} must be text"
+    if _CONTROL_RE.search(value):
+        # PostgreSQL text cannot hold NUL, and no prompt needs other control characters.
+        return None, f"{name} must not contain control characters"
     return value, None
 
 

@@ -102,7 +102,7 @@ def cost_ledger(
     model: ModelQuery = None,
     format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Any:
     """Ledger rows of a date range, oldest first; `total` covers the whole range, every page."""
     scope = service.report_scope(

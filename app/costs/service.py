@@ -847,6 +847,14 @@ def report_period(
                 "The end date is before the start date; pick an end on or after the start.",
                 [FieldProblem(field="end", message="must be on or after start")],
             )
+        if last >= date.max:
+            # The period runs to midnight after `last`, which does not exist for the last day.
+            raise StudioError(
+                422,
+                "invalid_request",
+                f"The end date must be before {date.max.isoformat()}.",
+                [FieldProblem(field="end", message=f"must be before {date.max.isoformat()}")],
+            )
         return date_range(first, last)
     if period in (None, "", "month"):
         return this_month(now)

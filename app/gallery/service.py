@@ -56,7 +56,13 @@ class Cursor:
             raise GalleryInputError(
                 "after", "this page link is damaged; reload the gallery to start again"
             )
-        created = _EPOCH + timedelta(microseconds=int(match.group(1)))
+        try:
+            created = _EPOCH + timedelta(microseconds=int(match.group(1)))
+        except OverflowError:
+            # Twenty digits fit the pattern but not a date: a hand-made cursor, not ours.
+            raise GalleryInputError(
+                "after", "the cursor is invalid; start from the first page"
+            ) from None
         return cls(created_at=created, job_id=uuid.UUID(hex=match.group(2)))
 
 

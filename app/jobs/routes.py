@@ -52,6 +52,8 @@ _HAND_MADE = {
 _RECENT_CARDS = 12
 #: Most files read from one form post; the service gives the exact per-model limit.
 _MAX_UPLOADS = 8
+#: Widest side the estimate prices; beyond it the number is a typo, not a size.
+_MAX_ESTIMATE_SIDE = 65_536
 
 
 @dataclass
@@ -241,6 +243,9 @@ def _estimate_context(state: GenerateForm, uploads: int) -> dict[str, Any]:
         try:
             payload[name] = int(value) if value else None
         except ValueError:
+            payload[name] = None
+        if payload[name] is not None and not 0 < payload[name] <= _MAX_ESTIMATE_SIDE:
+            # A size no model takes gets the default's price; the form's check says why.
             payload[name] = None
     width, height = output_size(spec, payload)
     references = min(uploads + len(state.stored_references), spec.max_reference_images)

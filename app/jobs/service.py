@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -171,10 +172,13 @@ def create_jobs(
         ):
             given[name] = STORED_PREFIX + _store_reference(team_id, data, position)
 
-    own = f"{STORED_PREFIX}teams/{team_id}/references/"
+    own = re.compile(
+        re.escape(f"{STORED_PREFIX}teams/{team_id}/references/") + r"[0-9a-f]{64}\.(?:jpg|png|webp)"
+    )
     for name, value in given.items():
-        # A stored reference may only come from this team's own uploads.
-        if isinstance(value, str) and value.startswith(STORED_PREFIX) and not value.startswith(own):
+        # A stored reference may only be one of this team's own uploads, named exactly as
+        # _store_reference names them (so no stray characters reach storage or the database).
+        if isinstance(value, str) and value.startswith(STORED_PREFIX) and not own.fullmatch(value):
             raise RequestInvalid([FieldError(name, f"{name} refers to an image that is not yours")])
     payload = _validate(model, given)
     seed = payload.pop("seed", None)
@@ -185,30 +189,33 @@ def create_jobs(
     batch_id = uuid.uuid4()
 
     jobs: list[Job] = []
-    for index, job_seed in enumerate(_seeds(seed, count)):
-        job_params = {**payload, "seed": job_seed}
-        job = Job(
-            id=uuid.uuid4(),
-            team_id=team_id,
-            user_id=user_id,
-            status=JobStatus.QUEUED.value,
-            model=model,
-            prompt=str(payload.get("prompt", "")),
-            params=job_params,
-            width=width,
-            height=height,
-            seed=job_seed,
-            output_format=str(payload.get("output_format", "jpeg")),
-            reference_count=count_reference_images(payload),
-            batch_id=batch_id,
-            batch_index=index,
-            retry_of_id=retry_of.id if retry_of is not None else None,
-            estimated_credits=estimate,
-        )
-        db.add(job)
-        jobs.append(job)
-    db.flush()
-    reserve_for_jobs(db, jobs)
+    # A savepoint around the inserts and the budget check: a refusal takes the new rows with
+    # it, so even a caller that catches BudgetExceeded and commits keeps no unbudgeted jobs.
+    with db.begin_nested():
+        for index, job_seed in enumerate(_seeds(seed, count)):
+            job_params = {**payload, "seed": job_seed}
+            job = Job(
+                id=uuid.uuid4(),
+                team_id=team_id,
+                user_id=user_id,
+                status=JobStatus.QUEUED.value,
+                model=model,
+                prompt=str(payload.get("prompt", "")),
+                params=job_params,
+                width=width,
+                height=height,
+                seed=job_seed,
+                output_format=str(payload.get("output_format", "jpeg")),
+                reference_count=count_reference_images(payload),
+                batch_id=batch_id,
+                batch_index=index,
+                retry_of_id=retry_of.id if retry_of is not None else None,
+                estimated_credits=estimate,
+            )
+            db.add(job)
+            jobs.append(job)
+        db.flush()
+        reserve_for_jobs(db, jobs)
     # One wake-up per job, capped: each one that claims a job chains the next while slots
     # are free, so more than the cap would only be messages that find nothing to do.
     messages.wake_dispatcher(db, min(len(jobs), get_settings().BFL_MAX_ACTIVE_TASKS))

@@ -16,9 +16,13 @@ from app.templating import templates
 router = APIRouter(tags=["pages"])
 
 
+#: Largest offset passed to SQL: past every real history, and inside PostgreSQL's bigint.
+_MAX_OFFSET = 2**31 - 1
+
+
 def _offset(raw: str | None) -> int:
     try:
-        return max(0, int(raw or 0))
+        return min(max(0, int(raw or 0)), _MAX_OFFSET)
     except ValueError:
         return 0
 

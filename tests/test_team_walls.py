@@ -1,0 +1,480 @@
+"""The team wall, proved on every route: team A's ids replayed as team B find nothing.
+
+DESIGN.md's security floor asks for "every object looked up with its team in the WHERE clause,
+proved by a test that replays team A's ids as team B on every route". The routes come from the
+app itself (`app.main.create_app().routes`), so a route added later is replayed too, and a path
+parameter this test does not know fails it until someone says which of A's objects it takes.
+
+Team B calls as a browser session (pages, with its anti-forgery token) or its API token
+(/api/v1). Every answer must be a 404 that shows none of team A's prompts, names or ids, and
+afterwards every row of team A must be exactly as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image as PILImage
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.auth.models import ApiToken, AuthSession, Invite, Membership, Role, Team, User
+from app.auth.service import create_invite, start_session
+from app.auth.tokens import issue_token
+from app.costs.models import Budget, Charge, Reservation
+from app.costs.service import record_charge, set_budget
+from app.jobs import messages
+from app.jobs.models import Favourite, Job, JobStatus
+from app.jobs.service import create_jobs
+from app.main import create_app
+from app.settings import get_settings
+from tests.api.conftest import Caller, make_job, make_ready_job, sign_in
+from tests.factories import Person, make_person, make_team
+from tests.route_map import RouteCall, route_calls
+
+#: Words only team A's rows contain; none may appear in anything team B is shown.
+A_SECRETS = (
+    "zanzibar lighthouse",
+    "quetzal harbour",
+    "obsidian failure",
+    "marmalade reference",
+    "Walled Garden Ltd",
+    "Ottoline Quist",
+    "Barnaby Fennimore",
+)
+
+#: Routes where a team B *member* is stopped by a role check before any lookup happens: the
+#: 403 says "your role here does not allow that" about team B, and reveals nothing of A.
+ROLE_GATED_BEFORE_LOOKUP = {
+    ("POST", "/team/members/{user_id}/role"),
+    ("POST", "/team/members/{user_id}/remove"),
+    ("POST", "/team/invites/{invite_id}/revoke"),
+}
+
+#: Path parameters that are not team objects, and why (see `_values_for`):
+#: - {token} of /invite/{token}: the link's secret token *is* the credential (whoever holds it
+#:   may join, by design); replaying team A's invite *id* in its place must find nothing.
+#: - {token} of /bfl/webhook/{job_id}/{token}: BFL calls it without any session; the HMAC of
+#:   the job id opens it, so team A's job id with any other token must be a 404.
+NOT_TEAM_OBJECTS = {"token": "a secret link token, replayed as team A's invite id"}
+
+
+@dataclass
+class TeamA:
+    team: Team
+    admin: Person
+    member: Person
+    manager: Person
+    member_token: Caller
+    ready: Job
+    queued: Job
+    failed: Job
+    with_reference: Job
+    reference_key: str
+    invite: Invite
+    session: AuthSession
+
+    @property
+    def job_ids(self) -> list[uuid.UUID]:
+        return [self.ready.id, self.queued.id, self.failed.id, self.with_reference.id]
+
+    @property
+    def user_ids(self) -> list[uuid.UUID]:
+        return [self.admin.user.id, self.member.user.id, self.manager.user.id]
+
+    def ids(self) -> list[str]:
+        every = [
+            self.team.id,
+            *self.job_ids,
+            *self.user_ids,
+            self.member_token.token_id,
+            self.invite.id,
+            self.session.id,
+        ]
+        return [str(i) for i in every]
+
+
+@dataclass
+class TeamB:
+    person: Person
+    caller: Caller
+    browser: TestClient
+    api: TestClient
+    csrf: dict[str, str] = field(default_factory=dict)
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if path.startswith("/api/"):
+            headers = {**self.caller.headers, **kwargs.pop("headers", {})}
+            return self.api.request(method, path, headers=headers, **kwargs)
+        headers = {**self.csrf, **kwargs.pop("headers", {})}
+        return self.browser.request(method, path, headers=headers, **kwargs)
+
+
+def _picture(fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (24, 16), (20, 90, 160)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _caller(db: Session, person: Person) -> Caller:
+    issued = issue_token(db, user_id=person.user.id, team_id=person.team.id, name="walls")
+    db.commit()
+    return Caller(person=person, token_id=issued.token.id, secret=issued.secret)
+
+
+@pytest.fixture
+def no_rate_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Hundreds of API requests in a minute: a 429 would hide what a route really does."""
+    monkeypatch.setenv("API_RATE_LIMIT_PER_MINUTE", "0")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def team_a(committed_db: Session) -> TeamA:
+    db = committed_db
+    team = make_team(db, name="Walled Garden Ltd")
+    admin = make_person(db, team=team, role=Role.ADMIN)
+    member = make_person(db, team=team, role=Role.MEMBER)
+    manager = make_person(db, team=team, role=Role.MANAGER)
+    admin.user.name, member.user.name = "Ottoline Quist", "Barnaby Fennimore"
+    db.commit()
+    member_token = _caller(db, member)
+
+    ready, _ = make_ready_job(db, member_token, prompt="a zanzibar lighthouse at dusk")
+    queued = make_job(db, member_token, prompt="a quetzal harbour at dawn")
+    failed = make_job(db, member_token, status=JobStatus.FAILED, prompt="an obsidian failure")
+    ready.cost_credits = Decimal("4")
+    record_charge(db, ready)
+    db.add(Favourite(user_id=member.user.id, job_id=ready.id))
+    db.add(Favourite(user_id=admin.user.id, job_id=ready.id))
+    set_budget(db, team.id, member.user.id, Decimal("500"), set_by=admin.user.id)
+    # A queued job made the studio's way: a stored reference image and a held reservation.
+    (with_reference,) = create_jobs(
+        db,
+        user_id=member.user.id,
+        team_id=team.id,
+        model="flux-2-pro",
+        params={"prompt": "a marmalade reference study"},
+        reference_images=[_picture()],
+    )
+    reference_key = with_reference.params["input_image"]
+    messages.discard_pending(db)  # no worker runs here; nothing to wake
+    _, invite = create_invite(db, team_id=team.id, created_by=admin.user, role=Role.MEMBER)
+    _, session = start_session(db, member.user, team_id=team.id)
+    db.commit()
+    return TeamA(
+        team=team,
+        admin=admin,
+        member=member,
+        manager=manager,
+        member_token=member_token,
+        ready=ready,
+        queued=queued,
+        failed=failed,
+        with_reference=with_reference,
+        reference_key=reference_key,
+        invite=invite,
+        session=session,
+    )
+
+
+def _team_b(db: Session, role: Role) -> Iterator[TeamB]:
+    person = make_person(db, team=make_team(db, name="Team B"), role=role)
+    db.commit()
+    caller = _caller(db, person)
+    app = create_app()
+    with (
+        TestClient(app, base_url="https://testserver", follow_redirects=False) as browser,
+        TestClient(app, base_url="https://testserver", follow_redirects=False) as api,
+    ):
+        csrf = sign_in(db, browser, person)
+        yield TeamB(person=person, caller=caller, browser=browser, api=api, csrf=csrf)
+
+
+@pytest.fixture(params=[Role.ADMIN, Role.MEMBER], ids=["b-admin", "b-member"])
+def team_b(
+    request: pytest.FixtureRequest, committed_db: Session, no_rate_limit: None
+) -> Iterator[TeamB]:
+    yield from _team_b(committed_db, request.param)
+
+
+def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
+    """Everything of team A a replay could change, and what team B could gain from it."""
+    db.expire_all()
+    a_users = a.user_ids
+    rows: dict[str, Any] = {
+        "jobs": db.execute(
+            select(Job.id, Job.status, Job.deleted_at, Job.user_id, Job.prompt, Job.team_id)
+            .where(Job.team_id == a.team.id)
+            .order_by(Job.id)
+        ).all(),
+        "favourites": db.execute(
+            select(Favourite.user_id, Favourite.job_id)
+            .where(Favourite.job_id.in_(a.job_ids))
+            .order_by(Favourite.user_id)
+        ).all(),
+        "tokens": db.execute(
+            select(ApiToken.id, ApiToken.revoked_at, ApiToken.user_id)
+            .where(ApiToken.team_id == a.team.id)
+            .order_by(ApiToken.id)
+        ).all(),
+        "memberships": db.execute(
+            select(Membership.user_id, Membership.team_id, Membership.role)
+            .where((Membership.team_id == a.team.id) | Membership.user_id.in_(a_users))
+            .order_by(Membership.user_id, Membership.team_id)
+        ).all(),
+        "invites": db.execute(
+            select(Invite.id, Invite.accepted_at, Invite.accepted_by_id)
+            .where(Invite.team_id == a.team.id)
+            .order_by(Invite.id)
+        ).all(),
+        "sessions": db.execute(
+            select(AuthSession.id, AuthSession.team_id)
+            .where(AuthSession.user_id.in_(a_users))
+            .order_by(AuthSession.id)
+        ).all(),
+        "users": db.execute(
+            select(User.id, User.name, User.email, User.password_hash, User.last_team_id)
+            .where(User.id.in_(a_users))
+            .order_by(User.id)
+        ).all(),
+        "charges": db.execute(
+            select(Charge.job_id, Charge.credits).where(Charge.team_id == a.team.id)
+        ).all(),
+        "reservations": db.execute(
+            select(Reservation.job_id, Reservation.credits, Reservation.state)
+            .where(Reservation.team_id == a.team.id)
+            .order_by(Reservation.job_id)
+        ).all(),
+        "budgets": db.execute(
+            select(Budget.user_id, Budget.monthly_credits).where(Budget.team_id == a.team.id)
+        ).all(),
+        "team_name": db.scalar(select(Team.name).where(Team.id == a.team.id)),
+        # Team B gains nothing either: no jobs copied from A's, no membership in A's team.
+        "b_jobs": db.execute(select(Job.id).where(Job.team_id == b.person.team.id)).all(),
+        "b_memberships": db.execute(
+            select(Membership.team_id, Membership.role).where(
+                Membership.user_id == b.person.user.id
+            )
+        ).all(),
+        "b_session_team": db.scalars(
+            select(AuthSession.team_id).where(AuthSession.user_id == b.person.user.id)
+        ).all(),
+    }
+    return rows
+
+
+def _values_for(param: str, a: TeamA) -> list[str]:
+    """Team A's objects that a path parameter of this name can name."""
+    by_name: dict[str, list[uuid.UUID]] = {
+        "job_id": a.job_ids,
+        "user_id": a.user_ids,
+        "token_id": [a.member_token.token_id],
+        "session_id": [a.session.id],
+        "invite_id": [a.invite.id],
+        "team_id": [a.team.id],
+        # NOT_TEAM_OBJECTS: A's invite id where the secret link token belongs.
+        "token": [a.invite.id],
+    }
+    if param not in by_name:
+        raise AssertionError(
+            f"path parameter {{{param}}} is not in the team-wall map: add which of team A's "
+            "objects it takes to _values_for in tests/test_team_walls.py"
+        )
+    return [str(v) for v in by_name[param]]
+
+
+def _replays(calls: list[RouteCall], a: TeamA) -> Iterator[tuple[RouteCall, str]]:
+    """Every route with path parameters, once for each combination of A's matching ids."""
+    for call in calls:
+        if not call.params:
+            continue
+        combos: list[dict[str, str]] = [{}]
+        for param in call.params:
+            combos = [{**c, param: v} for c in combos for v in _values_for(param, a)]
+        for values in combos:
+            yield call, call.fill(values)
+
+
+#: Form fields and JSON bodies sent with every state change, so that no route stops at a
+#: missing field before it looks anything up (role: a change either way would show).
+_FORM = {"role": "manager", "name": "Renamed by team B", "email": "b@example.com"}
+
+
+def _assert_nothing_of_a(response: httpx.Response, a: TeamA, where: str) -> None:
+    text = response.text
+    for secret in A_SECRETS:
+        assert secret.lower() not in text.lower(), f"{where}: shows {secret!r}"
+    for value in a.ids():
+        assert value not in text, f"{where}: shows team A's id {value}"
+    assert a.reference_key not in text, f"{where}: shows team A's stored reference key"
+
+
+def test_the_route_map_is_not_empty_and_knows_every_parameter(team_a: TeamA) -> None:
+    calls = route_calls(create_app())
+    replayed = list(_replays(calls, team_a))
+    templates = {call.path for call, _ in replayed}
+    # Pages and the API alike, and every kind of object.
+    for expected in (
+        "/gallery/{job_id}",
+        "/api/v1/jobs/{job_id}",
+        "/api/v1/tokens/{token_id}",
+        "/team/members/{user_id}/role",
+        "/account/sessions/{session_id}/end",
+        "/team/invites/{invite_id}/revoke",
+    ):
+        assert expected in templates
+    assert len(replayed) >= 60
+
+
+def test_team_a_itself_reaches_its_objects(committed_db: Session, team_a: TeamA) -> None:
+    """The control: the same ids work for their own team, so the 404s below mean the wall."""
+    app = create_app()
+    with TestClient(app, base_url="https://testserver", follow_redirects=False) as client:
+        sign_in(committed_db, client, team_a.member)
+        for path in (
+            f"/gallery/{team_a.ready.id}",
+            f"/images/{team_a.ready.id}/thumb",
+            f"/jobs/{team_a.queued.id}/card",
+            f"/?from={team_a.with_reference.id}",
+        ):
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.text[:200])
+        assert "zanzibar lighthouse" in client.get("/gallery").text
+        token = team_a.member_token.headers
+        for path in (
+            f"/api/v1/jobs/{team_a.ready.id}",
+            f"/api/v1/images/{team_a.ready.id}/original",
+            f"/api/v1/prompts/{team_a.failed.id}",
+        ):
+            assert client.get(path, headers=token).status_code == 200, path
+
+
+def test_every_route_replayed_with_team_a_ids_is_a_404_for_team_b(
+    committed_db: Session, team_a: TeamA, team_b: TeamB
+) -> None:
+    before = _snapshot(committed_db, team_a, team_b)
+    is_member = team_b.person.role is Role.MEMBER
+    problems: list[str] = []
+    count = 0
+    for call, path in _replays(route_calls(create_app()), team_a):
+        count += 1
+        kwargs: dict[str, Any] = {}
+        if call.method in ("POST", "PUT", "PATCH"):
+            if call.is_api:
+                kwargs["json"] = {}
+            else:
+                kwargs["data"] = _FORM
+        response = team_b.send(call.method, path, **kwargs)
+        allowed = {404}
+        if is_member and (call.method, call.path) in ROLE_GATED_BEFORE_LOOKUP:
+            allowed = {403, 404}
+        where = f"{call.method} {path}"
+        if response.status_code not in allowed:
+            problems.append(f"{where} answered {response.status_code}: {response.text[:160]}")
+            continue
+        if call.is_api:
+            assert response.json()["error"]["code"] in ("not_found", "forbidden"), where
+        _assert_nothing_of_a(response, team_a, where)
+    assert not problems, "\n".join(problems)
+    assert count >= 60
+    assert _snapshot(committed_db, team_a, team_b) == before
+
+
+def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
+    committed_db: Session, team_a: TeamA, team_b: TeamB
+) -> None:
+    before = _snapshot(committed_db, team_a, team_b)
+    a_user = str(team_a.member.user.id)
+    a_job = str(team_a.ready.id)
+    b_is_manager = team_b.person.role.at_least(Role.MANAGER)
+
+    # Lists filtered by one of A's people: empty, never A's work.
+    for path, params in (
+        ("/gallery", {"user": a_user}),
+        ("/gallery/more", {"user": a_user}),
+        ("/gallery", {"q": "zanzibar"}),
+        ("/prompts", {"q": "zanzibar"}),
+        ("/prompts", {"q": "quetzal", "view": "mine"}),
+        ("/api/v1/jobs", {"user": a_user}),
+        ("/api/v1/jobs", {"q": "zanzibar"}),
+        ("/api/v1/prompts", {"user": a_user}),
+        ("/api/v1/prompts", {"q": "obsidian"}),
+        ("/generate/estimate", {"stored_reference": team_a.reference_key}),
+        ("/", {"prompt": "", "model": "flux-2-pro"}),
+    ):
+        response = team_b.send("GET", path, params=params)
+        assert response.status_code == 200, (path, params, response.text[:200])
+        _assert_nothing_of_a(response, team_a, f"GET {path} {params}")
+
+    # Cost reports about one of A's people: 404 for managers, 403 (own figures only) for
+    # members, and never a figure of A.
+    expected = 404 if b_is_manager else 403
+    for path in ("/costs/export.csv", "/api/v1/costs/ledger", "/api/v1/costs/summary"):
+        response = team_b.send("GET", path, params={"user_id": a_user})
+        assert response.status_code == expected, (path, response.status_code, response.text)
+        _assert_nothing_of_a(response, team_a, f"GET {path}?user_id=A")
+
+    # A job of A's as the template of the generate form.
+    response = team_b.send("GET", "/", params={"from": a_job})
+    assert response.status_code == 404
+    _assert_nothing_of_a(response, team_a, "GET /?from=A")
+
+    # Budgets for one of A's people: refused (404 for managers; members may not set any).
+    page = team_b.send("POST", "/costs/budgets", data={"user_id": a_user, "monthly_credits": "1"})
+    assert page.status_code == (404 if b_is_manager else 403), page.text[:200]
+    api = team_b.send(
+        "PUT", "/api/v1/costs/budgets", json={"user_id": a_user, "monthly_credits": "1"}
+    )
+    assert api.status_code == (404 if b_is_manager else 403), api.text[:200]
+
+    # Switching the session into A's team.
+    switch = team_b.send("POST", "/teams/switch", data={"team_id": str(team_a.team.id)})
+    assert switch.status_code == 404
+    _assert_nothing_of_a(switch, team_a, "POST /teams/switch")
+
+    # Reusing A's stored reference image: dropped by the form, refused by the API.
+    form = team_b.send(
+        "POST",
+        "/generate",
+        data={
+            "model": "flux-2-pro",
+            "prompt": "borrowing",
+            "count": "1",
+            "stored_reference": team_a.reference_key,
+        },
+        headers={"hx-request": "true"},
+    )
+    assert form.status_code == 200
+    _assert_nothing_of_a(form, team_a, "POST /generate")
+    borrowed = team_b.send(
+        "POST",
+        "/api/v1/jobs",
+        json={
+            "model": "flux-2-pro",
+            "prompt": "borrowing",
+            "params": {"input_image": team_a.reference_key},
+        },
+    )
+    assert borrowed.status_code == 422
+    assert borrowed.json()["error"]["fields"][0]["field"] == "params.input_image"
+    messages.discard_pending(committed_db)
+
+    after = _snapshot(committed_db, team_a, team_b)
+    # The form's own job (without A's image) is the one thing B may have made.
+    b_jobs = committed_db.scalars(select(Job).where(Job.team_id == team_b.person.team.id)).all()
+    assert all("input_image" not in job.params for job in b_jobs)
+    assert all(job.prompt == "borrowing" for job in b_jobs)
+    after["b_jobs"] = before["b_jobs"]
+    assert after == before
