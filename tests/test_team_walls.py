@@ -335,6 +335,15 @@ def test_the_route_map_is_not_empty_and_knows_every_parameter(team_a: TeamA) -> 
         "/team/invites/{invite_id}/revoke",
     ):
         assert expected in templates
+    # The API's gallery actions, each replayed (and so walled) like every other change.
+    methods = {(call.method, call.path) for call, _ in replayed}
+    for action in (
+        ("PUT", "/api/v1/jobs/{job_id}/favourite"),
+        ("DELETE", "/api/v1/jobs/{job_id}/favourite"),
+        ("DELETE", "/api/v1/jobs/{job_id}"),
+        ("POST", "/api/v1/jobs/{job_id}/vary"),
+    ):
+        assert action in methods, action
     assert len(replayed) >= 60
 
 

@@ -78,6 +78,11 @@ class JobOut(BaseModel):
     created_at: datetime
     submitted_at: datetime | None
     finished_at: datetime | None
+    deleted_at: datetime | None = Field(
+        default=None,
+        description="When the job was deleted: set only in the answer to DELETE, since a "
+        "deleted job is not found afterwards.",
+    )
     image: ImageOut | None
 
     @classmethod
@@ -115,6 +120,7 @@ class JobOut(BaseModel):
             created_at=job.created_at,
             submitted_at=job.submitted_at,
             finished_at=job.finished_at,
+            deleted_at=job.deleted_at,
             image=ImageOut.of(image) if image is not None else None,
         )
 

@@ -16,7 +16,7 @@ from app.deps import SessionDep
 from app.errors import NotFound
 from app.gallery import service
 from app.jobs.routes import card
-from app.jobs.service import JobError, create_jobs
+from app.jobs.service import JobError, vary_job
 from app.storage import ObjectMissing, get_storage
 from app.templating import templates
 
@@ -132,16 +132,8 @@ def favourite(request: Request, job_id: str, actor: ChangingActor, db: SessionDe
 @router.post("/gallery/{job_id}/vary", response_class=HTMLResponse, summary="Same, new seed")
 def vary(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
     job = service.team_job(db, actor.team_id, _job_id(job_id))
-    params = {k: v for k, v in (job.params or {}).items() if k != "seed"}
     try:
-        jobs = create_jobs(
-            db,
-            user_id=actor.user_id,
-            team_id=actor.team_id,
-            model=job.model,
-            params=params,
-            count=1,
-        )
+        jobs = vary_job(db, job, team_id=actor.team_id, user_id=actor.user_id)
     except (RequestInvalid, BudgetExceeded, JobError) as exc:
         # Nothing the refused request flushed may be committed.
         db.rollback()

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.auth.models import Membership, User
 from app.db import utcnow
 from app.errors import Forbidden, NotFound
+from app.jobs import state
 from app.jobs.models import Favourite, Image, Job, JobStatus
 
 #: Tiles per gallery page; one screenful on a laptop, a few on a phone.
@@ -388,10 +389,15 @@ def delete_job(
     """Hide a job from the gallery (soft delete). Its author or a manager may do it.
 
     The row stays, so costs and the ledger still add up; files are kept for the same reason.
+    A job still waiting in the queue is cancelled first, so deleting it spends nothing; one
+    already at BFL is paid for either way and finishes out of sight.
     """
     job = team_job(db, team_id, job_id)
     if job.user_id != user_id and not is_manager:
         raise Forbidden("Only the person who made this image or a manager can delete it.")
+    if job.status == JobStatus.QUEUED.value:
+        # A worker may claim it meanwhile; then the guarded update does nothing, as it should.
+        state.cancel(db, job.id, by_name="" if job.user_id == user_id else "a manager")
     db.execute(
         update(Job)
         .where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))

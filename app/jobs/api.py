@@ -1,4 +1,4 @@
-"""JSON API for jobs: create (single or batch, idempotent), get, list, cancel, retry; models."""
+"""JSON API for jobs: create, get, list, cancel, retry, vary, favourite, delete; the models."""
 
 from __future__ import annotations
 
@@ -39,12 +39,15 @@ from app.gallery.service import (
     MAX_PAGE_SIZE,
     Cursor,
     GalleryInputError,
+    delete_job,
     get_detail,
     list_gallery,
     parse_filters,
+    set_favourite,
+    team_job,
 )
 from app.jobs.models import Favourite, Image, Job, JobStatus
-from app.jobs.service import JobError, cancel_job, create_jobs, retry_job
+from app.jobs.service import JobError, cancel_job, create_jobs, retry_job, vary_job
 from app.settings import get_settings
 
 router = APIRouter(tags=["jobs"])
@@ -271,6 +274,39 @@ def jobs_out(db: Session, actor: Actor, job_ids: Sequence[uuid.UUID]) -> list[Jo
 
 
 JobRequestDep = Annotated[JobRequest, Depends(read_job_request)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=idempotency.HEADER,
+        pattern=idempotency.KEY_PATTERN,
+        description="Any unique string (a UUID, say). Resending the same key and request "
+        "returns the jobs the first request created instead of queuing new ones.",
+    ),
+]
+
+#: The answer to a replayed Idempotency-Key, next to the 201 of routes that queue jobs.
+_REPLAY_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": JobBatchOut,
+        "description": "An Idempotency-Key replay: the jobs the first request created.",
+    },
+    201: {"description": "The jobs were queued."},
+}
+
+
+def _replay(
+    db: Session, actor: Actor, response: Response, key: str, fingerprint: str
+) -> JobBatchOut | None:
+    """Take `key` for this request; or, if an earlier request took it, the jobs that one made."""
+    earlier = idempotency.claim_key(
+        db, user_id=actor.user_id, team_id=actor.team_id, key=key, fingerprint=fingerprint
+    )
+    if earlier is None:
+        return None
+    response.status_code = 200
+    response.headers["Idempotent-Replayed"] = "true"
+    return JobBatchOut(jobs=jobs_out(db, actor, earlier), replayed=True)
+
 
 _JOB_CREATE_BODY = {
     "requestBody": {
@@ -289,29 +325,14 @@ _JOB_CREATE_BODY = {
     response_model=JobBatchOut,
     summary="Queue one image or a batch",
     openapi_extra=_JOB_CREATE_BODY,
-    responses={
-        200: {
-            "model": JobBatchOut,
-            "description": "An Idempotency-Key replay: the jobs the first request created.",
-        },
-        201: {"description": "The jobs were queued."},
-        **error_responses(400, 402, 409, 415, 422),
-    },
+    responses={**_REPLAY_RESPONSE, **error_responses(400, 402, 409, 415, 422)},
 )
 def create(
     actor: ChangingActor,
     job_request: JobRequestDep,
     db: SessionDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias=idempotency.HEADER,
-            pattern=idempotency.KEY_PATTERN,
-            description="Any unique string (a UUID, say). Resending the same key and body "
-            "returns the jobs the first request created instead of queuing new ones.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobBatchOut:
     """Queue `count` images of one prompt. References come as base64 in JSON or as files."""
     if idempotency_key is not None:
@@ -321,17 +342,9 @@ def create(
             count=job_request.count,
             reference_images=job_request.reference_images,
         )
-        earlier = idempotency.claim_key(
-            db,
-            user_id=actor.user_id,
-            team_id=actor.team_id,
-            key=idempotency_key,
-            fingerprint=fingerprint,
-        )
+        earlier = _replay(db, actor, response, idempotency_key, fingerprint)
         if earlier is not None:
-            response.status_code = 200
-            response.headers["Idempotent-Replayed"] = "true"
-            return JobBatchOut(jobs=jobs_out(db, actor, earlier), replayed=True)
+            return earlier
     try:
         jobs = create_jobs(
             db,
@@ -401,10 +414,6 @@ def list_jobs(
             Cursor.decode(cursor)
     except GalleryInputError as exc:
         raise _invalid(_gallery_field(exc.field), exc.message) from None
-    except OverflowError:
-        raise _invalid(
-            "cursor", "this cursor is damaged; start again from the first page"
-        ) from None
     page = list_gallery(db, actor.team_id, actor.user_id, filters, after=cursor, limit=limit)
     items = jobs_out(db, actor, [tile.job_id for tile in page.tiles])
     return JobPage(items=items, next_cursor=page.next_cursor)
@@ -457,6 +466,79 @@ def retry(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobBatchOu
     except (RequestInvalid, BudgetExceeded, JobError) as exc:
         raise refused(exc) from None
     return JobBatchOut(jobs=jobs_out(db, actor, [job.id for job in jobs]))
+
+
+@router.post(
+    "/jobs/{job_id}/vary",
+    status_code=201,
+    response_model=JobBatchOut,
+    summary="Queue the same request again with a new random seed",
+    responses={**_REPLAY_RESPONSE, **error_responses(402, 403, 404, 422)},
+)
+def vary(
+    job_id: uuid.UUID,
+    actor: ChangingActor,
+    db: SessionDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobBatchOut:
+    """One new job with the model, prompt, references and settings of `job_id`; any state."""
+    if idempotency_key is not None:
+        # No prompt in these params, so this can never match the fingerprint of a POST /jobs:
+        # one key names one request, whichever route it came to.
+        fingerprint = idempotency.request_fingerprint(
+            model="vary", params={"vary_of": str(job_id)}, count=1, reference_images=()
+        )
+        earlier = _replay(db, actor, response, idempotency_key, fingerprint)
+        if earlier is not None:
+            return earlier
+    job = team_job(db, actor.team_id, job_id)
+    try:
+        jobs = vary_job(db, job, team_id=actor.team_id, user_id=actor.user_id)
+    except (RequestInvalid, BudgetExceeded, JobError) as exc:
+        raise refused(exc) from None
+    if idempotency_key is not None:
+        idempotency.remember_jobs(db, user_id=actor.user_id, key=idempotency_key, jobs=jobs)
+    return JobBatchOut(jobs=jobs_out(db, actor, [j.id for j in jobs]))
+
+
+@router.put(
+    "/jobs/{job_id}/favourite",
+    response_model=JobOut,
+    summary="Mark a job as one of your favourites",
+    responses=error_responses(403, 404, 422),
+)
+def favourite_on(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobOut:
+    """Idempotent: marking it again changes nothing. Favourites are each person's own."""
+    set_favourite(db, actor.team_id, actor.user_id, job_id, True)
+    return jobs_out(db, actor, [job_id])[0]
+
+
+@router.delete(
+    "/jobs/{job_id}/favourite",
+    response_model=JobOut,
+    summary="Unmark a job as one of your favourites",
+    responses=error_responses(403, 404, 422),
+)
+def favourite_off(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobOut:
+    """Idempotent: unmarking a job that is not a favourite changes nothing."""
+    set_favourite(db, actor.team_id, actor.user_id, job_id, False)
+    return jobs_out(db, actor, [job_id])[0]
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    summary="Delete a job from the gallery",
+    responses=error_responses(403, 404, 422),
+)
+def delete_one(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobOut:
+    """Its author or a manager may; afterwards the job is not found anywhere (its cost counts).
+
+    The answer is the job as it was deleted, with `deleted_at` set.
+    """
+    delete_job(db, actor.team_id, job_id, user_id=actor.user_id, is_manager=actor.is_manager)
+    return jobs_out(db, actor, [job_id])[0]
 
 
 # --- the model catalogue -----------------------------------------------------------------

@@ -280,3 +280,20 @@ def retry_job(
         count=1,
         retry_of=job,
     )
+
+
+def vary_job(db: Session, job: Job, *, team_id: uuid.UUID, user_id: uuid.UUID) -> list[Job]:
+    """Queue one new job with the same request as `job` and a new random seed.
+
+    `job` is one the caller already found in `team_id` (pages and the API each answer a missing
+    one their own way); a job of another team or a deleted one is refused with JobError
+    "not_found" all the same. Raises what `create_jobs` raises: `RequestInvalid`,
+    `BudgetExceeded`.
+    """
+    if job.team_id != team_id or job.deleted_at is not None:
+        raise JobError("No such job in your team.", "not_found")
+    # Without a seed, create_jobs draws a fresh random one.
+    params = {k: v for k, v in (job.params or {}).items() if k != "seed"}
+    return create_jobs(
+        db, user_id=user_id, team_id=team_id, model=job.model, params=params, count=1
+    )
