@@ -2,10 +2,11 @@
 
     .venv/bin/python -m bench.pipeline --jobs 500 --latency 3 --cap 24 [--webhooks]
 
-Runs in a database, Redis and media folder of its own (dropped afterwards). Prints and writes
-bench/results/pipeline.json (pipeline-webhooks.json with --webhooks): jobs/s against the ideal
-cap / latency, the time from BFL's Ready to the image stored (p50/p95), polls per job and the
-peak of jobs at BFL.
+Runs in a database, Redis and media folder of its own (dropped afterwards), with the emulator
+in a process of its own. Prints and writes bench/results/pipeline.json (pipeline-webhooks.json
+with --webhooks): jobs/s against the ideal cap / latency, the time from BFL's Ready to the
+image stored (p50/p95), polls per job, the peak of jobs at BFL and the CPU seconds each kind
+of process used. `--dump-jobs FILE` also keeps every job's timestamps and the processes' logs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,6 +42,90 @@ def _mean_gap(rows: list[Any], start: str, end: str) -> float:
     return round(statistics.mean(gaps), 3) if gaps else float("nan")
 
 
+class EmulatorProcess:
+    """The emulator in a process of its own (settings from EMULATOR_* variables).
+
+    BFL is another system: in the benchmark's own process the emulator would compete for one
+    interpreter lock with queueing jobs and watching the peak, and slow down in bursts.
+    """
+
+    _CODE = (
+        "import sys, uvicorn\n"
+        "from app.emulator.api import create_app\n"
+        "uvicorn.run(create_app(), host='127.0.0.1', port=int(sys.argv[1]),"
+        " log_level='warning', access_log=False)\n"
+    )
+
+    def __init__(self, settings: dict[str, str]) -> None:
+        import subprocess
+
+        from app.embedded import free_port
+
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self._CODE, str(self.port)],
+            env={**os.environ, **settings},
+            cwd=ROOT,
+        )
+
+    def start(self, timeout: float = 30.0) -> EmulatorProcess:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("the emulator exited early")
+            try:
+                httpx.get(f"{self.base_url}/_emulator/config", timeout=1).raise_for_status()
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("the emulator did not start")
+
+    def accepted_posts(self) -> int:
+        import httpx
+
+        answer = httpx.get(f"{self.base_url}/_emulator/submissions", timeout=30)
+        return int(answer.json()["count"])
+
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+
+
+def _cpu_seconds(processes: list[Any]) -> dict[str, float]:
+    """CPU seconds (user + system) of each studio process and its children, by kind."""
+    import psutil
+
+    totals: dict[str, float] = {}
+    for process in processes:
+        if process.proc is None:
+            continue
+        kind = "web" if process.name == "web" else "workers"
+        try:
+            parent = psutil.Process(process.proc.pid)
+            family = [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for member in family:
+            try:
+                times = member.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            totals[kind] = totals.get(kind, 0.0) + times.user + times.system
+    return totals
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500, help="jobs to push through")
@@ -51,6 +137,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", type=int, default=1024, help="image width and height")
     parser.add_argument("--webhooks", action="store_true", help="run a web process for webhooks")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after, s")
+    parser.add_argument(
+        "--dump-jobs",
+        type=Path,
+        default=None,
+        help="also write every job's timestamps and the processes' log files' paths here",
+    )
     args = parser.parse_args(argv)
 
     from sqlalchemy import create_engine, text
@@ -96,17 +188,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from app.auth.service import add_member, create_team, create_user
     from app.db import get_engine, session_scope
-    from app.emulator import EmulatorConfig, EmulatorServer
     from app.jobs.service import create_jobs
     from tests.pipeline_support import WebProcess, WorkerProcess
 
-    emulator = EmulatorServer(
-        EmulatorConfig(
-            latency_mean_s=args.latency,
-            latency_jitter_s=0.0,
-            account_active_task_cap=max(args.cap, 24),
-            random_seed=1,
-        )
+    emulator = EmulatorProcess(
+        {
+            "EMULATOR_LATENCY_MEAN_S": str(args.latency),
+            "EMULATOR_LATENCY_JITTER_S": "0",
+            "EMULATOR_ACCOUNT_ACTIVE_TASK_CAP": str(max(args.cap, 24)),
+            "EMULATOR_RANDOM_SEED": "1",
+        }
     ).start()
     os.environ["EMULATOR_URL"] = emulator.base_url
     env = dict(os.environ)
@@ -144,6 +235,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 users.append(user.id)
             team_id = team.id
 
+        cpu_before = sum(os.times()[:2])
+        cpu_start = _cpu_seconds(processes)
+        emulator_cpu_start = emulator.cpu_seconds()
         watcher = threading.Thread(target=watch_peak, daemon=True)
         watcher.start()
         started = time.time()
@@ -174,11 +268,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             time.sleep(0.2)
         stop.set()
         watcher.join()
+        cpu = {
+            name: round(seconds - cpu_start.get(name, 0.0), 1)
+            for name, seconds in _cpu_seconds(processes).items()
+        }
+        cpu["emulator"] = round(emulator.cpu_seconds() - emulator_cpu_start, 1)
+        cpu["bench"] = round(sum(os.times()[:2]) - cpu_before, 1)
 
         with engine.connect() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT status, created_at, claimed_at, submitted_at, bfl_ready_at, "
+                    "SELECT id, status, created_at, claimed_at, submitted_at, bfl_ready_at, "
                     "finished_at, poll_count FROM jobs"
                 )
             ).all()
@@ -192,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         statuses: dict[str, int] = {}
         for r in rows:
             statuses[r.status] = statuses.get(r.status, 0) + 1
-        posts = len(emulator.submissions())
+        posts = emulator.accepted_posts()
         result = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python -m bench.pipeline " + " ".join(argv or sys.argv[1:]),
@@ -222,19 +322,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ready_to_stored_mean_s": _mean_gap(ready, "bfl_ready_at", "finished_at"),
             "polls_per_job": round(statistics.mean(r.poll_count for r in rows), 2),
             "peak_active": peak,
+            # CPU seconds used during the run, per kind of process (the machine has
+            # os.cpu_count() cores): the studio's workers and web process, the emulator
+            # playing BFL, and this process (queueing jobs, watching the peak).
+            "cpu_s": cpu,
+            "cpu_count": os.cpu_count(),
         }
     finally:
         stop.set()
         for process in processes:
             process.stop()
+            if args.dump_jobs is None:
+                process.log_path.unlink(missing_ok=True)
         emulator.stop()
         engine.dispose()
         redis_server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
         admin.dispose()
 
     print(json.dumps(result, indent=2))
+    if args.dump_jobs is not None:
+        dump = {
+            "logs": {p.name: str(p.log_path) for p in processes},
+            "jobs": [{k: str(v) if k == "id" else v for k, v in r._asdict().items()} for r in rows],
+        }
+        args.dump_jobs.write_text(json.dumps(dump, default=str, indent=1) + "\n")
     target = RESULTS.with_name("pipeline-webhooks.json") if args.webhooks else RESULTS
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=2) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from app.auth import PURGE_SESSIONS_TASK
 from app.costs import REFRESH_CREDIT_BALANCE_TASK
 from app.jobs.messages import DISPATCH_QUEUE, POLL, POLL_QUEUE, SUBMIT_NEXT, SWEEP
 from app.ops import celery_hooks
@@ -13,10 +14,17 @@ from app.settings import get_settings
 
 def create_celery() -> Celery:
     settings = get_settings()
-    celery = Celery("flux_studio", broker=settings.redis_url, include=["worker.tasks"])
+    celery = Celery(
+        "flux_studio", broker=settings.redis_url, include=["worker.tasks", "worker.auth_tasks"]
+    )
     transport: dict[str, object] = {
         # Countdowns stay far below this, so nothing is redelivered while it waits.
         "visibility_timeout": 3600,
+        # A worker with a free slot takes from the first non-empty queue of `task_queues`,
+        # in that order, instead of taking turns: a poll (a webhook's, or one due now) is not
+        # kept waiting by the wake-ups a big batch sends. Polls cannot starve the others:
+        # there is at most one due per job at BFL.
+        "queue_order_strategy": "priority",
     }
     if settings.CELERY_KEY_PREFIX:
         transport["global_keyprefix"] = settings.CELERY_KEY_PREFIX
@@ -35,9 +43,10 @@ def create_celery() -> Celery:
         worker_hijack_root_logger=False,
         timezone="UTC",
         # Wake-ups and polls on their own queues: a burst of wake-ups for a big batch does
-        # not delay polls of images that are ready. A worker consumes every queue here.
+        # not delay polls of images that are ready. A worker consumes every queue here,
+        # polls first (see queue_order_strategy).
         task_default_queue="celery",
-        task_queues=(Queue("celery"), Queue(DISPATCH_QUEUE), Queue(POLL_QUEUE)),
+        task_queues=(Queue(POLL_QUEUE), Queue(DISPATCH_QUEUE), Queue("celery")),
         task_routes={
             SUBMIT_NEXT: {"queue": DISPATCH_QUEUE},
             SWEEP: {"queue": DISPATCH_QUEUE},
@@ -55,6 +64,12 @@ def create_celery() -> Celery:
                 "task": REFRESH_CREDIT_BALANCE_TASK,
                 "schedule": settings.CREDIT_REFRESH_INTERVAL_S,
                 "options": {"expires": settings.CREDIT_REFRESH_INTERVAL_S},
+            },
+            # Accounts: delete sessions past their idle or absolute timeout.
+            "purge-ended-sessions": {
+                "task": PURGE_SESSIONS_TASK,
+                "schedule": 3600,
+                "options": {"expires": 3600},
             },
         },
     )

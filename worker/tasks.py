@@ -6,7 +6,7 @@ import logging
 import uuid
 
 import httpx
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from app.bfl.client import BFLClient
 from app.bfl.errors import BFLError
@@ -44,6 +44,18 @@ def bfl_client() -> BFLClient:
             download_deadline_s=60.0,
         )
     return _client
+
+
+@worker_process_init.connect
+def _warm_up(**_: object) -> None:
+    # A pool process pays its one-time costs (the HTTP client's TLS context, image codecs)
+    # here rather than in its first tasks, which would otherwise all come at once when the
+    # first results of a batch arrive together. Nothing here touches the network.
+    try:
+        bfl_client()
+        pipeline.warm_up_imaging()
+    except Exception:
+        log.exception("warming up the worker process failed; its first tasks will do it")
 
 
 @worker_process_shutdown.connect

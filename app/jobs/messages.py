@@ -27,6 +27,8 @@ DISPATCH_QUEUE = "studio.dispatch"
 POLL_QUEUE = "studio.poll"
 
 _OUTBOX = "jobs.outbox"
+#: Immediate wake-ups of the dispatcher one commit sends at most (see wake_dispatcher).
+MAX_WAKEUPS_PER_COMMIT = 2
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,18 @@ def send_after_commit(db: Session, message: Message) -> None:
 
 
 def wake_dispatcher(db: Session, count: int = 1, countdown: float | None = None) -> None:
-    """After commit, ask `count` workers to submit the next fair job if a slot is free."""
+    """After commit, ask up to `count` workers to submit the next fair job if a slot is free.
+
+    One commit sends at most MAX_WAKEUPS_PER_COMMIT wake-ups for now: a worker that claims a
+    job while a slot is still free wakes the next one, so a few chains fill every free slot,
+    while one wake-up per queued job (a batch of 200) would bury polls under messages that
+    find the cap full. Delayed wake-ups (a back-off ending) are sent as asked.
+    """
+    if countdown is None:
+        held = sum(
+            1 for m in db.info.get(_OUTBOX, ()) if m.task == SUBMIT_NEXT and m.countdown is None
+        )
+        count = min(count, MAX_WAKEUPS_PER_COMMIT - held)
     for _ in range(max(0, count)):
         send_after_commit(db, Message(SUBMIT_NEXT, countdown=countdown, queue=DISPATCH_QUEUE))
 
@@ -86,10 +99,14 @@ def send_now(messages: list[Message]) -> int:
     """
     if not messages:
         return 0
+    from app.ops.celery_hooks import JOB_ID_HEADER
     from worker.celery_app import app as celery_app
 
     sent = 0
     for message in messages:
+        # A wake-up names no job: an empty header keeps the sender's job id (a poll that just
+        # freed a slot, say) off the lines of the task that receives it.
+        headers = {} if message.args else {JOB_ID_HEADER: ""}
         try:
             celery_app.send_task(
                 message.task,
@@ -97,6 +114,7 @@ def send_now(messages: list[Message]) -> int:
                 kwargs=dict(message.kwargs),
                 countdown=message.countdown,
                 queue=message.queue,
+                headers=headers,
             )
             sent += 1
         except Exception as exc:

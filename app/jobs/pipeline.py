@@ -41,6 +41,7 @@ from app.db import session_scope, utcnow
 from app.jobs import messages, state
 from app.jobs.models import ACTIVE_STATUSES, Image, Job, JobStatus
 from app.jobs.service import STORED_PREFIX
+from app.ops.logs import bind_context
 from app.settings import Settings, get_settings
 from app.storage import get_storage, image_keys
 
@@ -56,6 +57,9 @@ MAX_NOT_SENT = 8
 OVERDUE_GRACE_S = 2.0
 #: Shortest wait between polls when BFL's progress says the task is about to finish.
 _NEAR_FINISH_FLOOR_S = 0.1
+#: With webhooks on, how long after BFL's predicted finish the fallback poll comes: the
+#: webhook's poll normally gets there first, and a lost webhook costs about this much.
+WEBHOOK_GRACE_S = 1.0
 #: Thumbnails fit in this square.
 THUMB_SIZE = 512
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
@@ -168,12 +172,18 @@ def claim_next(db: Session, settings: Settings, now: datetime) -> tuple[Job | No
     The advisory lock is transaction-level: it serializes count-and-claim across every worker
     and is released by the caller's COMMIT, which also makes the claim visible to the next.
     """
+    cap = settings.BFL_MAX_ACTIVE_TASKS
+    # A look without the lock first: with the cap full there is nothing to do, and the many
+    # wake-ups a big batch sends need not wait for the lock one after another. Safe, because
+    # a slot freed after this read sends a wake-up of its own once its transaction commits.
+    active_now = db.scalar(select(func.count()).where(Job.status.in_(_ACTIVE))) or 0
+    if active_now >= cap:
+        return None, False
     db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK_KEY})
     rows = db.execute(
         select(Job.model, func.count()).where(Job.status.in_(_ACTIVE)).group_by(Job.model)
     ).all()
     per_model: dict[str, int] = {model: n for model, n in rows}
-    cap = settings.BFL_MAX_ACTIVE_TASKS
     active = sum(per_model.values())
     if active >= cap:
         return None, False
@@ -259,6 +269,9 @@ def submit_next(client: BFLClient) -> Outcome:
         claimed = _Claimed(
             job.id, job.team_id, job.model, dict(job.params), job.estimated_credits, job.requeues
         )
+    # Every line of this submission names the job, up to Celery's own "succeeded" line; the
+    # task's postrun hook clears the context before the next task (app.ops.celery_hooks).
+    bind_context(job_id=claimed.id)
     return _submit_claimed(client, claimed, settings)
 
 
@@ -319,6 +332,10 @@ def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) ->
     # BFL reports the cost for FLUX.2; FLUX.1 endpoints do not, so the estimate stands in
     # for it (the catalogue prices them per image, so it is what BFL charges).
     cost = submission.cost if submission.cost is not None else claimed.estimated_credits
+    # With webhooks the first poll is only a fallback for a call that never comes.
+    first_poll = (
+        settings.POLL_MAX_INTERVAL_S if webhooks_enabled(settings) else settings.POLL_MIN_INTERVAL_S
+    )
     now = _now()
     with session_scope() as db:
         job = state.mark_pending(
@@ -327,18 +344,21 @@ def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) ->
             bfl_id=submission.id,
             polling_url=submission.polling_url,
             cost_credits=cost,
-            next_poll_at=now + timedelta(seconds=settings.POLL_MIN_INTERVAL_S),
+            next_poll_at=now + timedelta(seconds=first_poll),
             now=now,
         )
         if job is None:
             # The sweeper gave up on this POST (it took longer than SUBMITTING_STALE_S) and the
-            # job already ended as submission_unknown. Keep BFL's id for reconciliation.
+            # job already ended as submission_unknown. BFL did accept and charge it: keep its
+            # id and charge it (settling the budget hold), but do not poll it.
             log.warning(
                 "BFL accepted job %s (task %s) after it was reconciled", claimed.id, submission.id
             )
-            state.note_late_acceptance(db, claimed.id, bfl_id=submission.id)
+            state.note_late_acceptance(
+                db, claimed.id, bfl_id=submission.id, cost_credits=submission.cost
+            )
             return Outcome.LOST_RACE
-        messages.schedule_poll(db, job.id, settings.POLL_MIN_INTERVAL_S)
+        messages.schedule_poll(db, job.id, first_poll)
     return Outcome.SUBMITTED
 
 
@@ -372,24 +392,45 @@ def _fail_submitting(job_id: uuid.UUID, code: str, message: str) -> Outcome:
 # --- polling ---------------------------------------------------------------------------------
 
 
+def webhooks_enabled(settings: Settings) -> bool:
+    """Whether submissions carry our webhook URL, so BFL calls us when a task ends."""
+    return bool(settings.PUBLIC_URL)
+
+
 def next_poll_delay(
-    settings: Settings, *, elapsed: float, poll_count: int, progress: float | None
+    settings: Settings,
+    *,
+    elapsed: float,
+    poll_count: int,
+    progress: float | None,
+    webhooks: bool = False,
 ) -> float:
     """Seconds until the next poll of a task that has run `elapsed` seconds.
 
     With BFL's progress, aim just after the predicted finish (a little late beats one more
     poll); without it, grow from the minimum but never wait longer than a quarter of the time
     spent so far, so a result waits at most ~25 % of its run time before we see it.
+
+    With `webhooks`, BFL's call starts the poll that finishes the job, and a scheduled poll is
+    only the fallback for a call that never comes: it is due WEBHOOK_GRACE_S after the
+    predicted finish (or POLL_MAX_INTERVAL_S without a prediction), so it seldom races the
+    webhook's poll and the two do not both poll and download every result.
     """
     low, high = (
         settings.POLL_MIN_INTERVAL_S,
         max(settings.POLL_MIN_INTERVAL_S, settings.POLL_MAX_INTERVAL_S),
     )
+    remaining: float | None = None
     if progress is not None and 0.0 < progress < 1.0 and elapsed > 0:
-        # Progress is a fraction of the run: the rest takes elapsed * (1 - p) / p. Aiming one
-        # per cent late absorbs rounding in the reported progress; when the finish is predicted
-        # sooner than the usual minimum, poll then (but never in a tight loop).
+        # Progress is a fraction of the run: the rest takes elapsed * (1 - p) / p.
         remaining = elapsed * (1.0 - progress) / progress
+    if webhooks:
+        if remaining is None:
+            return high
+        return max(low, min(high, remaining + WEBHOOK_GRACE_S))
+    if remaining is not None:
+        # Aiming one per cent late absorbs rounding in the reported progress; when the finish
+        # is predicted sooner than the usual minimum, poll then (but never in a tight loop).
         return max(min(low, _NEAR_FINISH_FLOOR_S), min(high, remaining * 1.01 + 0.02))
     delay = min(low * 1.5**poll_count, 0.25 * elapsed)
     return max(low, min(high, delay))
@@ -451,7 +492,11 @@ def poll_job(client: BFLClient, job_id: uuid.UUID, *, force: bool = False) -> Ou
         # Reads are safe to repeat; a failing BFL is waited out until JOB_MAX_PENDING_S.
         log.warning("poll of job %s failed: %s", polled.id, exc)
         delay = next_poll_delay(
-            settings, elapsed=_elapsed(polled), poll_count=polled.poll_count, progress=None
+            settings,
+            elapsed=_elapsed(polled),
+            poll_count=polled.poll_count,
+            progress=None,
+            webhooks=webhooks_enabled(settings),
         )
         return _still_pending(polled.id, delay, None)
 
@@ -461,6 +506,7 @@ def poll_job(client: BFLClient, job_id: uuid.UUID, *, force: bool = False) -> Ou
             elapsed=_elapsed(polled),
             poll_count=polled.poll_count,
             progress=result.progress,
+            webhooks=webhooks_enabled(settings),
         )
         return _still_pending(polled.id, delay, result.progress)
     if result.status is TaskStatus.READY:
@@ -556,6 +602,22 @@ class StoredImage:
 
 class UnreadableImage(Exception):
     pass
+
+
+def warm_up_imaging() -> None:
+    """Load the image codecs a worker process needs, before its first result arrives.
+
+    The first decode and WebP encode in a process load plug-ins and libraries (~75 ms of CPU);
+    paid in the first poll, that lands exactly when a batch's first results all arrive.
+    """
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (16, 16)).save(buffer, "JPEG")
+    with PILImage.open(io.BytesIO(buffer.getvalue())) as image:
+        image.draft("RGB", (8, 8))
+        image.load()
+        image.convert("RGB").save(io.BytesIO(), "WEBP", quality=80, method=2)
 
 
 def store_image(team_id: uuid.UUID, job_id: uuid.UUID, fetched: FetchedImage) -> StoredImage:

@@ -255,11 +255,18 @@ def cancel(db: Session, job_id: uuid.UUID, *, by_name: str = "") -> Job | None:
     )
 
 
-def note_late_acceptance(db: Session, job_id: uuid.UUID, *, bfl_id: str) -> bool:
-    """Record BFL's id on a job that was reconciled as `submission_unknown` before BFL answered.
+def note_late_acceptance(
+    db: Session, job_id: uuid.UUID, *, bfl_id: str, cost_credits: Decimal | None
+) -> Job | None:
+    """Record BFL's answer on a job reconciled as `submission_unknown` before the answer came.
 
-    Not a transition: the job stays failed (BFL did charge it), but the id lets an admin find
-    the task. Returns whether the id was recorded.
+    The sweeper gave up on a POST that was still waiting for BFL's answer (it took longer than
+    SUBMITTING_STALE_S); the answer then arrived, so the job was accepted and charged after
+    all. Not a transition: the job stays failed (nobody polls it), but it gets BFL's id, for
+    an admin to find the task, and its charge: the cost BFL reported, or the estimate when it
+    reported none, written to the ledger in this transaction, which settles the reservation
+    that `submission_unknown` kept held. Returns the job, or None when it was not in that state
+    (the id was recorded already, or the job ended some other way).
     """
     stmt = (
         update(Job)
@@ -269,7 +276,12 @@ def note_late_acceptance(db: Session, job_id: uuid.UUID, *, bfl_id: str) -> bool
             Job.error_code == "submission_unknown",
             Job.bfl_id.is_(None),
         )
-        .values(bfl_id=bfl_id)
-        .returning(Job.id)
+        .values(bfl_id=bfl_id, cost_credits=cost_credits)
+        .returning(Job)
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
-    return db.execute(stmt).scalar_one_or_none() is not None
+    job = db.execute(stmt).scalar_one_or_none()
+    if job is not None:
+        # With no reported cost, record_charge writes the estimate to the job and the ledger.
+        record_charge(db, job)
+    return job

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import threading
 import time
 import uuid
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from PIL import Image as PILImage
@@ -266,3 +269,57 @@ def test_a_teammates_single_image_is_not_stuck_behind_a_big_batch(
     # the single job takes one of the next free slots, not the 61st.
     assert position <= 6, f"the single job was submitted {position + 1}th of 61"
     assert_at_most_one_post(emulator, done)
+
+
+def _log_lines(process: WorkerProcess) -> list[dict[str, Any]]:
+    lines = []
+    for raw in process.log().splitlines():
+        if raw.startswith("{"):
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(raw))
+    return lines
+
+
+def test_every_line_of_a_submission_carries_its_job_id(
+    worker: WorkerProcess, emulator: EmulatorServer, committed_db: Session, engine: Engine
+) -> None:
+    person = make_person(committed_db)
+    committed_db.commit()
+    jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="logged", count=3)
+    done = wait_for_terminal(engine, [j.id for j in jobs], timeout=30)
+    assert all(j.status == JobStatus.READY for j in done)
+    lines = _log_lines(worker)
+    for job in done:
+        (submitted,) = [e for e in lines if e.get("bfl_task_id") == job.bfl_id]
+        assert submitted["event"] == "bfl task submitted"
+        assert (submitted.get("job_id"), submitted.get("task")) == (str(job.id), "jobs.submit_next")
+        # Celery's own line for that task names the job too.
+        (finished,) = [
+            e
+            for e in lines
+            if e.get("task_id") == submitted["task_id"] and "succeeded" in str(e["event"])
+        ]
+        assert finished.get("job_id") == str(job.id)
+    # A task's lines name only its own job: nothing is left over from the task before, and a
+    # wake-up sent by the poll that finished job A does not bring A's id to the next wake-up.
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for e in lines:
+        if e.get("task_id"):
+            by_task.setdefault(e["task_id"], []).append(e)
+    submitted_by = {e["task_id"]: e["job_id"] for e in lines if e.get("bfl_task_id")}
+    idle = 0
+    for task_id, task_lines in by_task.items():
+        named = {e["job_id"] for e in task_lines if e.get("job_id")}
+        outcome = next(
+            (str(e["event"]) for e in task_lines if " succeeded in " in str(e["event"])), ""
+        )
+        if task_lines[0].get("task") != "jobs.submit_next":
+            assert len(named) == 1, task_lines  # a poll names the job it polls
+        elif outcome.endswith(": 'idle'"):
+            idle += 1
+            assert named == set(), task_lines
+        else:
+            # It claimed a job: its lines name that job only (the one it sent, if it did).
+            assert len(named) == 1, task_lines
+            assert named == {submitted_by.get(task_id, *named)}, task_lines
+    assert idle >= 1, "no wake-up found the queue empty"

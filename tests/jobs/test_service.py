@@ -308,3 +308,55 @@ def test_claim_skips_jobs_in_back_off_and_models_at_their_own_cap(db: Session) -
 
 def test_unknown_job_id_in_a_poll_is_a_no_op(db: Session) -> None:
     assert state.claim_poll(db, uuid.uuid4(), due_by=utcnow(), lease_until=utcnow()) is None
+
+
+def test_a_commit_sends_few_wakeups_however_big_the_batch(db: Session) -> None:
+    # Each claim that leaves a slot free wakes the next worker, so two wake-ups fill the cap;
+    # a batch of 16 sends no more, and neither does a second batch in the same transaction.
+    person = make_person(db)
+    _create(db, person, count=16)
+    _create(db, person, count=16)
+    immediate = [m for m in messages.pending_messages(db) if m.task == messages.SUBMIT_NEXT]
+    assert len(immediate) == messages.MAX_WAKEUPS_PER_COMMIT
+    # A wake-up for when a back-off ends is a different promise and is always sent.
+    messages.wake_dispatcher(db, countdown=5.0)
+    delayed = [m for m in messages.pending_messages(db) if m.countdown == 5.0]
+    assert len(delayed) == 1
+
+
+def test_with_webhooks_a_scheduled_poll_is_a_late_fallback() -> None:
+    settings = get_settings().model_copy(
+        update={"POLL_MIN_INTERVAL_S": 0.5, "POLL_MAX_INTERVAL_S": 5.0}
+    )
+    # 2 s into a task at 40 %: BFL predicts 3 s more.
+    polled = pipeline.next_poll_delay(settings, elapsed=2.0, poll_count=1, progress=0.4)
+    hooked = pipeline.next_poll_delay(
+        settings, elapsed=2.0, poll_count=1, progress=0.4, webhooks=True
+    )
+    assert 3.0 <= polled < 3.1
+    assert hooked == pytest.approx(3.0 + pipeline.WEBHOOK_GRACE_S)
+    # Without a prediction the fallback waits the longest interval; never longer.
+    assert pipeline.next_poll_delay(
+        settings, elapsed=1.0, poll_count=0, progress=None, webhooks=True
+    ) == pytest.approx(5.0)
+    assert pipeline.next_poll_delay(
+        settings, elapsed=1.0, poll_count=0, progress=0.01, webhooks=True
+    ) == pytest.approx(5.0)
+
+
+def test_a_late_answer_is_recorded_only_on_a_job_reconciled_as_unknown(db: Session) -> None:
+    (job,) = _create(db, make_person(db))
+    state.claim(db, job.id)
+    # Still submitting: the answer goes through mark_pending, not here.
+    assert state.note_late_acceptance(db, job.id, bfl_id="t", cost_credits=None) is None
+    state.finish_unsuccessfully(
+        db,
+        job.id,
+        expected=JobStatus.SUBMITTING,
+        target=JobStatus.FAILED,
+        error_code="bfl_rejected",
+        error_message="x",
+    )
+    # Failed for a reason that proves BFL made no task: nothing to record.
+    assert state.note_late_acceptance(db, job.id, bfl_id="t", cost_credits=None) is None
+    assert db.get(Job, job.id).bfl_id is None  # type: ignore[union-attr]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -10,9 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+import worker.celery_app as celery_module
 from app.bfl.webhooks import sign_webhook_token
 from app.embedded import free_port
 from app.emulator import EmulatorServer
+from app.jobs import messages
 from app.jobs.models import JobStatus
 from app.jobs.webhooks import router
 from app.settings import get_settings
@@ -23,6 +26,7 @@ from tests.pipeline_support import (
     pipeline_env,
     queue_jobs,
     wait_for_terminal,
+    wait_until,
 )
 
 
@@ -75,3 +79,20 @@ def test_a_webhook_finishes_the_job_long_before_any_poll_is_due(
     for job in done:
         token = sign_webhook_token(get_settings().SECRET_KEY.get_secret_value(), str(job.id))
         assert f"{public}/bfl/webhook/{job.id}/{token}" in posted
+
+
+@pytest.mark.pipeline
+def test_polls_are_taken_before_a_backlog_of_wakeups(emulator: EmulatorServer) -> None:
+    # A big batch left wake-ups waiting when webhooks arrive: their polls must not wait for
+    # every wake-up to be handled first. Sent before any worker runs, so the order in which
+    # one worker takes them shows the queues' priority.
+    # Messages earlier tests left behind (this run's queues only) would blur the order.
+    celery_module.app.control.purge()
+    wakeups = [messages.Message(messages.SUBMIT_NEXT, queue=messages.DISPATCH_QUEUE)] * 12
+    polls = [messages.poll_message(uuid.uuid4(), force=True) for _ in range(4)]
+    assert messages.send_now(wakeups + polls) == 16
+    with WorkerProcess(pipeline_env(emulator), concurrency=1) as worker:
+        wait_until(lambda: worker.log().count("] succeeded in") == 16, 30, "all 16 tasks")
+        log = worker.log()
+    taken = re.findall(r"Task (jobs\.\w+)\[[0-9a-f-]+\] received", log)
+    assert taken == [messages.POLL] * 4 + [messages.SUBMIT_NEXT] * 12
