@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.models import ApiToken, AuthSession, Membership, Role, Team, User
@@ -194,51 +194,50 @@ class Actor:
         )
 
 
-def _membership(db: Session, user: User, team_id: uuid.UUID) -> tuple[Team, Role] | None:
-    row = db.execute(
-        select(Team, Membership.role)
-        .join(Membership, Membership.team_id == Team.id)
-        .where(Membership.user_id == user.id, Membership.team_id == team_id)
-    ).first()
-    if row is None:
-        return None
-    return row[0], Role(row[1])
-
-
 def session_is_live(session: AuthSession, now: datetime) -> bool:
     idle = timedelta(minutes=get_settings().SESSION_IDLE_MINUTES)
     return session.expires_at > now and session.last_seen_at + idle > now
 
 
+def _caller_row(
+    credential: type[AuthSession] | type[ApiToken], digest: str
+) -> Select[Any, User, Team, str]:
+    """The credential, its active person, and their team and role there, in one round trip."""
+    return (
+        select(credential, User, Team, Membership.role)
+        .join(User, User.id == credential.user_id)
+        .join(
+            Membership,
+            (Membership.user_id == credential.user_id) & (Membership.team_id == credential.team_id),
+        )
+        .join(Team, Team.id == credential.team_id)
+        .where(credential.token_hash == digest, User.is_active.is_(True))
+    )
+
+
 def _from_token(db: Session, raw: str) -> Actor | None:
-    token = db.scalars(select(ApiToken).where(ApiToken.token_hash == token_hash(raw))).first()
-    if token is None or token.revoked_at is not None:
+    row = db.execute(_caller_row(ApiToken, token_hash(raw))).first()
+    if row is None:
         return None
-    user = db.get(User, token.user_id)
-    if user is None or not user.is_active:
-        return None
-    found = _membership(db, user, token.team_id)
-    if found is None:
+    token, user, team, role = row
+    if token.revoked_at is not None:
         return None
     now = utcnow()
     if token.last_used_at is None or now - token.last_used_at > _TOUCH_EVERY:
         db.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
         token.last_used_at = now
-    return Actor(user=user, team=found[0], role=found[1], token=token)
+    return Actor(user=user, team=team, role=Role(role), token=token)
 
 
 def _from_session(db: Session, raw: str) -> Actor | None:
-    session = db.get(AuthSession, token_hash(raw))
+    row = db.execute(_caller_row(AuthSession, token_hash(raw))).first()
+    if row is None:
+        return None
+    session, user, team, role = row
     now = utcnow()
-    if session is None or not session_is_live(session, now):
+    if not session_is_live(session, now):
         # Timed-out rows are refused here and deleted by service.purge_ended_sessions; a
         # delete here would be rolled back with the request that NotAuthenticated ends.
-        return None
-    user = db.get(User, session.user_id)
-    if user is None or not user.is_active:
-        return None
-    found = _membership(db, user, session.team_id)
-    if found is None:
         return None
     if now - session.last_seen_at > _TOUCH_EVERY:
         db.execute(
@@ -246,7 +245,7 @@ def _from_session(db: Session, raw: str) -> Actor | None:
             .where(AuthSession.token_hash == session.token_hash)
             .values(last_seen_at=now)
         )
-    return Actor(user=user, team=found[0], role=found[1], session=session)
+    return Actor(user=user, team=team, role=Role(role), session=session)
 
 
 def load_actor(request: Request, db: Session) -> Actor | None:

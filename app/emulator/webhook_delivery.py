@@ -30,6 +30,9 @@ class WebhookDispatcher:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emulator-hook")
+        # One pooled client for every call: building a client per webhook costs more CPU than
+        # the call itself, which under load delays the very results the webhooks announce.
+        self._client = httpx.Client(limits=httpx.Limits(max_connections=workers * 2))
         service.on_task_created(self.schedule)
 
     def schedule(self, task: Task) -> None:
@@ -58,6 +61,7 @@ class WebhookDispatcher:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
 
     def _run(self) -> None:
         while True:
@@ -84,7 +88,7 @@ class WebhookDispatcher:
             headers[SIGNATURE_HEADER] = compute_signature(body, task.webhook_secret)
         entry: dict[str, object] = {"id": task_id, "url": task.webhook_url, "status": None}
         try:
-            response = httpx.post(
+            response = self._client.post(
                 task.webhook_url,
                 content=body,
                 headers=headers,
