@@ -12,8 +12,9 @@ import random
 import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -116,6 +117,46 @@ def _loggable_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+class _Prerenderer:
+    """Draws a task's image while the task 'runs', as BFL has the image done by Ready time.
+
+    Rendering on the first download instead would put the emulator's own CPU work into the
+    studio's Ready-to-stored time, which BFL's real service does not.
+    """
+
+    def __init__(self, keep: int = 64) -> None:
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._futures: OrderedDict[str, Future[bytes]] = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emulator-render")
+
+    def schedule(self, task: Task) -> None:
+        if task.outcome != "ready":
+            return
+        future = self._pool.submit(
+            render_image,
+            task.prompt,
+            task.seed,
+            task.model,
+            task.width,
+            task.height,
+            task.output_format,
+        )
+        with self._lock:
+            self._futures[task.id] = future
+            while len(self._futures) > self._keep:
+                self._futures.popitem(last=False)
+
+    def image(self, task: Task) -> bytes:
+        with self._lock:
+            future = self._futures.get(task.id)
+        if future is not None:
+            return future.result()
+        return render_image(
+            task.prompt, task.seed, task.model, task.width, task.height, task.output_format
+        )
+
+
 class EmulatorService:
     """The emulated BFL account: tasks, credits, limits and the admin log."""
 
@@ -129,6 +170,8 @@ class EmulatorService:
         self._balance = config.credits
         self._rng = random.Random(config.random_seed)
         self._listeners: list[Callable[[Task], None]] = []
+        self._images = _Prerenderer()
+        self.on_task_created(self._images.schedule)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -363,10 +406,7 @@ class EmulatorService:
         assert task is not None
         if override and not override.startswith("image/"):
             return b"<html><body>Not an image</body></html>", override
-        content = render_image(
-            task.prompt, task.seed, task.model, task.width, task.height, task.output_format
-        )
-        return content, override or content_type_for(task.output_format)
+        return self._images.image(task), override or content_type_for(task.output_format)
 
     def task(self, task_id: str) -> Task | None:
         with self._lock:
