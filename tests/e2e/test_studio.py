@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import socket
@@ -79,7 +80,12 @@ def _shoot(page: Any, name: str) -> Path:
 
 
 def _save_readme_screenshot(source: Path) -> None:
-    """docs/screenshot.png from the generate page, reduced to a palette if it is too big."""
+    """docs/screenshot.png from the generate page, reduced to a palette if it is too big.
+
+    Only with UPDATE_README_SCREENSHOT=1, so a test run leaves the working tree as it was.
+    """
+    if os.environ.get("UPDATE_README_SCREENSHOT") != "1":
+        return
     target = ROOT / "docs" / "screenshot.png"
     target.parent.mkdir(exist_ok=True)
     if source.stat().st_size <= SCREENSHOT_BUDGET:
