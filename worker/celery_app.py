@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from app.api.idempotency import PURGE_KEYS_TASK
 from app.auth import PURGE_SESSIONS_TASK
 from app.costs import REFRESH_CREDIT_BALANCE_TASK
 from app.jobs.messages import DISPATCH_QUEUE, POLL, POLL_QUEUE, SUBMIT_NEXT, SWEEP
@@ -15,7 +16,9 @@ from app.settings import get_settings
 def create_celery() -> Celery:
     settings = get_settings()
     celery = Celery(
-        "flux_studio", broker=settings.redis_url, include=["worker.tasks", "worker.auth_tasks"]
+        "flux_studio",
+        broker=settings.redis_url,
+        include=["worker.tasks", "worker.auth_tasks", "worker.api_tasks"],
     )
     transport: dict[str, object] = {
         # Countdowns stay far below this, so nothing is redelivered while it waits.
@@ -66,6 +69,11 @@ def create_celery() -> Celery:
                 "options": {"expires": settings.CREDIT_REFRESH_INTERVAL_S},
             },
             # Accounts: delete sessions past their idle or absolute timeout.
+            "purge-idempotency-keys": {
+                "task": PURGE_KEYS_TASK,
+                "schedule": 3600,
+                "options": {"expires": 3600},
+            },
             "purge-ended-sessions": {
                 "task": PURGE_SESSIONS_TASK,
                 "schedule": 3600,

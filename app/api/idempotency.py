@@ -6,16 +6,22 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from app.db import utcnow
 from app.errors import FieldProblem, StudioError
 from app.jobs.models import IdempotencyRecord, Job
 
 HEADER = "Idempotency-Key"
+#: How long a key is remembered: a retry comes within minutes; a day is generous.
+KEEP_KEYS_FOR = timedelta(hours=24)
+#: Celery task name of the hourly purge of forgotten keys (worker/api_tasks.py, beat schedule).
+PURGE_KEYS_TASK = "api.purge_idempotency_keys"
 #: Printable ASCII without spaces, like the keys clients generate (UUIDs, ULIDs, hashes).
 KEY_PATTERN = r"^[!-~]{1,200}$"
 
@@ -94,3 +100,10 @@ def remember_jobs(db: Session, *, user_id: uuid.UUID, key: str, jobs: Sequence[J
         .where(IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key)
         .values(job_ids=[str(job.id) for job in jobs])
     )
+
+
+def purge_expired_keys(db: Session, now: datetime | None = None) -> int:
+    """Forget keys older than KEEP_KEYS_FOR; the same key after that creates new jobs."""
+    cutoff = (now or utcnow()) - KEEP_KEYS_FOR
+    result = db.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -118,3 +118,34 @@ def test_concurrent_duplicates_create_once(make_caller: MakeCaller, committed_db
     assert len({tuple(ids) for _, ids in results}) == 1
     assert _jobs_of(committed_db, caller) == 3
     assert _held_for(committed_db, caller) == 3
+
+
+def test_keys_are_forgotten_after_a_day(committed_db: Session) -> None:
+    from datetime import timedelta
+
+    from app.api.idempotency import KEEP_KEYS_FOR, purge_expired_keys
+    from app.db import utcnow
+    from app.jobs.models import IdempotencyRecord
+    from tests.factories import make_person
+
+    person = make_person(committed_db)
+    now = utcnow()
+    for key, age in (("old-key", KEEP_KEYS_FOR + timedelta(minutes=1)), ("new-key", timedelta())):
+        committed_db.add(
+            IdempotencyRecord(
+                user_id=person.user.id,
+                key=key,
+                team_id=person.team.id,
+                request_hash="0" * 64,
+                job_ids=[],
+                created_at=now - age,
+            )
+        )
+    committed_db.commit()
+
+    assert purge_expired_keys(committed_db, now=now) == 1
+    committed_db.commit()
+    left = committed_db.scalars(
+        select(IdempotencyRecord.key).where(IdempotencyRecord.user_id == person.user.id)
+    ).all()
+    assert left == ["new-key"]
