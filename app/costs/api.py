@@ -10,8 +10,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator, StringConstraints
+from sqlalchemy.orm import Session
 
-from app.auth.deps import ChangingActor, CurrentActor, ManagerActor
+from app.auth.deps import Actor, ChangingActor, CurrentActor, ManagerActor
 from app.costs import service
 from app.costs.export import ledger_csv
 from app.costs.schemas import (
@@ -65,6 +66,17 @@ ModelQuery = Annotated[
 ]
 
 
+def caller_scope(db: Session, actor: Actor, user_id: uuid.UUID | None) -> service.Scope:
+    """Whose figures a report shows: the caller's own, or (managers) the team's or one person's."""
+    return service.report_scope(
+        db,
+        team_id=actor.team_id,
+        caller_id=actor.user_id,
+        is_manager=actor.is_manager,
+        user_id=user_id,
+    )
+
+
 @router.get("/costs/summary", response_model=CostSummary, responses=_ERRORS)
 def cost_summary(
     actor: CurrentActor,
@@ -75,13 +87,7 @@ def cost_summary(
     user_id: UserQuery = None,
 ) -> CostSummary:
     """The dashboard's figures: the team's for managers, the caller's own for members."""
-    scope = service.report_scope(
-        db,
-        team_id=actor.team_id,
-        caller_id=actor.user_id,
-        is_manager=actor.is_manager,
-        user_id=user_id,
-    )
+    scope = caller_scope(db, actor, user_id)
     return service.cost_summary(db, scope, service.report_period(period, start, end))
 
 
@@ -105,13 +111,7 @@ def cost_ledger(
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Any:
     """Ledger rows of a date range, oldest first; `total` covers the whole range, every page."""
-    scope = service.report_scope(
-        db,
-        team_id=actor.team_id,
-        caller_id=actor.user_id,
-        is_manager=actor.is_manager,
-        user_id=user_id,
-    )
+    scope = caller_scope(db, actor, user_id)
     period = service.report_period(None, start, end)
     if format == "csv":
         return csv_response(scope, period, model)

@@ -11,7 +11,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.deps import Actor, ChangingActor, CurrentActor, ManagerActor
 from app.costs import service
-from app.costs.api import EndQuery, ModelQuery, StartQuery, UserQuery, csv_response
+from app.costs.api import (
+    EndQuery,
+    ModelQuery,
+    StartQuery,
+    UserQuery,
+    caller_scope,
+    csv_response,
+)
 from app.costs.schemas import CostSummary
 from app.db import utcnow
 from app.deps import SessionDep
@@ -144,11 +151,5 @@ def export_csv(
     model: ModelQuery = None,
 ) -> Response:
     """The ledger of a date range as CSV; members get only their own rows."""
-    scope = service.report_scope(
-        db,
-        team_id=actor.team_id,
-        caller_id=actor.user_id,
-        is_manager=actor.is_manager,
-        user_id=user_id,
-    )
+    scope = caller_scope(db, actor, user_id)
     return csv_response(scope, service.report_period(None, start, end), model or None)

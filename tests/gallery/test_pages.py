@@ -13,8 +13,8 @@ from app.costs.models import Budget
 from app.jobs.models import Favourite, Job, JobStatus
 from app.storage import get_storage
 from tests.factories import make_person
-from tests.gallery.conftest import SignIn
 from tests.gallery.rows import add_image, add_job
+from tests.signed_in import SignIn
 
 HX = {"hx-request": "true"}
 

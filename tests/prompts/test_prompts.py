@@ -11,7 +11,7 @@ from app.jobs.models import JobStatus
 from app.prompts.service import prompt_history
 from tests.factories import make_person
 from tests.gallery.rows import add_job
-from tests.prompts.conftest import SignIn
+from tests.signed_in import SignIn
 
 T0 = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
 
