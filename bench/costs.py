@@ -27,6 +27,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from bench.people import seed_teams_and_people
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "costs.json"
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -38,30 +40,7 @@ def _seed(url: str, charges: int) -> dict[str, Any]:
     engine = create_engine(url)
     models = "ARRAY[" + ", ".join(f"'{m}'" for m in MODELS) + "]"
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO teams (id, name, created_at) VALUES "
-                "(gen_random_uuid(), 'Studio North', now()), "
-                "(gen_random_uuid(), 'Studio South', now())"
-            )
-        )
-        teams = [r[0] for r in conn.execute(text("SELECT id FROM teams ORDER BY name"))]
-        conn.execute(
-            text(
-                "INSERT INTO users (id, email, name, password_hash, is_active, is_superuser, "
-                "last_team_id, created_at) "
-                "SELECT gen_random_uuid(), 'person' || g || '@bench.example', 'Person ' || g, "
-                "'x', true, false, (:teams)[1 + (g - 1) / :per_team], now() "
-                "FROM generate_series(1, :people) AS g"
-            ),
-            {"teams": teams, "per_team": PEOPLE_PER_TEAM, "people": 2 * PEOPLE_PER_TEAM},
-        )
-        conn.execute(
-            text(
-                "INSERT INTO memberships (user_id, team_id, role, created_at) "
-                "SELECT id, last_team_id, 'member', now() FROM users"
-            )
-        )
+        seed_teams_and_people(conn, per_team=PEOPLE_PER_TEAM)
         # One job every ~39 s back over 90 days; statuses, models and prompts cycle.
         conn.execute(
             text(

@@ -37,6 +37,8 @@ import psutil
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
+from bench.people import seed_teams_and_people
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "gallery.json"
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -98,35 +100,11 @@ def seed(engine: Engine, jobs: int) -> dict[str, Any]:
     token = "fts_bench" + secrets.token_urlsafe(24)
     started = time.perf_counter()
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO teams (id, name, created_at) VALUES "
-                "(gen_random_uuid(), 'Studio North', now()), "
-                "(gen_random_uuid(), 'Studio South', now())"
-            )
-        )
-        teams = [r[0] for r in conn.execute(text("SELECT id FROM teams ORDER BY name"))]
-        conn.execute(
-            text(
-                "INSERT INTO users (id, email, name, password_hash, is_active, is_superuser, "
-                "last_team_id, created_at) "
-                "SELECT gen_random_uuid(), 'person' || g || '@bench.example', 'Person ' || g, "
-                ":hash, true, false, (:teams)[1 + (g - 1) / :per_team], now() "
-                "FROM generate_series(1, :people) AS g"
-            ),
-            {
-                "hash": password_hash,
-                "teams": teams,
-                "per_team": PEOPLE_PER_TEAM,
-                "people": 2 * PEOPLE_PER_TEAM,
-            },
-        )
-        conn.execute(
-            text(
-                "INSERT INTO memberships (user_id, team_id, role, created_at) "
-                "SELECT id, last_team_id, CASE WHEN email = 'person1@bench.example' "
-                "THEN 'admin' ELSE 'member' END, now() FROM users"
-            )
+        teams = seed_teams_and_people(
+            conn,
+            per_team=PEOPLE_PER_TEAM,
+            password_hash=password_hash,
+            admin_email="person1@bench.example",
         )
         people = {
             str(team): [
