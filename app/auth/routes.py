@@ -126,9 +126,12 @@ def _login_form(
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, actor: OptionalActor, next: str = "/") -> Response:
-    # A signed-in visitor sees the form too (to sign in as someone else); signing in replaces
-    # the current session.
+def login_page(request: Request, db: SessionDep, actor: OptionalActor, next: str = "/") -> Response:
+    # A browser whose password step waits for its code goes back to the code form (it can
+    # cancel there); a signed-in visitor sees the form too (to sign in as someone else), and
+    # signing in replaces the current session.
+    if actor is None and _pending(request, db) is not None:
+        return _redirect(f"/login/code?next={quote(safe_next(next))}")
     return _login_form(request, next_path=safe_next(next), actor=actor)
 
 

@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterator
 import httpx
 import pyotp
 import pytest
+import segno
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.models import RecoveryCode, Role, Team, User
 from app.auth.tokens import issue_token
+from app.auth.two_factor import begin_setup
 from app.settings import get_settings
 from tests.auth.support import csrf_from, login
 from tests.factories import PASSWORD, Person, make_person, make_team
@@ -172,6 +174,9 @@ def test_sign_in_asks_for_the_code_and_the_half_signed_in_browser_reaches_nothin
         assert response.headers["location"].startswith("/login"), path
     assert browser.get("/api/v1/jobs").status_code == 401
     assert browser.get("/api/v1/me").status_code == 401
+    # The sign-in page leads back to the code form, which can cancel the sign-in.
+    back = browser.get("/login?next=/prompts", follow_redirects=False)
+    assert back.headers["location"] == "/login/code?next=/prompts"
     done = code_step(browser, code(secret))
     assert done.status_code == 303
     assert done.headers["location"] == "/gallery"
@@ -181,6 +186,33 @@ def test_sign_in_asks_for_the_code_and_the_half_signed_in_browser_reaches_nothin
     stale = client_factory()
     stale.cookies.set(COOKIE, half)
     assert stale.get("/account", follow_redirects=False).status_code == 303
+    assert stale.get("/login/code", follow_redirects=False).headers["location"] == "/login?next=/"
+
+
+def test_cancelling_at_the_code_form_ends_the_password_step(
+    client_factory: Callable[..., TestClient],
+    person_with_totp: tuple[Person, str, list[str]],
+) -> None:
+    person, secret, _ = person_with_totp
+    browser = client_factory()
+    password_step(browser, person.user.email)
+    half = browser.cookies.get(COOKIE)
+    form = browser.get("/login/code")
+    cancelled = browser.post(
+        "/logout", data={"csrf_token": csrf_from(form.text)}, follow_redirects=False
+    )
+    assert cancelled.headers["location"] == "/login"
+    # The password-step session is gone on the server, not only in this browser.
+    replay = client_factory()
+    replay.cookies.set(COOKIE, half)
+    assert replay.get("/login/code", follow_redirects=False).status_code == 303
+    assert (
+        replay.post(
+            "/login/code", data={"code": code(secret), "csrf_token": "x"}, follow_redirects=False
+        )
+        .headers["location"]
+        .startswith("/login?")
+    )
 
 
 def test_a_code_cannot_be_used_twice(
@@ -414,3 +446,19 @@ def test_a_member_cannot_reset_anyone(
     path = f"/team/members/{manager.user.id}/two-factor/reset"
     assert post_form(browser, "/account", path, {}).status_code == 403
     assert post_form(browser, "/account", "/team/two-factor", {"required": "on"}).status_code == 403
+
+
+def test_the_qr_code_carries_an_otpauth_uri_for_the_same_key(db: Session) -> None:
+    person = make_person(db)
+    enrolment = begin_setup(db, person.user)
+    parsed = pyotp.parse_uri(enrolment.uri)
+    assert isinstance(parsed, pyotp.TOTP)
+    assert parsed.secret == enrolment.secret
+    assert parsed.issuer == "FLUX Team Studio" and parsed.name == person.user.email
+    assert (parsed.digits, parsed.interval) == (6, 30)
+    svg = enrolment.qr_svg()
+    assert svg.startswith("<svg") and "<script" not in svg
+    # The same data drawn again gives the same picture: the SVG encodes this URI.
+    assert svg == segno.make(enrolment.uri, error="m").svg_inline(
+        scale=5, border=2, dark="#111", light="#fff", omitsize=False
+    )

@@ -57,6 +57,7 @@ def test_turn_on_two_factor_then_sign_in_with_password_and_code(
             assert secret
             # The key as shown for typing by hand is the same key, in groups of four.
             assert page.inner_text("#totp-secret").replace(" ", "") == secret
+            page.screenshot(path=str(ARTIFACTS / "two-factor-setup.png"), full_page=True)
             totp = pyotp.TOTP(secret)
             page.fill("#confirm-code", totp.at(time.time() - 30))
             page.click("button:has-text('Turn on')")
