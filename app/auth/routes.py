@@ -26,7 +26,7 @@ from app.auth.deps import (
     session_cookie_name,
     set_session_cookie,
 )
-from app.auth.models import Role
+from app.auth.models import AuthSession, Role, User
 from app.auth.service import AccountError, NotInTeam
 from app.auth.throttle import LoginThrottle
 from app.deps import SessionDep
@@ -226,7 +226,8 @@ def _code_form(
     )
 
 
-def _pending(request: Request, db: SessionDep) -> tuple[Any, Any] | None:
+def _pending(request: Request, db: SessionDep) -> tuple[AuthSession, User] | None:
+    """This browser's password-step session waiting for its code, with its person."""
     raw = request.cookies.get(session_cookie_name())
     return service.session_awaiting_second_factor(db, raw) if raw else None
 
@@ -462,22 +463,60 @@ def account_email(
     return _redirect("/account", "email")
 
 
+def _reauthenticated(
+    request: Request, db: SessionDep, actor: Actor, current_password: str
+) -> Response | None:
+    """Ending another browser's session asks for the password again (ASVS 7.5.2), so a
+    borrowed session cannot sign the owner out everywhere; None when it was right."""
+    guard = _password_guard(request, db, actor, "sessions")
+    if isinstance(guard, Response):
+        return guard
+    if service.password_is_right(actor.user, current_password):
+        return None
+    guard.record_failure(actor.user.email, client_address(request))
+    return _account_page(
+        request,
+        db,
+        actor,
+        errors={"sessions": "To end another session, type your current password correctly."},
+        status_code=400,
+    )
+
+
 @router.post("/account/sessions/end-others")
-def account_end_other_sessions(db: SessionDep, actor: SessionActor) -> Response:
+def account_end_other_sessions(
+    request: Request, db: SessionDep, actor: SessionActor, current_password: FormStr = ""
+) -> Response:
+    refused = _reauthenticated(request, db, actor, current_password)
+    if refused is not None:
+        return refused
     service.end_other_sessions(db, actor.user_id, keep=actor.session)
     return _redirect("/account", "sessions")
 
 
 @router.post("/account/sessions/{session_id}/end")
-def account_end_session(session_id: str, db: SessionDep, actor: SessionActor) -> Response:
+def account_end_session(
+    request: Request,
+    session_id: str,
+    db: SessionDep,
+    actor: SessionActor,
+    current_password: FormStr = "",
+) -> Response:
+    wanted = _uuid(session_id, "That session")
     try:
-        service.end_own_session(db, actor.user_id, _uuid(session_id, "That session"))
+        service.find_own_session(db, actor.user_id, wanted)
     except NotInTeam as exc:
         raise NotFound("That session") from exc
-    if actor.session is not None and str(actor.session.id) == session_id:
+    if actor.session is not None and actor.session.id == wanted:
+        # Ending this very session is signing out: no password needed.
+        service.end_session(db, actor.session.token_hash)
         response = _redirect("/login")
         clear_session_cookie(response)
         return response
+    refused = _reauthenticated(request, db, actor, current_password)
+    if refused is not None:
+        return refused
+    service.end_own_session(db, actor.user_id, wanted)
     return _redirect("/account", "session")
 
 

@@ -259,6 +259,16 @@ def end_other_sessions(db: Session, user_id: uuid.UUID, keep: AuthSession | None
     return db.execute(stmt).rowcount or 0  # type: ignore[attr-defined]
 
 
+def find_own_session(db: Session, user_id: uuid.UUID, session_id: uuid.UUID) -> AuthSession:
+    """One of the person's own sessions by its public id; NotInTeam when it is not theirs."""
+    session = db.scalar(
+        select(AuthSession).where(AuthSession.user_id == user_id, AuthSession.id == session_id)
+    )
+    if session is None:
+        raise NotInTeam("That session was not found; it may have ended already.")
+    return session
+
+
 def end_own_session(db: Session, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
     """End one of the person's own sessions, found by its public id."""
     result = db.execute(
@@ -335,6 +345,11 @@ def purge_ended_sessions(db: Session, now: datetime | None = None) -> int:
 
 
 # --- The account page -------------------------------------------------------------------------
+
+
+def password_is_right(user: User, password: str) -> bool:
+    """Whether `password` is the person's current one (for re-authentication)."""
+    return len(password) <= 4096 and verify_password(user.password_hash, password)
 
 
 def _require_password(user: User, current_password: str) -> None:

@@ -54,10 +54,14 @@ def test_ending_another_session_signs_that_browser_out_at_once(
         login(client, person.user.email, PASSWORD)
     page = theirs.get("/account").text
     their_id = next(sid for sid, row in _rows(page).items() if "(this browser)" in row)
+    token = csrf_from(mine.get("/account").text)
+    path = f"/account/sessions/{their_id}/end"
+    # Only with the password typed again (a borrowed session cannot sign the owner out).
+    refused = mine.post(path, data={"csrf_token": token}, follow_redirects=False)
+    assert refused.status_code == 400
+    assert theirs.get("/account").status_code == 200
     ended = mine.post(
-        f"/account/sessions/{their_id}/end",
-        data={"csrf_token": csrf_from(mine.get("/account").text)},
-        follow_redirects=False,
+        path, data={"csrf_token": token, "current_password": PASSWORD}, follow_redirects=False
     )
     assert ended.status_code == 303
     # That cookie is worthless now: pages send it to sign in, the API answers 401.
@@ -70,12 +74,21 @@ def test_ending_another_session_signs_that_browser_out_at_once(
     # "End all others" leaves only this browser.
     everyone = mine.post(
         "/account/sessions/end-others",
-        data={"csrf_token": csrf_from(mine.get("/account").text)},
+        data={"csrf_token": csrf_from(mine.get("/account").text), "current_password": PASSWORD},
         follow_redirects=False,
     )
     assert everyone.status_code == 303
     assert third.get("/api/v1/me").status_code == 401
     assert len(_rows(mine.get("/account").text)) == 1
+    # Ending this very session is signing out, and needs no password.
+    own_id = next(iter(_rows(mine.get("/account").text)))
+    out = mine.post(
+        f"/account/sessions/{own_id}/end",
+        data={"csrf_token": csrf_from(mine.get("/account").text)},
+        follow_redirects=False,
+    )
+    assert out.headers["location"] == "/login"
+    assert mine.get("/api/v1/me").status_code == 401
 
 
 def test_user_agent_summaries() -> None:
