@@ -83,6 +83,10 @@ def test_turn_on_two_factor_then_sign_in_with_password_and_code(
             page.wait_for_url(f"{web}/")
             page.goto(f"{web}/account")
             assert person.user.email in page.content()
+            # The session list names this browser: Chromium on Linux, from this machine.
+            row = page.inner_text("tr:has-text('(this browser)')")
+            assert "Chrome on Linux" in row and "127.0.0.1" in row
+            page.screenshot(path=str(ARTIFACTS / "two-factor-account.png"), full_page=True)
         except Exception:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "two-factor-failure.png"), full_page=True)
