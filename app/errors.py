@@ -272,6 +272,12 @@ def install_error_handlers(app: FastAPI) -> None:
             if request.headers.get("hx-request"):
                 return Response(status_code=204, headers={"HX-Redirect": target})
             return RedirectResponse(target, status_code=303)
+        redirect_to = getattr(exc, "redirect_to", None)
+        if isinstance(redirect_to, str) and not wants_json(request):
+            # A browser that must do something first (set up a second factor) is sent there.
+            if request.headers.get("hx-request"):
+                return Response(status_code=204, headers={"HX-Redirect": redirect_to})
+            return RedirectResponse(redirect_to, status_code=303)
         if wants_json(request):
             return error_json(exc.status_code, exc.code, exc.message, exc.fields, exc.headers)
         return error_page(request, exc.status_code, exc.message, headers=exc.headers)

@@ -20,15 +20,26 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.auth.models import ApiToken, AuthSession, Invite, Membership, Role, Team, User
+from app.auth.models import (
+    ApiToken,
+    AuthSession,
+    Invite,
+    Membership,
+    RecoveryCode,
+    Role,
+    Team,
+    User,
+)
 from app.auth.service import create_invite, start_session
 from app.auth.tokens import issue_token
+from app.auth.two_factor import begin_setup, confirm_setup
 from app.costs.models import Budget, Charge, Reservation
 from app.costs.service import record_charge, set_budget
 from app.jobs import messages
@@ -57,6 +68,7 @@ ROLE_GATED_BEFORE_LOOKUP = {
     ("POST", "/team/members/{user_id}/role"),
     ("POST", "/team/members/{user_id}/remove"),
     ("POST", "/team/invites/{invite_id}/revoke"),
+    ("POST", "/team/members/{user_id}/two-factor/reset"),
 }
 
 #: Path parameters that are not team objects, and why (see `_values_for`):
@@ -172,6 +184,10 @@ def team_a(committed_db: Session) -> TeamA:
     messages.discard_pending(db)  # no worker runs here; nothing to wake
     _, invite = create_invite(db, team_id=team.id, created_by=admin.user, role=Role.MEMBER)
     _, session = start_session(db, member.user, team_id=team.id)
+    # A second factor and a team policy that a replayed reset or toggle would change.
+    enrolment = begin_setup(db, manager.user)
+    confirm_setup(db, manager.user, pyotp.TOTP(enrolment.secret).now())
+    team.require_two_factor = True
     db.commit()
     return TeamA(
         team=team,
@@ -245,7 +261,15 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
             .order_by(AuthSession.id)
         ).all(),
         "users": db.execute(
-            select(User.id, User.name, User.email, User.password_hash, User.last_team_id)
+            select(
+                User.id,
+                User.name,
+                User.email,
+                User.password_hash,
+                User.last_team_id,
+                User.totp_secret_encrypted,
+                User.totp_enabled_at,
+            )
             .where(User.id.in_(a_users))
             .order_by(User.id)
         ).all(),
@@ -261,6 +285,12 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
             select(Budget.user_id, Budget.monthly_credits).where(Budget.team_id == a.team.id)
         ).all(),
         "team_name": db.scalar(select(Team.name).where(Team.id == a.team.id)),
+        "team_policy": db.scalar(select(Team.require_two_factor).where(Team.id == a.team.id)),
+        "recovery_codes": db.execute(
+            select(RecoveryCode.id, RecoveryCode.used_at)
+            .where(RecoveryCode.user_id.in_(a_users))
+            .order_by(RecoveryCode.id)
+        ).all(),
         # Team B gains nothing either: no jobs copied from A's, no membership in A's team.
         "b_jobs": db.execute(select(Job.id).where(Job.team_id == b.person.team.id)).all(),
         "b_memberships": db.execute(
@@ -333,6 +363,7 @@ def test_the_route_map_is_not_empty_and_knows_every_parameter(team_a: TeamA) -> 
         "/team/members/{user_id}/role",
         "/account/sessions/{session_id}/end",
         "/team/invites/{invite_id}/revoke",
+        "/team/members/{user_id}/two-factor/reset",
     ):
         assert expected in templates
     # The API's gallery actions, each replayed (and so walled) like every other change.

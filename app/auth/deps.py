@@ -14,6 +14,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.models import ApiToken, AuthSession, Membership, Role, Team, User
+from app.auth.two_factor import setup_required
 from app.db import utcnow
 from app.deps import SessionDep
 from app.errors import Forbidden, NotAuthenticated, StudioError
@@ -234,6 +235,10 @@ def _from_session(db: Session, raw: str) -> Actor | None:
     if row is None:
         return None
     session, user, team, role = row
+    if session.awaiting_second_factor:
+        # Only the password step passed: nothing but the code form (which reads the cookie
+        # itself) may treat this browser as signed in.
+        return None
     now = utcnow()
     if not session_is_live(session, now):
         # Timed-out rows are refused here and deleted by service.purge_ended_sessions; a
@@ -270,15 +275,60 @@ def load_actor(request: Request, db: Session) -> Actor | None:
     return actor
 
 
+#: Where a browser goes when its team's policy asks for a second factor it does not have yet.
+TWO_FACTOR_SETUP_PAGE = "/account/two-factor"
+
+
+class TwoFactorSetupRequired(StudioError):
+    """The team asks its managers and admins for a second factor; pages send them to set it up."""
+
+    #: The error handler redirects browsers here instead of showing an error page.
+    redirect_to = TWO_FACTOR_SETUP_PAGE
+
+    def __init__(self) -> None:
+        super().__init__(
+            403,
+            "two_factor_setup_required",
+            "This team asks managers and admins to use two-factor sign-in; "
+            f"set it up at {TWO_FACTOR_SETUP_PAGE} first.",
+        )
+
+
+def _require_policy_met(actor: Actor | None) -> Actor | None:
+    # Browser sessions only: API tokens keep working, they were made by a signed-in person
+    # and are revoked separately.
+    if (
+        actor is not None
+        and actor.session is not None
+        and setup_required(actor.team, actor.user, actor.role)
+    ):
+        raise TwoFactorSetupRequired()
+    return actor
+
+
 def optional_actor(request: Request, db: SessionDep) -> Actor | None:
-    return load_actor(request, db)
+    return _require_policy_met(load_actor(request, db))
 
 
 def current_actor(request: Request, db: SessionDep) -> Actor:
     actor = load_actor(request, db)
     if actor is None:
         raise NotAuthenticated()
+    _require_policy_met(actor)
     return actor
+
+
+def actor_before_policy(request: Request, db: SessionDep) -> Actor:
+    """The caller, even when the team's two-factor policy is not met yet: only for the pages
+    that set the second factor up, and signing out."""
+    actor = load_actor(request, db)
+    if actor is None:
+        raise NotAuthenticated()
+    return actor
+
+
+def optional_actor_before_policy(request: Request, db: SessionDep) -> Actor | None:
+    return load_actor(request, db)
 
 
 async def sent_csrf_token(request: Request) -> str | None:
@@ -363,7 +413,20 @@ def require_role(role: Role) -> Callable[[Actor], Actor]:
     return dependency
 
 
+async def csrf_protect_before_policy(
+    request: Request, actor: Annotated[Actor, Depends(actor_before_policy)]
+) -> Actor:
+    """Like session_protect, for the two-factor setup pages a policy-bound caller may use."""
+    if actor.session is None:
+        raise SessionRequired()
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        await check_session_csrf(request, actor.session)
+    return actor
+
+
 CurrentActor = Annotated[Actor, Depends(current_actor)]
+#: The two-factor setup pages: a browser session, reachable before the team's policy is met.
+SetupActor = Annotated[Actor, Depends(csrf_protect_before_policy)]
 OptionalActor = Annotated[Actor | None, Depends(optional_actor)]
 #: Use on every route that changes something: authenticates and checks the CSRF token.
 ChangingActor = Annotated[Actor, Depends(csrf_protect)]

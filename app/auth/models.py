@@ -1,4 +1,4 @@
-"""People, teams, memberships, sign-in sessions, invitations and personal API tokens."""
+"""People, teams, memberships, sign-in sessions, invitations, API tokens and second factors."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -40,6 +41,10 @@ class Team(Timestamped, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(120), nullable=False)
+    #: Managers and admins of this team must use a second factor (TOTP) in the browser.
+    require_two_factor: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default="false"
+    )
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="team")
 
@@ -60,8 +65,19 @@ class User(Timestamped, Base):
     last_team_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("teams.id", ondelete="SET NULL")
     )
+    #: The TOTP shared secret, encrypted with a key derived from SECRET_KEY (app.auth.totp);
+    #: set while setting up and after, None when the person has no second factor.
+    totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    #: When the person confirmed the authenticator with a code; None while setting up.
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The 30-second step of the last accepted code: a code of that step or earlier is a replay.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user")
+
+    @property
+    def has_two_factor(self) -> bool:
+        return self.totp_enabled_at is not None and self.totp_secret_encrypted is not None
 
 
 class Membership(Timestamped, Base):
@@ -103,6 +119,13 @@ class AuthSession(Timestamped, Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     user_agent: Mapped[str | None] = mapped_column(String(300))
+    #: The client address at sign-in, shown in the person's list of sessions.
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    #: The password was right but the second factor is still owed: such a session reaches
+    #: nothing but the code form (app.auth.deps refuses it everywhere else).
+    awaiting_second_factor: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default="false"
+    )
 
 
 class Invite(Timestamped, Base):
@@ -148,3 +171,17 @@ class ApiToken(Timestamped, Base):
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RecoveryCode(Timestamped, Base):
+    """A single-use code that stands in for the authenticator; only its SHA-256 is stored."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (Index("ix_recovery_codes_user", "user_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    code_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -9,8 +9,9 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.auth import service
+from app.auth import service, two_factor
 from app.auth.deps import (
+    TWO_FACTOR_SETUP_PAGE,
     Actor,
     CsrfFailed,
     CurrentActor,
@@ -18,16 +19,19 @@ from app.auth.deps import (
     OptionalActor,
     SessionActor,
     SessionRequired,
+    SetupActor,
     check_session_csrf,
     clear_session_cookie,
+    optional_actor_before_policy,
     session_cookie_name,
     set_session_cookie,
 )
-from app.auth.models import Role
+from app.auth.models import AuthSession, Role, User
 from app.auth.service import AccountError, NotInTeam
 from app.auth.throttle import LoginThrottle
 from app.deps import SessionDep
 from app.errors import Forbidden, NotFound
+from app.security import constant_time_equal
 from app.settings import get_settings
 from app.templating import templates
 
@@ -49,6 +53,9 @@ NOTICES = {
     "role": "The role was changed.",
     "removed": "The person was removed from the team.",
     "revoked": "The invite was withdrawn.",
+    "two-factor-off": "Two-factor sign-in is off. Your recovery codes no longer work.",
+    "two-factor-reset": "Their two-factor sign-in was removed; they set it up again.",
+    "two-factor-policy": "The team's two-factor rule was saved.",
 }
 
 
@@ -119,9 +126,12 @@ def _login_form(
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, actor: OptionalActor, next: str = "/") -> Response:
-    # A signed-in visitor sees the form too (to sign in as someone else); signing in replaces
-    # the current session.
+def login_page(request: Request, db: SessionDep, actor: OptionalActor, next: str = "/") -> Response:
+    # A browser whose password step waits for its code goes back to the code form (it can
+    # cancel there); a signed-in visitor sees the form too (to sign in as someone else), and
+    # signing in replaces the current session.
+    if actor is None and _pending(request, db) is not None:
+        return _redirect(f"/login/code?next={quote(safe_next(next))}")
     return _login_form(request, next_path=safe_next(next), actor=actor)
 
 
@@ -173,11 +183,110 @@ def login(
     if previous:
         service.end_session_by_token(db, previous)
     try:
-        raw, _ = service.start_session(db, user, user_agent=_user_agent(request))
+        raw, _ = service.start_session(
+            db,
+            user,
+            user_agent=_user_agent(request),
+            ip_address=address,
+            awaiting_second_factor=user.has_two_factor,
+        )
     except AccountError as exc:
         return _login_form(
             request, next_path=target, email=email, error=_sentence(exc), status_code=403
         )
+    if user.has_two_factor:
+        response = RedirectResponse(f"/login/code?next={quote(target)}", status_code=303)
+    else:
+        response = RedirectResponse(target, status_code=303)
+    set_session_cookie(response, raw)
+    return response
+
+
+def second_factor_identity(email: str) -> str:
+    """The throttle's account key for code attempts: apart from password attempts, so a right
+    password (which clears those) never clears the count of wrong codes."""
+    return f"second-factor:{email}"
+
+
+def _code_form(
+    request: Request,
+    *,
+    csrf_token: str,
+    next_path: str,
+    error: str | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return templates.TemplateResponse(
+        request,
+        "auth/login_code.html",
+        {"actor": None, "csrf_token": csrf_token, "next": next_path, "error": error},
+        status_code=status_code,
+        headers=headers,
+    )
+
+
+def _pending(request: Request, db: SessionDep) -> tuple[AuthSession, User] | None:
+    """This browser's password-step session waiting for its code, with its person."""
+    raw = request.cookies.get(session_cookie_name())
+    return service.session_awaiting_second_factor(db, raw) if raw else None
+
+
+@router.get("/login/code", response_class=HTMLResponse)
+def login_code_page(request: Request, db: SessionDep, next: str = "/") -> Response:
+    pending = _pending(request, db)
+    if pending is None:
+        return _redirect(f"/login?next={quote(safe_next(next))}")
+    session, _ = pending
+    return _code_form(request, csrf_token=session.csrf_token, next_path=safe_next(next))
+
+
+@router.post("/login/code")
+def login_code(
+    request: Request,
+    db: SessionDep,
+    code: FormStr = "",
+    next: FormStr = "/",
+    csrf_token: FormStr = "",
+) -> Response:
+    target = safe_next(next)
+    pending = _pending(request, db)
+    if pending is None:
+        # Waited too long, or signed out meanwhile: the password step starts again.
+        return _redirect(f"/login?next={quote(target)}")
+    session, user = pending
+    if not csrf_token or not constant_time_equal(csrf_token, session.csrf_token):
+        raise CsrfFailed()
+    address = client_address(request)
+    identity = second_factor_identity(user.email)
+    throttle = LoginThrottle()
+    wait = throttle.wait_seconds(identity, address)
+    if wait:
+        return _code_form(
+            request,
+            csrf_token=session.csrf_token,
+            next_path=target,
+            error=f"Too many wrong codes; try again in {wait} seconds.",
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+        )
+    if not two_factor.check_second_factor(db, user, code.strip()):
+        wait = throttle.record_failure(identity, address)
+        error = "That code is not right (or was used already); type the newest code."
+        if wait:
+            return _code_form(
+                request,
+                csrf_token=session.csrf_token,
+                next_path=target,
+                error=f"{error} Too many wrong codes; try again in {wait} seconds.",
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
+        return _code_form(
+            request, csrf_token=session.csrf_token, next_path=target, error=error, status_code=400
+        )
+    throttle.record_success(identity, address)
+    raw, _ = service.complete_second_factor(db, session, user)
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, raw)
     return response
@@ -195,7 +304,10 @@ def _too_many(request: Request, target: str, email: str, wait: int, prefix: str 
     )
 
 
-async def _signed_in_or_none(request: Request, actor: OptionalActor) -> Actor | None:
+async def _signed_in_or_none(
+    request: Request, actor: Annotated[Actor | None, Depends(optional_actor_before_policy)]
+) -> Actor | None:
+    # Before the team's two-factor policy: a person sent to set it up can still sign out.
     if actor is not None and actor.session is not None:
         await check_session_csrf(request, actor.session)
     return actor
@@ -209,6 +321,11 @@ def logout(
 ) -> Response:
     if actor is not None and actor.session is not None:
         service.end_session(db, actor.session.token_hash)
+    else:
+        # A sign-in abandoned at the code form ends here too.
+        pending = _pending(request, db)
+        if pending is not None:
+            service.end_session(db, pending[0].token_hash)
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(response)
     return response
@@ -238,6 +355,8 @@ def _account_page(
         "sessions": service.sessions_of(db, actor.user_id),
         "current_session_id": actor.session.id if actor.session else None,
         "teams": service.teams_of(db, actor.user_id),
+        "describe_user_agent": service.describe_user_agent,
+        "two_factor_on": actor.user.has_two_factor,
     }
     return templates.TemplateResponse(
         request, "account/index.html", context, status_code=status_code, headers=headers
@@ -312,7 +431,11 @@ def account_password(
     # Every session ends, this one included; this browser gets a fresh one at once.
     service.end_other_sessions(db, actor.user_id)
     raw, _ = service.start_session(
-        db, actor.user, team_id=actor.team_id, user_agent=_user_agent(request)
+        db,
+        actor.user,
+        team_id=actor.team_id,
+        user_agent=_user_agent(request),
+        ip_address=client_address(request),
     )
     response = _redirect("/account", "password")
     set_session_cookie(response, raw)
@@ -340,23 +463,205 @@ def account_email(
     return _redirect("/account", "email")
 
 
+def _reauthenticated(
+    request: Request, db: SessionDep, actor: Actor, current_password: str
+) -> Response | None:
+    """Ending another browser's session asks for the password again (ASVS 7.5.2), so a
+    borrowed session cannot sign the owner out everywhere; None when it was right."""
+    guard = _password_guard(request, db, actor, "sessions")
+    if isinstance(guard, Response):
+        return guard
+    if service.password_is_right(actor.user, current_password):
+        return None
+    guard.record_failure(actor.user.email, client_address(request))
+    return _account_page(
+        request,
+        db,
+        actor,
+        errors={"sessions": "To end another session, type your current password correctly."},
+        status_code=400,
+    )
+
+
 @router.post("/account/sessions/end-others")
-def account_end_other_sessions(db: SessionDep, actor: SessionActor) -> Response:
+def account_end_other_sessions(
+    request: Request, db: SessionDep, actor: SessionActor, current_password: FormStr = ""
+) -> Response:
+    refused = _reauthenticated(request, db, actor, current_password)
+    if refused is not None:
+        return refused
     service.end_other_sessions(db, actor.user_id, keep=actor.session)
     return _redirect("/account", "sessions")
 
 
 @router.post("/account/sessions/{session_id}/end")
-def account_end_session(session_id: str, db: SessionDep, actor: SessionActor) -> Response:
+def account_end_session(
+    request: Request,
+    session_id: str,
+    db: SessionDep,
+    actor: SessionActor,
+    current_password: FormStr = "",
+) -> Response:
+    wanted = _uuid(session_id, "That session")
     try:
-        service.end_own_session(db, actor.user_id, _uuid(session_id, "That session"))
+        service.find_own_session(db, actor.user_id, wanted)
     except NotInTeam as exc:
         raise NotFound("That session") from exc
-    if actor.session is not None and str(actor.session.id) == session_id:
+    if actor.session is not None and actor.session.id == wanted:
+        # Ending this very session is signing out: no password needed.
+        service.end_session(db, actor.session.token_hash)
         response = _redirect("/login")
         clear_session_cookie(response)
         return response
+    refused = _reauthenticated(request, db, actor, current_password)
+    if refused is not None:
+        return refused
+    service.end_own_session(db, actor.user_id, wanted)
     return _redirect("/account", "session")
+
+
+# --- Two-factor sign-in ------------------------------------------------------------------------
+
+
+def _two_factor_page(
+    request: Request,
+    db: SessionDep,
+    actor: Actor,
+    *,
+    enrolment: two_factor.Enrolment | None = None,
+    recovery_codes: list[str] | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    context: dict[str, Any] = {
+        "actor": actor,
+        "errors": errors or {},
+        "enabled": actor.user.has_two_factor,
+        "enrolment": enrolment,
+        "recovery_codes": recovery_codes,
+        "codes_left": two_factor.recovery_codes_left(db, actor.user_id),
+        "required": two_factor.setup_required(actor.team, actor.user, actor.role),
+        "team_requires": actor.team.require_two_factor,
+    }
+    return templates.TemplateResponse(
+        request,
+        "account/two_factor.html",
+        context,
+        status_code=status_code,
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+@router.get(TWO_FACTOR_SETUP_PAGE, response_class=HTMLResponse)
+def two_factor_page(request: Request, db: SessionDep, actor: SetupActor) -> Response:
+    return _two_factor_page(request, db, actor)
+
+
+@router.post(TWO_FACTOR_SETUP_PAGE + "/setup")
+def two_factor_setup(request: Request, db: SessionDep, actor: SetupActor) -> Response:
+    try:
+        enrolment = two_factor.begin_setup(db, actor.user)
+    except AccountError as exc:
+        return _two_factor_page(
+            request, db, actor, errors={"setup": _sentence(exc)}, status_code=409
+        )
+    return _two_factor_page(request, db, actor, enrolment=enrolment)
+
+
+def _code_guard(
+    request: Request, db: SessionDep, actor: Actor, section: str, **page: Any
+) -> LoginThrottle | Response:
+    """Code checks on the account pages share the sign-in throttle for codes."""
+    throttle = LoginThrottle()
+    wait = throttle.wait_seconds(second_factor_identity(actor.user.email), client_address(request))
+    if wait:
+        return _two_factor_page(
+            request,
+            db,
+            actor,
+            errors={section: f"Too many wrong codes; try again in {wait} seconds."},
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+            **page,
+        )
+    return throttle
+
+
+@router.post(TWO_FACTOR_SETUP_PAGE + "/confirm")
+def two_factor_confirm(
+    request: Request, db: SessionDep, actor: SetupActor, code: FormStr = ""
+) -> Response:
+    enrolment = two_factor.pending_enrolment(actor.user)
+    guard = _code_guard(request, db, actor, "setup", enrolment=enrolment)
+    if isinstance(guard, Response):
+        return guard
+    try:
+        codes = two_factor.confirm_setup(db, actor.user, code)
+    except AccountError as exc:
+        guard.record_failure(second_factor_identity(actor.user.email), client_address(request))
+        return _two_factor_page(
+            request,
+            db,
+            actor,
+            enrolment=two_factor.pending_enrolment(actor.user),
+            errors={"setup": _sentence(exc)},
+            status_code=400,
+        )
+    return _two_factor_page(request, db, actor, recovery_codes=codes, status_code=201)
+
+
+@router.post(TWO_FACTOR_SETUP_PAGE + "/recovery-codes")
+def two_factor_recovery_codes(
+    request: Request, db: SessionDep, actor: SessionActor, code: FormStr = ""
+) -> Response:
+    guard = _code_guard(request, db, actor, "recovery")
+    if isinstance(guard, Response):
+        return guard
+    try:
+        codes = two_factor.regenerate_recovery_codes(db, actor.user, code)
+    except AccountError as exc:
+        guard.record_failure(second_factor_identity(actor.user.email), client_address(request))
+        return _two_factor_page(
+            request, db, actor, errors={"recovery": _sentence(exc)}, status_code=400
+        )
+    return _two_factor_page(request, db, actor, recovery_codes=codes, status_code=201)
+
+
+@router.post(TWO_FACTOR_SETUP_PAGE + "/disable")
+def two_factor_disable(
+    request: Request,
+    db: SessionDep,
+    actor: SessionActor,
+    current_password: FormStr = "",
+    code: FormStr = "",
+) -> Response:
+    address = client_address(request)
+    throttle = LoginThrottle()
+    wait = max(
+        throttle.wait_seconds(actor.user.email, address),
+        throttle.wait_seconds(second_factor_identity(actor.user.email), address),
+    )
+    if wait:
+        return _two_factor_page(
+            request,
+            db,
+            actor,
+            errors={"disable": f"Too many attempts; try again in {wait} seconds."},
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+        )
+    try:
+        two_factor.disable(db, actor.user, current_password=current_password, code=code)
+    except AccountError as exc:
+        if exc.field == "current_password":
+            throttle.record_failure(actor.user.email, address)
+        else:
+            throttle.record_failure(second_factor_identity(actor.user.email), address)
+        return _two_factor_page(
+            request, db, actor, errors={"disable": _sentence(exc)}, status_code=400
+        )
+    return _redirect("/account", "two-factor-off")
 
 
 def _uuid(value: str, what: str) -> uuid.UUID:
@@ -470,6 +775,24 @@ def team_remove_member(
     if member_id == actor.user_id:
         return _redirect("/")
     return _redirect("/team", "removed")
+
+
+@router.post("/team/members/{user_id}/two-factor/reset")
+def team_reset_two_factor(user_id: str, db: SessionDep, actor: SessionActor) -> Response:
+    _require_admin(actor)
+    try:
+        two_factor.reset_for_member(db, actor.team_id, _uuid(user_id, "That person"))
+    except NotInTeam as exc:
+        raise NotFound("That person") from exc
+    return _redirect("/team", "two-factor-reset")
+
+
+@router.post("/team/two-factor")
+def team_two_factor_policy(db: SessionDep, actor: SessionActor, required: FormStr = "") -> Response:
+    _require_admin(actor)
+    two_factor.set_team_policy(db, actor.team, required=required == "on")
+    # The admin who turns it on without a second factor is sent to set one up at once.
+    return _redirect("/team", "two-factor-policy")
 
 
 def _public_base(request: Request) -> str:
@@ -636,7 +959,13 @@ def accept_invite(
         return _invite_page(
             request, db, token, None, error=_sentence(exc), name=name, email=email, status_code=400
         )
-    raw, _ = service.start_session(db, user, team_id=team.id, user_agent=_user_agent(request))
+    raw, _ = service.start_session(
+        db,
+        user,
+        team_id=team.id,
+        user_agent=_user_agent(request),
+        ip_address=client_address(request),
+    )
     response = _redirect("/", "joined")
     set_session_cookie(response, raw)
     return response

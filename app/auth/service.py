@@ -167,28 +167,79 @@ def _starting_team(db: Session, user: User) -> uuid.UUID:
     return first
 
 
+#: How long the password step of a sign-in waits for its second factor.
+SECOND_FACTOR_WAIT = timedelta(minutes=10)
+
+
 def start_session(
-    db: Session, user: User, *, team_id: uuid.UUID | None = None, user_agent: str | None = None
+    db: Session,
+    user: User,
+    *,
+    team_id: uuid.UUID | None = None,
+    user_agent: str | None = None,
+    ip_address: str | None = None,
+    awaiting_second_factor: bool = False,
 ) -> tuple[str, AuthSession]:
-    """A new signed-in session; returns the raw token for the cookie (stored only hashed)."""
+    """A new signed-in session; returns the raw token for the cookie (stored only hashed).
+
+    With `awaiting_second_factor` the session is only the password step: it lives 10 minutes
+    and reaches nothing but the code form until `complete_second_factor` replaces it.
+    """
     if team_id is None or membership_of(db, user.id, team_id) is None:
         team_id = _starting_team(db, user)
     settings = get_settings()
     now = utcnow()
     raw = new_token(32)
+    lifetime = (
+        SECOND_FACTOR_WAIT
+        if awaiting_second_factor
+        else timedelta(hours=settings.SESSION_MAX_HOURS)
+    )
     session = AuthSession(
         token_hash=token_hash(raw),
         user_id=user.id,
         team_id=team_id,
         csrf_token=new_token(32),
         last_seen_at=now,
-        expires_at=now + timedelta(hours=settings.SESSION_MAX_HOURS),
+        expires_at=now + lifetime,
         user_agent=(user_agent or "")[:300] or None,
+        ip_address=(ip_address or "")[:64] or None,
+        awaiting_second_factor=awaiting_second_factor,
     )
     db.add(session)
     user.last_team_id = team_id
     db.flush()
     return raw, session
+
+
+def session_awaiting_second_factor(db: Session, raw_token: str) -> tuple[AuthSession, User] | None:
+    """The live password-only session behind a cookie, with its active person; else None."""
+    row = db.execute(
+        select(AuthSession, User)
+        .join(User, User.id == AuthSession.user_id)
+        .where(
+            AuthSession.token_hash == token_hash(raw_token),
+            AuthSession.awaiting_second_factor.is_(True),
+            AuthSession.expires_at > utcnow(),
+            User.is_active.is_(True),
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def complete_second_factor(
+    db: Session, pending: AuthSession, user: User
+) -> tuple[str, AuthSession]:
+    """The second factor passed: the password-only session ends and a full one with a new
+    token starts (so the token seen before the code never becomes a signed-in one)."""
+    end_session(db, pending.token_hash)
+    return start_session(
+        db,
+        user,
+        team_id=pending.team_id,
+        user_agent=pending.user_agent,
+        ip_address=pending.ip_address,
+    )
 
 
 def end_session(db: Session, token_hash_value: str) -> None:
@@ -208,6 +259,16 @@ def end_other_sessions(db: Session, user_id: uuid.UUID, keep: AuthSession | None
     return db.execute(stmt).rowcount or 0  # type: ignore[attr-defined]
 
 
+def find_own_session(db: Session, user_id: uuid.UUID, session_id: uuid.UUID) -> AuthSession:
+    """One of the person's own sessions by its public id; NotInTeam when it is not theirs."""
+    session = db.scalar(
+        select(AuthSession).where(AuthSession.user_id == user_id, AuthSession.id == session_id)
+    )
+    if session is None:
+        raise NotInTeam("That session was not found; it may have ended already.")
+    return session
+
+
 def end_own_session(db: Session, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
     """End one of the person's own sessions, found by its public id."""
     result = db.execute(
@@ -218,7 +279,8 @@ def end_own_session(db: Session, user_id: uuid.UUID, session_id: uuid.UUID) -> N
 
 
 def sessions_of(db: Session, user_id: uuid.UUID) -> list[AuthSession]:
-    """The person's sessions that are still live, most recently used first."""
+    """The person's sessions that are still live, most recently used first (password-only
+    sign-ins waiting for their second factor included: they tell of a known password)."""
     settings = get_settings()
     now = utcnow()
     idle_since = now - timedelta(minutes=settings.SESSION_IDLE_MINUTES)
@@ -235,6 +297,40 @@ def sessions_of(db: Session, user_id: uuid.UUID) -> list[AuthSession]:
     )
 
 
+#: Browser and system names looked for in a User-Agent, most specific first (Edge and Opera
+#: also say "Chrome", Chrome also says "Safari").
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("Chromium/", "Chromium"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+    ("curl/", "curl"),
+)
+_SYSTEMS = (
+    ("Android", "Android"),
+    ("iPhone", "iOS"),
+    ("iPad", "iPadOS"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def describe_user_agent(user_agent: str | None) -> str:
+    """A short summary of a User-Agent header, e.g. "Firefox on Linux"; "Unknown browser"
+    when nothing familiar is in it."""
+    if not user_agent:
+        return "Unknown browser"
+    browser = next((name for mark, name in _BROWSERS if mark in user_agent), None)
+    system = next((name for mark, name in _SYSTEMS if mark in user_agent), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or user_agent[:40]
+
+
 def purge_ended_sessions(db: Session, now: datetime | None = None) -> int:
     """Delete sessions past their absolute or idle timeout; returns how many went."""
     settings = get_settings()
@@ -249,6 +345,11 @@ def purge_ended_sessions(db: Session, now: datetime | None = None) -> int:
 
 
 # --- The account page -------------------------------------------------------------------------
+
+
+def password_is_right(user: User, password: str) -> bool:
+    """Whether `password` is the person's current one (for re-authentication)."""
+    return len(password) <= 4096 and verify_password(user.password_hash, password)
 
 
 def _require_password(user: User, current_password: str) -> None:

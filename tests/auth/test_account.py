@@ -172,7 +172,13 @@ def test_sign_out_another_session(db: Session, client_factory: Callable[..., Tes
     other_hash = token_hash(other.cookies.get(COOKIE) or "")
     other_session = db.get(AuthSession, other_hash)
     assert other_session is not None
-    response = _post(mine, f"/account/sessions/{other_session.id}/end", {})
+    path = f"/account/sessions/{other_session.id}/end"
+    # Ending another browser's session asks for the password again.
+    refused = _post(mine, path, {"current_password": "not my password"})
+    assert refused.status_code == 400
+    assert "current password" in refused.text
+    assert other.get("/account").status_code == 200
+    response = _post(mine, path, {"current_password": PASSWORD})
     assert response.status_code == 303
     assert other.get("/account", follow_redirects=False).status_code == 303
     assert mine.get("/account").status_code == 200
@@ -182,7 +188,10 @@ def test_sign_out_every_other_session(
     db: Session, client_factory: Callable[..., TestClient]
 ) -> None:
     _, (mine, second, third) = _signed_in(db, client_factory, count=3)
-    assert _post(mine, "/account/sessions/end-others", {}).status_code == 303
+    assert _post(mine, "/account/sessions/end-others", {}).status_code == 400
+    assert second.get("/account").status_code == 200
+    ended = _post(mine, "/account/sessions/end-others", {"current_password": PASSWORD})
+    assert ended.status_code == 303
     assert mine.get("/account").status_code == 200
     for client in (second, third):
         assert client.get("/account", follow_redirects=False).status_code == 303
@@ -195,7 +204,8 @@ def test_nobody_can_end_someone_elses_session(
     _, (intruder,) = _signed_in(db, client_factory)
     session = db.get(AuthSession, token_hash(victim.cookies.get(COOKIE) or ""))
     assert session is not None
-    assert _post(intruder, f"/account/sessions/{session.id}/end", {}).status_code == 404
+    path = f"/account/sessions/{session.id}/end"
+    assert _post(intruder, path, {"current_password": PASSWORD}).status_code == 404
     assert victim.get("/account").status_code == 200
 
 
