@@ -23,7 +23,7 @@ from typing import Any, Literal
 from app.bfl import catalogue
 from app.bfl.errors import RequestInvalid
 from app.emulator.config import EmulatorConfig
-from app.emulator.render import content_type_for, render_image
+from app.emulator.render import content_type_for, extension_for, render_image
 
 Outcome = Literal["ready", "request_moderated", "content_moderated", "error", "not_found"]
 
@@ -78,7 +78,7 @@ class Task:
 
     @property
     def extension(self) -> str:
-        return "png" if self.output_format == "png" else "jpg"
+        return extension_for(self.output_format)
 
     def is_active(self, now: float) -> bool:
         return now < self.ready_at

@@ -25,12 +25,12 @@ def test_megapixels_round_up(width: int, height: int, megapixels: int) -> None:
 
 def test_published_prices_at_one_megapixel() -> None:
     assert estimate_cost("flux-2-pro", 1024, 1024) == CostEstimate(Decimal("3"), Decimal("0.03"))
-    assert estimate_cost("flux-2-flex", 1024, 1024) == CostEstimate(Decimal("6"), Decimal("0.06"))
+    assert estimate_cost("flux-2-flex", 1024, 1024) == CostEstimate(Decimal("5"), Decimal("0.05"))
 
 
 def test_price_scales_with_size_and_reference_images() -> None:
     assert estimate_cost("flux-2-pro", 2048, 2048).usd == Decimal("0.075")
-    assert estimate_cost("flux-2-flex", 2048, 2048).usd == Decimal("0.24")
+    assert estimate_cost("flux-2-flex", 2048, 2048).usd == Decimal("0.20")
     assert estimate_cost("flux-2-pro", 1024, 1024, reference_images=2).usd == Decimal("0.06")
     prices = [estimate_cost(m, 2048, 2048).usd for m in ("flux-2-klein-4b", "flux-2-pro")]
     assert prices == sorted(prices)
