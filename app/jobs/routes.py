@@ -21,6 +21,7 @@ from app.bfl.catalogue import (
     RequestInvalid,
     catalogue_as_dict,
     estimate_cost,
+    estimate_payload_cost,
     get_model,
     list_models,
     output_size,
@@ -162,14 +163,25 @@ def read_generate_form(form: FormData, team_id: uuid.UUID) -> GenerateForm:
         state.values[name] = _text(form, name)
     raw_prompt = form.get("prompt")
     state.values["prompt"] = raw_prompt if isinstance(raw_prompt, str) else ""
+    booleans = _boolean_fields()
     for spec_field in _all_visible_fields():
-        state.values[spec_field] = _text(form, spec_field)
+        if spec_field in booleans:
+            # A hidden "false" comes before each checkbox, so an unticked box still says so;
+            # a ticked one adds "true" after it, and the last value is the answer.
+            sent = [v.strip() for v in form.getlist(spec_field) if isinstance(v, str)]
+            state.values[spec_field] = sent[-1] if sent else ""
+        else:
+            state.values[spec_field] = _text(form, spec_field)
     state.stored_references = [
         v
         for v in form.getlist("stored_reference")
         if isinstance(v, str) and _own_reference(v, team_id)
     ]
     return state
+
+
+def _boolean_fields() -> set[str]:
+    return {f.name for spec in list_models() for f in spec.fields if f.type is FieldType.BOOLEAN}
 
 
 def _all_visible_fields() -> list[str]:
@@ -194,11 +206,15 @@ def request_params(state: GenerateForm) -> tuple[dict[str, Any], int | None]:
             continue
         value = state.get(f.name)
         if f.type is FieldType.BOOLEAN:
-            # An unticked box means "not set": the model's own default applies.
-            if value:
+            # The form says "true" or "false" outright, and that is what BFL is sent: leaving
+            # an unticked box out would let BFL's default (on, for some models) decide.
+            # Nothing at all (a hand-made post) leaves the catalogue's default to apply.
+            if value.lower() in ("true", "on", "1"):
                 params[f.name] = True
-            elif f.default is not None:
+            elif value.lower() in ("false", "off", "0"):
                 params[f.name] = False
+            elif value:
+                params[f.name] = value  # the catalogue names the problem
             continue
         if value != "":
             params[f.name] = value
@@ -230,7 +246,7 @@ async def _uploads(form: FormData) -> list[bytes]:
 
 
 def _estimate_context(state: GenerateForm, uploads: int) -> dict[str, Any]:
-    """The price of what the form asks for, by the catalogue's own `estimate_cost`."""
+    """The price of what the form asks for, by `estimate_payload_cost` as the service reserves."""
     spec = state.model
     payload: dict[str, Any] = {}
     for name in ("width", "height", "aspect_ratio"):
@@ -249,8 +265,12 @@ def _estimate_context(state: GenerateForm, uploads: int) -> dict[str, Any]:
             payload[name] = None
     width, height = output_size(spec, payload)
     references = min(uploads + len(state.stored_references), spec.max_reference_images)
+    # The same payload shape and the same function the service reserves with: reference
+    # images count as filled input_image fields, sizes as width/height or aspect_ratio.
+    for name in reference_field_names(references):
+        payload[name] = "reference"
     price = get_settings().CREDIT_PRICE_USD
-    each = estimate_cost(spec, width, height, references, credit_price_usd=price)
+    each = estimate_payload_cost(spec, payload, credit_price_usd=price)
     try:
         count = max(1, min(int(state.get("count") or "1"), get_settings().MAX_BATCH_SIZE))
     except ValueError:
@@ -269,7 +289,11 @@ def _estimate_context(state: GenerateForm, uploads: int) -> dict[str, Any]:
 
 
 def _usd(value: Decimal) -> str:
-    return f"${value:.3f}".rstrip("0").rstrip(".") if value < 1 else f"${value:.2f}"
+    # Cents always show two places ($0.60); a tenth of a cent adds the third ($0.015).
+    if value >= 1:
+        return f"${value:.2f}"
+    text = f"{value:.3f}"
+    return f"${text[:-1] if text.endswith('0') else text}"
 
 
 def _page_context(

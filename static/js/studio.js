@@ -72,6 +72,11 @@
           input.value = String(spec.default);
         }
       }
+      var box = wrapper.querySelector("input[type=checkbox][data-boolean]");
+      // A box the person has not touched shows this model's own default (BFL's).
+      if (box && switching && !box.hasAttribute("data-touched") && typeof spec.default === "boolean") {
+        box.checked = spec.default;
+      }
       var help = wrapper.querySelector("[data-help]");
       if (help) help.textContent = spec.help || "";
     });
@@ -114,10 +119,14 @@
     preset.value = match;
   }
 
+  // Listened to in the capture phase: these handlers change other fields (the size a preset
+  // stands for, the reference count, a model's defaults), and they must have done so before
+  // htmx, listening on the form itself, reads the form to ask for the new estimate.
   document.addEventListener("change", function (event) {
     var target = event.target;
     var form = target.closest && target.closest("#generate-form");
     if (!form) return;
+    if (target.matches("[data-boolean]")) target.setAttribute("data-touched", "");
     if (target.matches("[data-model-radio]")) applyModel(form, true);
     if (target.matches("[data-seed-mode]")) {
       var seed = form.querySelector("#seed");
@@ -133,7 +142,7 @@
     }
     if (target.matches("[data-dimension]")) syncPreset(form);
     if (target.matches("[data-reference-input]")) checkReferences(form);
-  });
+  }, true);
 
   document.addEventListener("click", function (event) {
     var target = event.target;
