@@ -391,6 +391,8 @@ _FLUX2_UNCONFIRMED = (
     "seed upper bound (the schema gives none; 2**32 - 1 kept)",
     "sizes above 4 MP: refused here; BFL may resize them instead",
     "reference images are priced at one megapixel each (BFL counts their real size)",
+    "output size of an edit when no size is sent (the schema's default of 0 leaves it to BFL;"
+    " the studio always sends one)",
 )
 
 #: Where the FLUX1.1 [pro] and Ultra facts were read.
@@ -574,6 +576,28 @@ _MODELS: tuple[ModelSpec, ...] = (
         ),
         sources=_FLUX2_SOURCES,
         unconfirmed=_FLUX2_UNCONFIRMED,
+    ),
+    ModelSpec(
+        name="flux-2-klein-9b-preview",
+        label="FLUX.2 [klein] 9B preview",
+        family="FLUX.2",
+        description="Klein 9B's preview endpoint, where BFL's newest klein weights land first.",
+        speed="very fast",
+        quality="good+ (changes as BFL updates it)",
+        price="very low",
+        sizing=Sizing.PIXELS,
+        # Same request schema as klein 9B (Flux2KleinInputs), its own endpoint.
+        fields=_flux2_fields(references=4),
+        max_reference_images=4,
+        pricing=Pricing(
+            Decimal("0.015"),
+            Decimal("0.002"),
+            Decimal("0.002"),
+            confirmed=False,
+            note="No published price; klein 9B's is assumed. BFL's reported cost is charged.",
+        ),
+        sources={**_FLUX2_SOURCES, "price": "none"},
+        unconfirmed=(*_FLUX2_UNCONFIRMED, "price (none published; klein 9B's assumed)"),
     ),
     ModelSpec(
         name="flux-pro-1.1",

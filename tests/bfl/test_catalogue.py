@@ -21,7 +21,14 @@ from app.bfl.catalogue import (
     validate_request,
 )
 
-FLUX2 = ["flux-2-pro", "flux-2-flex", "flux-2-max", "flux-2-klein-4b", "flux-2-klein-9b"]
+FLUX2 = [
+    "flux-2-pro",
+    "flux-2-flex",
+    "flux-2-max",
+    "flux-2-klein-4b",
+    "flux-2-klein-9b",
+    "flux-2-klein-9b-preview",
+]
 # Spelled with escapes: the message uses the real multiplication sign.
 AREA_MESSAGE = "width \u00d7 height must be at most 4 MP (4,194,304 pixels); try 2048 \u00d7 2048"
 FLUX1 = ["flux-pro-1.1", "flux-pro-1.1-ultra", "flux-kontext-pro", "flux-kontext-max"]

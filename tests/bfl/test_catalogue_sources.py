@@ -163,7 +163,7 @@ def test_prompt_upsampling_is_offered_exactly_where_bfls_schemas_take_it() -> No
         "flux-kontext-max": False,
     }
     # Pro, max and klein have no such field in BFL's schemas: refused, not silently dropped.
-    for model in ("flux-2-pro", "flux-2-max", "flux-2-klein-4b", "flux-2-klein-9b"):
+    for model in ("flux-2-pro", "flux-2-max", "flux-2-klein-4b", "flux-2-klein-9b-preview"):
         assert _errors(model, {"prompt": "x", "prompt_upsampling": True}) == {
             "prompt_upsampling": f"prompt_upsampling is not accepted by {model}"
         }
@@ -177,7 +177,16 @@ def test_prompt_upsampling_is_offered_exactly_where_bfls_schemas_take_it() -> No
 
 
 def test_flux2_limits_from_the_schemas() -> None:
-    for name in ("flux-2-pro", "flux-2-flex", "flux-2-max", "flux-2-klein-4b", "flux-2-klein-9b"):
+    flux2 = [m.name for m in list_models() if m.family == "FLUX.2"]
+    assert flux2 == [
+        "flux-2-pro",
+        "flux-2-flex",
+        "flux-2-max",
+        "flux-2-klein-4b",
+        "flux-2-klein-9b",
+        "flux-2-klein-9b-preview",
+    ]
+    for name in flux2:
         spec = get_model(name)
         safety = spec.field("safety_tolerance")
         assert safety is not None and (safety.minimum, safety.maximum, safety.default) == (0, 5, 2)
@@ -192,3 +201,11 @@ def test_flux2_limits_from_the_schemas() -> None:
         5.0,
     )
     assert steps is not None and (steps.minimum, steps.maximum, steps.default) == (1, 50, 50)
+
+
+def test_the_klein_preview_endpoint_is_offered_with_its_price_unconfirmed() -> None:
+    preview, released = get_model("flux-2-klein-9b-preview"), get_model("flux-2-klein-9b")
+    assert preview.field_names == released.field_names
+    assert not preview.pricing.confirmed and released.pricing.confirmed
+    assert SOURCES[preview.sources["price"]].startswith("no public page found")
+    assert any(item.startswith("price") for item in preview.unconfirmed)
