@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
 from enum import StrEnum
@@ -46,6 +46,7 @@ __all__ = [
     "model_names",
     "output_size",
     "reference_field_names",
+    "reference_megapixels",
     "validate_request",
 ]
 
@@ -390,7 +391,7 @@ _FLUX2_SOURCES: dict[str, str] = {
 _FLUX2_UNCONFIRMED = (
     "seed upper bound (the schema gives none; 2**32 - 1 kept)",
     "sizes above 4 MP: refused here; BFL may resize them instead",
-    "reference images are priced at one megapixel each (BFL counts their real size)",
+    "inputs above 4 MP priced as 4 MP (BFL resizes them, by third-party pricing notes)",
     "output size of an edit when no size is sent (the schema's default of 0 leaves it to BFL;"
     " the studio always sends one)",
 )
@@ -800,20 +801,34 @@ def count_reference_images(payload: Mapping[str, Any]) -> int:
     return sum(1 for name in reference_field_names(_REFERENCE_FIELD_LIMIT) if payload.get(name))
 
 
+def reference_megapixels(size: tuple[int, int] | None) -> int:
+    """Megapixels one reference image is priced at: 1 to 4.
+
+    Its width x height rounded up like an output's (`billable_megapixels`), at most the 4 MP an
+    input is resized to (unconfirmed); one megapixel when its size is not known (a URL).
+    """
+    if size is None:
+        return 1
+    return min(billable_megapixels(*size), MAX_PIXELS // MEGAPIXEL)
+
+
 def estimate_cost(
     model: str | ModelSpec,
     width: int,
     height: int,
     reference_images: int = 0,
     *,
+    reference_sizes: Sequence[tuple[int, int] | None] = (),
     credit_price_usd: Decimal = DEFAULT_CREDIT_PRICE_USD,
 ) -> CostEstimate:
     """Estimated price of one image, in credits and US dollars.
 
     Size-priced models: first megapixel + each further started megapixel (see
-    `billable_megapixels`) + one megapixel's reference price per reference image (their real
-    size is unknown before upload, so each counts as one megapixel). Flat models ignore the size.
-    Credits are dollars divided by `credit_price_usd`, rounded up to hundredths.
+    `billable_megapixels`) + the input-megapixel price for each reference image, at
+    `reference_megapixels` of its size (`reference_sizes`, in the order of the fields; images
+    beyond the sizes given, up to `reference_images`, count as one megapixel each). Flat
+    models ignore sizes. Credits are dollars divided by `credit_price_usd`, rounded up to
+    hundredths.
     """
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     pricing = spec.pricing
@@ -821,10 +836,13 @@ def estimate_cost(
         usd = pricing.first_megapixel_usd
     else:
         extra = billable_megapixels(width, height) - 1
+        count = max(0, reference_images, len(reference_sizes))
+        sizes = [*reference_sizes, *([None] * (count - len(reference_sizes)))]
+        inputs = sum(reference_megapixels(size) for size in sizes)
         usd = (
             pricing.first_megapixel_usd
             + pricing.additional_megapixel_usd * extra
-            + pricing.reference_megapixel_usd * max(0, reference_images)
+            + pricing.reference_megapixel_usd * inputs
         )
     if credit_price_usd <= 0:
         raise ValueError("credit_price_usd must be positive")
@@ -836,16 +854,23 @@ def estimate_payload_cost(
     model: str | ModelSpec,
     payload: Mapping[str, Any],
     *,
+    reference_sizes: Sequence[tuple[int, int] | None] = (),
     credit_price_usd: Decimal = DEFAULT_CREDIT_PRICE_USD,
 ) -> CostEstimate:
-    """`estimate_cost` for a validated request payload."""
+    """`estimate_cost` for a validated request payload.
+
+    `reference_sizes` are the (width, height) of its reference images in field order, where
+    known; the others count as one megapixel each.
+    """
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     width, height = output_size(spec, payload)
+    count = count_reference_images(payload)
     return estimate_cost(
         spec,
         width,
         height,
-        count_reference_images(payload),
+        count,
+        reference_sizes=list(reference_sizes)[:count],
         credit_price_usd=credit_price_usd,
     )
 

@@ -50,7 +50,7 @@ def _rng(model: str, prompt: str, seed: int) -> random.Random:
 def render_image(
     prompt: str, seed: int, model: str, width: int, height: int, output_format: str
 ) -> bytes:
-    """A `width` x `height` JPEG or PNG; the same arguments always give the same bytes.
+    """A `width` x `height` JPEG, PNG or WebP; the same arguments always give the same bytes.
 
     Colours and shapes come from a generator seeded by model, prompt and seed, so another
     seed gives a visibly different picture. The image shows the prompt, model and seed, and

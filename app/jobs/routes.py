@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -33,7 +34,16 @@ from app.deps import SessionDep
 from app.errors import NotFound
 from app.gallery.service import credits_text, recent_jobs
 from app.jobs.models import Job, JobStatus
-from app.jobs.service import STORED_PREFIX, JobError, cancel_job, create_jobs, get_job, retry_job
+from app.jobs.service import (
+    STORED_PREFIX,
+    JobError,
+    cancel_job,
+    create_jobs,
+    get_job,
+    image_size,
+    reference_size,
+    retry_job,
+)
 from app.settings import get_settings
 from app.templating import templates
 
@@ -245,8 +255,14 @@ async def _uploads(form: FormData) -> list[bytes]:
     return files
 
 
-def _estimate_context(state: GenerateForm, uploads: int) -> dict[str, Any]:
-    """The price of what the form asks for, by `estimate_payload_cost` as the service reserves."""
+def _estimate_context(
+    state: GenerateForm, uploads: int, upload_sizes: Sequence[tuple[int, int] | None] = ()
+) -> dict[str, Any]:
+    """The price of what the form asks for, by `estimate_payload_cost` as the service reserves.
+
+    `uploads` files are chosen (or sent); `upload_sizes` are their (width, height) where known.
+    Stored references (reused from a job) come first, as the service fills the fields.
+    """
     spec = state.model
     payload: dict[str, Any] = {}
     for name in ("width", "height", "aspect_ratio"):
@@ -269,8 +285,10 @@ def _estimate_context(state: GenerateForm, uploads: int) -> dict[str, Any]:
     # images count as filled input_image fields, sizes as width/height or aspect_ratio.
     for name in reference_field_names(references):
         payload[name] = "reference"
+    chosen = [*upload_sizes[:uploads], *([None] * max(0, uploads - len(upload_sizes)))]
+    sizes = [reference_size(v) for v in state.stored_references] + chosen
     price = get_settings().CREDIT_PRICE_USD
-    each = estimate_payload_cost(spec, payload, credit_price_usd=price)
+    each = estimate_payload_cost(spec, payload, reference_sizes=sizes, credit_price_usd=price)
     try:
         count = max(1, min(int(state.get("count") or "1"), get_settings().MAX_BATCH_SIZE))
     except ValueError:
@@ -297,7 +315,11 @@ def _usd(value: Decimal) -> str:
 
 
 def _page_context(
-    request: Request, actor: Actor, db: SessionDep, state: GenerateForm, uploads: int = 0
+    request: Request,
+    actor: Actor,
+    db: SessionDep,
+    state: GenerateForm,
+    uploads: Sequence[bytes] = (),
 ) -> dict[str, Any]:
     settings = get_settings()
     catalogue = catalogue_as_dict(settings.CREDIT_PRICE_USD)
@@ -319,7 +341,7 @@ def _page_context(
         "presets": ASPECT_PRESETS,
         "catalogue_json": json.dumps(catalogue),
         "max_batch_size": settings.MAX_BATCH_SIZE,
-        "estimate": _estimate_context(state, uploads),
+        "estimate": _estimate_context(state, len(uploads), [image_size(f) for f in uploads]),
         "jobs": [
             card(job) for job in recent_jobs(db, actor.team_id, actor.user_id, limit=_RECENT_CARDS)
         ],
@@ -360,9 +382,21 @@ def estimate_fragment(request: Request, actor: CurrentActor) -> Response:
         uploads = max(0, min(int(query.get("reference_count") or 0), _MAX_UPLOADS))
     except ValueError:
         uploads = 0
+    sizes = _sizes(query.get("reference_sizes") or "")
     return templates.TemplateResponse(
-        request, "jobs/_estimate.html", {"estimate": _estimate_context(state, uploads)}
+        request, "jobs/_estimate.html", {"estimate": _estimate_context(state, uploads, sizes)}
     )
+
+
+def _sizes(text: str) -> list[tuple[int, int] | None]:
+    """The chosen files' sizes the page read ("1024x768,640x480"); None for an unreadable one."""
+    sizes: list[tuple[int, int] | None] = []
+    for item in text.split(",")[:_MAX_UPLOADS] if text else []:
+        width, _, height = item.strip().partition("x")
+        sides = (int(width), int(height)) if width.isdigit() and height.isdigit() else (0, 0)
+        fits = all(0 < side <= _MAX_ESTIMATE_SIDE for side in sides)
+        sizes.append(sides if fits else None)
+    return sizes
 
 
 @router.post("/generate", response_class=HTMLResponse, summary="Queue images from the form")
@@ -392,9 +426,9 @@ async def generate(request: Request, actor: ChangingActor, db: SessionDep) -> Re
     if not request.headers.get("hx-request"):
         if not failed:
             return RedirectResponse("/", status_code=303)
-        context = _page_context(request, actor, db, state, len(files))
+        context = _page_context(request, actor, db, state, files)
         return templates.TemplateResponse(request, "jobs/generate.html", context, status_code=422)
-    context = _page_context(request, actor, db, state, len(files))
+    context = _page_context(request, actor, db, state, files)
     context["new_jobs"] = [card(job) for job in jobs]
     # htmx swaps 2xx answers only; field errors are a normal outcome of this form.
     return templates.TemplateResponse(request, "jobs/_generate_response.html", context)

@@ -105,6 +105,34 @@
     }
   }
 
+  // BFL prices each reference image by its megapixels: read the chosen files' sizes, then ask
+  // for the estimate again with them (the first answer counts each file as one megapixel).
+  var sizeReads = 0;
+
+  function imageSize(file) {
+    if (!window.createImageBitmap) return Promise.resolve("?");
+    return createImageBitmap(file).then(function (bitmap) {
+      var size = bitmap.width + "x" + bitmap.height;
+      bitmap.close();
+      return size;
+    }, function () { return "?"; });
+  }
+
+  function readReferenceSizes(form) {
+    var input = form.querySelector("[data-reference-input]");
+    var field = form.querySelector("[data-reference-sizes]");
+    if (!input || !field) return;
+    var files = input.files ? Array.prototype.slice.call(input.files) : [];
+    var read = ++sizeReads;
+    field.value = "";
+    if (!files.length) return;
+    Promise.all(files.map(imageSize)).then(function (sizes) {
+      if (read !== sizeReads) return;  // the person chose other files meanwhile
+      field.value = sizes.join(",");
+      field.dispatchEvent(new Event("change", { bubbles: true }));
+    });
+  }
+
   function syncPreset(form) {
     var preset = form.querySelector("[data-aspect-preset]");
     var width = form.querySelector("#width");
@@ -141,7 +169,10 @@
       }
     }
     if (target.matches("[data-dimension]")) syncPreset(form);
-    if (target.matches("[data-reference-input]")) checkReferences(form);
+    if (target.matches("[data-reference-input]")) {
+      checkReferences(form);
+      readReferenceSizes(form);
+    }
   }, true);
 
   document.addEventListener("click", function (event) {

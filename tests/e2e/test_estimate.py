@@ -24,6 +24,8 @@ from tests.pipeline_support import WebProcess, pipeline_env
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 WAIT_MS = 20_000
+#: 1.43 MP: BFL bills it as two input megapixels.
+REFERENCE_SIZE = (1500, 1000)
 
 
 def _free_port() -> int:
@@ -70,7 +72,7 @@ def _pictures(tmp_path: Path, count: int) -> list[str]:
     for i in range(count):
         path = tmp_path / f"reference-{i}.png"
         buffer = io.BytesIO()
-        Image.new("RGB", (64, 48), (40 * i, 120, 200)).save(buffer, "PNG")
+        Image.new("RGB", REFERENCE_SIZE, (40 * i, 120, 200)).save(buffer, "PNG")
         path.write_bytes(buffer.getvalue())
         paths.append(str(path))
     return paths
@@ -87,13 +89,15 @@ def test_reference_images_count_in_the_estimate_at_once(page: Any, tmp_path: Pat
     page.check("input[name=model][value=flux-2-pro]")
     page.select_option("#aspect_preset", "1:1")
     _wait_for_estimate(page, credits_text(estimate_cost("flux-2-pro", 1024, 1024).credits))
-    # Two references and nothing else changed: BFL charges each one as input megapixels.
+    # Two references and nothing else changed: BFL charges each by its megapixels (2 each).
     page.set_input_files("#reference_images", _pictures(tmp_path, 2))
-    two = credits_text(estimate_cost("flux-2-pro", 1024, 1024, 2).credits)
-    assert two == "6"
-    _wait_for_estimate(page, two)
+    two = estimate_cost("flux-2-pro", 1024, 1024, reference_sizes=[REFERENCE_SIZE] * 2)
+    assert credits_text(two.credits) == "9"  # 3 + 1.5 x 4 input megapixels
+    _wait_for_estimate(page, "9")
+    assert "2 reference images" in page.inner_text("#estimate")
     page.set_input_files("#reference_images", _pictures(tmp_path, 1))
-    _wait_for_estimate(page, credits_text(estimate_cost("flux-2-pro", 1024, 1024, 1).credits))
+    one = estimate_cost("flux-2-pro", 1024, 1024, reference_sizes=[REFERENCE_SIZE])
+    _wait_for_estimate(page, credits_text(one.credits))
 
 
 def test_choosing_a_preset_prices_the_size_it_sets(page: Any) -> None:

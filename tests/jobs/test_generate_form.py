@@ -101,16 +101,25 @@ def test_the_estimate_shown_is_what_generating_reserves(
     client = sign_in(alice)
     fields = dict(request_fields)
     refs = fields.pop("refs")
+    # References of different sizes: BFL prices each by its megapixels (1 to 4).
+    sizes = [(40 + i, 30) if i % 2 else (1200 + 300 * i, 1000) for i in range(refs)]
+    files = [
+        ("reference_images", (f"ref{i}.png", _png(size, (10 * i, 90, 160)), "image/png"))
+        for i, size in enumerate(sizes)
+    ]
     # What the page asks while the person fills the form in (refs chosen, nothing uploaded yet).
     estimate = client.get(
-        "/generate/estimate", params={**fields, "reference_count": str(refs), "prompt": ""}
+        "/generate/estimate",
+        params={
+            **fields,
+            "reference_count": str(refs),
+            # The page reads the chosen files' sizes and sends them along.
+            "reference_sizes": ",".join(f"{w}x{h}" for w, h in sizes),
+            "prompt": "",
+        },
     )
     assert estimate.status_code == 200
 
-    files = [
-        ("reference_images", (f"ref{i}.png", _png((40 + i, 30), (10 * i, 90, 160)), "image/png"))
-        for i in range(refs)
-    ]
     posted = client.post(
         "/generate",
         data={**fields, "prompt": "a kite over dunes", "seed_mode": "random"},
@@ -124,3 +133,27 @@ def test_the_estimate_shown_is_what_generating_reserves(
     assert _shown_total(estimate.text) == reserved
     # And the page the post answers with shows the same figure.
     assert _shown_total(posted.text) == reserved
+
+
+def test_a_reused_reference_is_priced_by_its_stored_size(
+    committed_db: Session, sign_in: SignIn
+) -> None:
+    alice = make_person(committed_db)
+    client = sign_in(alice)
+    wide = _png((2048, 1536), (200, 120, 40))  # 3 MP
+    first = client.post(
+        "/generate",
+        data={"model": "flux-2-pro", "prompt": "a harbour", "count": "1"},
+        files=[("reference_images", ("wide.png", wide, "image/png"))],
+        headers=HX,
+    )
+    assert first.status_code == 200, first.text
+    (job,) = _jobs(committed_db)
+    stored = job.params["input_image"]
+    # "Use these settings" brings the stored reference back; its price is read from storage.
+    shown = client.get(
+        "/generate/estimate",
+        params={"model": "flux-2-pro", "width": "1024", "height": "1024", "count": "1",
+                "stored_reference": stored},
+    )  # fmt: skip
+    assert _shown_total(shown.text) == job.estimated_credits == Decimal("7.50")
