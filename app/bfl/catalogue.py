@@ -2,13 +2,16 @@
 
 This is the one place for facts about BFL's models. Anything BFL has not published as a
 guarantee is still data here (marked in `unconfirmed`), so correcting it is a one-line change.
+Every model names, in `sources`, the public page each of its prices and limits was read from
+and when; `SOURCES` below spells those pages out once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
 from enum import StrEnum
@@ -22,6 +25,8 @@ __all__ = [
     "DEFAULT_CREDIT_PRICE_USD",
     "MAX_PIXELS",
     "MEGAPIXEL",
+    "SOURCES",
+    "WEBHOOK_URL_MAX_LENGTH",
     "CostEstimate",
     "FieldError",
     "FieldSpec",
@@ -41,13 +46,43 @@ __all__ = [
     "model_names",
     "output_size",
     "reference_field_names",
+    "reference_megapixels",
     "validate_request",
 ]
 
+#: Where each fact was read, by short name; `ModelSpec.sources` refers to these names. Each
+#: entry is the page's address (host and path) and the day it was read.
+SOURCES: dict[str, str] = {
+    # The price table: 1 credit = $0.01; FLUX.2 "from" prices per model; FLUX.1 per image.
+    "pricing": "docs.bfl.ai/quick_start/pricing (read 2026-11-30)",
+    # BFL's own integration guide: FLUX.2 first/extra megapixel prices, the formula
+    # first MP + (output MP - 1) x MP price + input MP x MP price, FLUX.1 prices, 4 MP cap,
+    # multiples of 16, references per model (klein 4, pro/max/flex 8).
+    "bfl-skills": (
+        "github.com/black-forest-labs/skills skills/bfl-api/SKILL.md and "
+        "references/endpoints.md (2026-02-03 revision, read 2026-11-30)"
+    ),
+    # BFL's request schemas (the same file docs.bfl.ai/api-reference/models/* embeds), read
+    # from the copy kept in a public client library, snapshot of 2026-04-29.
+    "openapi": (
+        "api.bfl.ai/openapi.json, as kept in github.com/tryAGI/BlackForestLabs "
+        "src/libs/BlackForestLabs/openapi.json (snapshot 2026-04-29, read 2026-11-30)"
+    ),
+    # Third-party pages that repeat BFL's Kontext rule: safety 0-6 to create, 0-2 to edit.
+    "kontext-editing-safety": (
+        "docs.kie.ai/flux-kontext-api/quickstart (third party, read 2026-11-30)"
+    ),
+    # Not found in anything searchable: kept as our own conservative reading.
+    "none": "no public page found (searched 2026-11-30); our own conservative reading",
+}
+
 #: One billing megapixel. BFL's 4 MP cap is 4 x 2**20 px, so their "megapixel" is 1024 x 1024.
 MEGAPIXEL = 1024 * 1024
-#: Largest output in pixels for size-by-pixels models (unconfirmed exact cap: 2048 x 2048).
+#: Largest output in pixels for size-by-pixels models: "max 4MP total" (SOURCES["bfl-skills"]).
+#: Larger sizes are refused here; whether BFL resizes them instead is unconfirmed.
 MAX_PIXELS = 4 * MEGAPIXEL
+#: Longest webhook_url BFL's schemas accept (maxLength 2083, SOURCES["openapi"]).
+WEBHOOK_URL_MAX_LENGTH = 2083
 #: Active tasks (submitted, not finished) BFL allows per account unless a model says otherwise.
 ACCOUNT_ACTIVE_TASK_CAP = 24
 #: US dollars per BFL credit (unconfirmed); the app passes its own setting.
@@ -90,6 +125,8 @@ class FieldSpec:
     maximum: float | None = None
     multiple_of: int | None = None
     choices: tuple[str, ...] = ()
+    #: Longest text accepted, in characters (None: no limit of its own).
+    max_length: int | None = None
     #: Plumbing fields (webhooks, reference images) the generation form does not show.
     internal: bool = False
 
@@ -105,6 +142,7 @@ class FieldSpec:
             "maximum": self.maximum,
             "multiple_of": self.multiple_of,
             "choices": list(self.choices) or None,
+            "max_length": self.max_length,
             "internal": self.internal,
         }
 
@@ -155,6 +193,11 @@ class ModelSpec:
     active_task_cap: int | None = None
     #: Output size class of aspect-ratio models (ignored for size-by-pixels models).
     nominal_megapixels: int = 1
+    #: Highest safety_tolerance when reference images are given (None: the field's maximum).
+    editing_safety_maximum: int | None = None
+    #: Where each fact was read: fact name ("price", "fields", "reference_images", ...) ->
+    #: a key of `SOURCES`.
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
     unconfirmed: tuple[str, ...] = ()
 
     def field(self, name: str) -> FieldSpec | None:
@@ -179,7 +222,9 @@ class ModelSpec:
             "max_reference_images": self.max_reference_images,
             "active_task_cap": self.active_task_cap,
             "nominal_megapixels": self.nominal_megapixels,
+            "editing_safety_maximum": self.editing_safety_maximum,
             "pricing": self.pricing.as_dict(),
+            "sources": {fact: SOURCES[key] for fact, key in self.sources.items()},
             "unconfirmed": list(self.unconfirmed),
         }
 
@@ -213,16 +258,28 @@ _SEED = FieldSpec(
     minimum=0,
     maximum=2**32 - 1,  # unconfirmed upper bound; kept conservative
 )
-_OUTPUT_FORMAT = FieldSpec(
-    "output_format",
-    FieldType.CHOICE,
-    "Format",
-    "JPEG is smaller; PNG is lossless.",
-    default="jpeg",
-    choices=("jpeg", "png"),
-)
+
+
+def _output_format(default: str) -> FieldSpec:
+    # Every schema we use shares one OutputFormat: jpeg, png or webp (SOURCES["openapi"]).
+    return FieldSpec(
+        "output_format",
+        FieldType.CHOICE,
+        "Format",
+        "JPEG and WebP are smaller; PNG is lossless.",
+        default=default,
+        choices=("jpeg", "png", "webp"),
+    )
+
+
+_OUTPUT_FORMAT = _output_format("jpeg")
 _WEBHOOK_URL = FieldSpec(
-    "webhook_url", FieldType.URL, "Webhook URL", "Called when the task finishes.", internal=True
+    "webhook_url",
+    FieldType.URL,
+    "Webhook URL",
+    "Called when the task finishes.",
+    max_length=WEBHOOK_URL_MAX_LENGTH,
+    internal=True,
 )
 _WEBHOOK_SECRET = FieldSpec(
     "webhook_secret",
@@ -303,10 +360,12 @@ def _references(count: int) -> tuple[FieldSpec, ...]:
 def _flux2_fields(*, extra: tuple[FieldSpec, ...] = (), references: int) -> tuple[FieldSpec, ...]:
     return (
         _PROMPT,
+        # The schema only says "at least 64"; BFL's guide adds multiples of 16 and 4 MP in all.
+        # Its default of 0 leaves the size to BFL: we send 1024 x 1024, the guide's example.
         _dimension("width", "Width", default=1024, minimum=64, maximum=None, step=16),
         _dimension("height", "Height", default=1024, minimum=64, maximum=None, step=16),
         _SEED,
-        # One BFL reference says 0-5, the product page 0-6: 5 is accepted by both readings.
+        # Flux2Inputs, Flux2FlexInputs and Flux2KleinInputs all say 0-5, default 2.
         _safety(5),
         _OUTPUT_FORMAT,
         *extra,
@@ -316,11 +375,67 @@ def _flux2_fields(*, extra: tuple[FieldSpec, ...] = (), references: int) -> tupl
     )
 
 
+#: Where the FLUX.2 facts were read; each model adds or overrides its own.
+_FLUX2_SOURCES: dict[str, str] = {
+    "price": "bfl-skills",
+    "fields": "openapi",
+    "defaults": "openapi",
+    "reference_images": "openapi",
+    "safety_tolerance": "openapi",
+    "output_format": "openapi",
+    "webhook_url": "openapi",
+    "size": "bfl-skills",
+    "seed": "none",
+}
+
 _FLUX2_UNCONFIRMED = (
-    "exact 4 MP pixel cap",
-    "safety_tolerance upper bound (5 kept; product page says 6)",
-    "maximum number of reference images",
-    "price beyond the first megapixel and of reference images",
+    "seed upper bound (the schema gives none; 2**32 - 1 kept)",
+    "sizes above 4 MP: refused here; BFL may resize them instead",
+    "inputs above 4 MP priced as 4 MP (BFL resizes them, by third-party pricing notes)",
+    "output size of an edit when no size is sent (the schema's default of 0 leaves it to BFL;"
+    " the studio always sends one)",
+)
+
+#: Where the FLUX1.1 [pro] and Ultra facts were read.
+_FLUX1_SOURCES: dict[str, str] = {
+    "price": "bfl-skills",
+    "fields": "openapi",
+    "defaults": "openapi",
+    "reference_images": "openapi",
+    "safety_tolerance": "openapi",
+    "output_format": "openapi",
+    "webhook_url": "openapi",
+    "prompt_upsampling": "openapi",
+    "seed": "none",
+}
+
+
+def _kontext_fields() -> tuple[FieldSpec, ...]:
+    # FluxKontextProInputs (both Kontext endpoints): input_image plus input_image_2..4, marked
+    # "experimental multiref"; output_format defaults to png there; safety 0-6.
+    return (
+        _PROMPT,
+        *_references(4),
+        _aspect_ratio(None),
+        _upsampling(False),
+        _SEED,
+        _safety(6),
+        _output_format("png"),
+        _WEBHOOK_URL,
+        _WEBHOOK_SECRET,
+    )
+
+
+_KONTEXT_SOURCES: dict[str, str] = {
+    **_FLUX1_SOURCES,
+    "size": "none",
+    "editing_safety_maximum": "kontext-editing-safety",
+}
+_KONTEXT_UNCONFIRMED = (
+    "seed upper bound",
+    "safety_tolerance above 2 refused when editing (third-party reading; the schema says 0-6)",
+    "the price with input_image_2..4 (flat per image assumed)",
+    "output size (about 1 MP)",
 )
 
 _MODELS: tuple[ModelSpec, ...] = (
@@ -333,16 +448,21 @@ _MODELS: tuple[ModelSpec, ...] = (
         quality="high",
         price="low",
         sizing=Sizing.PIXELS,
+        # Flux2Inputs has no prompt_upsampling: BFL decides for itself on pro and max.
         fields=_flux2_fields(references=8),
         max_reference_images=8,
         pricing=Pricing(
             Decimal("0.03"),
             Decimal("0.015"),
             Decimal("0.015"),
-            confirmed=False,
-            note="$0.03 at 1 MP is published; extra and reference megapixels are estimates.",
+            confirmed=True,
+            note="3 cents the first megapixel, 1.5 cents each further one and each input one.",
         ),
-        unconfirmed=_FLUX2_UNCONFIRMED,
+        sources=_FLUX2_SOURCES,
+        unconfirmed=(
+            *_FLUX2_UNCONFIRMED,
+            "turning BFL's own prompt upsampling off (a disable_pup field came and went)",
+        ),
     ),
     ModelSpec(
         name="flux-2-flex",
@@ -370,22 +490,26 @@ _MODELS: tuple[ModelSpec, ...] = (
                     FieldType.NUMBER,
                     "Guidance",
                     "How closely to follow the prompt.",
-                    default=4.5,
+                    # Flux2FlexInputs says 5.0; BFL's guide shows 4.5: the schema is what
+                    # BFL's server fills in, so it is the default we send.
+                    default=5.0,
                     minimum=1.5,
                     maximum=10,
                 ),
-                _upsampling(None),
+                # Flux2FlexInputs: prompt_upsampling, default true.
+                _upsampling(True),
             ),
         ),
         max_reference_images=8,
         pricing=Pricing(
-            Decimal("0.06"),
-            Decimal("0.06"),
-            Decimal("0.06"),
-            confirmed=False,
-            note="$0.06 per megapixel at 1 MP is published; input megapixels are an estimate.",
+            Decimal("0.05"),
+            Decimal("0.05"),
+            Decimal("0.05"),
+            confirmed=True,
+            note="5 cents per megapixel of output and of each input image.",
         ),
-        unconfirmed=(*_FLUX2_UNCONFIRMED, "prompt_upsampling and its default"),
+        sources={**_FLUX2_SOURCES, "prompt_upsampling": "openapi", "steps": "openapi"},
+        unconfirmed=_FLUX2_UNCONFIRMED,
     ),
     ModelSpec(
         name="flux-2-max",
@@ -402,9 +526,15 @@ _MODELS: tuple[ModelSpec, ...] = (
             Decimal("0.07"),
             Decimal("0.03"),
             Decimal("0.03"),
-            note="Estimate.",
+            confirmed=True,
+            note="7 cents the first megapixel, 3 cents each further one and each input one.",
         ),
-        unconfirmed=(*_FLUX2_UNCONFIRMED, "grounding search", "price"),
+        sources=_FLUX2_SOURCES,
+        unconfirmed=(
+            *_FLUX2_UNCONFIRMED,
+            "grounding search (named on the price page; no request field for it)",
+            "turning BFL's own prompt upsampling off (a disable_pup field came and went)",
+        ),
     ),
     ModelSpec(
         name="flux-2-klein-4b",
@@ -421,9 +551,11 @@ _MODELS: tuple[ModelSpec, ...] = (
             Decimal("0.014"),
             Decimal("0.001"),
             Decimal("0.001"),
-            note="Estimate.",
+            confirmed=True,
+            note="1.4 cents the first megapixel, 0.1 cent each further one and each input one.",
         ),
-        unconfirmed=(*_FLUX2_UNCONFIRMED, "price"),
+        sources=_FLUX2_SOURCES,
+        unconfirmed=_FLUX2_UNCONFIRMED,
     ),
     ModelSpec(
         name="flux-2-klein-9b",
@@ -440,9 +572,33 @@ _MODELS: tuple[ModelSpec, ...] = (
             Decimal("0.015"),
             Decimal("0.002"),
             Decimal("0.002"),
-            note="Estimate.",
+            confirmed=True,
+            note="1.5 cents the first megapixel, 0.2 cent each further one and each input one.",
         ),
-        unconfirmed=(*_FLUX2_UNCONFIRMED, "price"),
+        sources=_FLUX2_SOURCES,
+        unconfirmed=_FLUX2_UNCONFIRMED,
+    ),
+    ModelSpec(
+        name="flux-2-klein-9b-preview",
+        label="FLUX.2 [klein] 9B preview",
+        family="FLUX.2",
+        description="Klein 9B's preview endpoint, where BFL's newest klein weights land first.",
+        speed="very fast",
+        quality="good+ (changes as BFL updates it)",
+        price="very low",
+        sizing=Sizing.PIXELS,
+        # Same request schema as klein 9B (Flux2KleinInputs), its own endpoint.
+        fields=_flux2_fields(references=4),
+        max_reference_images=4,
+        pricing=Pricing(
+            Decimal("0.015"),
+            Decimal("0.002"),
+            Decimal("0.002"),
+            confirmed=False,
+            note="No published price; klein 9B's is assumed. BFL's reported cost is charged.",
+        ),
+        sources={**_FLUX2_SOURCES, "price": "none"},
+        unconfirmed=(*_FLUX2_UNCONFIRMED, "price (none published; klein 9B's assumed)"),
     ),
     ModelSpec(
         name="flux-pro-1.1",
@@ -453,6 +609,7 @@ _MODELS: tuple[ModelSpec, ...] = (
         quality="high",
         price="low",
         sizing=Sizing.PIXELS,
+        # FluxPro11Inputs: 256-1440 in steps of 32, default 1024 x 768; safety 0-6.
         fields=(
             _PROMPT,
             _dimension("width", "Width", default=1024, minimum=256, maximum=1440, step=32),
@@ -465,8 +622,11 @@ _MODELS: tuple[ModelSpec, ...] = (
             _WEBHOOK_SECRET,
         ),
         max_reference_images=0,
-        pricing=Pricing(Decimal("0.04"), flat=True, note="Flat per image; estimate."),
-        unconfirmed=("price",),
+        pricing=Pricing(
+            Decimal("0.04"), flat=True, confirmed=True, note="4 cents per image, any size."
+        ),
+        sources={**_FLUX1_SOURCES, "size": "openapi"},
+        unconfirmed=("seed upper bound",),
     ),
     ModelSpec(
         name="flux-pro-1.1-ultra",
@@ -477,6 +637,7 @@ _MODELS: tuple[ModelSpec, ...] = (
         quality="high, large",
         price="medium",
         sizing=Sizing.ASPECT_RATIO,
+        # FluxUltraInput: aspect_ratio default 16:9, raw default false, safety 0-6.
         fields=(
             _PROMPT,
             _aspect_ratio("16:9"),
@@ -496,33 +657,29 @@ _MODELS: tuple[ModelSpec, ...] = (
         ),
         max_reference_images=0,
         nominal_megapixels=4,
-        pricing=Pricing(Decimal("0.06"), flat=True, note="Flat per image; estimate."),
-        unconfirmed=("price",),
+        pricing=Pricing(
+            Decimal("0.06"), flat=True, confirmed=True, note="6 cents per image, any size."
+        ),
+        sources={**_FLUX1_SOURCES, "size": "none"},
+        unconfirmed=("seed upper bound", "output size (about 4 MP)"),
     ),
     ModelSpec(
         name="flux-kontext-pro",
         label="FLUX.1 Kontext [pro]",
         family="FLUX.1",
-        description="Edit an image with words, or create one; one reference image.",
+        description="Edit an image with words, or create one; up to four reference images.",
         speed="fast",
         quality="high",
         price="low",
         sizing=Sizing.ASPECT_RATIO,
-        fields=(
-            _PROMPT,
-            *_references(1),
-            _aspect_ratio(None),
-            _upsampling(False),
-            _SEED,
-            # Kept at 2: the editing tolerance BFL allows is lower than for text-to-image.
-            _safety(2),
-            _OUTPUT_FORMAT,
-            _WEBHOOK_URL,
-            _WEBHOOK_SECRET,
+        fields=_kontext_fields(),
+        max_reference_images=4,
+        editing_safety_maximum=2,
+        pricing=Pricing(
+            Decimal("0.04"), flat=True, confirmed=True, note="4 cents per image, any size."
         ),
-        max_reference_images=1,
-        pricing=Pricing(Decimal("0.04"), flat=True, note="Flat per image; estimate."),
-        unconfirmed=("price", "safety_tolerance upper bound"),
+        sources=_KONTEXT_SOURCES,
+        unconfirmed=_KONTEXT_UNCONFIRMED,
     ),
     ModelSpec(
         name="flux-kontext-max",
@@ -533,21 +690,15 @@ _MODELS: tuple[ModelSpec, ...] = (
         quality="highest (FLUX.1)",
         price="high",
         sizing=Sizing.ASPECT_RATIO,
-        fields=(
-            _PROMPT,
-            *_references(1),
-            _aspect_ratio(None),
-            _upsampling(False),
-            _SEED,
-            _safety(2),
-            _OUTPUT_FORMAT,
-            _WEBHOOK_URL,
-            _WEBHOOK_SECRET,
-        ),
-        max_reference_images=1,
+        fields=_kontext_fields(),
+        max_reference_images=4,
+        editing_safety_maximum=2,
         active_task_cap=6,
-        pricing=Pricing(Decimal("0.08"), flat=True, note="Flat per image; estimate."),
-        unconfirmed=("price", "safety_tolerance upper bound"),
+        pricing=Pricing(
+            Decimal("0.08"), flat=True, confirmed=True, note="8 cents per image, any size."
+        ),
+        sources={**_KONTEXT_SOURCES, "active_task_cap": "none"},
+        unconfirmed=(*_KONTEXT_UNCONFIRMED, "active task cap of 6"),
     ),
 )
 
@@ -650,20 +801,34 @@ def count_reference_images(payload: Mapping[str, Any]) -> int:
     return sum(1 for name in reference_field_names(_REFERENCE_FIELD_LIMIT) if payload.get(name))
 
 
+def reference_megapixels(size: tuple[int, int] | None) -> int:
+    """Megapixels one reference image is priced at: 1 to 4.
+
+    Its width x height rounded up like an output's (`billable_megapixels`), at most the 4 MP an
+    input is resized to (unconfirmed); one megapixel when its size is not known (a URL).
+    """
+    if size is None:
+        return 1
+    return min(billable_megapixels(*size), MAX_PIXELS // MEGAPIXEL)
+
+
 def estimate_cost(
     model: str | ModelSpec,
     width: int,
     height: int,
     reference_images: int = 0,
     *,
+    reference_sizes: Sequence[tuple[int, int] | None] = (),
     credit_price_usd: Decimal = DEFAULT_CREDIT_PRICE_USD,
 ) -> CostEstimate:
     """Estimated price of one image, in credits and US dollars.
 
     Size-priced models: first megapixel + each further started megapixel (see
-    `billable_megapixels`) + one megapixel's reference price per reference image (their real
-    size is unknown before upload, so each counts as one megapixel). Flat models ignore the size.
-    Credits are dollars divided by `credit_price_usd`, rounded up to hundredths.
+    `billable_megapixels`) + the input-megapixel price for each reference image, at
+    `reference_megapixels` of its size (`reference_sizes`, in the order of the fields; images
+    beyond the sizes given, up to `reference_images`, count as one megapixel each). Flat
+    models ignore sizes. Credits are dollars divided by `credit_price_usd`, rounded up to
+    hundredths.
     """
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     pricing = spec.pricing
@@ -671,10 +836,13 @@ def estimate_cost(
         usd = pricing.first_megapixel_usd
     else:
         extra = billable_megapixels(width, height) - 1
+        count = max(0, reference_images, len(reference_sizes))
+        sizes = [*reference_sizes, *([None] * (count - len(reference_sizes)))]
+        inputs = sum(reference_megapixels(size) for size in sizes)
         usd = (
             pricing.first_megapixel_usd
             + pricing.additional_megapixel_usd * extra
-            + pricing.reference_megapixel_usd * max(0, reference_images)
+            + pricing.reference_megapixel_usd * inputs
         )
     if credit_price_usd <= 0:
         raise ValueError("credit_price_usd must be positive")
@@ -686,16 +854,23 @@ def estimate_payload_cost(
     model: str | ModelSpec,
     payload: Mapping[str, Any],
     *,
+    reference_sizes: Sequence[tuple[int, int] | None] = (),
     credit_price_usd: Decimal = DEFAULT_CREDIT_PRICE_USD,
 ) -> CostEstimate:
-    """`estimate_cost` for a validated request payload."""
+    """`estimate_cost` for a validated request payload.
+
+    `reference_sizes` are the (width, height) of its reference images in field order, where
+    known; the others count as one megapixel each.
+    """
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     width, height = output_size(spec, payload)
+    count = count_reference_images(payload)
     return estimate_cost(
         spec,
         width,
         height,
-        count_reference_images(payload),
+        count,
+        reference_sizes=list(reference_sizes)[:count],
         credit_price_usd=credit_price_usd,
     )
 
@@ -847,6 +1022,8 @@ def _check_field(spec: FieldSpec, value: Any, model: str) -> tuple[Any, str | No
             return None, f"{name} must be an https URL or base64-encoded image data"
         return text, None
     if spec.type is FieldType.URL:
+        if isinstance(value, str) and spec.max_length and len(value.strip()) > spec.max_length:
+            return None, f"{name} must be at most {spec.max_length} characters"
         if not isinstance(value, str) or not re.fullmatch(
             r"https?://[^\s/]+(/\S*)?", value.strip()
         ):
@@ -958,6 +1135,22 @@ def validate_request(model: str, params: Mapping[str, Any]) -> dict[str, Any]:
                     f"{name} was given without {names[i - 1]}; fill reference images in order",
                 )
             )
+
+    tolerance = payload.get("safety_tolerance")
+    editing_cap = spec.editing_safety_maximum
+    if (
+        editing_cap is not None
+        and isinstance(tolerance, int)
+        and tolerance > editing_cap
+        and count_reference_images(payload)
+    ):
+        errors.append(
+            FieldError(
+                "safety_tolerance",
+                f"safety_tolerance must be between 0 and {editing_cap} for {spec.name} "
+                "when editing reference images",
+            )
+        )
 
     if "webhook_secret" in payload and "webhook_url" not in payload:
         errors.append(FieldError("webhook_secret", "webhook_secret needs a webhook_url"))

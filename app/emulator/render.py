@@ -50,7 +50,7 @@ def _rng(model: str, prompt: str, seed: int) -> random.Random:
 def render_image(
     prompt: str, seed: int, model: str, width: int, height: int, output_format: str
 ) -> bytes:
-    """A `width` x `height` JPEG or PNG; the same arguments always give the same bytes.
+    """A `width` x `height` JPEG, PNG or WebP; the same arguments always give the same bytes.
 
     Colours and shapes come from a generator seeded by model, prompt and seed, so another
     seed gives a visibly different picture. The image shows the prompt, model and seed, and
@@ -100,10 +100,22 @@ def render_image(
     buffer = io.BytesIO()
     if output_format == "png":
         image.save(buffer, "PNG", compress_level=1)
+    elif output_format == "webp":
+        image.save(buffer, "WEBP", quality=85)
     else:
         image.save(buffer, "JPEG", quality=85)
     return buffer.getvalue()
 
 
+#: Content type and file extension of each output_format the catalogue offers.
+_FORMATS = {"png": ("image/png", "png"), "webp": ("image/webp", "webp")}
+
+
 def content_type_for(output_format: str) -> str:
-    return "image/png" if output_format == "png" else "image/jpeg"
+    """The content type BFL serves an image of `output_format` with (JPEG unless PNG/WebP)."""
+    return _FORMATS.get(output_format, ("image/jpeg", "jpg"))[0]
+
+
+def extension_for(output_format: str) -> str:
+    """The file extension of an image of `output_format`."""
+    return _FORMATS.get(output_format, ("image/jpeg", "jpg"))[1]

@@ -6,7 +6,9 @@ no request handler sleeps while a task "runs".
 
 from __future__ import annotations
 
+import base64
 import hmac
+import io
 import math
 import random
 import secrets
@@ -20,10 +22,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from PIL import Image
+
 from app.bfl import catalogue
 from app.bfl.errors import RequestInvalid
 from app.emulator.config import EmulatorConfig
-from app.emulator.render import content_type_for, render_image
+from app.emulator.render import content_type_for, extension_for, render_image
 
 Outcome = Literal["ready", "request_moderated", "content_moderated", "error", "not_found"]
 
@@ -78,7 +82,7 @@ class Task:
 
     @property
     def extension(self) -> str:
-        return "png" if self.output_format == "png" else "jpg"
+        return extension_for(self.output_format)
 
     def is_active(self, now: float) -> bool:
         return now < self.ready_at
@@ -115,6 +119,28 @@ def _loggable_payload(payload: dict[str, Any]) -> dict[str, Any]:
         if name in shown:
             shown[name] = "<image>"
     return shown
+
+
+def _reference_sizes(payload: dict[str, Any]) -> list[tuple[int, int] | None]:
+    """(width, height) of each base64 reference image, in field order; None for a URL or junk.
+
+    BFL prices inputs by their megapixels, so the emulator reads them as BFL would.
+    """
+    sizes: list[tuple[int, int] | None] = []
+    for name in catalogue.reference_field_names(8):
+        value = payload.get(name)
+        if not isinstance(value, str) or not value:
+            continue
+        size = None
+        if "://" not in value[:16]:
+            text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+            try:
+                with Image.open(io.BytesIO(base64.b64decode(text))) as image:
+                    size = image.size
+            except (ValueError, OSError, SyntaxError):
+                size = None
+        sizes.append(size)
+    return sizes
 
 
 class _Prerenderer:
@@ -254,8 +280,9 @@ class EmulatorService:
         config = self._config
         prompt = str(payload["prompt"])
         lowered = prompt.lower()
+        sizes = _reference_sizes(payload)
         estimate = catalogue.estimate_payload_cost(
-            spec, payload, credit_price_usd=config.credit_price_usd
+            spec, payload, reference_sizes=sizes, credit_price_usd=config.credit_price_usd
         )
         width, height = catalogue.output_size(spec, payload)
 
@@ -323,7 +350,7 @@ class EmulatorService:
         }
         if spec.family == "FLUX.2":  # FLUX.1 endpoints do not report cost
             answer["cost"] = float(estimate.credits)
-            answer["input_mp"] = float(catalogue.count_reference_images(payload))
+            answer["input_mp"] = float(sum(catalogue.reference_megapixels(x) for x in sizes))
             answer["output_mp"] = round(width * height / catalogue.MEGAPIXEL, 2)
         return Accepted(body=answer, task=task, drop=drop)
 

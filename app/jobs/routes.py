@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,7 @@ from app.bfl.catalogue import (
     RequestInvalid,
     catalogue_as_dict,
     estimate_cost,
+    estimate_payload_cost,
     get_model,
     list_models,
     output_size,
@@ -32,7 +34,16 @@ from app.deps import SessionDep
 from app.errors import NotFound
 from app.gallery.service import credits_text, recent_jobs
 from app.jobs.models import Job, JobStatus
-from app.jobs.service import STORED_PREFIX, JobError, cancel_job, create_jobs, get_job, retry_job
+from app.jobs.service import (
+    STORED_PREFIX,
+    JobError,
+    cancel_job,
+    create_jobs,
+    get_job,
+    image_size,
+    reference_size,
+    retry_job,
+)
 from app.settings import get_settings
 from app.templating import templates
 
@@ -162,14 +173,25 @@ def read_generate_form(form: FormData, team_id: uuid.UUID) -> GenerateForm:
         state.values[name] = _text(form, name)
     raw_prompt = form.get("prompt")
     state.values["prompt"] = raw_prompt if isinstance(raw_prompt, str) else ""
+    booleans = _boolean_fields()
     for spec_field in _all_visible_fields():
-        state.values[spec_field] = _text(form, spec_field)
+        if spec_field in booleans:
+            # A hidden "false" comes before each checkbox, so an unticked box still says so;
+            # a ticked one adds "true" after it, and the last value is the answer.
+            sent = [v.strip() for v in form.getlist(spec_field) if isinstance(v, str)]
+            state.values[spec_field] = sent[-1] if sent else ""
+        else:
+            state.values[spec_field] = _text(form, spec_field)
     state.stored_references = [
         v
         for v in form.getlist("stored_reference")
         if isinstance(v, str) and _own_reference(v, team_id)
     ]
     return state
+
+
+def _boolean_fields() -> set[str]:
+    return {f.name for spec in list_models() for f in spec.fields if f.type is FieldType.BOOLEAN}
 
 
 def _all_visible_fields() -> list[str]:
@@ -194,11 +216,15 @@ def request_params(state: GenerateForm) -> tuple[dict[str, Any], int | None]:
             continue
         value = state.get(f.name)
         if f.type is FieldType.BOOLEAN:
-            # An unticked box means "not set": the model's own default applies.
-            if value:
+            # The form says "true" or "false" outright, and that is what BFL is sent: leaving
+            # an unticked box out would let BFL's default (on, for some models) decide.
+            # Nothing at all (a hand-made post) leaves the catalogue's default to apply.
+            if value.lower() in ("true", "on", "1"):
                 params[f.name] = True
-            elif f.default is not None:
+            elif value.lower() in ("false", "off", "0"):
                 params[f.name] = False
+            elif value:
+                params[f.name] = value  # the catalogue names the problem
             continue
         if value != "":
             params[f.name] = value
@@ -229,8 +255,14 @@ async def _uploads(form: FormData) -> list[bytes]:
     return files
 
 
-def _estimate_context(state: GenerateForm, uploads: int) -> dict[str, Any]:
-    """The price of what the form asks for, by the catalogue's own `estimate_cost`."""
+def _estimate_context(
+    state: GenerateForm, uploads: int, upload_sizes: Sequence[tuple[int, int] | None] = ()
+) -> dict[str, Any]:
+    """The price of what the form asks for, by `estimate_payload_cost` as the service reserves.
+
+    `uploads` files are chosen (or sent); `upload_sizes` are their (width, height) where known.
+    Stored references (reused from a job) come first, as the service fills the fields.
+    """
     spec = state.model
     payload: dict[str, Any] = {}
     for name in ("width", "height", "aspect_ratio"):
@@ -249,8 +281,14 @@ def _estimate_context(state: GenerateForm, uploads: int) -> dict[str, Any]:
             payload[name] = None
     width, height = output_size(spec, payload)
     references = min(uploads + len(state.stored_references), spec.max_reference_images)
+    # The same payload shape and the same function the service reserves with: reference
+    # images count as filled input_image fields, sizes as width/height or aspect_ratio.
+    for name in reference_field_names(references):
+        payload[name] = "reference"
+    chosen = [*upload_sizes[:uploads], *([None] * max(0, uploads - len(upload_sizes)))]
+    sizes = [reference_size(v) for v in state.stored_references] + chosen
     price = get_settings().CREDIT_PRICE_USD
-    each = estimate_cost(spec, width, height, references, credit_price_usd=price)
+    each = estimate_payload_cost(spec, payload, reference_sizes=sizes, credit_price_usd=price)
     try:
         count = max(1, min(int(state.get("count") or "1"), get_settings().MAX_BATCH_SIZE))
     except ValueError:
@@ -269,11 +307,19 @@ def _estimate_context(state: GenerateForm, uploads: int) -> dict[str, Any]:
 
 
 def _usd(value: Decimal) -> str:
-    return f"${value:.3f}".rstrip("0").rstrip(".") if value < 1 else f"${value:.2f}"
+    # Cents always show two places ($0.60); a tenth of a cent adds the third ($0.015).
+    if value >= 1:
+        return f"${value:.2f}"
+    text = f"{value:.3f}"
+    return f"${text[:-1] if text.endswith('0') else text}"
 
 
 def _page_context(
-    request: Request, actor: Actor, db: SessionDep, state: GenerateForm, uploads: int = 0
+    request: Request,
+    actor: Actor,
+    db: SessionDep,
+    state: GenerateForm,
+    uploads: Sequence[bytes] = (),
 ) -> dict[str, Any]:
     settings = get_settings()
     catalogue = catalogue_as_dict(settings.CREDIT_PRICE_USD)
@@ -295,7 +341,7 @@ def _page_context(
         "presets": ASPECT_PRESETS,
         "catalogue_json": json.dumps(catalogue),
         "max_batch_size": settings.MAX_BATCH_SIZE,
-        "estimate": _estimate_context(state, uploads),
+        "estimate": _estimate_context(state, len(uploads), [image_size(f) for f in uploads]),
         "jobs": [
             card(job) for job in recent_jobs(db, actor.team_id, actor.user_id, limit=_RECENT_CARDS)
         ],
@@ -336,9 +382,21 @@ def estimate_fragment(request: Request, actor: CurrentActor) -> Response:
         uploads = max(0, min(int(query.get("reference_count") or 0), _MAX_UPLOADS))
     except ValueError:
         uploads = 0
+    sizes = _sizes(query.get("reference_sizes") or "")
     return templates.TemplateResponse(
-        request, "jobs/_estimate.html", {"estimate": _estimate_context(state, uploads)}
+        request, "jobs/_estimate.html", {"estimate": _estimate_context(state, uploads, sizes)}
     )
+
+
+def _sizes(text: str) -> list[tuple[int, int] | None]:
+    """The chosen files' sizes the page read ("1024x768,640x480"); None for an unreadable one."""
+    sizes: list[tuple[int, int] | None] = []
+    for item in text.split(",")[:_MAX_UPLOADS] if text else []:
+        width, _, height = item.strip().partition("x")
+        sides = (int(width), int(height)) if width.isdigit() and height.isdigit() else (0, 0)
+        fits = all(0 < side <= _MAX_ESTIMATE_SIDE for side in sides)
+        sizes.append(sides if fits else None)
+    return sizes
 
 
 @router.post("/generate", response_class=HTMLResponse, summary="Queue images from the form")
@@ -368,9 +426,9 @@ async def generate(request: Request, actor: ChangingActor, db: SessionDep) -> Re
     if not request.headers.get("hx-request"):
         if not failed:
             return RedirectResponse("/", status_code=303)
-        context = _page_context(request, actor, db, state, len(files))
+        context = _page_context(request, actor, db, state, files)
         return templates.TemplateResponse(request, "jobs/generate.html", context, status_code=422)
-    context = _page_context(request, actor, db, state, len(files))
+    context = _page_context(request, actor, db, state, files)
     context["new_jobs"] = [card(job) for job in jobs]
     # htmx swaps 2xx answers only; field errors are a normal outcome of this form.
     return templates.TemplateResponse(request, "jobs/_generate_response.html", context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import random
@@ -76,6 +77,39 @@ def _check_count(count: Any) -> int:
             [FieldError("count", f"count must be a whole number from 1 to {limit}")]
         )
     return count
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of an image's bytes, or None when they are not an image PIL reads."""
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        with PILImage.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
+def reference_size(value: Any) -> tuple[int, int] | None:
+    """(width, height) of a reference image field's value, for pricing; None when unknown.
+
+    A stored reference (`stored:<key>`) is read from storage; base64 data is decoded; an https
+    URL is only fetched by BFL, so its size is unknown (priced as one megapixel).
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    if value.startswith(STORED_PREFIX):
+        key = value[len(STORED_PREFIX) :]
+        storage = get_storage()
+        return image_size(storage.get(key)) if storage.exists(key) else None
+    if "://" in value[:16]:
+        return None
+    text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    try:
+        return image_size(base64.b64decode(text, validate=False))
+    except (ValueError, TypeError):
+        return None
 
 
 def _store_reference(team_id: uuid.UUID, data: bytes, position: int) -> str:
@@ -183,8 +217,10 @@ def create_jobs(
     payload = _validate(model, given)
     seed = payload.pop("seed", None)
     width, height = output_size(model, payload)
+    # BFL prices each reference by its megapixels: read their sizes, in field order.
+    sizes = [reference_size(payload[n]) for n in reference_field_names(8) if payload.get(n)]
     estimate = estimate_payload_cost(
-        model, payload, credit_price_usd=get_settings().CREDIT_PRICE_USD
+        model, payload, reference_sizes=sizes, credit_price_usd=get_settings().CREDIT_PRICE_USD
     ).credits
     batch_id = uuid.uuid4()
 

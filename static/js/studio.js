@@ -72,6 +72,11 @@
           input.value = String(spec.default);
         }
       }
+      var box = wrapper.querySelector("input[type=checkbox][data-boolean]");
+      // A box the person has not touched shows this model's own default (BFL's).
+      if (box && switching && !box.hasAttribute("data-touched") && typeof spec.default === "boolean") {
+        box.checked = spec.default;
+      }
       var help = wrapper.querySelector("[data-help]");
       if (help) help.textContent = spec.help || "";
     });
@@ -100,6 +105,34 @@
     }
   }
 
+  // BFL prices each reference image by its megapixels: read the chosen files' sizes, then ask
+  // for the estimate again with them (the first answer counts each file as one megapixel).
+  var sizeReads = 0;
+
+  function imageSize(file) {
+    if (!window.createImageBitmap) return Promise.resolve("?");
+    return createImageBitmap(file).then(function (bitmap) {
+      var size = bitmap.width + "x" + bitmap.height;
+      bitmap.close();
+      return size;
+    }, function () { return "?"; });
+  }
+
+  function readReferenceSizes(form) {
+    var input = form.querySelector("[data-reference-input]");
+    var field = form.querySelector("[data-reference-sizes]");
+    if (!input || !field) return;
+    var files = input.files ? Array.prototype.slice.call(input.files) : [];
+    var read = ++sizeReads;
+    field.value = "";
+    if (!files.length) return;
+    Promise.all(files.map(imageSize)).then(function (sizes) {
+      if (read !== sizeReads) return;  // the person chose other files meanwhile
+      field.value = sizes.join(",");
+      field.dispatchEvent(new Event("change", { bubbles: true }));
+    });
+  }
+
   function syncPreset(form) {
     var preset = form.querySelector("[data-aspect-preset]");
     var width = form.querySelector("#width");
@@ -114,10 +147,14 @@
     preset.value = match;
   }
 
+  // Listened to in the capture phase: these handlers change other fields (the size a preset
+  // stands for, the reference count, a model's defaults), and they must have done so before
+  // htmx, listening on the form itself, reads the form to ask for the new estimate.
   document.addEventListener("change", function (event) {
     var target = event.target;
     var form = target.closest && target.closest("#generate-form");
     if (!form) return;
+    if (target.matches("[data-boolean]")) target.setAttribute("data-touched", "");
     if (target.matches("[data-model-radio]")) applyModel(form, true);
     if (target.matches("[data-seed-mode]")) {
       var seed = form.querySelector("#seed");
@@ -132,8 +169,11 @@
       }
     }
     if (target.matches("[data-dimension]")) syncPreset(form);
-    if (target.matches("[data-reference-input]")) checkReferences(form);
-  });
+    if (target.matches("[data-reference-input]")) {
+      checkReferences(form);
+      readReferenceSizes(form);
+    }
+  }, true);
 
   document.addEventListener("click", function (event) {
     var target = event.target;

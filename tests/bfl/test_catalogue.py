@@ -21,7 +21,14 @@ from app.bfl.catalogue import (
     validate_request,
 )
 
-FLUX2 = ["flux-2-pro", "flux-2-flex", "flux-2-max", "flux-2-klein-4b", "flux-2-klein-9b"]
+FLUX2 = [
+    "flux-2-pro",
+    "flux-2-flex",
+    "flux-2-max",
+    "flux-2-klein-4b",
+    "flux-2-klein-9b",
+    "flux-2-klein-9b-preview",
+]
 # Spelled with escapes: the message uses the real multiplication sign.
 AREA_MESSAGE = "width \u00d7 height must be at most 4 MP (4,194,304 pixels); try 2048 \u00d7 2048"
 FLUX1 = ["flux-pro-1.1", "flux-pro-1.1-ultra", "flux-kontext-pro", "flux-kontext-max"]
@@ -53,7 +60,8 @@ def test_unknown_model_names_the_valid_ones() -> None:
 def test_a_prompt_alone_is_a_valid_request_for_every_model(model: str) -> None:
     payload = validate_request(model, {"prompt": "a quiet harbour"})
     assert payload["prompt"] == "a quiet harbour"
-    assert payload["output_format"] == "jpeg"
+    # Kontext's schema defaults to PNG; every other endpoint to JPEG.
+    assert payload["output_format"] == ("png" if "kontext" in model else "jpeg")
     assert payload["safety_tolerance"] == 2
     width, height = output_size(model, payload)
     assert width % 16 == 0 and height % 16 == 0
@@ -69,9 +77,9 @@ def test_defaults_are_filled_in() -> None:
         "output_format": "jpeg",
     }
     flex = validate_request("flux-2-flex", {"prompt": "x"})
-    assert flex["steps"] == 50 and flex["guidance"] == 4.5
+    assert flex["steps"] == 50 and flex["guidance"] == 5.0
     assert "seed" not in flex  # no default: BFL picks a random seed
-    assert "prompt_upsampling" not in flex  # unconfirmed default: not sent unless chosen
+    assert flex["prompt_upsampling"] is True  # BFL's default, sent so a seed reproduces
 
 
 def test_form_strings_become_numbers() -> None:
@@ -108,7 +116,7 @@ def test_form_strings_become_numbers() -> None:
         (
             {"prompt": "x", "output_format": "gif"},
             "output_format",
-            "output_format must be one of: jpeg, png",
+            "output_format must be one of: jpeg, png, webp",
         ),
         (
             {"prompt": "x", "safety_tolerance": 6},
@@ -169,7 +177,7 @@ def test_reference_image_limits_per_model() -> None:
     assert _errors("flux-pro-1.1", {"prompt": "x", "input_image": "aGVsbG8="}) == {
         "input_image": "flux-pro-1.1 does not take reference images"
     }
-    assert get_model("flux-kontext-pro").max_reference_images == 1
+    assert get_model("flux-kontext-pro").max_reference_images == 4
 
 
 def test_aspect_ratio_models() -> None:
@@ -198,7 +206,7 @@ def test_flux1_pro_keeps_its_own_size_rules() -> None:
 
 def test_safety_tolerance_bounds_are_per_model() -> None:
     assert get_model("flux-pro-1.1").field("safety_tolerance").maximum == 6  # type: ignore[union-attr]
-    assert get_model("flux-kontext-max").field("safety_tolerance").maximum == 2  # type: ignore[union-attr]
+    assert get_model("flux-kontext-max").field("safety_tolerance").maximum == 6  # type: ignore[union-attr]
     validate_request("flux-pro-1.1", {"prompt": "x", "safety_tolerance": 6})
 
 
@@ -217,7 +225,8 @@ def test_catalogue_is_json_ready() -> None:
     assert (steps["default"], steps["minimum"], steps["maximum"]) == (50, 1, 50)
     assert data["limits"]["max_pixels"] == 4_194_304
     assert data["aspect_presets"]["1:1"] == [1024, 1024]
-    assert flex["pricing"]["first_megapixel_usd"] == "0.06"
+    assert flex["pricing"]["first_megapixel_usd"] == "0.05"
+    assert flex["sources"]["price"].startswith("github.com/black-forest-labs/skills")
 
 
 def test_aspect_presets_are_valid_sizes() -> None:

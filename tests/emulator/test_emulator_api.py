@@ -261,3 +261,18 @@ def test_config_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMULATOR_API_KEY", "from-env")
     config = EmulatorConfig()
     assert config.latency_mean_s == 0.7 and config.api_key == "from-env"
+
+
+def test_reference_images_are_priced_by_their_megapixels(http: httpx.Client) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1500, 1000), (10, 20, 30)).save(buffer, "PNG")  # 1.43 MP: billed as 2
+    picture = base64.b64encode(buffer.getvalue()).decode()
+    body = _submit(http, input_image=picture, input_image_2="https://example.com/a.png").json()
+    # A URL's size is unknown until BFL fetches it: one megapixel.
+    assert body["input_mp"] == 3.0
+    assert body["cost"] == 7.5  # 3 + 1.5 x 3 input megapixels, in credits

@@ -58,3 +58,16 @@ def test_served_image_is_the_rendered_one(emulator: EmulatorServer, http: httpx.
     response = httpx.get(sample)
     assert response.headers["content-type"] == "image/png"
     assert response.content == render_image("served", 8, "flux-2-pro", 320, 240, "png")
+
+
+def test_webp_is_served_as_webp(emulator: EmulatorServer, http: httpx.Client) -> None:
+    # BFL lists webp among every endpoint's output formats; the emulator follows the catalogue.
+    body = {"prompt": "webp", "seed": 3, "width": 320, "height": 240, "output_format": "webp"}
+    task_id = http.post("/v1/flux-2-flex", json=body).json()["id"]
+    emulator.service.advance_clock(120)
+    sample = http.get("/v1/get_result", params={"id": task_id}).json()["result"]["sample"]
+    assert sample.endswith(".webp")
+    response = httpx.get(sample)
+    assert response.headers["content-type"] == "image/webp"
+    with Image.open(io.BytesIO(response.content)) as picture:
+        assert picture.format == "WEBP" and picture.size == (320, 240)

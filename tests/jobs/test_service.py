@@ -360,3 +360,16 @@ def test_a_late_answer_is_recorded_only_on_a_job_reconciled_as_unknown(db: Sessi
     # Failed for a reason that proves BFL made no task: nothing to record.
     assert state.note_late_acceptance(db, job.id, bfl_id="t", cost_credits=None) is None
     assert db.get(Job, job.id).bfl_id is None  # type: ignore[union-attr]
+
+
+def test_an_explicit_prompt_upsampling_off_is_kept_for_bfl(db: Session) -> None:
+    person = make_person(db)
+    params = {"prompt": "a paper lantern", "prompt_upsampling": False}
+    (off,) = _create(db, person, model="flux-2-flex", params=params)
+    (default,) = _create(db, person, model="flux-2-flex", params={"prompt": "a paper lantern"})
+    # False is what BFL is sent (its own default for flex is on); unset takes that default.
+    assert off.params["prompt_upsampling"] is False
+    assert default.params["prompt_upsampling"] is True
+    with pytest.raises(RequestInvalid) as caught:
+        _create(db, person, params={"prompt": "x", "prompt_upsampling": False})
+    assert caught.value.errors[0].message == "prompt_upsampling is not accepted by flux-2-pro"
