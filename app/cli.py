@@ -183,6 +183,11 @@ def up(
             if tcp_reachable("127.0.0.1", emu_port):
                 emu_port = free_port()
             env["EMULATOR_URL"] = f"http://127.0.0.1:{emu_port}"
+            # The emulator hands out polling URLs on localhost (its regional host), which the
+            # BFL client follows only when allowed, like any host besides the API host.
+            hosts = [h.strip() for h in settings.BFL_ALLOWED_HOSTS.split(",")]
+            if "localhost" not in hosts:
+                env["BFL_ALLOWED_HOSTS"] = ",".join([*hosts, "localhost"])
             _say(f"BFL_API_KEY unset: starting the BFL emulator on {env['EMULATOR_URL']}")
             supervisor.start(
                 "emulator",
