@@ -266,12 +266,21 @@ def web(
 def worker(
     concurrency: int = typer.Option(0, help="Processes (default WORKER_CONCURRENCY)."),
     queues: str = typer.Option("", help="Comma-separated queues (default: all)."),
+    name: str = typer.Option(
+        "",
+        help="Celery node name (default studio-worker-<pid>@<host>, unique per process; "
+        "%h is the host name).",
+    ),
 ) -> None:
     """Run a Celery worker."""
     from worker.celery_app import app as celery_app
 
     argv = [
         "worker",
+        # Celery's default name (celery@<host>) is the same for every worker of a host: two of
+        # them would share one heartbeat and count as one on /ops and in /metrics.
+        "--hostname",
+        name or f"studio-worker-{os.getpid()}@%h",
         "--loglevel",
         get_settings().LOG_LEVEL,
         "--concurrency",
