@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, func
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from app.settings import get_settings
@@ -70,6 +71,27 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+#: SQLSTATEs meaning the server went away or refuses connections (class 08: connection
+#: exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """True when `error` says PostgreSQL cannot be reached (down, restarting, refusing, pool
+    exhausted), as opposed to a query that failed on a working server (a bug, a deadlock)."""
+    if isinstance(error, sa_exc.TimeoutError):
+        return True  # no pooled connection came free in time
+    if not isinstance(error, sa_exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    # Failures to connect at all carry no SQLSTATE: the server never answered.
+    return sqlstate is None or str(sqlstate).startswith(_UNAVAILABLE_SQLSTATES)
 
 
 def import_all_models() -> None:
