@@ -183,6 +183,11 @@ def up(
             if tcp_reachable("127.0.0.1", emu_port):
                 emu_port = free_port()
             env["EMULATOR_URL"] = f"http://127.0.0.1:{emu_port}"
+            # The emulator hands out polling URLs on localhost (its regional host), which the
+            # BFL client follows only when allowed, like any host besides the API host.
+            hosts = [h.strip() for h in settings.BFL_ALLOWED_HOSTS.split(",")]
+            if "localhost" not in hosts:
+                env["BFL_ALLOWED_HOSTS"] = ",".join([*hosts, "localhost"])
             _say(f"BFL_API_KEY unset: starting the BFL emulator on {env['EMULATOR_URL']}")
             supervisor.start(
                 "emulator",
@@ -261,12 +266,21 @@ def web(
 def worker(
     concurrency: int = typer.Option(0, help="Processes (default WORKER_CONCURRENCY)."),
     queues: str = typer.Option("", help="Comma-separated queues (default: all)."),
+    name: str = typer.Option(
+        "",
+        help="Celery node name (default studio-worker-<pid>@<host>, unique per process; "
+        "%h is the host name).",
+    ),
 ) -> None:
     """Run a Celery worker."""
     from worker.celery_app import app as celery_app
 
     argv = [
         "worker",
+        # Celery's default name (celery@<host>) is the same for every worker of a host: two of
+        # them would share one heartbeat and count as one on /ops and in /metrics.
+        "--hostname",
+        name or f"studio-worker-{os.getpid()}@%h",
         "--loglevel",
         get_settings().LOG_LEVEL,
         "--concurrency",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.bfl.catalogue import BFL_DOMAIN
 
 #: Key the studio presents to its own emulator; the emulator accepts any non-empty key by default.
 EMULATOR_KEY = "emulator-local-key"
@@ -36,6 +40,11 @@ class Settings(BaseSettings):
     )
     BFL_API_URL: str = Field(
         default="https://api.bfl.ai", description="BFL base URL (global, EU or US host)."
+    )
+    BFL_ALLOWED_HOSTS: str = Field(
+        default=BFL_DOMAIN,
+        description="Comma-separated hosts (each with its subdomains) besides BFL_API_URL's "
+        "that may receive the API key as a polling_url; any other polling_url is not followed.",
     )
     BFL_MAX_ACTIVE_TASKS: int = Field(
         default=24, ge=1, description="Account-wide cap on jobs submitting + pending at BFL."
@@ -138,6 +147,28 @@ class Settings(BaseSettings):
         "worker died and polls the job again; keep above POLL_MAX_INTERVAL_S.",
     )
 
+    @field_validator("BFL_ALLOWED_HOSTS")
+    @classmethod
+    def _plain_host_names(cls, value: str) -> str:
+        for entry in _split_hosts(value):
+            if not _HOST_RE.fullmatch(entry):
+                raise ValueError(
+                    f"BFL_ALLOWED_HOSTS entry {entry!r} is not a host name: list bare host "
+                    "names separated by commas (e.g. bfl.ai,bfl.example.com), no scheme, "
+                    "port or path"
+                )
+        return value
+
+    @property
+    def bfl_allowed_hosts(self) -> list[str]:
+        """Hosts besides the API host that may receive the key (each with its subdomains):
+        BFL_ALLOWED_HOSTS plus BFL_API_URL's host."""
+        hosts = _split_hosts(self.BFL_ALLOWED_HOSTS)
+        api_host = urlsplit(self.BFL_API_URL).hostname
+        if api_host:
+            hosts.append(api_host.lower())
+        return list(dict.fromkeys(hosts))
+
     @property
     def bfl_emulated(self) -> bool:
         """True when no BFL key is configured and the studio talks to its emulator."""
@@ -175,6 +206,14 @@ class Settings(BaseSettings):
                 "or set REDIS_URL=redis://host:6379/0"
             )
         return self.REDIS_URL
+
+
+#: A DNS name or an IPv4 address, optionally written `*.example.com` or `.example.com`.
+_HOST_RE = re.compile(r"(\*\.|\.)?[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*\.?")
+
+
+def _split_hosts(value: str) -> list[str]:
+    return [part.strip().lower() for part in value.split(",") if part.strip()]
 
 
 def normalize_database_url(url: str) -> str:

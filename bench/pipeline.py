@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
     ).start()
     os.environ["EMULATOR_URL"] = emulator.base_url
+    # The emulator hands out polling URLs on localhost: allow it like a regional BFL host.
+    os.environ["BFL_ALLOWED_HOSTS"] = "bfl.ai,localhost"
     env = dict(os.environ)
     processes: list[Any] = []
     peak = 0

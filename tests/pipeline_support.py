@@ -50,6 +50,9 @@ def pipeline_env(emulator: Any = None, **overrides: str) -> dict[str, str]:
     env.update(FAST_PIPELINE)
     if emulator is not None:
         env["EMULATOR_URL"] = emulator.base_url
+        # The emulator's polling URLs name localhost, as BFL's name a regional host: allowed
+        # through configuration, as an operator would allow such a host.
+        env["BFL_ALLOWED_HOSTS"] = "bfl.ai,localhost"
     env.pop("BFL_API_KEY", None)
     env.update(overrides)
     return env

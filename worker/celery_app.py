@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
+
+from celery import Celery, signals
 from kombu import Queue
 
 from app.api.idempotency import PURGE_KEYS_TASK
@@ -83,6 +85,14 @@ def create_celery() -> Celery:
     )
     # Structured logs, per-task log context, heartbeats and metrics cleanup (app/ops).
     celery_hooks.install()
+
+    def refresh_credits_at_start(**_: Any) -> None:
+        # Beat's first scheduled refresh comes one interval after it starts (and its schedule
+        # file remembers the last run across restarts): read the balance at once instead, so
+        # the dashboard does not stay empty for minutes after a (re)start.
+        celery.send_task(REFRESH_CREDIT_BALANCE_TASK, expires=settings.CREDIT_REFRESH_INTERVAL_S)
+
+    signals.beat_init.connect(refresh_credits_at_start, weak=False)
     return celery
 
 

@@ -40,6 +40,9 @@ def bfl_client() -> BFLClient:
                 pool=settings.BFL_CONNECT_TIMEOUT_S,
             ),
             allow_insecure_urls=settings.bfl_emulated,
+            # The key goes to the API host and these BFL hosts only, never to whatever host a
+            # polling_url names.
+            allowed_hosts=settings.bfl_allowed_hosts,
             # Below the task's soft time limit, so a slow download ends as a retryable error.
             download_deadline_s=60.0,
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -12,6 +11,7 @@ from pydantic import BaseModel, Field
 from app.gallery.service import shown_params
 from app.jobs.models import Image, Job, JobStatus
 from app.settings import get_settings
+from app.timestamps import UtcDatetime
 
 #: Credits are stored with four decimals; a just-created row must read as a re-read one does.
 _CREDIT_PLACES = Decimal("0.0001")
@@ -29,7 +29,7 @@ class ImageOut(BaseModel):
     width: int
     height: int
     size_bytes: int
-    created_at: datetime
+    created_at: UtcDatetime
     original_url: str = Field(description="Path of the original file under this API.")
     thumbnail_url: str = Field(description="Path of the WebP thumbnail under this API.")
 
@@ -75,10 +75,10 @@ class JobOut(BaseModel):
     progress: float | None
     error_code: str | None
     error_message: str | None
-    created_at: datetime
-    submitted_at: datetime | None
-    finished_at: datetime | None
-    deleted_at: datetime | None = Field(
+    created_at: UtcDatetime
+    submitted_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    deleted_at: UtcDatetime | None = Field(
         default=None,
         description="When the job was deleted: set only in the answer to DELETE, since a "
         "deleted job is not found afterwards.",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter
@@ -15,6 +14,7 @@ from app.auth.models import ApiToken, Role
 from app.auth.tokens import MAX_NAME_CHARS, TokenError, issue_token, list_tokens, revoke_token
 from app.deps import SessionDep
 from app.errors import FieldProblem, NotFound, StudioError, error_responses
+from app.timestamps import UtcDatetime
 
 router = APIRouter(tags=["account"])
 
@@ -46,9 +46,9 @@ class TokenOut(BaseModel):
     id: uuid.UUID
     name: str
     prefix: str = Field(description="The token's first characters, to tell tokens apart.")
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
 
     @classmethod
     def of(cls, token: ApiToken) -> TokenOut:

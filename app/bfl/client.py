@@ -7,7 +7,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from app.bfl.catalogue import BFL_DOMAIN
 from app.bfl.errors import (
     AuthFailed,
     BFLError,
@@ -46,6 +47,7 @@ __all__ = [
     "PollResult",
     "Submission",
     "TaskStatus",
+    "host_allowed",
     "parse_retry_after",
 ]
 
@@ -174,6 +176,24 @@ def _sniff_image_type(data: bytes) -> str | None:
     return None
 
 
+def _normal_host(host: str) -> str:
+    return host.strip().lower().rstrip(".")
+
+
+def host_allowed(host: str, allowed: Iterable[str]) -> bool:
+    """True when `host` is one of `allowed` or a subdomain of one (`eu.api.bfl.ai` under
+    `bfl.ai`). Look-alikes are not: `evilbfl.ai` and `bfl.ai.evil.test` are not under `bfl.ai`.
+    """
+    name = _normal_host(host)
+    if not name:
+        return False
+    for entry in allowed:
+        domain = _normal_host(entry).lstrip("*").lstrip(".")
+        if domain and (name == domain or name.endswith("." + domain)):
+            return True
+    return False
+
+
 def _where(url: str) -> str:
     """Scheme, host and path of a URL: signed query strings stay out of messages and logs."""
     parts = urlsplit(url)
@@ -206,6 +226,9 @@ class BFLClient:
     Every BFL call carries the `x-key` header; downloads of signed result links do not. Errors
     are the typed `app.bfl.errors` hierarchy and never contain the API key. Pass `transport`
     to route calls elsewhere (tests); `allow_insecure_urls` permits plain http (the emulator).
+
+    The key goes only to the base URL's host and to `allowed_hosts` (each with its subdomains;
+    default BFL's own domain): a `polling_url` naming any other host is not followed.
     """
 
     def __init__(
@@ -218,6 +241,7 @@ class BFLClient:
         allow_insecure_urls: bool = False,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         download_deadline_s: float = 120.0,
+        allowed_hosts: Iterable[str] | None = None,
     ) -> None:
         if not api_key or not api_key.strip():
             raise ValueError("a BFL API key is required")
@@ -227,6 +251,12 @@ class BFLClient:
         self.download_deadline_s = download_deadline_s
         self._api_key = api_key
         self._require_secure(self.base_url)
+        base_host = httpx.URL(self.base_url).host
+        extra = (BFL_DOMAIN,) if allowed_hosts is None else tuple(allowed_hosts)
+        #: Hosts (with their subdomains) that may receive the key; the API host always may.
+        self.allowed_hosts: tuple[str, ...] = tuple(
+            dict.fromkeys(h for h in (base_host, *extra) if _normal_host(h))
+        )
         self._http = httpx.Client(
             timeout=timeout,
             transport=transport,
@@ -295,9 +325,11 @@ class BFLClient:
 
         Uses the `polling_url` BFL returned (it may be a regional host); falls back to
         `GET {base}/v1/get_result?id=` when there is none, when it cannot be reached, when it is
-        not https (unless allowed), or when it does not know the task.
+        not https (unless allowed), when its host is not the API host or an allowed BFL host
+        (the key is never sent there), or when it does not know the task.
         """
-        if polling_url and self._is_allowed(polling_url):
+        refusal = self._polling_refusal(polling_url) if polling_url else None
+        if polling_url and refusal is None:
             try:
                 result = self._poll_once(polling_url, None)
             except NotSent as exc:
@@ -306,7 +338,9 @@ class BFLClient:
                 if result.status is not TaskStatus.NOT_FOUND:
                     return result
         elif polling_url:
-            log.warning("polling url is not https, using the base url: %s", _where(polling_url))
+            log.warning(
+                "polling url %s, using the base url instead: %s", refusal, _where(polling_url)
+            )
         return self._poll_once(f"{self.base_url}/v1/get_result", {"id": task_id})
 
     def credits(self) -> Decimal:
@@ -584,6 +618,18 @@ class BFLClient:
     def _is_allowed(self, url: str) -> bool:
         scheme = urlsplit(url).scheme.lower()
         return scheme == "https" or (self.allow_insecure_urls and scheme == "http")
+
+    def _polling_refusal(self, url: str) -> str | None:
+        """Why the key must not go to this polling URL, or None when it may."""
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL:
+            return "is not a valid URL"
+        if not self._is_allowed(url):
+            return "is not https"
+        if not host_allowed(host, self.allowed_hosts):
+            return "is not on the API host or an allowed BFL host (BFL_ALLOWED_HOSTS)"
+        return None
 
     def _require_secure(self, url: str) -> None:
         if not self._is_allowed(url):

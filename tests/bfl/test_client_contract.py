@@ -27,7 +27,7 @@ from app.bfl.errors import (
     ServerFailed,
 )
 from app.emulator import EmulatorServer
-from tests.bfl.conftest import API_KEY
+from tests.bfl.conftest import API_KEY, EMULATOR_POLLING_HOSTS
 
 Wait = Callable[[Submission], PollResult]
 
@@ -75,7 +75,11 @@ def test_poll_uses_the_polling_url_it_was_given(
     submission = _submit(client)
     # A client whose base URL is dead can only succeed by polling the polling_url.
     with BFLClient(
-        f"http://127.0.0.1:{closed_port}", API_KEY, allow_insecure_urls=True, timeout=2.0
+        f"http://127.0.0.1:{closed_port}",
+        API_KEY,
+        allow_insecure_urls=True,
+        timeout=2.0,
+        allowed_hosts=EMULATOR_POLLING_HOSTS,
     ) as elsewhere:
         result = elsewhere.poll(submission.polling_url, submission.id)
     assert result.status in (TaskStatus.PENDING, TaskStatus.READY)

@@ -57,7 +57,7 @@ def test_metrics_report_jobs_queue_cap_credits_and_workers(
     )
     committed_db.add(CreditBalance(credits=Decimal("1234.5"), checked_at=utcnow()))
     committed_db.commit()
-    beat = Heartbeat("worker", hostname="metrics-test-host", concurrency=3)
+    beat = Heartbeat("worker", name="metrics-test-host", concurrency=3)
     beat.beat()
 
     response = client_factory().get("/metrics")
