@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import redis
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -82,7 +83,7 @@ MESSAGES: dict[str, str] = {
         "arrive for this job; Retry makes a new one."
     ),
     "submission_unknown": (
-        "The request was sent to BFL but its answer never arrived ({detail}). BFL may have "
+        "The request was sent to BFL but no usable answer came back ({detail}). BFL may have "
         "accepted and charged it (about {credits} credits), so it was not resent, to avoid "
         "paying twice. No image can arrive for this job; Retry makes a new one."
     ),
@@ -156,6 +157,16 @@ def human_message(code: str, detail: str = "", **extra: str) -> str:
 
     text = _OPTIONAL_PART.sub(drop_if_empty, template)
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1)) or "(not known)", text)
+
+
+def _unknown_cause(exc: BFLError, settings: Settings) -> str:
+    """What became of the answer to a POST whose outcome is unknown, in a few plain words."""
+    cause = exc.__cause__
+    if isinstance(cause, httpx.TimeoutException):
+        return f"none within {settings.BFL_TIMEOUT_S:g} s"
+    if isinstance(cause, httpx.TransportError):
+        return "the connection broke while waiting for it"
+    return exc.message
 
 
 def _credits_text(credits: Decimal) -> str:
@@ -359,7 +370,9 @@ def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) ->
             claimed.id,
             "submission_unknown",
             human_message(
-                "submission_unknown", exc.message, credits=_credits_text(claimed.estimated_credits)
+                "submission_unknown",
+                _unknown_cause(exc, settings),
+                credits=_credits_text(claimed.estimated_credits),
             ),
         )
     except ServerFailed as exc:
@@ -1030,7 +1043,7 @@ def _reconcile_submitting(
             continue
         message = human_message(
             "submission_unknown",
-            f"none came within {settings.SUBMITTING_STALE_S} s; the worker sending it "
+            f"nothing within {settings.SUBMITTING_STALE_S} s; the worker sending it "
             "may have stopped",
             credits=_credits_text(row.estimated_credits),
         )
