@@ -3,7 +3,9 @@
 Each step is a short transaction around one state transition; nothing waits on BFL inside a
 transaction or a task. The HTTP calls happen between transactions, so a crash leaves a row
 the sweeper can read: `submitting` (never re-POSTed: it may have reached BFL), or `pending`
-with an overdue `next_poll_at` (polled again).
+with an overdue `next_poll_at` (polled again). BFL's answer to a POST is kept in Redis before
+it is written to PostgreSQL (app.jobs.answers), so a database outage or a dead worker at that
+moment cannot lose a task BFL accepted and charged.
 """
 
 from __future__ import annotations
