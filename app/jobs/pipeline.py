@@ -1002,6 +1002,12 @@ def sweep(now: datetime | None = None, *, batch: int = 500) -> SweepReport:
         report.dispatch_wakeups = wakeups
     for job_id in applied:
         answers.forget(job_id)
+    if answers.journal_path().exists():
+        with session_scope() as db:
+            outstanding = db.scalars(
+                select(Job.id).where(Job.status == JobStatus.SUBMITTING.value)
+            ).all()
+        answers.prune_journal(outstanding)
     if any(report.as_dict().values()):
         log.info("sweep: %s", report.as_dict())
     return report
@@ -1024,16 +1030,19 @@ def _reconcile_submitting(
     ).all()
     if not rows:
         return
+    ids = [row.id for row in rows]
+    kept = answers.find_in_journal(ids)
+    complete = True
     try:
-        kept: dict[uuid.UUID, answers.KeptAnswer] | None = answers.find(row.id for row in rows)
+        kept.update(answers.find(ids))
     except redis.RedisError as exc:
         # Without the kept answers a stale job cannot be told from one whose answer came:
-        # leave them all for a sweep that can read them.
+        # leave those for a sweep that can read them.
         log.warning("could not read BFL's kept answers (%s); stale submissions wait", exc)
-        kept = None
+        complete = False
     stale_before = now - timedelta(seconds=settings.SUBMITTING_STALE_S)
     for row in rows:
-        answer = kept.get(row.id) if kept is not None else None
+        answer = kept.get(row.id)
         if answer is not None:
             # Poll at once: BFL has been working on it since it answered.
             if _apply_answer(db, row.id, answer, first_poll=0.0) is not None:
@@ -1041,7 +1050,7 @@ def _reconcile_submitting(
                 report.answers_applied += 1
                 applied.append(row.id)
             continue
-        if kept is None or row.claimed_at is None or row.claimed_at >= stale_before:
+        if not complete or row.claimed_at is None or row.claimed_at >= stale_before:
             continue
         message = human_message(
             "submission_unknown",

@@ -128,9 +128,39 @@ def test_with_redis_unreadable_a_stale_submission_is_not_given_up(
     # Nothing listens there: the kept answers cannot be read, so nobody can say none came.
     settings_env.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     get_settings.cache_clear()
-    assert not answers.keep(job.id, _answer())
     assert pipeline.sweep(now=later).submissions_reconciled == 0
     assert job_rows(engine, [job.id])[0].status == JobStatus.SUBMITTING
     settings_env.setenv("REDIS_URL", working_redis)
     get_settings.cache_clear()
     assert pipeline.sweep(now=later).submissions_reconciled == 1
+
+
+def test_without_redis_the_answer_goes_to_the_journal_and_the_sweeper_applies_it(
+    committed_db: Session, engine: Engine, settings_env: pytest.MonkeyPatch
+) -> None:
+    job = _submitting_job(committed_db)
+    other = _submitting_job(committed_db, prompt="still waiting")
+    settings_env.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    get_settings.cache_clear()
+    journal = answers.journal_path()
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text('{"job_id": "torn')  # a crashed append leaves half a line
+    with journal.open("a") as handle:
+        handle.write("\n")
+    answer = _answer("task-journal")
+    assert answers.keep(job.id, answer)  # Redis refused; the journal took it
+    assert answers.find_in_journal([job.id, other.id]) == {job.id: answer}
+
+    # Redis is still unreadable: the journal's answer is applied all the same, while the
+    # stale job without one is left alone (its answer may be in Redis).
+    later = utcnow() + timedelta(seconds=get_settings().SUBMITTING_STALE_S + 1)
+    report = pipeline.sweep(now=later)
+    assert (report.answers_applied, report.submissions_reconciled) == (1, 0)
+    pending, waiting = job_rows(engine, [job.id, other.id])
+    assert (pending.status, pending.bfl_id) == (JobStatus.PENDING, "task-journal")
+    assert waiting.status == JobStatus.SUBMITTING
+    assert _charges(committed_db, job.id) == [Decimal("3")]
+    # Applied entries leave the journal; a second sweep applies nothing again.
+    assert answers.find_in_journal([job.id]) == {}
+    assert pipeline.sweep(now=later).answers_applied == 0
+    assert _charges(committed_db, job.id) == [Decimal("3")]
