@@ -102,7 +102,7 @@ def keep(job_id: uuid.UUID, answer: KeptAnswer) -> bool:
 
 
 def find(job_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, KeptAnswer]:
-    """The kept answers of these jobs, by job id (jobs without one are absent).
+    """The answers of these jobs kept in Redis, by job id (jobs without one are absent).
 
     Raises `redis.RedisError` when Redis cannot be read: the caller must then not conclude
     that no answer came.
@@ -202,6 +202,9 @@ def _journal_entries() -> Iterator[tuple[uuid.UUID, KeptAnswer]]:
     try:
         lines = journal_path().read_text().splitlines()
     except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("could not read the answer journal: %s", exc)
         return
     for line in lines:
         try:
