@@ -133,6 +133,13 @@ class Settings(BaseSettings):
         default=120, ge=5, description="A job in submitting this long is reconciled."
     )
     SWEEP_INTERVAL_S: float = Field(default=15.0, gt=0, description="How often the sweeper runs.")
+    ANSWER_DB_RETRY_MINUTES: float = Field(
+        default=10.0,
+        ge=0,
+        le=60,
+        description="How long a worker keeps retrying to write an accepted BFL answer to an "
+        "unavailable PostgreSQL; afterwards the sweeper applies the answer kept in Redis.",
+    )
     CELERY_KEY_PREFIX: str = Field(
         default="", description="Prefix for Celery's Redis keys, so studios can share a Redis."
     )

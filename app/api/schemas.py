@@ -75,6 +75,11 @@ class JobOut(BaseModel):
     progress: float | None
     error_code: str | None
     error_message: str | None
+    moderation_reasons: list[str] = Field(
+        default_factory=list,
+        description="For a moderated job, the filters BFL named (its 'Moderation Reasons'), "
+        'e.g. "Derivative Works Filter"; empty otherwise.',
+    )
     created_at: UtcDatetime
     submitted_at: UtcDatetime | None
     finished_at: UtcDatetime | None
@@ -117,6 +122,7 @@ class JobOut(BaseModel):
             progress=job.progress,
             error_code=job.error_code,
             error_message=job.error_message,
+            moderation_reasons=list(job.moderation_reasons or []),
             created_at=job.created_at,
             submitted_at=job.submitted_at,
             finished_at=job.finished_at,

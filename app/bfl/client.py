@@ -126,6 +126,10 @@ class PollResult:
     message: str | None = None
     details: Any = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: The filters BFL named for a moderated task (`details["Moderation Reasons"]`).
+    moderation_reasons: tuple[str, ...] = ()
+    #: BFL's own explanation from `details`/`error`, without our words around it.
+    explanation: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -198,6 +202,11 @@ def _where(url: str) -> str:
     """Scheme, host and path of a URL: signed query strings stay out of messages and logs."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _words_of(key: Any) -> str:
+    """A JSON key compared loosely: "Moderation Reasons", "moderation_reasons" alike."""
+    return " ".join(str(key).replace("_", " ").lower().split())
 
 
 def _optional_float(value: Any) -> float | None:
@@ -462,22 +471,49 @@ class BFLClient:
         details = body.get("details")
         if details is None:
             details = body.get("error")
-        message = self._status_message(status, details)
+        reasons = self._moderation_reasons(details)
+        explanation = ", ".join(reasons) or self._explanation(details)
+        message = self._status_message(status, explanation)
         if status is TaskStatus.READY:
             if not isinstance(sample, str) or not sample:
                 raise UnexpectedResponse("BFL reported the task Ready without an image URL")
-            return PollResult(status, progress, sample, seed, message, details, body)
-        return PollResult(status, progress, None, seed, message, details, body)
+            return PollResult(
+                status, progress, sample, seed, message, details, body, (), explanation or None
+            )
+        return PollResult(
+            status, progress, None, seed, message, details, body, reasons, explanation or None
+        )
 
-    def _status_message(self, status: TaskStatus, details: Any) -> str | None:
+    def _moderation_reasons(self, details: Any) -> tuple[str, ...]:
+        """BFL's `details["Moderation Reasons"]` (a list, or one string), cleaned and bounded."""
+        if not isinstance(details, dict):
+            return ()
+        raw = next((v for k, v in details.items() if _words_of(k) == "moderation reasons"), None)
+        items = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
+        reasons: list[str] = []
+        for item in items[:10]:
+            text = self._scrub(" ".join(str(item).split()))[:200] if item is not None else ""
+            if text and text not in reasons:
+                reasons.append(text)
+        return tuple(reasons)
+
+    def _explanation(self, details: Any) -> str:
+        """BFL's words from `details`/`error`: a string, the text of one known key, or all."""
         explanation = ""
         if isinstance(details, str):
             explanation = details
         elif isinstance(details, dict) and details:
-            explanation = "; ".join(f"{k}: {v}" for k, v in details.items())
+            for key in ("error", "message", "detail", "reason"):
+                if isinstance(details.get(key), str) and details[key].strip():
+                    explanation = details[key]
+                    break
+            else:
+                explanation = "; ".join(f"{k}: {v}" for k, v in details.items())
         elif isinstance(details, list) and details:
             explanation = "; ".join(str(d) for d in details)
-        explanation = self._scrub(explanation)[:500]
+        return self._scrub(" ".join(explanation.split()))[:500]
+
+    def _status_message(self, status: TaskStatus, explanation: str) -> str | None:
         base = {
             TaskStatus.REQUEST_MODERATED: "BFL's moderation refused the prompt or input image",
             TaskStatus.CONTENT_MODERATED: "BFL's moderation withheld the generated image",

@@ -115,6 +115,9 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
             base_url=_base_url(request),
             polling_base=_polling_base(request, service.config),
         )
+        if service.config.answer_delay_s > 0:
+            # The task exists and is charged already; only its answer is late.
+            await asyncio.sleep(service.config.answer_delay_s)
         if accepted.drop:
             if service.config.drop_mode == "hang":
                 await asyncio.sleep(service.config.drop_hang_s)

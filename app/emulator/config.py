@@ -57,11 +57,21 @@ class EmulatorConfig(BaseSettings):
     poll_error_rate_5xx: float = Field(
         default=0.0, ge=0, le=1, description="Share of polls answered 503."
     )
+    moderation_reasons: list[str] = Field(
+        default_factory=lambda: ["Derivative Works Filter"],
+        description="What a moderated task reports in details['Moderation Reasons'].",
+    )
     drop_mode: Literal["close", "hang"] = Field(
         default="close",
         description="[[drop]]: close the connection mid-answer, or hang for drop_hang_s first.",
     )
     drop_hang_s: float = Field(default=60.0, ge=0, description="How long [[drop]] hangs.")
+    answer_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Hold back each accepted submission's answer this long after the task "
+        "exists (a slow link or a busy BFL); the task runs meanwhile.",
+    )
     delivery_content_type: str | None = Field(
         default=None, description="Serve result links with this Content-Type (failure tests)."
     )

@@ -395,7 +395,8 @@ class EmulatorService:
                 "duration": round(task.ready_at - task.created_at, 3),
             }
         elif task.outcome in ("request_moderated", "content_moderated"):
-            view["details"] = {"Moderation Reasons": ["Emulated moderation (trigger word)"]}
+            # BFL names the filters that stopped the task under this key.
+            view["details"] = {"Moderation Reasons": list(self._config.moderation_reasons)}
         elif task.outcome == "error":
             view["details"] = {"error": "Emulated generation failure (trigger word)"}
         return view

@@ -123,6 +123,8 @@ class Job(Timestamped, Base):
 
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    #: The filters BFL named for a moderated task (its details["Moderation Reasons"]).
+    moderation_reasons: Mapped[list[str] | None] = mapped_column(JSONB)
 
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -3,7 +3,9 @@
 Each step is a short transaction around one state transition; nothing waits on BFL inside a
 transaction or a task. The HTTP calls happen between transactions, so a crash leaves a row
 the sweeper can read: `submitting` (never re-POSTed: it may have reached BFL), or `pending`
-with an overdue `next_poll_at` (polled again).
+with an overdue `next_poll_at` (polled again). BFL's answer to a POST is kept in Redis before
+it is written to PostgreSQL (app.jobs.answers), so a database outage or a dead worker at that
+moment cannot lose a task BFL accepted and charged.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ import enum
 import io
 import logging
 import random
+import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
+import redis
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.bfl.catalogue import UnknownModel, get_model
@@ -38,7 +45,7 @@ from app.bfl.errors import (
 )
 from app.bfl.webhooks import sign_webhook_token
 from app.db import session_scope, utcnow
-from app.jobs import messages, state
+from app.jobs import answers, messages, state
 from app.jobs.models import ACTIVE_STATUSES, Image, Job, JobStatus
 from app.jobs.service import STORED_PREFIX
 from app.ops.logs import bind_context
@@ -65,29 +72,38 @@ THUMB_SIZE = 512
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 _ACTIVE = tuple(s.value for s in ACTIVE_STATUSES)
 
-#: What people read when a job ends badly, by error code; `{detail}` is BFL's own words.
+#: What people read when a job ends badly, by error code. `{detail}` is BFL's own words (or
+#: what happened); a parenthesised part whose value is missing is left out, and BFL words that
+#: only repeat the template's are dropped (see human_message).
 MESSAGES: dict[str, str] = {
     "bfl_no_credits": "BFL has no credits left on this account; ask an admin to top up.",
     "bfl_auth": "BFL refused the studio's API key; ask an admin to check BFL_API_KEY.",
     "bfl_rejected": "BFL rejected the request: {detail}. Change the settings and try again.",
     "bfl_server_error": (
-        "BFL had a server error while accepting the request ({detail}). It may or may not have "
-        "been charged, so it was not resent; retry it if no image appears."
+        "BFL answered the request with a server error ({detail}), so it may have accepted and "
+        "charged it all the same; it was not resent, to avoid paying twice. No image can "
+        "arrive for this job; Retry makes a new one."
     ),
     "submission_unknown": (
-        "The request reached BFL but no answer came back, so it may have been accepted and "
-        "charged. It was not resent, to avoid paying twice; retry it if no image appears."
+        "The request was sent to BFL but no usable answer came back ({detail}). BFL may have "
+        "accepted and charged it (about {credits} credits), so it was not resent, to avoid "
+        "paying twice. No image can arrive for this job; Retry makes a new one."
+    ),
+    "accepted_late": (
+        "BFL accepted the request and charged {credits} credits, but its answer came after the "
+        "studio had stopped waiting for it, so the image was not fetched. Retry makes a new job."
     ),
     "bfl_unreachable": "BFL could not be reached after several tries ({detail}); try again later.",
     "request_moderated": (
-        "BFL's moderation refused the prompt or a reference image; change them and try again."
+        "BFL's moderation refused the prompt or a reference image ({detail}); change them and "
+        "try again."
     ),
     "content_moderated": (
-        "BFL's moderation withheld the generated image; try another prompt or seed."
+        "BFL's moderation withheld the generated image ({detail}); try another prompt or seed."
     ),
     "bfl_error": "BFL failed to generate the image ({detail}); try again.",
     "task_not_found": "BFL no longer knows this task (unknown or expired); try again.",
-    "result_expired": ("The image expired at BFL before the studio could download it; try again."),
+    "result_expired": "The image expired at BFL before the studio could download it; try again.",
     "image_unreadable": "BFL sent a result that is not a readable image ({detail}); try again.",
     "timed_out": "BFL did not finish within {detail}; try again.",
     "reference_missing": "A reference image of this job is no longer stored; upload it again.",
@@ -97,12 +113,67 @@ MESSAGES: dict[str, str] = {
     "bfl_bad_response": "BFL's answer could not be understood ({detail}); try again.",
 }
 
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+# " (… {name} …)" and ": {name}" parts, left out when `name` has no value.
+_OPTIONAL_PART = re.compile(r" \([^()]*\{(\w+)\}[^()]*\)|: \{(\w+)\}")
+_EMPTY_DETAILS = {"", "no details", "none", "null", "unknown"}
+
+
+def _words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w']+", " ", text.lower()).split())
+
+
+def _own_words(template: str, detail: str) -> str:
+    """`detail` minus what the template already says, so no message repeats itself.
+
+    BFL's texts often restate our sentence ("BFL failed to generate the image: out of
+    memory"): a leading restatement is cut, and a detail that adds nothing is dropped.
+    """
+    text = " ".join(detail.split()).strip().rstrip(".").strip()
+    if _words(text) in _EMPTY_DETAILS:
+        return ""
+    fixed = _PLACEHOLDER.split(template)[0::2]
+    lead = fixed[0].rstrip(" (:")
+    if lead and text.lower().startswith(lead.lower()):
+        text = text[len(lead) :].lstrip(" :;,.-(").rstrip(")").strip()
+    if not text or _words(text) in _words(" ".join(fixed)):
+        return ""
+    return text
+
 
 def human_message(code: str, detail: str = "", **extra: str) -> str:
+    """The sentence people read for error `code`, with BFL's `detail` and `extra` values.
+
+    An unknown code reads as the detail itself. Parts whose value is missing are left out
+    rather than shown as "no details".
+    """
     template = MESSAGES.get(code)
     if template is None:
-        return detail or "The job failed."
-    return template.format(detail=detail or "no details", **extra)
+        return " ".join(detail.split()) or "The job failed."
+    values = {name: " ".join(str(value).split()) for name, value in extra.items()}
+    values["detail"] = _own_words(template, detail)
+
+    def drop_if_empty(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return match.group(0) if values.get(name) else ""
+
+    text = _OPTIONAL_PART.sub(drop_if_empty, template)
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1)) or "(not known)", text)
+
+
+def _unknown_cause(exc: BFLError, settings: Settings) -> str:
+    """What became of the answer to a POST whose outcome is unknown, in a few plain words."""
+    cause = exc.__cause__
+    if isinstance(cause, httpx.TimeoutException):
+        return f"none within {settings.BFL_TIMEOUT_S:g} s"
+    if isinstance(cause, httpx.TransportError):
+        return "the connection broke while waiting for it"
+    return exc.message
+
+
+def _credits_text(credits: Decimal) -> str:
+    """Credits as people read them: 3, 4.5, 0.75 (no trailing zeros)."""
+    return f"{credits.normalize():f}"
 
 
 class Outcome(enum.StrEnum):
@@ -117,6 +188,7 @@ class Outcome(enum.StrEnum):
     READY = "ready"
     MODERATED = "moderated"
     LOST_RACE = "lost_race"  # another actor finished the transition first
+    DEFERRED = "deferred"  # BFL accepted; PostgreSQL did not take it yet: left to the sweeper
 
 
 def _now() -> datetime:
@@ -295,9 +367,15 @@ def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) ->
         return _requeue(
             claimed, _backoff(claimed.requeues), f"Waiting: BFL could not be reached ({exc})."
         )
-    except OutcomeUnknown:
+    except OutcomeUnknown as exc:
         return _fail_submitting(
-            claimed.id, "submission_unknown", human_message("submission_unknown")
+            claimed.id,
+            "submission_unknown",
+            human_message(
+                "submission_unknown",
+                _unknown_cause(exc, settings),
+                credits=_credits_text(claimed.estimated_credits),
+            ),
         )
     except ServerFailed as exc:
         # A 5xx answer to a POST does not prove that no task exists: BFL may have created it
@@ -320,46 +398,153 @@ def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) ->
     except BFLError as exc:
         # Anything else the client raises for a POST is not a proof that nothing was created.
         code = exc.code if exc.safe_to_retry is False else "submission_unknown"
-        return _fail_submitting(claimed.id, code, human_message(code, exc.message))
+        return _fail_submitting(
+            claimed.id,
+            code,
+            human_message(code, exc.message, credits=_credits_text(claimed.estimated_credits)),
+        )
     except Exception as exc:
         log.exception("unexpected error submitting job %s", claimed.id)
         return _fail_submitting(
             claimed.id,
             "submission_unknown",
-            human_message("submission_unknown") + f" ({type(exc).__name__})",
+            human_message(
+                "submission_unknown",
+                f"the studio hit {type(exc).__name__} while waiting",
+                credits=_credits_text(claimed.estimated_credits),
+            ),
         )
 
     # BFL reports the cost for FLUX.2; FLUX.1 endpoints do not, so the estimate stands in
     # for it (the catalogue prices them per image, so it is what BFL charges).
     cost = submission.cost if submission.cost is not None else claimed.estimated_credits
+    answer = answers.KeptAnswer(submission.id, submission.polling_url, cost, _now())
+    # From here on the task exists at BFL and is paid for. Keep the answer where neither an
+    # unavailable PostgreSQL nor this worker dying can lose it, then write it to PostgreSQL.
+    answers.keep(claimed.id, answer)
+    return _record_acceptance(claimed.id, answer, settings)
+
+
+def _first_poll_delay(settings: Settings) -> float:
     # With webhooks the first poll is only a fallback for a call that never comes.
-    first_poll = (
-        settings.POLL_MAX_INTERVAL_S if webhooks_enabled(settings) else settings.POLL_MIN_INTERVAL_S
+    if webhooks_enabled(settings):
+        return settings.POLL_MAX_INTERVAL_S
+    return settings.POLL_MIN_INTERVAL_S
+
+
+def _apply_answer(
+    db: Session,
+    job_id: uuid.UUID,
+    answer: answers.KeptAnswer,
+    *,
+    first_poll: float,
+) -> Job | None:
+    """submitting → pending with BFL's answer and its one ledger row; the first poll scheduled.
+
+    The same guarded transition for the worker that got the answer and for the sweeper that
+    applies a kept copy, so whichever comes second finds the job moved on and changes nothing.
+    """
+    job = state.mark_pending(
+        db,
+        job_id,
+        bfl_id=answer.bfl_id,
+        polling_url=answer.polling_url,
+        cost_credits=answer.cost_credits,
+        next_poll_at=_now() + timedelta(seconds=first_poll),
+        now=answer.accepted_at,
     )
-    now = _now()
-    with session_scope() as db:
-        job = state.mark_pending(
-            db,
-            claimed.id,
-            bfl_id=submission.id,
-            polling_url=submission.polling_url,
-            cost_credits=cost,
-            next_poll_at=now + timedelta(seconds=first_poll),
-            now=now,
-        )
-        if job is None:
-            # The sweeper gave up on this POST (it took longer than SUBMITTING_STALE_S) and the
-            # job already ended as submission_unknown. BFL did accept and charge it: keep its
-            # id and charge it (settling the budget hold), but do not poll it.
+    if job is not None:
+        messages.schedule_poll(db, job.id, first_poll or None)
+    return job
+
+
+def _database_unavailable(exc: DBAPIError) -> bool:
+    """Whether `exc` says PostgreSQL could not be reached (worth waiting for), not a bug."""
+    return isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
+
+
+def _record_acceptance(
+    job_id: uuid.UUID, answer: answers.KeptAnswer, settings: Settings
+) -> Outcome:
+    """Write BFL's answer to PostgreSQL, retrying with back-off while it is unavailable.
+
+    Retries for up to ANSWER_DB_RETRY_MINUTES; past that (or if this worker dies meanwhile)
+    the sweeper applies the copy kept in Redis.
+    """
+    deadline = time.monotonic() + settings.ANSWER_DB_RETRY_MINUTES * 60
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            outcome = _write_acceptance(job_id, answer, settings)
+        except DBAPIError as exc:
+            if not _database_unavailable(exc):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error(
+                    "PostgreSQL did not take BFL's answer for job %s (task %s) in %d tries; "
+                    "the sweeper will apply the copy kept in Redis",
+                    job_id,
+                    answer.bfl_id,
+                    tries,
+                )
+                return Outcome.DEFERRED
+            delay = min(left, _backoff(tries - 1, base=0.5, ceiling=15.0))
             log.warning(
-                "BFL accepted job %s (task %s) after it was reconciled", claimed.id, submission.id
+                "PostgreSQL did not take BFL's answer for job %s (task %s): %s; "
+                "trying again in %.1f s",
+                job_id,
+                answer.bfl_id,
+                type(exc.orig or exc).__name__,
+                delay,
             )
-            state.note_late_acceptance(
-                db, claimed.id, bfl_id=submission.id, cost_credits=submission.cost
+            time.sleep(delay)
+            continue
+        if tries > 1:
+            log.info(
+                "BFL's answer for job %s (task %s) reached PostgreSQL after %d tries",
+                job_id,
+                answer.bfl_id,
+                tries,
             )
-            return Outcome.LOST_RACE
-        messages.schedule_poll(db, job.id, first_poll)
-    return Outcome.SUBMITTED
+        return outcome
+
+
+def _write_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: Settings) -> Outcome:
+    with session_scope() as db:
+        first_poll = _first_poll_delay(settings)
+        job = _apply_answer(db, job_id, answer, first_poll=first_poll)
+        if job is not None:
+            outcome = Outcome.SUBMITTED
+        else:
+            outcome = Outcome.LOST_RACE
+            current = db.get(Job, job_id)
+            if current is not None and current.bfl_id == answer.bfl_id:
+                # Applied already: by the sweeper from the kept copy, or by an earlier try
+                # whose COMMIT went through before its connection broke (its poll message
+                # may then be lost, so one more poll is asked for; a duplicate is a no-op).
+                if current.status == JobStatus.PENDING.value:
+                    messages.schedule_poll(db, job_id, first_poll)
+            else:
+                # The sweeper gave up on this POST before its answer came (it took longer
+                # than SUBMITTING_STALE_S) and ended the job submission_unknown. BFL did
+                # accept and charge it: keep its id and charge it (settling the budget
+                # hold), but do not poll it.
+                log.warning(
+                    "BFL accepted job %s (task %s) after it was reconciled", job_id, answer.bfl_id
+                )
+                state.note_late_acceptance(
+                    db,
+                    job_id,
+                    bfl_id=answer.bfl_id,
+                    cost_credits=answer.cost_credits,
+                    error_message=human_message(
+                        "accepted_late", credits=_credits_text(answer.cost_credits)
+                    ),
+                )
+    answers.forget(job_id)
+    return outcome
 
 
 def _requeue(claimed: _Claimed, delay: float, note: str) -> Outcome:
@@ -517,10 +702,19 @@ def poll_job(client: BFLClient, job_id: uuid.UUID, *, force: bool = False) -> Ou
             if result.status is TaskStatus.REQUEST_MODERATED
             else "content_moderated"
         )
-        return _fail_pending(polled.id, code, human_message(code), JobStatus.MODERATED)
+        reasons = list(result.moderation_reasons)
+        detail = ", ".join(reasons) or result.explanation or ""
+        return _fail_pending(
+            polled.id,
+            code,
+            human_message(code, detail),
+            JobStatus.MODERATED,
+            moderation_reasons=reasons,
+        )
     if result.status is TaskStatus.ERROR:
-        detail = result.message or "no details"
-        return _fail_pending(polled.id, "bfl_error", human_message("bfl_error", detail))
+        return _fail_pending(
+            polled.id, "bfl_error", human_message("bfl_error", result.explanation or "")
+        )
     return _fail_pending(polled.id, "task_not_found", human_message("task_not_found"))
 
 
@@ -546,7 +740,12 @@ def _still_pending(
 
 
 def _fail_pending(
-    job_id: uuid.UUID, code: str, message: str, target: JobStatus = JobStatus.FAILED
+    job_id: uuid.UUID,
+    code: str,
+    message: str,
+    target: JobStatus = JobStatus.FAILED,
+    *,
+    moderation_reasons: list[str] | None = None,
 ) -> Outcome:
     with session_scope() as db:
         job = state.finish_unsuccessfully(
@@ -556,6 +755,7 @@ def _fail_pending(
             target=target,
             error_code=code,
             error_message=message,
+            moderation_reasons=moderation_reasons or None,
         )
     if job is None:
         return Outcome.LOST_RACE
@@ -724,7 +924,10 @@ class SweepReport:
 
     dispatch_wakeups: int = 0
     polls_restarted: int = 0
+    #: Stale submissions ended `submission_unknown` (no answer from BFL was ever kept).
     submissions_reconciled: int = 0
+    #: Submissions moved to pending from BFL's answer kept in Redis.
+    answers_applied: int = 0
     timed_out: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -732,6 +935,7 @@ class SweepReport:
             "dispatch_wakeups": self.dispatch_wakeups,
             "polls_restarted": self.polls_restarted,
             "submissions_reconciled": self.submissions_reconciled,
+            "answers_applied": self.answers_applied,
             "timed_out": self.timed_out,
         }
 
@@ -739,8 +943,10 @@ class SweepReport:
 def sweep(now: datetime | None = None, *, batch: int = 500) -> SweepReport:
     """Recover what crashes and a lost Redis leave behind; Postgres alone says what is due.
 
-    - `submitting` for longer than SUBMITTING_STALE_S: the POST may have reached BFL, so the
-      job ends `submission_unknown` and is never re-POSTed;
+    - `submitting` with BFL's answer kept in Redis (the worker died, or PostgreSQL was down,
+      before PostgreSQL took it): moved to pending with that answer and charged once;
+    - `submitting` for longer than SUBMITTING_STALE_S with no answer kept: the POST may have
+      reached BFL, so the job ends `submission_unknown` and is never re-POSTed;
     - `pending` longer than JOB_MAX_PENDING_S: ends `timed_out`;
     - `pending` with an overdue `next_poll_at` (message lost, worker killed): polled again;
     - eligible `queued` jobs and free slots: the dispatcher is woken.
@@ -750,26 +956,9 @@ def sweep(now: datetime | None = None, *, batch: int = 500) -> SweepReport:
     settings = get_settings()
     now = now or _now()
     report = SweepReport()
+    applied: list[uuid.UUID] = []
     with session_scope() as db:
-        stale = db.scalars(
-            select(Job.id)
-            .where(
-                Job.status == JobStatus.SUBMITTING.value,
-                Job.claimed_at < now - timedelta(seconds=settings.SUBMITTING_STALE_S),
-            )
-            .limit(batch)
-        ).all()
-        for job_id in stale:
-            if state.finish_unsuccessfully(
-                db,
-                job_id,
-                expected=JobStatus.SUBMITTING,
-                target=JobStatus.FAILED,
-                error_code="submission_unknown",
-                error_message=human_message("submission_unknown"),
-                now=now,
-            ):
-                report.submissions_reconciled += 1
+        _reconcile_submitting(db, settings, now, batch, report, applied)
 
         expired = db.scalars(
             select(Job.id)
@@ -811,6 +1000,71 @@ def sweep(now: datetime | None = None, *, batch: int = 500) -> SweepReport:
         wakeups = min(eligible, max(free, 0))
         messages.wake_dispatcher(db, wakeups)
         report.dispatch_wakeups = wakeups
+    for job_id in applied:
+        answers.forget(job_id)
+    if answers.journal_path().exists():
+        with session_scope() as db:
+            outstanding = db.scalars(
+                select(Job.id).where(Job.status == JobStatus.SUBMITTING.value)
+            ).all()
+        answers.prune_journal(outstanding)
     if any(report.as_dict().values()):
         log.info("sweep: %s", report.as_dict())
     return report
+
+
+def _reconcile_submitting(
+    db: Session,
+    settings: Settings,
+    now: datetime,
+    batch: int,
+    report: SweepReport,
+    applied: list[uuid.UUID],
+) -> None:
+    """Apply BFL's kept answers to jobs in submitting; end stale ones that have none."""
+    rows = db.execute(
+        select(Job.id, Job.claimed_at, Job.estimated_credits)
+        .where(Job.status == JobStatus.SUBMITTING.value)
+        .order_by(Job.claimed_at)
+        .limit(batch)
+    ).all()
+    if not rows:
+        return
+    ids = [row.id for row in rows]
+    kept = answers.find_in_journal(ids)
+    complete = True
+    try:
+        kept.update(answers.find(ids))
+    except redis.RedisError as exc:
+        # Without the kept answers a stale job cannot be told from one whose answer came:
+        # leave those for a sweep that can read them.
+        log.warning("could not read BFL's kept answers (%s); stale submissions wait", exc)
+        complete = False
+    stale_before = now - timedelta(seconds=settings.SUBMITTING_STALE_S)
+    for row in rows:
+        answer = kept.get(row.id)
+        if answer is not None:
+            # Poll at once: BFL has been working on it since it answered.
+            if _apply_answer(db, row.id, answer, first_poll=0.0) is not None:
+                log.info("applied BFL's kept answer to job %s (task %s)", row.id, answer.bfl_id)
+                report.answers_applied += 1
+                applied.append(row.id)
+            continue
+        if not complete or row.claimed_at is None or row.claimed_at >= stale_before:
+            continue
+        message = human_message(
+            "submission_unknown",
+            f"nothing within {settings.SUBMITTING_STALE_S} s; the worker sending it "
+            "may have stopped",
+            credits=_credits_text(row.estimated_credits),
+        )
+        if state.finish_unsuccessfully(
+            db,
+            row.id,
+            expected=JobStatus.SUBMITTING,
+            target=JobStatus.FAILED,
+            error_code="submission_unknown",
+            error_message=message,
+            now=now,
+        ):
+            report.submissions_reconciled += 1

@@ -115,6 +115,21 @@ def test_terminal_failure_statuses(
     assert result.message is not None and words in result.message
 
 
+def test_moderation_reasons_and_bfl_s_own_words_are_parsed(
+    client: BFLClient, emulator: EmulatorServer, wait_done: Wait
+) -> None:
+    emulator.configure(moderation_reasons=["Derivative Works Filter", "Public Figures Filter"])
+    moderated = wait_done(_submit(client, "a cat [[request-moderated]]"))
+    assert moderated.moderation_reasons == ("Derivative Works Filter", "Public Figures Filter")
+    assert moderated.explanation == "Derivative Works Filter, Public Figures Filter"
+    failed = wait_done(_submit(client, "a cat [[error]]"))
+    assert failed.moderation_reasons == ()
+    # BFL's words alone, without the "error:" key or our own sentence around them.
+    assert failed.explanation == "Emulated generation failure (trigger word)"
+    ready = wait_done(_submit(client, "a cat"))
+    assert (ready.moderation_reasons, ready.explanation) == ((), None)
+
+
 def test_unknown_and_expired_tasks_are_not_found(
     client: BFLClient, emulator: EmulatorServer, wait_done: Wait
 ) -> None:

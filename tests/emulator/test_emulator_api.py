@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -276,3 +277,30 @@ def test_reference_images_are_priced_by_their_megapixels(http: httpx.Client) -> 
     # A URL's size is unknown until BFL fetches it: one megapixel.
     assert body["input_mp"] == 3.0
     assert body["cost"] == 7.5  # 3 + 1.5 x 3 input megapixels, in credits
+
+
+def test_moderated_tasks_name_their_reasons_as_bfl_does(
+    http: httpx.Client, emulator: EmulatorServer
+) -> None:
+    task_id = _submit(http, prompt="x [[request-moderated]]").json()["id"]
+    emulator.service.advance_clock(1)
+    assert _poll(http, task_id)["details"] == {"Moderation Reasons": ["Derivative Works Filter"]}
+    emulator.configure(moderation_reasons=["Public Figures Filter"])
+    assert _poll(http, task_id)["details"] == {"Moderation Reasons": ["Public Figures Filter"]}
+
+
+def test_answer_delay_holds_back_the_answer_of_a_task_that_already_exists(
+    http: httpx.Client, emulator: EmulatorServer
+) -> None:
+    emulator.configure(answer_delay_s=1.0)
+    seen: list[int] = []
+    sender = threading.Thread(target=lambda: seen.append(len(_submit(http).json()["id"])))
+    started = time.monotonic()
+    sender.start()
+    deadline = time.monotonic() + 5
+    while not emulator.submissions() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # BFL has the task (and charged it) while the answer is still on its way.
+    assert len(emulator.submissions()) == 1 and not seen
+    sender.join(10)
+    assert seen and time.monotonic() - started >= 1.0

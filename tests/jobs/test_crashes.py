@@ -71,6 +71,7 @@ def test_a_worker_killed_during_the_post_leaves_a_job_that_is_never_sent_again(
         time.sleep(1.0)
     assert (done.status, done.error_code) == (JobStatus.FAILED, "submission_unknown")
     assert "not resent" in (done.error_message or "")
+    assert "No image can arrive for this job; Retry makes a new one." in (done.error_message or "")
     assert _posts(emulator, "[[drop]] hang") == 1
 
 
@@ -331,6 +332,12 @@ def test_an_answer_that_comes_after_the_sweeper_gave_up_is_charged_once(
     # Still failed (nobody polls it), but with BFL's id and the cost BFL charged.
     assert (done.status, done.error_code) == (JobStatus.FAILED, "submission_unknown")
     assert done.bfl_id == bfl_task["id"]
+    # The message no longer says that no answer came: it says when it came and what it cost.
+    assert done.error_message == (
+        f"BFL accepted the request and charged {done.cost_credits.normalize():f} credits, "
+        "but its answer came after the studio had stopped waiting for it, so the image was not "
+        "fetched. Retry makes a new job."
+    )
     expected = Decimal(str(reported)) if model == "flux-2-pro" else job.estimated_credits
     assert done.cost_credits == expected
     charges = committed_db.scalars(select(Charge).where(Charge.job_id == job.id)).all()
