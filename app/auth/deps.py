@@ -17,6 +17,7 @@ from app.auth.models import ApiToken, AuthSession, Membership, Role, Team, User
 from app.db import utcnow
 from app.deps import SessionDep
 from app.errors import Forbidden, NotAuthenticated, StudioError
+from app.limits import read_form
 from app.security import constant_time_equal, new_token, signature, token_hash
 from app.settings import get_settings
 
@@ -289,7 +290,7 @@ async def sent_csrf_token(request: Request) -> str | None:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         # Starlette caches the parsed form, so the route's Form(...) parameters still work.
-        form = await request.form()
+        form = await read_form(request)
         value = form.get(CSRF_FIELD)
         return value if isinstance(value, str) else None
     return None

@@ -28,6 +28,7 @@ from app.auth.service import AccountError, NotInTeam
 from app.auth.throttle import LoginThrottle
 from app.deps import SessionDep
 from app.errors import Forbidden, NotFound
+from app.limits import read_form
 from app.settings import get_settings
 from app.templating import templates
 
@@ -587,7 +588,7 @@ async def _invite_csrf(request: Request, actor: OptionalActor) -> Actor | None:
     if actor is not None and actor.session is not None:
         await check_session_csrf(request, actor.session)
     elif actor is None:
-        form = await request.form()
+        form = await read_form(request)
         sent = form.get("csrf_token")
         if not FormToken.is_valid(request, sent if isinstance(sent, str) else None):
             raise CsrfFailed()
