@@ -216,14 +216,19 @@ def _caller_row(
     )
 
 
-def _from_token(db: Session, raw: str) -> Actor | None:
+def _from_token(db: Session, raw: str) -> Actor:
+    """The caller behind an API token; NotAuthenticated (401) saying why it does not work."""
     row = db.execute(_caller_row(ApiToken, token_hash(raw))).first()
-    if row is None:
-        return None
+    if row is None or row[0].revoked_at is not None:
+        # Unknown, revoked, or its owner left the team (which revokes it too).
+        raise NotAuthenticated("The API token is unknown or revoked; create a new one.")
     token, user, team, role = row
-    if token.revoked_at is not None:
-        return None
     now = utcnow()
+    if token.expires_at is not None and token.expires_at <= now:
+        raise NotAuthenticated(
+            f"The API token expired on {token.expires_at:%Y-%m-%d %H:%M} UTC; "
+            "create a new one on the API tokens page (/account/tokens)."
+        )
     if token.last_used_at is None or now - token.last_used_at > _TOUCH_EVERY:
         db.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
         token.last_used_at = now
@@ -259,8 +264,6 @@ def load_actor(request: Request, db: Session) -> Actor | None:
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         actor = _from_token(db, credentials.strip())
-        if actor is None:
-            raise NotAuthenticated("The API token is unknown or revoked; create a new one.")
     else:
         raw = request.cookies.get(session_cookie_name())
         if raw:

@@ -26,6 +26,7 @@ from app.auth.deps import (
 from app.auth.models import Role
 from app.auth.service import AccountError, NotInTeam
 from app.auth.throttle import LoginThrottle
+from app.auth.tokens import live_token_count, revoke_tokens_of
 from app.deps import SessionDep
 from app.errors import Forbidden, NotFound
 from app.limits import read_form
@@ -42,6 +43,8 @@ NOTICES = {
     "name": "Your name was saved.",
     "email": "Your email was changed.",
     "password": "Your password was changed. Every other browser was signed out.",
+    "password_tokens": "Your password was changed. Every other browser was signed out and "
+    "your API tokens were revoked.",
     "session": "That browser was signed out.",
     "sessions": "Every other browser was signed out.",
     "switched": "You switched team.",
@@ -175,9 +178,15 @@ def login(
         service.end_session_by_token(db, previous)
     try:
         raw, _ = service.start_session(db, user, user_agent=_user_agent(request))
-    except AccountError as exc:
-        return _login_form(
-            request, next_path=target, email=email, error=_sentence(exc), status_code=403
+    except AccountError:
+        # The password was right but the person belongs to no team (say, they were removed
+        # from their only one): say so, and how to come back, instead of a bare refusal.
+        invite = target if target.startswith("/invite/") else None
+        return templates.TemplateResponse(
+            request,
+            "auth/no_team.html",
+            {"actor": None, "email": user.email, "invite": invite},
+            status_code=403,
         )
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, raw)
@@ -239,6 +248,7 @@ def _account_page(
         "sessions": service.sessions_of(db, actor.user_id),
         "current_session_id": actor.session.id if actor.session else None,
         "teams": service.teams_of(db, actor.user_id),
+        "live_tokens": live_token_count(db, actor.user_id),
     }
     return templates.TemplateResponse(
         request, "account/index.html", context, status_code=status_code, headers=headers
@@ -288,6 +298,7 @@ def account_password(
     current_password: FormStr = "",
     new_password: FormStr = "",
     new_password_again: FormStr = "",
+    revoke_tokens: FormStr = "",
 ) -> Response:
     if new_password != new_password_again:
         return _account_page(
@@ -312,10 +323,13 @@ def account_password(
         )
     # Every session ends, this one included; this browser gets a fresh one at once.
     service.end_other_sessions(db, actor.user_id)
+    # A changed password often means a leak: the form offers (ticked) to end the API tokens,
+    # in every team, too.
+    revoked = revoke_tokens_of(db, user_id=actor.user_id) if revoke_tokens else 0
     raw, _ = service.start_session(
         db, actor.user, team_id=actor.team_id, user_agent=_user_agent(request)
     )
-    response = _redirect("/account", "password")
+    response = _redirect("/account", "password_tokens" if revoked else "password")
     set_session_cookie(response, raw)
     return response
 
@@ -605,7 +619,10 @@ def accept_invite(
     email: FormStr = "",
     password: FormStr = "",
     password_again: FormStr = "",
+    account: FormStr = "new",
 ) -> Response:
+    if actor is None and account == "existing":
+        return _join_with_account(request, db, token, email, password)
     if actor is not None:
         try:
             team = service.accept_invite(db, token, actor.user)
@@ -637,6 +654,51 @@ def accept_invite(
         return _invite_page(
             request, db, token, None, error=_sentence(exc), name=name, email=email, status_code=400
         )
+    raw, _ = service.start_session(db, user, team_id=team.id, user_agent=_user_agent(request))
+    response = _redirect("/", "joined")
+    set_session_cookie(response, raw)
+    return response
+
+
+def _join_with_account(
+    request: Request, db: SessionDep, token: str, email: str, password: str
+) -> Response:
+    """The invite page's "I have an account" form: sign in with the password and join."""
+    email = email.strip()[:320]
+    address = client_address(request)
+    throttle = LoginThrottle()
+    wait = throttle.wait_seconds(email, address)
+    if wait:
+        return _invite_page(
+            request,
+            db,
+            token,
+            None,
+            error=f"Too many sign-in attempts; try again in {wait} seconds.",
+            email=email,
+            status_code=429,
+        )
+    try:
+        user, team = (
+            service.accept_invite_existing_user(db, token, email=email, password=password)
+            if email and password and len(password) <= 4096
+            else (None, None)
+        )
+    except NotInTeam:
+        return _invite_page(request, db, token, None)
+    except AccountError as exc:
+        return _invite_page(
+            request, db, token, None, error=_sentence(exc), email=email, status_code=409
+        )
+    if user is None or team is None:
+        throttle.record_failure(email, address)
+        return _invite_page(
+            request, db, token, None, error=WRONG_CREDENTIALS, email=email, status_code=400
+        )
+    throttle.record_success(email, address)
+    previous = request.cookies.get(session_cookie_name())
+    if previous:
+        service.end_session_by_token(db, previous)
     raw, _ = service.start_session(db, user, team_id=team.id, user_agent=_user_agent(request))
     response = _redirect("/", "joined")
     set_session_cookie(response, raw)
