@@ -320,6 +320,9 @@ def test_page_actions_on_another_members_job_answer_like_the_api(
     failed = add_job(committed_db, alice, "alice's failure", status=JobStatus.FAILED, cost=None)
     committed_db.commit()
     client = sign_in(bob)
+    # Bob's view of Alice's queued card offers no Cancel button; Alice's does.
+    assert f"/jobs/{queued.id}/cancel" not in client.get(f"/jobs/{queued.id}/card").text
+    assert f"/jobs/{queued.id}/cancel" in sign_in(alice).get(f"/jobs/{queued.id}/card").text
 
     for headers in ({}, HX):
         cancel = client.post(f"/jobs/{queued.id}/cancel", headers=headers)
