@@ -497,8 +497,6 @@ def retry(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -
         db.rollback()
         if isinstance(exc, JobError) and exc.code == "not_found":
             raise NotFound("That job") from None
-        if isinstance(exc, JobError) and exc.code == "forbidden":
-            raise Forbidden(exc.message) from None
         current = get_job(db, actor.team_id, old_id)
         if current is None:
             raise NotFound("That job") from None
