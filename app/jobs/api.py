@@ -56,14 +56,14 @@ from app.jobs.service import (
     upload_size_problem,
     vary_job,
 )
-from app.limits import read_form
+from app.limits import MAX_REFERENCE_FILES, read_form
 from app.settings import get_settings
 
 router = APIRouter(tags=["jobs"])
 
 #: Text the database cannot store (NUL) is refused at the door, naming the field.
 NO_NUL = r"^[^\x00]*$"
-MAX_REFERENCE_IMAGES = 8
+MAX_REFERENCE_IMAGES = MAX_REFERENCE_FILES
 #: Longest plain (non-image) parameter value; real ones are a few characters.
 _MAX_PARAM_TEXT = 1_000
 #: Parameters are sizes, seeds and scales: anything beyond 64-bit integers is a mistake.
@@ -337,7 +337,7 @@ _JOB_CREATE_BODY = {
     response_model=JobBatchOut,
     summary="Queue one image or a batch",
     openapi_extra=_JOB_CREATE_BODY,
-    responses={**_REPLAY_RESPONSE, **error_responses(400, 402, 409, 415, 422)},
+    responses={**_REPLAY_RESPONSE, **error_responses(400, 402, 409, 413, 415, 422)},
 )
 def create(
     actor: ChangingActor,
