@@ -373,6 +373,12 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         headers = dict(exc.headers or {})
+        if exc.status_code == 400:
+            from app.limits import form_limit_problem
+
+            problem = form_limit_problem(request, message)
+            if problem is not None:
+                return await studio_error(request, problem)
         if exc.status_code == 400 and message == _BODY_PARSE_FAILED:
             # A body that is not valid JSON (or not text at all) is an invalid request like any
             # other: one status, one documented shape, naming the body as the field at fault.

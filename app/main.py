@@ -14,6 +14,7 @@ from app.errors import install_error_handlers
 from app.gallery import routes as gallery_routes
 from app.jobs import routes as jobs_routes
 from app.jobs import webhooks as job_webhooks
+from app.limits import RequestSizeLimit, form_limits
 from app.ops import health
 from app.ops import routes as ops_routes
 from app.ops.middleware import install_observability
@@ -26,8 +27,13 @@ def create_app() -> FastAPI:
         title="FLUX Team Studio",
         version="0.1.0",
         description="Generate images with FLUX.2 as a team: shared gallery, prompts and costs.",
+        # Forms FastAPI parses for routes (sign-in, account, team): no files, few small fields.
+        form_limits=form_limits(),  # type: ignore[arg-type]
     )
     install_error_handlers(app)
+    # Outside the NUL check (which reads form bodies) so no body is read past its limit, and
+    # inside the observability middleware added below, so refusals are logged and counted.
+    app.add_middleware(RequestSizeLimit)
     install_openapi(app)
     install_observability(app)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")

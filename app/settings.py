@@ -123,6 +123,34 @@ class Settings(BaseSettings):
         description="Requests per minute one API token may make; 0 turns the limit off.",
     )
 
+    # Request size limits: enforced while a body streams in, before anything parses it.
+    MAX_REQUEST_BYTES: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body (JSON or form) in bytes, except where a job is queued.",
+    )
+    MAX_JOB_REQUEST_BYTES: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of POST /api/v1/jobs and POST /generate (references "
+        "included) in bytes.",
+    )
+    MAX_REFERENCE_IMAGE_BYTES: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest reference image file in bytes."
+    )
+    MAX_REFERENCE_IMAGE_PIXELS: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="Most pixels (width x height, read from the file's header) a reference "
+        "image may declare.",
+    )
+    MAX_FORM_FIELDS: int = Field(
+        default=200, ge=1, description="Most non-file fields one form post may carry."
+    )
+    MAX_FORM_FIELD_BYTES: int = Field(
+        default=256 * 1024, ge=1024, description="Largest single non-file form field in bytes."
+    )
+
     # Pipeline tuning.
     POLL_MIN_INTERVAL_S: float = Field(default=0.5, gt=0, description="First poll delay.")
     POLL_MAX_INTERVAL_S: float = Field(default=5.0, gt=0, description="Longest poll delay.")

@@ -170,7 +170,11 @@ class ApiToken(Timestamped, Base):
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Set when the owner revokes it, when they leave the team, or when they change their
+    #: password and choose to; a revoked token never works again, whatever happens later.
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: None: until revoked. Chosen at creation (30, 90 or 365 days).
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RecoveryCode(Timestamped, Base):

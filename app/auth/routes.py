@@ -29,8 +29,10 @@ from app.auth.deps import (
 from app.auth.models import AuthSession, Role, User
 from app.auth.service import AccountError, NotInTeam
 from app.auth.throttle import LoginThrottle
+from app.auth.tokens import live_token_count, revoke_tokens_of
 from app.deps import SessionDep
 from app.errors import Forbidden, NotFound
+from app.limits import read_form
 from app.security import constant_time_equal
 from app.settings import get_settings
 from app.templating import templates
@@ -45,6 +47,8 @@ NOTICES = {
     "name": "Your name was saved.",
     "email": "Your email was changed.",
     "password": "Your password was changed. Every other browser was signed out.",
+    "password_tokens": "Your password was changed. Every other browser was signed out and "
+    "your API tokens were revoked.",
     "session": "That browser was signed out.",
     "sessions": "Every other browser was signed out.",
     "switched": "You switched team.",
@@ -190,9 +194,15 @@ def login(
             ip_address=address,
             awaiting_second_factor=user.has_two_factor,
         )
-    except AccountError as exc:
-        return _login_form(
-            request, next_path=target, email=email, error=_sentence(exc), status_code=403
+    except AccountError:
+        # The password was right but the person belongs to no team (say, they were removed
+        # from their only one): say so, and how to come back, instead of a bare refusal.
+        invite = target if target.startswith("/invite/") else None
+        return templates.TemplateResponse(
+            request,
+            "auth/no_team.html",
+            {"actor": None, "email": user.email, "invite": invite},
+            status_code=403,
         )
     if user.has_two_factor:
         response = RedirectResponse(f"/login/code?next={quote(target)}", status_code=303)
@@ -357,6 +367,7 @@ def _account_page(
         "teams": service.teams_of(db, actor.user_id),
         "describe_user_agent": service.describe_user_agent,
         "two_factor_on": actor.user.has_two_factor,
+        "live_tokens": live_token_count(db, actor.user_id),
     }
     return templates.TemplateResponse(
         request, "account/index.html", context, status_code=status_code, headers=headers
@@ -406,6 +417,7 @@ def account_password(
     current_password: FormStr = "",
     new_password: FormStr = "",
     new_password_again: FormStr = "",
+    revoke_tokens: FormStr = "",
 ) -> Response:
     if new_password != new_password_again:
         return _account_page(
@@ -430,6 +442,9 @@ def account_password(
         )
     # Every session ends, this one included; this browser gets a fresh one at once.
     service.end_other_sessions(db, actor.user_id)
+    # A changed password often means a leak: the form offers (ticked) to end the API tokens,
+    # in every team, too.
+    revoked = revoke_tokens_of(db, user_id=actor.user_id) if revoke_tokens else 0
     raw, _ = service.start_session(
         db,
         actor.user,
@@ -437,7 +452,7 @@ def account_password(
         user_agent=_user_agent(request),
         ip_address=client_address(request),
     )
-    response = _redirect("/account", "password")
+    response = _redirect("/account", "password_tokens" if revoked else "password")
     set_session_cookie(response, raw)
     return response
 
@@ -910,7 +925,7 @@ async def _invite_csrf(request: Request, actor: OptionalActor) -> Actor | None:
     if actor is not None and actor.session is not None:
         await check_session_csrf(request, actor.session)
     elif actor is None:
-        form = await request.form()
+        form = await read_form(request)
         sent = form.get("csrf_token")
         if not FormToken.is_valid(request, sent if isinstance(sent, str) else None):
             raise CsrfFailed()
@@ -927,7 +942,10 @@ def accept_invite(
     email: FormStr = "",
     password: FormStr = "",
     password_again: FormStr = "",
+    account: FormStr = "new",
 ) -> Response:
+    if actor is None and account == "existing":
+        return _join_with_account(request, db, token, email, password)
     if actor is not None:
         try:
             team = service.accept_invite(db, token, actor.user)
@@ -966,6 +984,51 @@ def accept_invite(
         user_agent=_user_agent(request),
         ip_address=client_address(request),
     )
+    response = _redirect("/", "joined")
+    set_session_cookie(response, raw)
+    return response
+
+
+def _join_with_account(
+    request: Request, db: SessionDep, token: str, email: str, password: str
+) -> Response:
+    """The invite page's "I have an account" form: sign in with the password and join."""
+    email = email.strip()[:320]
+    address = client_address(request)
+    throttle = LoginThrottle()
+    wait = throttle.wait_seconds(email, address)
+    if wait:
+        return _invite_page(
+            request,
+            db,
+            token,
+            None,
+            error=f"Too many sign-in attempts; try again in {wait} seconds.",
+            email=email,
+            status_code=429,
+        )
+    try:
+        user, team = (
+            service.accept_invite_existing_user(db, token, email=email, password=password)
+            if email and password and len(password) <= 4096
+            else (None, None)
+        )
+    except NotInTeam:
+        return _invite_page(request, db, token, None)
+    except AccountError as exc:
+        return _invite_page(
+            request, db, token, None, error=_sentence(exc), email=email, status_code=409
+        )
+    if user is None or team is None:
+        throttle.record_failure(email, address)
+        return _invite_page(
+            request, db, token, None, error=WRONG_CREDENTIALS, email=email, status_code=400
+        )
+    throttle.record_success(email, address)
+    previous = request.cookies.get(session_cookie_name())
+    if previous:
+        service.end_session_by_token(db, previous)
+    raw, _ = service.start_session(db, user, team_id=team.id, user_agent=_user_agent(request))
     response = _redirect("/", "joined")
     set_session_cookie(response, raw)
     return response

@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.models import AuthSession, Invite, Membership, Role, Team, User
+from app.auth.tokens import revoke_tokens_of
 from app.db import utcnow
 from app.security import (
     hash_password,
@@ -473,6 +474,9 @@ def remove_member(db: Session, team_id: uuid.UUID, user_id: uuid.UUID) -> None:
     db.execute(
         delete(AuthSession).where(AuthSession.user_id == user_id, AuthSession.team_id == team_id)
     )
+    # Their API tokens for this team end for good: if they are invited back later, the old
+    # tokens stay revoked (the right to use them ended with the membership).
+    revoke_tokens_of(db, user_id=user_id, team_id=team_id)
     user = db.get(User, user_id)
     if user is not None and user.last_team_id == team_id:
         user.last_team_id = None
@@ -604,9 +608,31 @@ def accept_invite_new_user(
     invite, team = find_invite(db, raw_token)
     if invite.email:
         email = invite.email
+    if find_user_by_email(db, email) is not None:
+        raise AccountError(
+            "an account with this email exists already; join with it under "
+            "'I have an account' on this page, using its password",
+            field="email",
+        )
     # A savepoint: a refused account (email taken, short password) must not use up the link.
     with db.begin_nested():
         user = create_user(db, email=email, name=name, password=password)
         invite = _claim_invite(db, raw_token, user.id)
         add_member(db, user, team, Role(invite.role))
     return user, team
+
+
+def accept_invite_existing_user(
+    db: Session, raw_token: str, *, email: str, password: str
+) -> tuple[User | None, Team | None]:
+    """A person with an account (say, one removed from their only team) joins with its password.
+
+    Returns (None, None) when the email and password do not match an active account (the caller
+    says only "wrong" and counts a failed sign-in); NotInTeam when the link is not usable;
+    AccountError when the invite is for another email.
+    """
+    find_invite(db, raw_token)
+    user = authenticate(db, email, password)
+    if user is None:
+        return None, None
+    return user, accept_invite(db, raw_token, user)

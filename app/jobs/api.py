@@ -47,15 +47,23 @@ from app.gallery.service import (
     team_job,
 )
 from app.jobs.models import Favourite, Image, Job, JobStatus
-from app.jobs.service import JobError, cancel_job, create_jobs, retry_job, vary_job
+from app.jobs.service import (
+    MAX_PROMPT_CHARS,
+    JobError,
+    cancel_job,
+    create_jobs,
+    retry_job,
+    upload_size_problem,
+    vary_job,
+)
+from app.limits import MAX_REFERENCE_FILES, read_form
 from app.settings import get_settings
 
 router = APIRouter(tags=["jobs"])
 
 #: Text the database cannot store (NUL) is refused at the door, naming the field.
 NO_NUL = r"^[^\x00]*$"
-MAX_PROMPT_CHARS = 10_000
-MAX_REFERENCE_IMAGES = 8
+MAX_REFERENCE_IMAGES = MAX_REFERENCE_FILES
 #: Longest plain (non-image) parameter value; real ones are a few characters.
 _MAX_PARAM_TEXT = 1_000
 #: Parameters are sizes, seeds and scales: anything beyond 64-bit integers is a mistake.
@@ -183,7 +191,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 async def _form_body(request: Request) -> tuple[dict[str, Any], list[bytes]]:
-    form = await request.form()
+    form = await read_form(request)
     data: dict[str, Any] = {}
     for name in ("model", "prompt", "count"):
         value = form.get(name)
@@ -199,9 +207,13 @@ async def _form_body(request: Request) -> tuple[dict[str, Any], list[bytes]]:
     for index, part in enumerate(form.getlist("reference_images")):
         if not isinstance(part, UploadFile):
             raise _invalid(f"reference_images.{index}", "upload image files in this field")
+        if len(form.getlist("reference_images")) > MAX_REFERENCE_IMAGES:
+            raise _invalid("reference_images", f"at most {MAX_REFERENCE_IMAGES} reference images")
+        # Parsed files wait on disk; one over the limit is refused before it is read into memory.
+        problem = upload_size_problem(part)
+        if problem:
+            raise _invalid(f"reference_images.{index}", problem)
         uploads.append(await part.read())
-    if len(uploads) > MAX_REFERENCE_IMAGES:
-        raise _invalid("reference_images", f"at most {MAX_REFERENCE_IMAGES} reference images")
     return data, uploads
 
 
@@ -325,7 +337,7 @@ _JOB_CREATE_BODY = {
     response_model=JobBatchOut,
     summary="Queue one image or a batch",
     openapi_extra=_JOB_CREATE_BODY,
-    responses={**_REPLAY_RESPONSE, **error_responses(400, 402, 409, 415, 422)},
+    responses={**_REPLAY_RESPONSE, **error_responses(400, 402, 409, 413, 415, 422)},
 )
 def create(
     actor: ChangingActor,

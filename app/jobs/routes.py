@@ -31,7 +31,7 @@ from app.bfl.catalogue import (
 from app.costs.service import BudgetExceeded
 from app.db import utcnow
 from app.deps import SessionDep
-from app.errors import NotFound
+from app.errors import Forbidden, NotFound
 from app.gallery.service import credits_text, recent_jobs
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import (
@@ -43,7 +43,9 @@ from app.jobs.service import (
     image_size,
     reference_size,
     retry_job,
+    upload_size_problem,
 )
+from app.limits import read_form
 from app.settings import get_settings
 from app.templating import templates
 
@@ -245,10 +247,15 @@ def request_params(state: GenerateForm) -> tuple[dict[str, Any], int | None]:
     return params, count
 
 
-async def _uploads(form: FormData) -> list[bytes]:
+async def _uploads(form: FormData, state: GenerateForm) -> list[bytes]:
     files: list[bytes] = []
-    for item in form.getlist("reference_images"):
+    for position, item in enumerate(form.getlist("reference_images"), start=1):
         if isinstance(item, UploadFile) and item.filename:
+            # Parsed files wait on disk; one over the limit is never read into memory.
+            problem = upload_size_problem(item)
+            if problem:
+                state.errors["reference_images"] = f"reference image {position}: {problem}"
+                return []
             files.append(await item.read())
             if len(files) > _MAX_UPLOADS:
                 break
@@ -401,9 +408,9 @@ def _sizes(text: str) -> list[tuple[int, int] | None]:
 
 @router.post("/generate", response_class=HTMLResponse, summary="Queue images from the form")
 async def generate(request: Request, actor: ChangingActor, db: SessionDep) -> Response:
-    form = await request.form()
+    form = await read_form(request)
     state = read_generate_form(form, actor.team_id)
-    files = await _uploads(form)
+    files = await _uploads(form, state)
     params, count = request_params(state)
     jobs: list[Job] = []
     if not state.errors and count is not None:
@@ -518,6 +525,9 @@ def cancel(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) 
     except JobError as exc:
         if exc.code == "not_found":
             raise NotFound("That job") from None
+        if exc.code == "forbidden":
+            # The same answer as the API: a refusal by role is a 403, not a card with a notice.
+            raise Forbidden(exc.message) from None
         current = get_job(db, actor.team_id, _uuid_or_404(job_id))
         if current is None:
             raise NotFound("That job") from None

@@ -233,6 +233,33 @@
     if (form) applyModel(form, false);
   }
 
+  // htmx swaps in only 2xx answers; a refusal (403 not allowed, 413 too large, 422 over a
+  // limit) would otherwise change nothing on the page. Show its message at the top instead.
+  function refusalText(xhr) {
+    try {
+      var page = new DOMParser().parseFromString(xhr.responseText, "text/html");
+      var found = page.querySelector(".error-page p");
+      if (found && found.textContent) return found.textContent;
+    } catch (ignored) { /* not HTML */ }
+    try {
+      return JSON.parse(xhr.responseText).error.message;
+    } catch (ignored) { /* not JSON either */ }
+    return "The studio refused this request (" + xhr.status + ").";
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    var notice = document.getElementById("request-refused");
+    if (!notice) {
+      notice = document.createElement("p");
+      notice.id = "request-refused";
+      notice.className = "notice notice-error";
+      notice.setAttribute("role", "alert");
+      var main = document.querySelector("main") || document.body;
+      main.insertBefore(notice, main.firstChild);
+    }
+    notice.textContent = refusalText(event.detail.xhr);
+  });
+
   document.addEventListener("DOMContentLoaded", function () { init(document); });
   document.addEventListener("htmx:load", function (event) { init(event.target); });
 })();
