@@ -252,7 +252,8 @@ def web(
         host=host,
         port=port,
         workers=processes,
-        proxy_headers=True,
+        # The app resolves X-Forwarded-For itself, from TRUSTED_PROXIES (app.ops.proxies).
+        proxy_headers=False,
         log_level="warning",
     )
 

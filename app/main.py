@@ -17,6 +17,7 @@ from app.jobs import webhooks as job_webhooks
 from app.ops import health
 from app.ops import routes as ops_routes
 from app.ops.middleware import install_observability
+from app.ops.proxies import TrustedProxyMiddleware
 from app.prompts import routes as prompts_routes
 from app.templating import STATIC_DIR
 
@@ -30,6 +31,8 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     install_observability(app)
+    # Added last, so it runs first: every later layer sees the resolved client address.
+    app.add_middleware(TrustedProxyMiddleware)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(health.router)
     app.include_router(api_router.router)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Key the studio presents to its own emulator; the emulator accepts any non-empty key by default.
@@ -83,7 +84,10 @@ class Settings(BaseSettings):
     SESSION_IDLE_MINUTES: int = Field(default=120, ge=1, description="Idle session timeout.")
     SESSION_MAX_HOURS: int = Field(default=24 * 7, ge=1, description="Absolute session lifetime.")
     LOGIN_FREE_ATTEMPTS_ACCOUNT: int = Field(
-        default=5, ge=1, description="Failed sign-ins per account before delays begin."
+        default=5,
+        ge=1,
+        description="Failed sign-ins for one account from one client address before delays "
+        "begin (the owner signing in from elsewhere is never slowed by them).",
     )
     LOGIN_FREE_ATTEMPTS_ADDRESS: int = Field(
         default=30, ge=1, description="Failed sign-ins per client address before delays begin."
@@ -93,6 +97,16 @@ class Settings(BaseSettings):
     )
     LOGIN_DELAY_MAX_S: float = Field(
         default=900.0, gt=0, description="Longest sign-in delay (no hard lock-out)."
+    )
+    TRUSTED_PROXIES: str = Field(
+        default="",
+        description="Comma-separated addresses or CIDRs of reverse proxies whose "
+        "X-Forwarded-For is believed; empty: the direct peer is the client.",
+    )
+    INVITE_MAX_ATTEMPTS: int = Field(
+        default=10,
+        ge=1,
+        description="Refused tries to accept one invite link before the link stops working.",
     )
     METRICS_TOKEN: SecretStr | None = Field(
         default=None, description="Bearer token for /metrics; unset: loopback clients only."
@@ -138,6 +152,17 @@ class Settings(BaseSettings):
         "worker died and polls the job again; keep above POLL_MAX_INTERVAL_S.",
     )
 
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def trusted_proxies(self) -> tuple[IPNetwork, ...]:
+        """TRUSTED_PROXIES as networks (a single address is a /32 or /128)."""
+        return parse_networks(self.TRUSTED_PROXIES)
+
     @property
     def bfl_emulated(self) -> bool:
         """True when no BFL key is configured and the studio talks to its emulator."""
@@ -175,6 +200,23 @@ class Settings(BaseSettings):
                 "or set REDIS_URL=redis://host:6379/0"
             )
         return self.REDIS_URL
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """Comma- or space-separated addresses/CIDRs as networks; ValueError naming a bad entry."""
+    networks: list[IPNetwork] = []
+    for entry in value.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"TRUSTED_PROXIES: {entry!r} is not an address or CIDR "
+                "(write e.g. 172.31.250.10 or 10.0.0.0/8, comma-separated)"
+            ) from None
+    return tuple(networks)
 
 
 def normalize_database_url(url: str) -> str:

@@ -68,8 +68,8 @@ def safe_next(target: str | None) -> str:
 
 
 def client_address(request: Request) -> str:
-    # The direct peer; behind a proxy run uvicorn with --proxy-headers and a trusted
-    # --forwarded-allow-ips so this is the real client and not a spoofable header.
+    # The client as app.ops.proxies resolved it: the direct peer, or behind a proxy listed in
+    # TRUSTED_PROXIES the right-most untrusted X-Forwarded-For hop (never a spoofable header).
     return request.client.host if request.client else "unknown"
 
 
