@@ -53,10 +53,16 @@ def ensure_first_admin(data_dir: Path) -> tuple[str, str] | None:
     with session_scope() as db:
         if user_count(db) > 0:
             return None
-        password = new_token(12)
+        # 24 random bytes: far past any strength rule, and checked by the same rule anyway.
+        password = new_token(24)
         team = create_team(db, "My team")
         user = create_user(
-            db, email=FIRST_ADMIN_EMAIL, name="Admin", password=password, is_superuser=True
+            db,
+            email=FIRST_ADMIN_EMAIL,
+            name="Admin",
+            password=password,
+            is_superuser=True,
+            team_names=[team.name],
         )
         add_member(db, user, team, Role.ADMIN)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -335,7 +341,7 @@ def users_create(
         with session_scope() as db:
             found = db.scalars(select(Team).where(Team.name == team)).first()
             target = found or create_team(db, team)
-            user = create_user(db, email=email, name=name, password=password)
+            user = create_user(db, email=email, name=name, password=password, team_names=[team])
             add_member(db, user, target, team_role)
     except AccountError as exc:
         _say(str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -15,6 +16,7 @@ from app.db import utcnow
 from app.security import (
     hash_password,
     new_token,
+    password_inputs,
     password_needs_rehash,
     password_problem,
     token_hash,
@@ -74,10 +76,13 @@ def create_user(
     name: str,
     password: str,
     is_superuser: bool = False,
+    team_names: Sequence[str] = (),
 ) -> User:
+    """A new person. The password must pass `password_problem`, with the email, the name and
+    `team_names` (the team they join) counted as words it must not be built from."""
     email = normalize_email(email)
     _check_email(email)
-    problem = password_problem(password)
+    problem = password_problem(password, password_inputs(email, name, *team_names))
     if problem:
         raise AccountError(f"password: {problem}", field="password")
     if len(name.strip()) > 120:
@@ -259,7 +264,8 @@ def _require_password(user: User, current_password: str) -> None:
 def change_password(db: Session, user: User, *, current_password: str, new_password: str) -> None:
     """New password after proving the current one. The caller ends and renews sessions."""
     _require_password(user, current_password)
-    problem = password_problem(new_password)
+    team_names = [team.name for team, _ in teams_of(db, user.id)]
+    problem = password_problem(new_password, password_inputs(user.email, user.name, *team_names))
     if problem:
         raise AccountError(f"new password: {problem}", field="new_password")
     user.password_hash = hash_password(new_password)
@@ -505,7 +511,7 @@ def accept_invite_new_user(
         email = invite.email
     # A savepoint: a refused account (email taken, short password) must not use up the link.
     with db.begin_nested():
-        user = create_user(db, email=email, name=name, password=password)
+        user = create_user(db, email=email, name=name, password=password, team_names=[team.name])
         invite = _claim_invite(db, raw_token, user.id)
         add_member(db, user, team, Role(invite.role))
     return user, team

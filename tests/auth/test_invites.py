@@ -159,7 +159,7 @@ def test_a_refused_sign_up_does_not_use_up_the_link(
     taken = _sign_up(client_factory(), raw, email=admin.user.email)
     assert taken.status_code == 400 and "exists already" in taken.text
     short = _sign_up(client_factory(), raw, password="short", password_again="short")
-    assert short.status_code == 400 and "at least 10 characters" in short.text
+    assert short.status_code == 400 and "at least 12 characters" in short.text
     assert _sign_up(client_factory(), raw).status_code == 303
 
 
