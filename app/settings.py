@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Key the studio presents to its own emulator; the emulator accepts any non-empty key by default.
 EMULATOR_KEY = "emulator-local-key"
+#: SECRET_KEY's built-in value: public, so `studio up` replaces it and the production commands
+#: refuse to run with it (whoever knows it can forge this studio's webhook tokens).
+DEV_SECRET_KEY = "dev-only-change-me"  # noqa: S105 (public on purpose)
 
 
 class Settings(BaseSettings):
@@ -71,12 +74,19 @@ class Settings(BaseSettings):
 
     # Web.
     SECRET_KEY: SecretStr = Field(
-        default=SecretStr("dev-only-change-me"),
-        description="Signs webhook tokens and CSRF tokens; set a long random value in production.",
+        default=SecretStr(DEV_SECRET_KEY),
+        description="Signs webhook tokens and CSRF tokens; set a long random value in production "
+        "(`studio up` keeps a generated one in DATA_DIR/secret_key).",
     )
     PUBLIC_URL: str | None = Field(
         default=None,
-        description="The studio's public https URL; when set, BFL webhooks finish jobs at once.",
+        description="The studio's public https URL; when set, BFL webhooks finish jobs at once "
+        "and invite links are built from it.",
+    )
+    LOCAL_URL: str | None = Field(
+        default=None,
+        description="Set by `studio up` for its children: the local address invite links use "
+        "when PUBLIC_URL is unset (never used for webhooks).",
     )
     COOKIE_SECURE: bool = Field(
         default=True, description="Mark session cookies Secure (__Host- prefix); keep on."
@@ -162,6 +172,18 @@ class Settings(BaseSettings):
     def trusted_proxies(self) -> tuple[IPNetwork, ...]:
         """TRUSTED_PROXIES as networks (a single address is a /32 or /128)."""
         return parse_networks(self.TRUSTED_PROXIES)
+
+    @property
+    def uses_dev_secret_key(self) -> bool:
+        """True while SECRET_KEY is the public built-in value."""
+        return self.SECRET_KEY.get_secret_value() == DEV_SECRET_KEY
+
+    @property
+    def link_base_url(self) -> str | None:
+        """Base URL for links the studio hands out (invites): PUBLIC_URL, else the local
+        address `studio up` runs at; None when neither is known."""
+        base = self.PUBLIC_URL or self.LOCAL_URL
+        return base.rstrip("/") if base else None
 
     @property
     def bfl_emulated(self) -> bool:
