@@ -145,7 +145,7 @@ def test_main_pages_run_under_the_csp_in_chromium(committed_db: Session, web: st
     from playwright.sync_api import Page, expect
 
     admin = make_person(committed_db, role=Role.ADMIN)
-    make_charge(committed_db, admin, "3", prompt="a ready one for the gallery")
+    ready = make_charge(committed_db, admin, "3", prompt="a ready one for the gallery")
     waiting = make_job(committed_db, admin, prompt="a queued one", status=JobStatus.QUEUED)
     committed_db.commit()
 
@@ -181,6 +181,7 @@ def test_main_pages_run_under_the_csp_in_chromium(committed_db: Session, web: st
 
         visit("/", generate_ready)
         visit("/gallery", lambda: expect(page.locator("h1")).to_be_visible())
+        visit(f"/gallery/{ready.id}", lambda: expect(page.locator("h1")).to_be_visible())
         visit("/prompts", lambda: expect(page.locator("h1")).to_be_visible())
         visit(
             "/costs", lambda: expect(page.locator("canvas[data-drawn=true]").first).to_be_visible()
