@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from decimal import Decimal
 from functools import lru_cache
@@ -16,6 +17,9 @@ from app.bfl.catalogue import BFL_DOMAIN
 
 #: Key the studio presents to its own emulator; the emulator accepts any non-empty key by default.
 EMULATOR_KEY = "emulator-local-key"
+#: SECRET_KEY's built-in value: public, so `studio up` replaces it and the production commands
+#: refuse to run with it (whoever knows it can forge this studio's webhook tokens).
+DEV_SECRET_KEY = "dev-only-change-me"  # noqa: S105 (public on purpose)
 
 
 class Settings(BaseSettings):
@@ -79,12 +83,19 @@ class Settings(BaseSettings):
 
     # Web.
     SECRET_KEY: SecretStr = Field(
-        default=SecretStr("dev-only-change-me"),
-        description="Signs webhook tokens and CSRF tokens; set a long random value in production.",
+        default=SecretStr(DEV_SECRET_KEY),
+        description="Signs webhook tokens and CSRF tokens; set a long random value in production "
+        "(`studio up` keeps a generated one in DATA_DIR/secret_key).",
     )
     PUBLIC_URL: str | None = Field(
         default=None,
-        description="The studio's public https URL; when set, BFL webhooks finish jobs at once.",
+        description="The studio's public https URL; when set, BFL webhooks finish jobs at once "
+        "and invite links are built from it.",
+    )
+    LOCAL_URL: str | None = Field(
+        default=None,
+        description="Set by `studio up` for its children: the local address invite links use "
+        "when PUBLIC_URL is unset (never used for webhooks).",
     )
     COOKIE_SECURE: bool = Field(
         default=True, description="Mark session cookies Secure (__Host- prefix); keep on."
@@ -92,7 +103,10 @@ class Settings(BaseSettings):
     SESSION_IDLE_MINUTES: int = Field(default=120, ge=1, description="Idle session timeout.")
     SESSION_MAX_HOURS: int = Field(default=24 * 7, ge=1, description="Absolute session lifetime.")
     LOGIN_FREE_ATTEMPTS_ACCOUNT: int = Field(
-        default=5, ge=1, description="Failed sign-ins per account before delays begin."
+        default=5,
+        ge=1,
+        description="Failed sign-ins for one account from one client address before delays "
+        "begin (the owner signing in from elsewhere is never slowed by them).",
     )
     LOGIN_FREE_ATTEMPTS_ADDRESS: int = Field(
         default=30, ge=1, description="Failed sign-ins per client address before delays begin."
@@ -102,6 +116,16 @@ class Settings(BaseSettings):
     )
     LOGIN_DELAY_MAX_S: float = Field(
         default=900.0, gt=0, description="Longest sign-in delay (no hard lock-out)."
+    )
+    TRUSTED_PROXIES: str = Field(
+        default="",
+        description="Comma-separated addresses or CIDRs of reverse proxies whose "
+        "X-Forwarded-For is believed; empty: the direct peer is the client.",
+    )
+    INVITE_MAX_ATTEMPTS: int = Field(
+        default=10,
+        ge=1,
+        description="Refused tries to accept one invite link before the link stops working.",
     )
     METRICS_TOKEN: SecretStr | None = Field(
         default=None, description="Bearer token for /metrics; unset: loopback clients only."
@@ -204,6 +228,29 @@ class Settings(BaseSettings):
             hosts.append(api_host.lower())
         return list(dict.fromkeys(hosts))
 
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def trusted_proxies(self) -> tuple[IPNetwork, ...]:
+        """TRUSTED_PROXIES as networks (a single address is a /32 or /128)."""
+        return parse_networks(self.TRUSTED_PROXIES)
+
+    @property
+    def uses_dev_secret_key(self) -> bool:
+        """True while SECRET_KEY is the public built-in value."""
+        return self.SECRET_KEY.get_secret_value() == DEV_SECRET_KEY
+
+    @property
+    def link_base_url(self) -> str | None:
+        """Base URL for links the studio hands out (invites): PUBLIC_URL, else the local
+        address `studio up` runs at; None when neither is known."""
+        base = self.PUBLIC_URL or self.LOCAL_URL
+        return base.rstrip("/") if base else None
+
     @property
     def bfl_emulated(self) -> bool:
         """True when no BFL key is configured and the studio talks to its emulator."""
@@ -249,6 +296,23 @@ _HOST_RE = re.compile(r"(\*\.|\.)?[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]
 
 def _split_hosts(value: str) -> list[str]:
     return [part.strip().lower() for part in value.split(",") if part.strip()]
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """Comma- or space-separated addresses/CIDRs as networks; ValueError naming a bad entry."""
+    networks: list[IPNetwork] = []
+    for entry in value.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"TRUSTED_PROXIES: {entry!r} is not an address or CIDR "
+                "(write e.g. 172.31.250.10 or 10.0.0.0/8, comma-separated)"
+            ) from None
+    return tuple(networks)
 
 
 def normalize_database_url(url: str) -> str:

@@ -22,7 +22,6 @@ from app.limits import read_form
 from app.security import constant_time_equal, new_token, signature, token_hash
 from app.settings import get_settings
 
-API_TOKEN_PREFIX = "fts_"  # noqa: S105 - a label on tokens, not a secret
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 #: Touching last_seen_at on every request would write on every page view; once a minute is enough.

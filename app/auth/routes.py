@@ -27,7 +27,7 @@ from app.auth.deps import (
     set_session_cookie,
 )
 from app.auth.models import AuthSession, Role, User
-from app.auth.service import AccountError, NotInTeam
+from app.auth.service import AccountError, InviteRefused, NotInTeam
 from app.auth.throttle import LoginThrottle
 from app.auth.tokens import live_token_count, revoke_tokens_of
 from app.deps import SessionDep
@@ -79,8 +79,8 @@ def safe_next(target: str | None) -> str:
 
 
 def client_address(request: Request) -> str:
-    # The direct peer; behind a proxy run uvicorn with --proxy-headers and a trusted
-    # --forwarded-allow-ips so this is the real client and not a spoofable header.
+    # The client as app.ops.proxies resolved it: the direct peer, or behind a proxy listed in
+    # TRUSTED_PROXIES the right-most untrusted X-Forwarded-For hop (never a spoofable header).
     return request.client.host if request.client else "unknown"
 
 
@@ -810,9 +810,12 @@ def team_two_factor_policy(db: SessionDep, actor: SessionActor, required: FormSt
     return _redirect("/team", "two-factor-policy")
 
 
-def _public_base(request: Request) -> str:
-    configured = get_settings().PUBLIC_URL
-    return (configured or str(request.base_url)).rstrip("/")
+#: Why no invite link can be made: never built from the request's Host header, which the
+#: caller chooses.
+NO_PUBLIC_URL = (
+    "Invite links need the studio's address: set PUBLIC_URL to the URL people open the "
+    "studio at (for example https://studio.example.com) and restart it."
+)
 
 
 @router.post("/team/invites")
@@ -824,6 +827,9 @@ def team_invite(
     role: FormStr = "member",
 ) -> Response:
     _require_admin(actor)
+    base = get_settings().link_base_url
+    if base is None:
+        return _team_page(request, db, actor, errors={"invite": NO_PUBLIC_URL}, status_code=409)
     invite_role = _role(role)
     if invite_role is None:
         return _team_page(
@@ -840,7 +846,7 @@ def team_invite(
     except AccountError as exc:
         return _team_page(request, db, actor, errors={"invite": _sentence(exc)}, status_code=400)
     # The link is shown this once: only its hash is kept.
-    link = f"{_public_base(request)}/invite/{quote(raw)}"
+    link = f"{base}/invite/{quote(raw)}"
     return _team_page(request, db, actor, invite_link=link, status_code=201)
 
 
@@ -974,6 +980,8 @@ def accept_invite(
     except NotInTeam:
         return _invite_page(request, db, token, None)
     except AccountError as exc:
+        if isinstance(exc, InviteRefused):
+            service.record_invite_refusal(db, token)
         return _invite_page(
             request, db, token, None, error=_sentence(exc), name=name, email=email, status_code=400
         )

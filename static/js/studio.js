@@ -226,8 +226,32 @@
     });
   }
 
+  // Sizes that depend on the data come as data-* attributes and are set here: the
+  // Content-Security-Policy allows no inline style attributes.
+  function dataStyles(root) {
+    var all = function (selector) {
+      var found = root.querySelectorAll ? Array.prototype.slice.call(root.querySelectorAll(selector)) : [];
+      if (root.matches && root.matches(selector)) found.push(root);
+      return found;
+    };
+    all("[data-aspect]").forEach(function (node) {
+      node.style.aspectRatio = node.getAttribute("data-aspect");
+    });
+    all("[data-percent]").forEach(function (node) {
+      var value = parseFloat(node.getAttribute("data-percent"));
+      if (!isNaN(value)) node.style.width = Math.max(0, Math.min(100, value)) + "%";
+    });
+  }
+
+  // A read-only field holding a link or token selects its whole text when focused.
+  document.addEventListener("focusin", function (event) {
+    var target = event.target;
+    if (target && target.hasAttribute && target.hasAttribute("data-select-on-focus")) target.select();
+  });
+
   function init(root) {
     localTimes(root);
+    dataStyles(root);
     var form = root.querySelector ? root.querySelector("#generate-form") : null;
     if (!form && root.id === "generate-form") form = root;
     if (form) applyModel(form, false);

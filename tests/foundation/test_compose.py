@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -72,3 +73,24 @@ def test_compose_keeps_metric_samples_per_container_and_metrics_private() -> Non
     assert "env -u PROMETHEUS_MULTIPROC_DIR" in " ".join(services["worker"]["healthcheck"]["test"])
     caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
     assert "@metrics path /metrics" in caddyfile and "respond @metrics 404" in caddyfile
+
+
+def test_compose_web_trusts_only_its_own_proxy_for_the_client_address() -> None:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose is not installed")
+    env = dict(os.environ, SECRET_KEY="compose-check")
+    result = subprocess.run(
+        [tool, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    config = yaml.safe_load(result.stdout)
+    services = config["services"]
+    proxy_address = services["proxy"]["networks"]["default"]["ipv4_address"]
+    for name in ("web", "worker", "beat"):
+        assert services[name]["environment"]["TRUSTED_PROXIES"] == proxy_address
+    subnet = config["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(proxy_address) in ipaddress.ip_network(subnet)
