@@ -75,6 +75,11 @@ class JobOut(BaseModel):
     progress: float | None
     error_code: str | None
     error_message: str | None
+    next_try_at: datetime | None = Field(
+        default=None,
+        description="For a queued job waiting out a BFL outage or rate limit: when the studio "
+        "tries it next (UTC). Null when it goes as soon as a slot is free.",
+    )
     created_at: datetime
     submitted_at: datetime | None
     finished_at: datetime | None
@@ -93,6 +98,7 @@ class JobOut(BaseModel):
         image: Image | None = None,
         author: str | None = None,
         favourite: bool = False,
+        next_try_at: datetime | None = None,
     ) -> JobOut:
         return cls(
             id=job.id,
@@ -117,6 +123,7 @@ class JobOut(BaseModel):
             progress=job.progress,
             error_code=job.error_code,
             error_message=job.error_message,
+            next_try_at=next_try_at,
             created_at=job.created_at,
             submitted_at=job.submitted_at,
             finished_at=job.finished_at,

@@ -19,6 +19,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from app.auth.models import User
 from app.costs.models import Charge, CreditBalance
 from app.db import get_sessionmaker, utcnow
+from app.jobs import account
 from app.jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from app.ops import heartbeat
 from app.settings import get_settings
@@ -231,11 +232,15 @@ def ops_snapshot(db: Session, team_id: uuid.UUID) -> OpsSnapshot:
         beats = None
     if workers is None:
         notes.append("Redis does not answer: worker heartbeats are unknown.")
+    # The BFL account's state (outage, rate limit, learned cap) is the whole studio's.
+    bfl_account = account.status(db, settings, now)
+    if bfl_account.kind != "ok" or bfl_account.cap < bfl_account.configured_cap:
+        notes.append(bfl_account.message)
     return OpsSnapshot(
         now=now,
         queued=by_status.get(JobStatus.QUEUED.value, 0),
         active=sum(by_status.get(s.value, 0) for s in ACTIVE_STATUSES),
-        cap=settings.BFL_MAX_ACTIVE_TASKS,
+        cap=bfl_account.cap,
         by_status=by_status,
         workers=workers,
         beats=beats,
