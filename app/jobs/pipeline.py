@@ -31,6 +31,7 @@ from app.bfl.errors import (
     NotSent,
     OutcomeUnknown,
     RateLimited,
+    RateLimitInfo,
     RequestRejected,
     ResultUnavailable,
     ServerFailed,
@@ -291,24 +292,9 @@ def submit_next(client: BFLClient) -> Outcome:
         found = dispatch_next(db, settings, now)
         job = found.job
         if job is None:
-            if found.probe:
-                pass  # the lease is committed with this transaction; probe below
-            elif found.retry_at is not None:
-                # The account is paused. No wake-up is re-sent from here: whoever paused it
-                # (a refusal, a failed probe) sent the one for when it may open, and the
-                # sweeper re-drives it if that was lost. Re-sending here would keep every
-                # wake-up that ever met the pause alive, and their number would only grow.
-                return Outcome.PAUSED
-            elif found.room:
-                backoff_until = _earliest_backoff(db)
-                if backoff_until is not None and backoff_until > now:
-                    # A slot is free while jobs wait: come back when the first may go. (With
-                    # the cap full, the next freed slot sends a wake-up anyway.)
-                    delay = (backoff_until - now).total_seconds() + 0.05
-                    messages.wake_dispatcher(db, countdown=delay)
-                return Outcome.IDLE
-            else:
-                return Outcome.IDLE
+            if not found.probe:
+                return _nothing_sent(db, found, now)
+            # else: the probe's lease commits with this transaction; the probe goes below.
         else:
             if found.room:
                 messages.wake_dispatcher(db)
@@ -327,6 +313,22 @@ def submit_next(client: BFLClient) -> Outcome:
     # task's postrun hook clears the context before the next task (app.ops.celery_hooks).
     bind_context(job_id=claimed.id)
     return _submit_claimed(client, claimed, settings)
+
+
+def _nothing_sent(db: Session, found: Dispatch, now: datetime) -> Outcome:
+    if found.retry_at is not None:
+        # The account is paused. No wake-up is re-sent from here: whoever paused it (a
+        # refusal, a failed probe) sent the one for when it may open, and the sweeper re-drives
+        # it if that was lost. Re-sending here would keep every wake-up that ever met the
+        # pause alive, and their number would only grow.
+        return Outcome.PAUSED
+    if found.room:
+        backoff_until = _earliest_backoff(db)
+        if backoff_until is not None and backoff_until > now:
+            # A slot is free while jobs wait: come back when the first may go. (With the cap
+            # full, the next freed slot sends a wake-up anyway.)
+            messages.wake_dispatcher(db, countdown=(backoff_until - now).total_seconds() + 0.05)
+    return Outcome.IDLE
 
 
 def _probe(client: BFLClient, settings: Settings) -> Outcome:
@@ -410,6 +412,8 @@ def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) ->
             human_message("submission_unknown") + f" ({type(exc).__name__})",
         )
 
+    if submission.rate_limit is not None:
+        _note_rate_limit_headers(submission.rate_limit, settings)
     # BFL reports the cost for FLUX.2; FLUX.1 endpoints do not, so the estimate stands in
     # for it (the catalogue prices them per image, so it is what BFL charges).
     cost = submission.cost if submission.cost is not None else claimed.estimated_credits
@@ -441,6 +445,16 @@ def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) ->
             return Outcome.LOST_RACE
         messages.schedule_poll(db, job.id, first_poll)
     return Outcome.SUBMITTED
+
+
+def _note_rate_limit_headers(info: RateLimitInfo, settings: Settings) -> None:
+    """X-RateLimit-* on an accepted POST feed the account's limiter (its own transaction, so a
+    failure here never loses the accepted task's id, which the next one records)."""
+    try:
+        with session_scope() as db:
+            account.note_rate_limit_headers(db, settings, info, _now())
+    except Exception:
+        log.exception("could not record BFL's rate-limit headers")
 
 
 def _requeue_unreachable(

@@ -21,7 +21,7 @@ from app.emulator import EmulatorServer
 from app.jobs import account, pipeline
 from app.jobs.models import Job, JobStatus
 from app.settings import EMULATOR_KEY, get_settings
-from tests.factories import make_person
+from tests.factories import Person, make_person
 from tests.pipeline_support import (
     BeatProcess,
     EmulatorProcess,
@@ -53,6 +53,17 @@ def _account(engine: Engine) -> account.BFLAccountState | None:
         if row is not None:
             db.expunge(row)
         return row
+
+
+def _twenty(db: Session, person: Person, prompt: str) -> list[Job]:
+    """20 jobs, queued as two requests of 10 (a request holds at most MAX_BATCH_SIZE)."""
+    return [
+        job
+        for half in range(2)
+        for job in queue_jobs(
+            db, person.user.id, person.team.id, prompt=f"{prompt} {half}", count=10
+        )
+    ]
 
 
 def _statuses(engine: Engine, jobs: list[Job]) -> list[str]:
@@ -168,6 +179,31 @@ def test_a_long_retry_after_is_capped_and_a_task_ending_resumes_sending(
     assert [r["status"] for r in emulator.service.refusals()] == [429]
 
 
+def test_x_ratelimit_headers_on_accepted_posts_keep_the_studio_from_a_429(
+    emulator: EmulatorServer, client: BFLClient, committed_db: Session, engine: Engine
+) -> None:
+    emulator.configure(
+        account_active_task_cap=2, rate_limit_headers=True, latency_mean_s=0.3, latency_jitter_s=0
+    )
+    person = make_person(committed_db)
+    committed_db.commit()
+    jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="told", count=3)
+    assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
+    assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
+    row = _account(engine)
+    # BFL said its limit is 2 and none is left: the studio learns both and does not ask.
+    assert row is not None and row.learned_cap == 2 and row.rate_limited_until is not None
+    assert row.rate_limit_headers is not None and row.rate_limit_headers["remaining"] == 0
+    assert pipeline.submit_next(client) in (pipeline.Outcome.PAUSED, pipeline.Outcome.IDLE)
+    assert emulator.service.refusals() == []
+    first = jobs[0]
+    wait_until(
+        lambda: pipeline.poll_job(client, first.id) is pipeline.Outcome.READY, 10, "first image"
+    )
+    assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
+    assert emulator.service.refusals() == []
+
+
 def test_with_bfl_at_half_the_studios_cap_few_posts_are_refused_and_all_finish(
     emulator: EmulatorServer, committed_db: Session, engine: Engine
 ) -> None:
@@ -203,16 +239,14 @@ def test_bfl_down_for_minutes_every_queued_job_waits_and_the_queue_drains_at_onc
         env = pipeline_env(bfl, BFL_MAX_ACTIVE_TASKS="4", SUBMITTING_STALE_S="30")
         with BeatProcess(env), WorkerProcess(env, concurrency=4):
             # An undisturbed run of the same work first, as the yardstick.
-            calm = queue_jobs(committed_db, person.user.id, person.team.id, prompt="calm", count=20)
+            calm = _twenty(committed_db, person, "calm")
             calm_start = utcnow()
             calm_done = wait_for_terminal(engine, [j.id for j in calm], timeout=120)
             undisturbed = (max(j.finished_at for j in calm_done) - calm_start).total_seconds()  # type: ignore[type-var]
             assert [j.status for j in calm_done] == [JobStatus.READY] * 20
 
             bfl.stop()
-            jobs = queue_jobs(
-                committed_db, person.user.id, person.team.id, prompt="stormy", count=20
-            )
+            jobs = _twenty(committed_db, person, "stormy")
             deadline = time.monotonic() + OUTAGE_S
             while time.monotonic() < deadline:
                 statuses = _statuses(engine, jobs)
