@@ -26,10 +26,14 @@ RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 JSON_DIR = ROOT / "bench" / "results"
 
 
-def _run(extra: list[str], common: list[str]) -> dict[str, Any]:
-    subprocess.run([sys.executable, "-m", "bench.pipeline", *common, *extra], cwd=ROOT, check=True)
-    name = "pipeline-outage.json" if extra else "pipeline.json"
-    result: dict[str, Any] = json.loads((JSON_DIR / name).read_text())
+def _run(extra: list[str], common: list[str], name: str) -> dict[str, Any]:
+    target = JSON_DIR / name
+    subprocess.run(
+        [sys.executable, "-m", "bench.pipeline", *common, *extra, f"--results={target}"],
+        cwd=ROOT,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(target.read_text())
     return result
 
 
@@ -54,8 +58,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"--concurrency={args.concurrency}",
         f"--size={args.size}",
     ]
-    calm = _run([], common)
-    stormy = _run([f"--outage-at={args.outage_at}", f"--outage-for={args.outage_for}"], common)
+    calm = _run([], common, "outage-undisturbed.json")
+    stormy = _run(
+        [f"--outage-at={args.outage_at}", f"--outage-for={args.outage_for}"],
+        common,
+        "outage-disturbed.json",
+    )
     load_after = os.getloadavg()
 
     outage = stormy["outage"] or {}
@@ -88,12 +96,13 @@ def _record(summary: dict[str, Any], args: argparse.Namespace) -> None:
     load = summary["load_average_before"]
     lines = [
         "",
-        f"### Outage run, {summary['date'][:10]}",
+        f"## Outage (`bench/outage.py`), {summary['date'][:10]}",
         "",
-        f"`.venv/bin/{summary['command']}` ({args.jobs} jobs, BFL latency {args.latency:g} s, "
-        f"cap {args.cap}; BFL answers 503 to everything from {args.outage_at:g} s after "
-        f"queueing, for {args.outage_for:g} s). Machine: {summary['cpu_count']} cores, load "
-        f"average {load[0]} at the start, {summary['load_average_after'][0]} at the end.",
+        f"`.venv/bin/{summary['command']}`",
+        f"({args.jobs} jobs, BFL latency {args.latency:g} s, cap {args.cap}; BFL answers 503 to",
+        f"everything from {args.outage_at:g} s after queueing, for {args.outage_for:g} s).",
+        f"Machine: {summary['cpu_count']} cores, load average {load[0]} at the start,",
+        f"{summary['load_average_after'][0]} at the end.",
         "",
         "| figure | value |",
         "|---|---|",

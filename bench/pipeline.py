@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="BFL answers 503 from this many s after queueing",
     )
     parser.add_argument("--outage-for", type=float, default=30.0, help="for this many s")
+    parser.add_argument("--results", type=Path, default=None, help="write the figures here instead")
     parser.add_argument(
         "--dump-jobs",
         type=Path,
@@ -414,6 +415,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     target = RESULTS.with_name("pipeline-webhooks.json") if args.webhooks else RESULTS
     if args.outage_at is not None:
         target = RESULTS.with_name("pipeline-outage.json")
+    if args.results is not None:
+        target = args.results
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -222,6 +222,7 @@ def test_with_bfl_at_half_the_studios_cap_few_posts_are_refused_and_all_finish(
     # The first 429 teaches the cap (a few POSTs in flight at that moment are refused too);
     # each later +1 probe of the cap costs at most a couple. Before: 33 refused for 15 jobs.
     raises = int(took // 4) + 1
+    print(f"{len(refused)} POSTs refused for 15 jobs in {took:.1f} s")
     assert len(refused) <= 3 + 2 * raises, (len(refused), took)
     assert len(emulator.submissions()) == 15  # one accepted POST per job
 
