@@ -125,11 +125,19 @@ def gate(db: Session, settings: Settings, now: datetime) -> Gate:
             return Gate(open=False, cap=cap, probe=True, retry_at=state.next_probe_at)
         return Gate(open=False, cap=cap, retry_at=state.next_probe_at)
     if state.rate_limited_until is not None:
+        pending = _pending_at_bfl(db)
+        baseline = state.active_at_rate_limit
+        if baseline is not None and pending > baseline:
+            # POSTs that were in flight when BFL refused have been accepted since: BFL runs
+            # that many of ours, so its cap for us is at least that, and a task ending is
+            # measured from there.
+            state.active_at_rate_limit = baseline = pending
+            if state.learned_cap is not None and pending > state.learned_cap:
+                state.learned_cap = pending if pending < settings.BFL_MAX_ACTIVE_TASKS else None
+                cap = effective_cap(state, settings, now)
         if state.rate_limited_until <= now:
             state.rate_limited_until = None
-        elif state.active_at_rate_limit is not None and (
-            _pending_at_bfl(db) < state.active_at_rate_limit
-        ):
+        elif baseline is not None and pending < baseline:
             # One of our tasks ended at BFL since it refused: a slot is free again.
             state.rate_limited_until = None
             _clear_waits(db)

@@ -149,6 +149,31 @@ def test_a_429_pauses_the_account_learns_the_cap_and_caps_retry_after(db: Sessio
     assert pipeline.claim_next(db, settings, later) == (None, False)
 
 
+def test_posts_accepted_while_bfl_refused_another_raise_what_was_learned(db: Session) -> None:
+    # Four POSTs in flight at once; BFL refuses one while the others' answers are on the way.
+    settings = _settings(BFL_MAX_ACTIVE_TASKS=6)
+    jobs = _queued(db, count=4)
+    now = utcnow()
+    _pending(db, jobs[:1], now)
+    account.note_rate_limited(db, settings, RateLimited("busy", retry_after=30), now)
+    row = account.peek(db)
+    assert row is not None and (row.learned_cap, row.active_at_rate_limit) == (1, 1)
+    _pending(db, jobs[1:3], now)  # their answers arrive: BFL does run three of ours
+    gate = account.gate(db, settings, now + timedelta(seconds=1))
+    assert not gate.open and gate.cap == 3
+    # The first of the three to end frees a slot: the pause ends then.
+    state.finish_unsuccessfully(
+        db,
+        jobs[1].id,
+        expected=JobStatus.PENDING,
+        target=JobStatus.FAILED,
+        error_code="bfl_error",
+        error_message="x",
+    )
+    messages.discard_pending(db)
+    assert account.gate(db, settings, now + timedelta(seconds=2)).open
+
+
 def test_a_429_with_nothing_of_ours_running_waits_its_time(db: Session) -> None:
     # With no task of ours at BFL, none can end: only the (short) pause ends the wait.
     settings = _settings(BFL_MAX_ACTIVE_TASKS=4)
