@@ -30,12 +30,13 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.bfl.client import BFLClient
 from app.bfl.errors import BFLError, NoResponse, NotSent, RateLimited, RateLimitInfo, ServerFailed
+from app.jobs import state as state_changes
 from app.jobs.models import BFLAccountState, Job, JobStatus
 from app.settings import Settings
 
@@ -140,21 +141,10 @@ def gate(db: Session, settings: Settings, now: datetime) -> Gate:
         elif baseline is not None and pending < baseline:
             # One of our tasks ended at BFL since it refused: a slot is free again.
             state.rate_limited_until = None
-            _clear_waits(db)
+            state_changes.clear_waits(db)
         else:
             return Gate(open=False, cap=cap, retry_at=state.rate_limited_until)
     return Gate(open=True, cap=cap)
-
-
-def _clear_waits(db: Session) -> int:
-    """Queued jobs become eligible at once: their waits were the account's, now over."""
-    result = db.execute(
-        update(Job)
-        .where(Job.status == JobStatus.QUEUED.value, Job.not_before.is_not(None))
-        .values(not_before=None)
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def probe_backoff(failures: int, settings: Settings) -> float:
@@ -217,7 +207,7 @@ def record_probe(
         state.next_probe_at = None
         state.probe_failures = 0
         state.updated_at = now
-        _clear_waits(db)
+        state_changes.clear_waits(db)
         return True, None
     state.probe_failures += 1
     state.outage_reason = reason[:300]

@@ -102,6 +102,21 @@ def requeue(
     )
 
 
+def clear_waits(db: Session) -> int:
+    """queued → queued: every queued job may go as soon as a slot is free.
+
+    The waits were the BFL account's (an outage, a rate-limit pause), now over. Returns how
+    many jobs had one.
+    """
+    result = db.execute(
+        update(Job)
+        .where(Job.status == JobStatus.QUEUED.value, Job.not_before.is_not(None))
+        .values(not_before=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def mark_pending(
     db: Session,
     job_id: uuid.UUID,
