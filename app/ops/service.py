@@ -41,6 +41,10 @@ class ScrapeFigures:
     credits_by_model: dict[str, Decimal]
     credit_balance: Decimal | None
     workers_alive: int | None
+    #: The BFL account as the workers found it (app/jobs/account.py).
+    bfl_outage: bool = False
+    bfl_rate_limited: bool = False
+    effective_cap: int = 0
 
 
 def _status_counts(db: Session) -> dict[tuple[str, str], int]:
@@ -80,6 +84,7 @@ def scrape_figures() -> ScrapeFigures:
             )
         }
         balance = latest_credit_balance(db)
+        bfl_account = account.status(db, get_settings(), now)
     workers = _workers_alive()
     return ScrapeFigures(
         jobs_by_status_model=counts,
@@ -90,6 +95,9 @@ def scrape_figures() -> ScrapeFigures:
         credits_by_model=credits,
         credit_balance=balance.credits if balance is not None else None,
         workers_alive=len(workers) if workers is not None else None,
+        bfl_outage=bfl_account.kind == "outage",
+        bfl_rate_limited=bfl_account.kind == "rate_limited",
+        effective_cap=bfl_account.cap,
     )
 
 
