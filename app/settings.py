@@ -192,6 +192,29 @@ class Settings(BaseSettings):
         description="How long a worker keeps retrying to write an accepted BFL answer to an "
         "unavailable PostgreSQL; afterwards the sweeper applies the answer kept in Redis.",
     )
+    QUEUE_DEADLINE_S: int = Field(
+        default=6 * 3600,
+        ge=60,
+        description="A job not sent to BFL within this long after it was queued fails "
+        "(never sent, never charged); outages and rate limits are waited out until then.",
+    )
+    BFL_RETRY_AFTER_MAX_S: float = Field(
+        default=60.0,
+        gt=0,
+        le=120,
+        description="Longest pause a 429's Retry-After (or X-RateLimit-Reset) may impose.",
+    )
+    BFL_PROBE_MAX_INTERVAL_S: float = Field(
+        default=5.0,
+        ge=0.5,
+        le=60,
+        description="Longest wait between probes of BFL during an outage (the back-off's cap).",
+    )
+    BFL_CAP_RAISE_AFTER_S: float = Field(
+        default=60.0,
+        gt=0,
+        description="After this long without a 429, a cap learned from BFL's 429s rises by one.",
+    )
     CELERY_KEY_PREFIX: str = Field(
         default="", description="Prefix for Celery's Redis keys, so studios can share a Redis."
     )

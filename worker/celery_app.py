@@ -10,9 +10,20 @@ from kombu import Queue
 from app.api.idempotency import PURGE_KEYS_TASK
 from app.auth import PURGE_SESSIONS_TASK
 from app.costs import REFRESH_CREDIT_BALANCE_TASK
-from app.jobs.messages import DISPATCH_QUEUE, POLL, POLL_QUEUE, SUBMIT_NEXT, SWEEP
+from app.jobs.messages import (
+    DISPATCH_QUEUE,
+    MAX_COUNTDOWN_S,
+    POLL,
+    POLL_QUEUE,
+    SUBMIT_NEXT,
+    SWEEP,
+)
 from app.ops import celery_hooks
 from app.settings import get_settings
+
+#: Seconds Redis lets a delivered message go unacknowledged before handing it out again.
+VISIBILITY_TIMEOUT_S = 3600
+assert MAX_COUNTDOWN_S * 10 <= VISIBILITY_TIMEOUT_S, "countdowns must stay far below it"
 
 
 def create_celery() -> Celery:
@@ -23,8 +34,9 @@ def create_celery() -> Celery:
         include=["worker.tasks", "worker.auth_tasks", "worker.api_tasks"],
     )
     transport: dict[str, object] = {
-        # Countdowns stay far below this, so nothing is redelivered while it waits.
-        "visibility_timeout": 3600,
+        # Every countdown is capped at MAX_COUNTDOWN_S (app/jobs/messages.py), far below
+        # this, so nothing is redelivered while it waits; longer waits live in PostgreSQL.
+        "visibility_timeout": VISIBILITY_TIMEOUT_S,
         # A worker with a free slot takes from the first non-empty queue of `task_queues`,
         # in that order, instead of taking turns: a poll (a webhook's, or one due now) is not
         # kept waiting by the wake-ups a big batch sends. Polls cannot starve the others:

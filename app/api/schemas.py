@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -80,6 +81,11 @@ class JobOut(BaseModel):
         description="For a moderated job, the filters BFL named (its 'Moderation Reasons'), "
         'e.g. "Derivative Works Filter"; empty otherwise.',
     )
+    next_try_at: UtcDatetime | None = Field(
+        default=None,
+        description="For a queued job waiting out a BFL outage or rate limit: when the studio "
+        "tries it next (UTC). Null when it goes as soon as a slot is free.",
+    )
     created_at: UtcDatetime
     submitted_at: UtcDatetime | None
     finished_at: UtcDatetime | None
@@ -98,6 +104,7 @@ class JobOut(BaseModel):
         image: Image | None = None,
         author: str | None = None,
         favourite: bool = False,
+        next_try_at: datetime | None = None,
     ) -> JobOut:
         return cls(
             id=job.id,
@@ -123,6 +130,7 @@ class JobOut(BaseModel):
             error_code=job.error_code,
             error_message=job.error_message,
             moderation_reasons=list(job.moderation_reasons or []),
+            next_try_at=next_try_at,
             created_at=job.created_at,
             submitted_at=job.submitted_at,
             finished_at=job.finished_at,

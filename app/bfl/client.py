@@ -32,10 +32,12 @@ from app.bfl.errors import (
     NotSent,
     OutcomeUnknown,
     RateLimited,
+    RateLimitInfo,
     RequestInvalid,
     RequestRejected,
     ResultUnavailable,
     ServerFailed,
+    ServiceUnavailable,
     UnexpectedResponse,
 )
 
@@ -48,6 +50,7 @@ __all__ = [
     "Submission",
     "TaskStatus",
     "host_allowed",
+    "parse_rate_limit_headers",
     "parse_retry_after",
 ]
 
@@ -113,6 +116,8 @@ class Submission:
     input_mp: float | None
     output_mp: float | None
     raw: dict[str, Any] = field(repr=False)
+    #: BFL's X-RateLimit-* headers on the answer, when it sent any.
+    rate_limit: RateLimitInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -144,25 +149,77 @@ class FetchedImage:
     content_type: str
 
 
+#: delta-seconds (RFC 9110 §10.2.3 says digits; a decimal fraction is tolerated).
+_DELTA_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,6})?")
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    """Seconds to wait from a Retry-After value, or None when it is absent or unreadable.
+
+    RFC 9110 §10.2.3 allows delta-seconds (`"120"`) or an HTTP-date in any of its three forms
+    (IMF-fixdate, RFC 850, asctime; all are read as GMT). A date in the past means 0. Anything
+    else (negative or non-finite numbers, free text) is ignored: None, never an exception.
+    """
     if not value or not value.strip():
         return None
     text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+    if _DELTA_SECONDS.fullmatch(text):
+        return float(text)
+    if not any(c.isalpha() for c in text):
+        return None  # "-5", "1e3", "inf" and the like: not delta-seconds, not a date
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+        when = when.replace(tzinfo=UTC)  # asctime has no zone; HTTP-dates are always GMT
     reference = now or datetime.now(UTC)
     return max(0.0, (when - reference).total_seconds())
+
+
+def _header_int(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit() or len(value.strip()) > 12:
+        return None
+    return int(value.strip())
+
+
+def parse_rate_limit_headers(
+    headers: Mapping[str, str], *, now: datetime | None = None
+) -> RateLimitInfo | None:
+    """BFL's `X-RateLimit-Limit/-Remaining/-Reset` headers, or None when none is present.
+
+    `X-RateLimit-Reset` is read as seconds from now, or as a Unix time when it is larger than
+    a day's worth of seconds (both conventions are in use); unreadable values become None.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    names = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+    if not any(name in lowered for name in names):
+        return None
+    reset_after: float | None = None
+    reset = lowered.get("x-ratelimit-reset", "").strip()
+    if _DELTA_SECONDS.fullmatch(reset):
+        number = float(reset)
+        if number > 86_400:
+            reference = (now or datetime.now(UTC)).timestamp()
+            number = max(0.0, number - reference)
+        reset_after = number
+    return RateLimitInfo(
+        limit=_header_int(lowered.get("x-ratelimit-limit")),
+        remaining=_header_int(lowered.get("x-ratelimit-remaining")),
+        reset_after_s=reset_after,
+    )
+
+
+def _body_retry_after(response: httpx.Response) -> float | None:
+    """A `retry_after` number in a JSON error body (`{"error": ..., "retry_after": 5}`)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    value = body.get("retry_after") if isinstance(body, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    return parse_retry_after(str(value))
 
 
 def _media_type(header: str | None) -> str:
@@ -325,6 +382,7 @@ class BFLClient:
             input_mp=_optional_float(body.get("input_mp")),
             output_mp=_optional_float(body.get("output_mp")),
             raw=body,
+            rate_limit=parse_rate_limit_headers(response.headers),
         )
         log.info("bfl task submitted", extra={"bfl_model": model, "bfl_task_id": task_id})
         return submission
@@ -585,9 +643,17 @@ class BFLClient:
             )
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if retry_after is None:
+                retry_after = _body_retry_after(response)
             raise RateLimited(
                 f"BFL's active-task limit is reached: {message}",
                 retry_after=retry_after,
+                rate_limit=parse_rate_limit_headers(response.headers),
+            )
+        if status == 503:
+            # "Service unavailable": BFL did not process the request, so no task exists.
+            raise ServiceUnavailable(
+                f"BFL is unavailable (HTTP 503): {message}", status_code=status
             )
         if status >= 500:
             raise ServerFailed(

@@ -33,6 +33,7 @@ from app.auth.models import User
 from app.bfl.catalogue import catalogue_as_dict
 from app.bfl.errors import RequestInvalid
 from app.costs.service import BudgetExceeded
+from app.db import utcnow
 from app.deps import SessionDep
 from app.errors import FieldProblem, StudioError, error_responses
 from app.gallery.service import (
@@ -46,6 +47,7 @@ from app.gallery.service import (
     set_favourite,
     team_job,
 )
+from app.jobs import account
 from app.jobs.models import Favourite, Image, Job, JobStatus
 from app.jobs.service import (
     MAX_PROMPT_CHARS,
@@ -278,8 +280,16 @@ def jobs_out(db: Session, actor: Actor, job_ids: Sequence[uuid.UUID]) -> list[Jo
         .outerjoin(Image, Image.job_id == Job.id)
         .where(Job.id.in_(list(job_ids)), Job.team_id == actor.team_id)
     ).all()
+    bfl_state = account.peek(db)
+    now = utcnow()
     by_id = {
-        job.id: JobOut.of(job, image=image, author=author, favourite=bool(fav))
+        job.id: JobOut.of(
+            job,
+            image=image,
+            author=author,
+            favourite=bool(fav),
+            next_try_at=account.next_try_at(job, bfl_state, now),
+        )
         for job, image, author, fav in rows
     }
     return [by_id[i] for i in job_ids if i in by_id]
@@ -440,7 +450,11 @@ def list_jobs(
 def get_one(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> JobOut:
     detail = get_detail(db, actor.team_id, job_id, actor.user_id)
     return JobOut.of(
-        detail.job, image=detail.image, author=detail.author, favourite=detail.favourite
+        detail.job,
+        image=detail.image,
+        author=detail.author,
+        favourite=detail.favourite,
+        next_try_at=account.next_try_at(detail.job, account.peek(db), utcnow()),
     )
 
 

@@ -39,14 +39,16 @@ from app.bfl.errors import (
     NotSent,
     OutcomeUnknown,
     RateLimited,
+    RateLimitInfo,
     RequestRejected,
     ResultUnavailable,
     ServerFailed,
+    ServiceUnavailable,
 )
 from app.bfl.webhooks import sign_webhook_token
 from app.db import session_scope, utcnow
-from app.jobs import answers, messages, state
-from app.jobs.models import ACTIVE_STATUSES, Image, Job, JobStatus
+from app.jobs import account, answers, messages, state
+from app.jobs.models import ACTIVE_STATUSES, BFLAccountState, Image, Job, JobStatus
 from app.jobs.service import STORED_PREFIX
 from app.ops.logs import bind_context
 from app.settings import Settings, get_settings
@@ -58,8 +60,6 @@ log = logging.getLogger(__name__)
 DISPATCH_LOCK_KEY = 0x5F1D_C0DE_0001
 #: A job whose polls crashed (or were killed) this many times in a row is given up.
 MAX_UNFINISHED_POLLS = 3
-#: Connection failures before a job that never reached BFL is given up.
-MAX_NOT_SENT = 8
 #: How late a scheduled poll may be before the sweeper sends it again.
 OVERDUE_GRACE_S = 2.0
 #: Shortest wait between polls when BFL's progress says the task is about to finish.
@@ -94,6 +94,10 @@ MESSAGES: dict[str, str] = {
         "studio had stopped waiting for it, so the image was not fetched. Retry makes a new job."
     ),
     "bfl_unreachable": "BFL could not be reached after several tries ({detail}); try again later.",
+    "queue_deadline": (
+        "Not sent to BFL within {detail} of being queued ({reason}). It was never sent and "
+        "nothing was charged; retry it when BFL is back."
+    ),
     "request_moderated": (
         "BFL's moderation refused the prompt or a reference image ({detail}); change them and "
         "try again."
@@ -189,6 +193,8 @@ class Outcome(enum.StrEnum):
     MODERATED = "moderated"
     LOST_RACE = "lost_race"  # another actor finished the transition first
     DEFERRED = "deferred"  # BFL accepted; PostgreSQL did not take it yet: left to the sweeper
+    PROBED = "probed"  # checked whether BFL answers again during an outage
+    PAUSED = "paused"  # the account is in an outage or rate-limited: nothing may be sent
 
 
 def _now() -> datetime:
@@ -235,36 +241,69 @@ _PICK_FAIR = text(
 )
 
 
-def claim_next(db: Session, settings: Settings, now: datetime) -> tuple[Job | None, bool]:
-    """Take the fairest eligible queued job if the cap allows.
+@dataclass
+class Dispatch:
+    """What one look at the queue decided.
 
-    Returns (job, room): with a job, whether another slot is still free; without one, whether
-    a slot was free (so nothing was eligible) rather than the cap being full.
+    `job`: claimed (now `submitting`); `room`: another slot is free (with a job), or a slot
+    was free but nothing was eligible (without one); `probe`: the account is in an outage and
+    this caller holds the lease of its one probe; `retry_at`: the account is closed until then.
+    """
+
+    job: Job | None = None
+    room: bool = False
+    probe: bool = False
+    retry_at: datetime | None = None
+
+
+def dispatch_next(db: Session, settings: Settings, now: datetime) -> Dispatch:
+    """Take the fairest eligible queued job if the account and the cap allow.
 
     The advisory lock is transaction-level: it serializes count-and-claim across every worker
     and is released by the caller's COMMIT, which also makes the claim visible to the next.
+    The account's state (app/jobs/account.py) is read under it: during an outage nothing is
+    claimed and one caller gets the probe; while BFL's rate limit pauses the account nothing
+    is claimed; the cap is min(BFL_MAX_ACTIVE_TASKS, the cap learned from BFL's 429s).
     """
-    cap = settings.BFL_MAX_ACTIVE_TASKS
-    # A look without the lock first: with the cap full there is nothing to do, and the many
-    # wake-ups a big batch sends need not wait for the lock one after another. Safe, because
-    # a slot freed after this read sends a wake-up of its own once its transaction commits.
+    # A look without the lock first: with the cap full or the account paused there is nothing
+    # to do, and the many wake-ups a big batch sends need not wait for the lock one after
+    # another. Safe, because a slot freed (or a pause ended) after this read sends a wake-up
+    # of its own once its transaction commits, and the sweeper re-drives due probes.
+    seen = account.peek(db)
+    probe_at = seen.next_probe_at if seen is not None and seen.outage_since else None
+    if probe_at is not None and probe_at > now:
+        return Dispatch(retry_at=probe_at)
+    cap = account.effective_cap(seen, settings, now)
     active_now = db.scalar(select(func.count()).where(Job.status.in_(_ACTIVE))) or 0
-    if active_now >= cap:
-        return None, False
+    outage = seen is not None and seen.outage_since is not None
+    if active_now >= cap and not outage:
+        return Dispatch()
     db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK_KEY})
+    gate = account.gate(db, settings, now)
+    if not gate.open:
+        return Dispatch(probe=gate.probe, retry_at=gate.retry_at)
+    cap = gate.cap
     rows = db.execute(
         select(Job.model, func.count()).where(Job.status.in_(_ACTIVE)).group_by(Job.model)
     ).all()
     per_model: dict[str, int] = {model: n for model, n in rows}
     active = sum(per_model.values())
     if active >= cap:
-        return None, False
+        return Dispatch()
     blocked = [m for m, n in per_model.items() if n >= model_cap(m, cap)]
     job_id = db.execute(_PICK_FAIR, {"now": now, "blocked": blocked}).scalar()
     if job_id is None:
-        return None, True  # a slot is free, but nothing may go now
+        return Dispatch(room=True)  # a slot is free, but nothing may go now
     job = state.claim(db, job_id, now)
-    return job, job is not None and active + 1 < cap
+    return Dispatch(job=job, room=job is not None and active + 1 < cap)
+
+
+def claim_next(db: Session, settings: Settings, now: datetime) -> tuple[Job | None, bool]:
+    """`dispatch_next` as (job, room): with a job, whether another slot is still free; without
+    one, whether a slot was free (so nothing was eligible) rather than the cap being full or
+    the account paused."""
+    found = dispatch_next(db, settings, now)
+    return found.job, found.room
 
 
 def _earliest_backoff(db: Session) -> datetime | None:
@@ -286,6 +325,7 @@ class _Claimed:
     params: dict[str, Any]
     estimated_credits: Decimal
     requeues: int
+    created_at: datetime
 
 
 class _ReferenceMissing(Exception):
@@ -312,39 +352,81 @@ def build_payload(claimed: _Claimed, settings: Settings) -> dict[str, Any]:
     return payload
 
 
-def _backoff(requeues: int, *, base: float = 1.0, ceiling: float = 60.0) -> float:
-    # Full jitter keeps many refused jobs from coming back in the same instant.
-    return random.uniform(0.5, 1.0) * min(ceiling, base * 2 ** min(requeues, 10))
-
-
 def submit_next(client: BFLClient) -> Outcome:
-    """Submit the fairest queued job if a slot of the active-task cap is free.
+    """Submit the fairest queued job if the account and a slot of the active-task cap allow.
 
     One wake-up message runs this once; when it claimed a job and room remains, it wakes
-    another worker so free slots fill in parallel.
+    another worker so free slots fill in parallel. During an outage the one worker that gets
+    the probe's lease checks BFL instead (see app/jobs/account.py).
     """
     settings = get_settings()
     now = _now()
     with session_scope() as db:
-        job, room = claim_next(db, settings, now)
+        found = dispatch_next(db, settings, now)
+        job = found.job
         if job is None:
-            if room:
-                backoff_until = _earliest_backoff(db)
-                if backoff_until is not None and backoff_until > now:
-                    # A slot is free while jobs wait out a back-off: come back when the first
-                    # may go. (With the cap full, the next freed slot sends a wake-up anyway.)
-                    delay = (backoff_until - now).total_seconds() + 0.05
-                    messages.wake_dispatcher(db, countdown=min(delay, 300.0))
-            return Outcome.IDLE
-        if room:
-            messages.wake_dispatcher(db)
-        claimed = _Claimed(
-            job.id, job.team_id, job.model, dict(job.params), job.estimated_credits, job.requeues
-        )
+            if not found.probe:
+                return _nothing_sent(db, found, now)
+            # else: the probe's lease commits with this transaction; the probe goes below.
+        else:
+            if found.room:
+                messages.wake_dispatcher(db)
+            claimed = _Claimed(
+                job.id,
+                job.team_id,
+                job.model,
+                dict(job.params),
+                job.estimated_credits,
+                job.requeues,
+                job.created_at,
+            )
+    if job is None:
+        return _probe(client, settings)
     # Every line of this submission names the job, up to Celery's own "succeeded" line; the
     # task's postrun hook clears the context before the next task (app.ops.celery_hooks).
     bind_context(job_id=claimed.id)
     return _submit_claimed(client, claimed, settings)
+
+
+def _nothing_sent(db: Session, found: Dispatch, now: datetime) -> Outcome:
+    if found.retry_at is not None:
+        # The account is paused. No wake-up is re-sent from here: whoever paused it (a
+        # refusal, a failed probe) sent the one for when it may open, and the sweeper re-drives
+        # it if that was lost. Re-sending here would keep every wake-up that ever met the
+        # pause alive, and their number would only grow.
+        return Outcome.PAUSED
+    if found.room:
+        backoff_until = _earliest_backoff(db)
+        if backoff_until is not None and backoff_until > now:
+            # A slot is free while jobs wait: come back when the first may go. (With the cap
+            # full, the next freed slot sends a wake-up anyway.)
+            messages.wake_dispatcher(db, countdown=(backoff_until - now).total_seconds() + 0.05)
+    return Outcome.IDLE
+
+
+def _probe(client: BFLClient, settings: Settings) -> Outcome:
+    """Check whether BFL answers again; if so, wake enough dispatchers to fill every slot."""
+    answered, reason = account.probe(client)
+    now = _now()
+    with session_scope() as db:
+        over, next_probe = account.record_probe(
+            db, settings, answered=answered, reason=reason, now=now
+        )
+        if over:
+            cap = account.effective_cap(account.peek(db), settings, now)
+            active = db.scalar(select(func.count()).where(Job.status.in_(_ACTIVE))) or 0
+            queued = (
+                db.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED.value)) or 0
+            )
+            messages.wake_dispatcher(db, min(queued, max(cap - active, 0)), burst=True)
+        elif next_probe is not None:
+            log.info("BFL still unreachable (%s); next probe in %.1f s", reason, _secs(next_probe))
+            messages.wake_dispatcher(db, countdown=_secs(next_probe) + 0.05)
+    return Outcome.PROBED
+
+
+def _secs(when: datetime) -> float:
+    return max(0.0, (when - _now()).total_seconds())
 
 
 def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) -> Outcome:
@@ -356,18 +438,15 @@ def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) ->
     try:
         submission = client.submit(claimed.model, payload)
     except RateLimited as exc:
-        # No task was created: safe to send again once BFL has room.
-        delay = exc.retry_after if exc.retry_after is not None else _backoff(claimed.requeues)
-        return _requeue(claimed, delay, "Waiting: BFL's active-task limit is reached.")
-    except NotSent as exc:
-        if claimed.requeues + 1 >= MAX_NOT_SENT:
-            return _fail_submitting(
-                claimed.id, "bfl_unreachable", human_message("bfl_unreachable", exc.message)
-            )
-        return _requeue(
-            claimed, _backoff(claimed.requeues), f"Waiting: BFL could not be reached ({exc})."
-        )
+        # No task was created. BFL's limit is the account's: the whole account pauses.
+        return _requeue_rate_limited(claimed, exc, settings)
+    except (NotSent, ServiceUnavailable) as exc:
+        # No task was created (no connection, or 503: not processed): an outage of the
+        # account, waited out until QUEUE_DEADLINE_S; this job goes back to the queue.
+        return _requeue_unreachable(claimed, exc, settings)
     except OutcomeUnknown as exc:
+        # Sent, no answer: this job may be charged, so it ends here. BFL is probably in
+        # trouble, so the account pauses too and the jobs behind it wait for a probe.
         return _fail_submitting(
             claimed.id,
             "submission_unknown",
@@ -376,16 +455,19 @@ def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) ->
                 _unknown_cause(exc, settings),
                 credits=_credits_text(claimed.estimated_credits),
             ),
+            outage=f"no answer to a submission ({exc.message[:120]})",
         )
     except ServerFailed as exc:
-        # A 5xx answer to a POST does not prove that no task exists: BFL may have created it
-        # and failed afterwards, and a proxy's 502/504 can come after BFL accepted the body.
-        # bfl-api.md says retry only if the task surely was not created, and no 5xx is sure,
-        # so the job ends here and the person can retry it as a new job in one click.
+        # A 500/502/504 answer to a POST does not prove that no task exists: BFL may have
+        # created it and failed afterwards, and a proxy's 502/504 can come after BFL accepted
+        # the body. bfl-api.md says retry only if the task surely was not created, and none
+        # of these is sure, so the job ends here and the person can retry it in one click.
+        # The account pauses, so the jobs behind it do not meet the same fate one by one.
         return _fail_submitting(
             claimed.id,
             "bfl_server_error",
             human_message("bfl_server_error", f"HTTP {exc.status_code}"),
+            outage=f"HTTP {exc.status_code} to a submission",
         )
     except InsufficientCredits:
         return _fail_submitting(claimed.id, "bfl_no_credits", human_message("bfl_no_credits"))
@@ -415,6 +497,8 @@ def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) ->
             ),
         )
 
+    if submission.rate_limit is not None:
+        _note_rate_limit_headers(submission.rate_limit, settings)
     # BFL reports the cost for FLUX.2; FLUX.1 endpoints do not, so the estimate stands in
     # for it (the catalogue prices them per image, so it is what BFL charges).
     cost = submission.cost if submission.cost is not None else claimed.estimated_credits
@@ -423,6 +507,12 @@ def _submit_claimed(client: BFLClient, claimed: _Claimed, settings: Settings) ->
     # unavailable PostgreSQL nor this worker dying can lose it, then write it to PostgreSQL.
     answers.keep(claimed.id, answer)
     return _record_acceptance(claimed.id, answer, settings)
+
+
+def _backoff(attempts: int, *, base: float, ceiling: float) -> float:
+    """Seconds to wait before try `attempts + 1`: doubling from `base` up to `ceiling`, with
+    full jitter so many waiting workers do not come back in the same instant."""
+    return random.uniform(0.5, 1.0) * min(ceiling, base * 2 ** min(attempts, 10))
 
 
 def _first_poll_delay(settings: Settings) -> float:
@@ -547,22 +637,82 @@ def _write_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: S
     return outcome
 
 
-def _requeue(claimed: _Claimed, delay: float, note: str) -> Outcome:
+def _note_rate_limit_headers(info: RateLimitInfo, settings: Settings) -> None:
+    """X-RateLimit-* on an accepted POST feed the account's limiter (its own transaction, so a
+    failure here never loses the accepted task's id, which the next one records)."""
+    try:
+        with session_scope() as db:
+            account.note_rate_limit_headers(db, settings, info, _now())
+    except Exception:
+        log.exception("could not record BFL's rate-limit headers")
+
+
+def _requeue_unreachable(
+    claimed: _Claimed, exc: NotSent | ServiceUnavailable, settings: Settings
+) -> Outcome:
+    reason = f"HTTP {exc.status_code}" if isinstance(exc, ServiceUnavailable) else "no connection"
+    now = _now()
     with session_scope() as db:
-        job = state.requeue(
+        next_try = account.note_unreachable(db, settings, f"{reason}: {exc.message}", now)
+        note = f"Waiting: BFL is unreachable ({reason}); nothing was sent or charged."
+        return _requeue(db, claimed, next_try, note, settings, now, reason)
+
+
+def _requeue_rate_limited(claimed: _Claimed, exc: RateLimited, settings: Settings) -> Outcome:
+    now = _now()
+    with session_scope() as db:
+        next_try = account.note_rate_limited(db, settings, exc, now)
+        note = "Waiting: BFL's active-task limit is reached; sent when a slot frees up."
+        return _requeue(db, claimed, next_try, note, settings, now, "BFL's limit was reached")
+
+
+def _requeue(
+    db: Session,
+    claimed: _Claimed,
+    next_try: datetime,
+    note: str,
+    settings: Settings,
+    now: datetime,
+    reason: str,
+) -> Outcome:
+    """submitting → queued, to be tried at `next_try` (the account's time, shown to people);
+    a job queued longer than QUEUE_DEADLINE_S ends instead, never sent and never charged."""
+    if (now - claimed.created_at).total_seconds() >= settings.QUEUE_DEADLINE_S:
+        job = state.finish_unsuccessfully(
             db,
             claimed.id,
-            not_before=_now() + timedelta(seconds=delay),
-            error_message=note,
+            expected=JobStatus.SUBMITTING,
+            target=JobStatus.FAILED,
+            error_code="queue_deadline",
+            error_message=_deadline_message(settings, reason),
         )
-        if job is None:
-            return Outcome.LOST_RACE
-        messages.wake_dispatcher(db, countdown=delay + 0.05)
+        return Outcome.FAILED if job is not None else Outcome.LOST_RACE
+    job = state.requeue(db, claimed.id, not_before=next_try, error_message=note)
+    if job is None:
+        return Outcome.LOST_RACE
+    # The account's row holds the real time; this wake-up only saves waiting for the sweeper.
+    messages.wake_dispatcher(db, countdown=(next_try - now).total_seconds() + 0.05)
     return Outcome.REQUEUED
 
 
-def _fail_submitting(job_id: uuid.UUID, code: str, message: str) -> Outcome:
+def _deadline_message(settings: Settings, reason: str) -> str:
+    limit = settings.QUEUE_DEADLINE_S
+    span = (
+        f"{limit / 3600:g} hours"
+        if limit >= 7200
+        else (f"{limit // 60} minutes" if limit >= 120 else f"{limit} seconds")
+    )
+    return human_message("queue_deadline", span, reason=reason)
+
+
+def _fail_submitting(
+    job_id: uuid.UUID, code: str, message: str, *, outage: str | None = None
+) -> Outcome:
     with session_scope() as db:
+        if outage is not None:
+            now = _now()
+            next_probe = account.note_unreachable(db, get_settings(), outage, now)
+            messages.wake_dispatcher(db, countdown=(next_probe - now).total_seconds() + 0.05)
         job = state.finish_unsuccessfully(
             db,
             job_id,
@@ -929,6 +1079,7 @@ class SweepReport:
     #: Submissions moved to pending from BFL's answer kept in Redis.
     answers_applied: int = 0
     timed_out: int = 0
+    queue_expired: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -937,6 +1088,7 @@ class SweepReport:
             "submissions_reconciled": self.submissions_reconciled,
             "answers_applied": self.answers_applied,
             "timed_out": self.timed_out,
+            "queue_expired": self.queue_expired,
         }
 
 
@@ -949,7 +1101,9 @@ def sweep(now: datetime | None = None, *, batch: int = 500) -> SweepReport:
       reached BFL, so the job ends `submission_unknown` and is never re-POSTed;
     - `pending` longer than JOB_MAX_PENDING_S: ends `timed_out`;
     - `pending` with an overdue `next_poll_at` (message lost, worker killed): polled again;
-    - eligible `queued` jobs and free slots: the dispatcher is woken.
+    - `queued` longer than QUEUE_DEADLINE_S: ends `queue_deadline` (never sent, not charged);
+    - the account's probe due during an outage, or its rate-limit pause to re-check: one
+      dispatcher is woken; otherwise eligible `queued` jobs and free slots wake dispatchers.
     Safe to run anywhere, any number of times: every action is a guarded transition or a
     wake-up that does nothing when not needed.
     """
@@ -986,20 +1140,34 @@ def sweep(now: datetime | None = None, *, batch: int = 500) -> SweepReport:
             messages.schedule_poll(db, job_id, None)
         report.polls_restarted = len(overdue)
 
-        active = db.scalar(select(func.count()).where(Job.status.in_(_ACTIVE))) or 0
-        eligible = (
-            db.scalar(
-                select(func.count()).where(
-                    Job.status == JobStatus.QUEUED.value,
-                    (Job.not_before.is_(None)) | (Job.not_before <= now),
-                )
+        seen = account.peek(db)
+        too_old = db.scalars(
+            select(Job.id)
+            .where(
+                Job.status == JobStatus.QUEUED.value,
+                Job.created_at < now - timedelta(seconds=settings.QUEUE_DEADLINE_S),
             )
-            or 0
-        )
-        free = settings.BFL_MAX_ACTIVE_TASKS - active
-        wakeups = min(eligible, max(free, 0))
-        messages.wake_dispatcher(db, wakeups)
-        report.dispatch_wakeups = wakeups
+            .limit(batch)
+        ).all()
+        if too_old:
+            status = account.status(db, settings, now)
+            reason = {
+                "outage": "BFL was unreachable",
+                "rate_limited": "BFL's active-task limit was reached",
+            }.get(status.kind, "the queue was long")
+            for job_id in too_old:
+                if state.finish_unsuccessfully(
+                    db,
+                    job_id,
+                    expected=JobStatus.QUEUED,
+                    target=JobStatus.FAILED,
+                    error_code="queue_deadline",
+                    error_message=_deadline_message(settings, reason),
+                    now=now,
+                ):
+                    report.queue_expired += 1
+
+        _wake_dispatchers(db, settings, now, seen, report)
     for job_id in applied:
         answers.forget(job_id)
     if answers.journal_path().exists():
@@ -1008,6 +1176,48 @@ def sweep(now: datetime | None = None, *, batch: int = 500) -> SweepReport:
                 select(Job.id).where(Job.status == JobStatus.SUBMITTING.value)
             ).all()
         answers.prune_journal(outstanding)
+    return _logged(report)
+
+
+def _wake_dispatchers(
+    db: Session,
+    settings: Settings,
+    now: datetime,
+    seen: BFLAccountState | None,
+    report: SweepReport,
+) -> None:
+    """Wake as many dispatchers as the account may use now: one prober during an outage, one
+    checker while rate-limited, else one per free slot with eligible work."""
+    if seen is not None and seen.outage_since is not None:
+        # One probe at a time: wake one dispatcher when it is due (its lease, if a prober
+        # died, has run out by then), never one per queued job.
+        if seen.next_probe_at is None or seen.next_probe_at <= now:
+            messages.wake_dispatcher(db)
+            report.dispatch_wakeups = 1
+        return
+    paused_until = seen.rate_limited_until if seen is not None else None
+    if paused_until is not None and paused_until > now:
+        # The dispatcher checks whether a task of ours ended meanwhile.
+        messages.wake_dispatcher(db)
+        report.dispatch_wakeups = 1
+        return
+    active = db.scalar(select(func.count()).where(Job.status.in_(_ACTIVE))) or 0
+    eligible = (
+        db.scalar(
+            select(func.count()).where(
+                Job.status == JobStatus.QUEUED.value,
+                (Job.not_before.is_(None)) | (Job.not_before <= now),
+            )
+        )
+        or 0
+    )
+    free = account.effective_cap(seen, settings, now) - active
+    wakeups = min(eligible, max(free, 0))
+    messages.wake_dispatcher(db, wakeups)
+    report.dispatch_wakeups = wakeups
+
+
+def _logged(report: SweepReport) -> SweepReport:
     if any(report.as_dict().values()):
         log.info("sweep: %s", report.as_dict())
     return report

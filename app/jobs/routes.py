@@ -33,7 +33,8 @@ from app.db import utcnow
 from app.deps import SessionDep
 from app.errors import Forbidden, NotFound
 from app.gallery.service import credits_text, recent_jobs
-from app.jobs.models import Job, JobStatus
+from app.jobs import account
+from app.jobs.models import BFLAccountState, Job, JobStatus
 from app.jobs.service import (
     STORED_PREFIX,
     JobError,
@@ -329,6 +330,8 @@ def _page_context(
     uploads: Sequence[bytes] = (),
 ) -> dict[str, Any]:
     settings = get_settings()
+    bfl_state = account.peek(db)
+    bfl_account = account.status(db, settings, utcnow())
     catalogue = catalogue_as_dict(settings.CREDIT_PRICE_USD)
     catalogue["max_batch_size"] = settings.MAX_BATCH_SIZE
     return {
@@ -350,8 +353,10 @@ def _page_context(
         "max_batch_size": settings.MAX_BATCH_SIZE,
         "estimate": _estimate_context(state, len(uploads), [image_size(f) for f in uploads]),
         "jobs": [
-            card(job) for job in recent_jobs(db, actor.team_id, actor.user_id, limit=_RECENT_CARDS)
+            card(job, bfl_state)
+            for job in recent_jobs(db, actor.team_id, actor.user_id, limit=_RECENT_CARDS)
         ],
+        "bfl_account": bfl_account if bfl_account.kind != "ok" else None,
     }
 
 
@@ -467,6 +472,8 @@ class JobCard:
     elapsed_s: int
     cost: str
     estimate: str
+    #: For a queued job that waits for BFL: when it will be tried next ("14:05:10 UTC").
+    next_try: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -483,13 +490,17 @@ class JobCard:
         return self.job.status in ("failed", "moderated", "cancelled")
 
 
-def card(job: Job) -> JobCard:
-    end = job.finished_at or utcnow()
+def card(job: Job, bfl_account: BFLAccountState | None = None) -> JobCard:
+    """A job's card; pass the account state to show when a waiting job is tried next."""
+    now = utcnow()
+    end = job.finished_at or now
+    next_try = account.next_try_at(job, bfl_account, now)
     return JobCard(
         job=job,
         elapsed_s=max(0, int((end - job.created_at).total_seconds())),
         cost=credits_text(job.cost_credits),
         estimate=credits_text(job.estimated_credits),
+        next_try=next_try.strftime("%H:%M:%S UTC") if next_try is not None else None,
     )
 
 
@@ -509,7 +520,7 @@ def job_card(request: Request, job_id: str, actor: CurrentActor, db: SessionDep)
     job = get_job(db, actor.team_id, _uuid_or_404(job_id))
     if job is None:
         raise NotFound("That job")
-    return _card_response(request, actor, [card(job)])
+    return _card_response(request, actor, [card(job, account.peek(db))])
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse, summary="Cancel a queued job")

@@ -7,7 +7,7 @@ poll, a cancel racing a claim). Callers treat None as "someone else did it: do n
     queued ──claim──▶ submitting ──accepted──▶ pending ──ready──▶ ready
       │  ▲               │   │                   ├──▶ moderated
       │  └──requeue──────┘   └──▶ failed          └──▶ failed
-      └──▶ cancelled
+      └──▶ cancelled, failed (queue deadline)
 
 Terminal transitions call the cost hook in the same transaction, and transitions that free a
 slot of the active-task cap wake the dispatcher after commit.
@@ -30,9 +30,10 @@ from app.jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from app.ops.metrics import job_changed
 
 #: The state machine of DESIGN.md; submitting → queued is the safe re-queue after a refusal
-#: (429, or a POST that never left), which created no task at BFL.
+#: (429, 503, or a POST that never left), which created no task at BFL; queued → failed is a
+#: job never sent within QUEUE_DEADLINE_S.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.SUBMITTING, JobStatus.CANCELLED}),
+    JobStatus.QUEUED: frozenset({JobStatus.SUBMITTING, JobStatus.CANCELLED, JobStatus.FAILED}),
     JobStatus.SUBMITTING: frozenset({JobStatus.PENDING, JobStatus.QUEUED, JobStatus.FAILED}),
     JobStatus.PENDING: frozenset({JobStatus.READY, JobStatus.MODERATED, JobStatus.FAILED}),
 }
@@ -99,6 +100,21 @@ def requeue(
             "error_message": error_message,
         },
     )
+
+
+def clear_waits(db: Session) -> int:
+    """queued → queued: every queued job may go as soon as a slot is free.
+
+    The waits were the BFL account's (an outage, a rate-limit pause), now over. Returns how
+    many jobs had one.
+    """
+    result = db.execute(
+        update(Job)
+        .where(Job.status == JobStatus.QUEUED.value, Job.not_before.is_not(None))
+        .values(not_before=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def mark_pending(

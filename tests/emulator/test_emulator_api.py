@@ -127,6 +127,57 @@ def test_credits_are_charged_and_enforced(http: httpx.Client, emulator: Emulator
     assert len(emulator.submissions()) == 1
 
 
+def test_an_outage_answers_503_everywhere_and_is_logged_as_refused(
+    http: httpx.Client, emulator: EmulatorServer
+) -> None:
+    accepted = _submit(http).json()
+    emulator.configure(unavailable=True)
+    for response in (
+        _submit(http),
+        http.get("/v1/get_result", params={"id": accepted["id"]}),
+        http.get("/v1/credits"),
+    ):
+        assert response.status_code == 503
+        assert response.json() == {"detail": "Service Unavailable"}
+    assert len(emulator.submissions()) == 1  # nothing was created
+    assert http.get("/_emulator/refusals").json() == {
+        "count": 1,
+        "refusals": [
+            {"model": "flux-2-pro", "status": 503, "time": emulator.service.refusals()[0]["time"]}
+        ],
+    }
+    emulator.configure(unavailable=False)
+    assert _submit(http).status_code == 200
+
+
+def test_a_429_in_every_form_bfl_may_send_it(http: httpx.Client, emulator: EmulatorServer) -> None:
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    emulator.configure(account_active_task_cap=1, latency_mean_s=20, rate_limit_headers=True)
+    ok = _submit(http)
+    assert ok.status_code == 200
+    assert ok.headers["x-ratelimit-limit"] == "1"
+    assert ok.headers["x-ratelimit-remaining"] == "0"
+    assert 19 <= int(ok.headers["x-ratelimit-reset"]) <= 21
+
+    emulator.configure(retry_after_s=7200, retry_after_format="http-date", rate_limit_body="error")
+    refused = _submit(http)
+    assert refused.status_code == 429
+    when = parsedate_to_datetime(refused.headers["retry-after"])
+    assert 7190 <= (when - datetime.now(UTC)).total_seconds() <= 7201
+    body = refused.json()
+    assert body["error"] == "rate_limit_exceeded" and body["retry_after"] == 7200
+    assert "Too many active tasks" in body["message"]
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+
+    emulator.configure(retry_after_format="none", rate_limit_body="detail")
+    bare = _submit(http)
+    assert bare.status_code == 429 and "retry-after" not in bare.headers
+    assert "Too many active tasks" in bare.json()["detail"]
+    assert [r["status"] for r in emulator.service.refusals()] == [429, 429]
+
+
 def test_active_task_cap_and_retry_after(http: httpx.Client, emulator: EmulatorServer) -> None:
     emulator.configure(account_active_task_cap=3, latency_mean_s=20)
     for _ in range(3):

@@ -186,6 +186,7 @@ def test_a_post_that_never_left_is_requeued_then_sent_once(
 ) -> None:
     from app.bfl.client import BFLClient
     from app.embedded import free_port
+    from app.jobs import account
     from app.settings import EMULATOR_KEY
 
     person = make_person(committed_db)
@@ -197,12 +198,24 @@ def test_a_post_that_never_left_is_requeued_then_sent_once(
     (waiting,) = job_rows(engine, [job.id])
     assert (waiting.status, waiting.requeues) == (JobStatus.QUEUED, 1)
     assert waiting.not_before is not None and waiting.claimed_at is None
-    assert "could not be reached" in (waiting.error_message or "")
+    assert "BFL is unreachable" in (waiting.error_message or "")
+    assert "nothing was sent or charged" in (waiting.error_message or "")
+    # The outage is the account's: it is recorded once, with the time of the first probe.
+    with Session(engine) as db:
+        outage = account.peek(db)
+        assert outage is not None and outage.outage_since is not None
+        assert outage.next_probe_at == waiting.not_before
 
     with BFLClient(emulator.base_url, EMULATOR_KEY, allow_insecure_urls=True) as client:
-        # Still backing off: nothing is eligible yet.
-        assert pipeline.submit_next(client) is pipeline.Outcome.IDLE
-        wait_until(lambda: pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED, 10, "send")
+        # Before the probe is due nothing is sent, not even the probe.
+        assert pipeline.submit_next(client) is pipeline.Outcome.PAUSED
+        # Then one dispatcher probes (GET /v1/credits), finds BFL answering and ends the outage.
+        wait_until(lambda: pipeline.submit_next(client) is pipeline.Outcome.PROBED, 10, "probe")
+        with Session(engine) as db:
+            assert account.peek(db).outage_since is None  # type: ignore[union-attr]
+        (cleared,) = job_rows(engine, [job.id])
+        assert cleared.not_before is None  # the outage's wait is over for every job
+        assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
         wait_until(
             lambda: pipeline.poll_job(client, job.id) is pipeline.Outcome.READY, 10, "the image"
         )
