@@ -93,7 +93,6 @@ MESSAGES: dict[str, str] = {
         "BFL accepted the request and charged {credits} credits, but its answer came after the "
         "studio had stopped waiting for it, so the image was not fetched. Retry makes a new job."
     ),
-    "bfl_unreachable": "BFL could not be reached after several tries ({detail}); try again later.",
     "queue_deadline": (
         "Not sent to BFL within {detail} of being queued ({reason}). It was never sent and "
         "nothing was charged; retry it when BFL is back."

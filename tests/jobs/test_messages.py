@@ -20,7 +20,7 @@ REALISTIC: dict[str, tuple[str, dict[str, str]]] = {
     "bfl_server_error": ("HTTP 502", {}),
     "submission_unknown": ("the connection broke while waiting for it", {"credits": "4.5"}),
     "accepted_late": ("", {"credits": "3"}),
-    "bfl_unreachable": ("ConnectError: [Errno 111] Connection refused", {}),
+    "queue_deadline": ("6 hours", {"reason": "BFL was unreachable"}),
     "request_moderated": ("Derivative Works Filter", {}),
     "content_moderated": ("Derivative Works Filter, Public Figures Filter", {}),
     "bfl_error": ("BFL failed to generate the image: CUDA out of memory", {}),
