@@ -67,7 +67,7 @@ class User(Timestamped, Base):
     last_team_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("teams.id", ondelete="SET NULL")
     )
-    #: The TOTP shared secret, encrypted with a key derived from SECRET_KEY (app.auth.totp);
+    #: The TOTP shared secret, encrypted with a key derived from SECRET_KEY (app.auth.two_factor);
     #: set while setting up and after, None when the person has no second factor.
     totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
     #: When the person confirmed the authenticator with a code; None while setting up.

@@ -212,6 +212,11 @@ def login(
     return response
 
 
+def code_throttle() -> LoginThrottle:
+    """The throttle for second-factor codes: counted per account from every address."""
+    return LoginThrottle(account_wide=True)
+
+
 def second_factor_identity(email: str) -> str:
     """The throttle's account key for code attempts: apart from password attempts, so a right
     password (which clears those) never clears the count of wrong codes."""
@@ -269,7 +274,7 @@ def login_code(
         raise CsrfFailed()
     address = client_address(request)
     identity = second_factor_identity(user.email)
-    throttle = LoginThrottle()
+    throttle = code_throttle()
     wait = throttle.wait_seconds(identity, address)
     if wait:
         return _code_form(
@@ -588,7 +593,7 @@ def _code_guard(
     request: Request, db: SessionDep, actor: Actor, section: str, **page: Any
 ) -> LoginThrottle | Response:
     """Code checks on the account pages share the sign-in throttle for codes."""
-    throttle = LoginThrottle()
+    throttle = code_throttle()
     wait = throttle.wait_seconds(second_factor_identity(actor.user.email), client_address(request))
     if wait:
         return _two_factor_page(
@@ -652,10 +657,10 @@ def two_factor_disable(
     code: FormStr = "",
 ) -> Response:
     address = client_address(request)
-    throttle = LoginThrottle()
+    throttle, codes = LoginThrottle(), code_throttle()
     wait = max(
         throttle.wait_seconds(actor.user.email, address),
-        throttle.wait_seconds(second_factor_identity(actor.user.email), address),
+        codes.wait_seconds(second_factor_identity(actor.user.email), address),
     )
     if wait:
         return _two_factor_page(
@@ -672,7 +677,7 @@ def two_factor_disable(
         if exc.field == "current_password":
             throttle.record_failure(actor.user.email, address)
         else:
-            throttle.record_failure(second_factor_identity(actor.user.email), address)
+            codes.record_failure(second_factor_identity(actor.user.email), address)
         return _two_factor_page(
             request, db, actor, errors={"disable": _sentence(exc)}, status_code=400
         )
@@ -1029,6 +1034,8 @@ def _join_with_account(
         )
     if user is None or team is None:
         throttle.record_failure(email, address)
+        # Counted against the link too, so one link cannot test passwords without end.
+        service.record_invite_refusal(db, token)
         return _invite_page(
             request, db, token, None, error=WRONG_CREDENTIALS, email=email, status_code=400
         )
@@ -1036,7 +1043,13 @@ def _join_with_account(
     previous = request.cookies.get(session_cookie_name())
     if previous:
         service.end_session_by_token(db, previous)
-    raw, _ = service.start_session(db, user, team_id=team.id, user_agent=_user_agent(request))
+    raw, _ = service.start_session(
+        db,
+        user,
+        team_id=team.id,
+        user_agent=_user_agent(request),
+        ip_address=address,
+    )
     response = _redirect("/", "joined")
     set_session_cookie(response, raw)
     return response

@@ -571,7 +571,7 @@ _INVITE_WORN_OUT = (
 #: with that email exists (each such answer also counts against the link).
 INVITE_REFUSED = (
     "no new account can be made with that email and password; if you have an account here "
-    "already, sign in first and then join from this link"
+    "already, join with it under 'I have an account' on this page"
 )
 
 
@@ -651,12 +651,6 @@ def accept_invite_new_user(
     invite, team = find_invite(db, raw_token)
     if invite.email:
         email = invite.email
-    if find_user_by_email(db, email) is not None:
-        raise AccountError(
-            "an account with this email exists already; join with it under "
-            "'I have an account' on this page, using its password",
-            field="email",
-        )
     # A savepoint: a refused account (email taken, short password) must not use up the link.
     # The password is judged before the email is looked up, and a taken email gets the same
     # answer as any other refusal to join, so the form tells nobody which accounts exist.
@@ -677,10 +671,16 @@ def accept_invite_existing_user(
 
     Returns (None, None) when the email and password do not match an active account (the caller
     says only "wrong" and counts a failed sign-in); NotInTeam when the link is not usable;
-    AccountError when the invite is for another email.
+    AccountError when the invite is for another email or the account has a second factor.
     """
     find_invite(db, raw_token)
     user = authenticate(db, email, password)
     if user is None:
         return None, None
+    if user.has_two_factor:
+        # The password alone must not change an account that signs in with a second factor.
+        raise AccountError(
+            "this account signs in with a second factor: sign in first, then open this link again",
+            field="email",
+        )
     return user, accept_invite(db, raw_token, user)

@@ -69,12 +69,14 @@ def _address_bucket(address: str) -> str:
     return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
 
 
-def _keys(email: str, address: str) -> tuple[str, str]:
-    """(pair key, address key). The pair is one account tried from one address bucket."""
+def _keys(email: str, address: str, *, account_wide: bool = False) -> tuple[str, str]:
+    """(pair key, address key). The pair is one account tried from one address bucket, or
+    from any address when `account_wide`."""
     prefix = f"{get_settings().CELERY_KEY_PREFIX}studio:login:"
     bucket = _address_bucket(address)
+    scope = "*" if account_wide else bucket
     # Hash the email so Redis never holds a list of addresses people tried.
-    pair = hashlib.sha256(f"{email.strip().lower()}\x00{bucket}".encode()).hexdigest()
+    pair = hashlib.sha256(f"{email.strip().lower()}\x00{scope}".encode()).hexdigest()
     return prefix + "pair:" + pair, prefix + "address:" + bucket
 
 
@@ -83,16 +85,28 @@ class LoginThrottle:
 
     Redis is coordination only: when it is unreachable the studio lets sign-ins through (and
     logs it) rather than locking every person out.
+
+    `account_wide` counts an account's failures from every address together (besides each
+    address's own count). Passwords never do, so a stranger cannot keep an owner out; second
+    factor codes do, because whoever guesses them already holds the password, and six digits
+    guessed from many addresses at once would otherwise fall quickly.
     """
 
-    def __init__(self, policy: ThrottlePolicy | None = None, client: redis.Redis | None = None):
+    def __init__(
+        self,
+        policy: ThrottlePolicy | None = None,
+        client: redis.Redis | None = None,
+        *,
+        account_wide: bool = False,
+    ):
         self.policy = policy or ThrottlePolicy.from_settings()
         self.redis = client or _client(get_settings().redis_url)
+        self.account_wide = account_wide
 
     def wait_seconds(self, email: str, address: str) -> int:
         """Whole seconds the caller must still wait before trying this account from this
         address; 0: go."""
-        pair_key, address_key = _keys(email, address)
+        pair_key, address_key = _keys(email, address, account_wide=self.account_wide)
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.pttl(pair_key + ":block")
@@ -106,7 +120,7 @@ class LoginThrottle:
 
     def record_failure(self, email: str, address: str) -> int:
         """Count one failed attempt; returns the seconds the caller must now wait (0: none)."""
-        pair_key, address_key = _keys(email, address)
+        pair_key, address_key = _keys(email, address, account_wide=self.account_wide)
         try:
             pipe = self.redis.pipeline(transaction=True)
             pipe.incr(pair_key)
@@ -134,7 +148,7 @@ class LoginThrottle:
     def record_success(self, email: str, address: str) -> None:
         """A correct password clears this account's failures from this address (not the
         address's own: one good account must not launder a spray of guesses at others)."""
-        pair_key, _ = _keys(email, address)
+        pair_key, _ = _keys(email, address, account_wide=self.account_wide)
         try:
             self.redis.delete(pair_key, pair_key + ":block")
         except redis.RedisError as exc:

@@ -110,8 +110,24 @@ def test_joining_with_an_account_needs_its_password_and_keeps_the_link(
     assert membership_of(db, other.user.id, admin.team.id) is None
     db.refresh(invite)
     assert invite.accepted_at is None, "a failed attempt does not use up the link"
+    assert invite.refused_attempts == 1, "but it counts against the link's attempts"
     assert _join_with_account(client, raw, other.user.email, PASSWORD).status_code == 303
     assert membership_of(db, other.user.id, admin.team.id) is not None
+
+
+def test_an_account_with_a_second_factor_cannot_join_with_its_password_alone(
+    db: Session, client_factory: Callable[..., TestClient]
+) -> None:
+    admin = make_person(db, role=Role.ADMIN)
+    other = make_person(db)
+    other.user.totp_secret_encrypted = "not read here"
+    other.user.totp_enabled_at = utcnow()
+    raw, _ = create_invite(db, team_id=admin.team.id, created_by=admin.user, role=Role.MEMBER)
+    db.commit()
+    refused = _join_with_account(client_factory(), raw, other.user.email, PASSWORD)
+    assert refused.status_code == 409
+    assert "sign in first" in refused.text
+    assert membership_of(db, other.user.id, admin.team.id) is None
 
 
 def test_the_new_account_form_points_an_existing_email_to_the_account_form(
