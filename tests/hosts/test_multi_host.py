@@ -1,0 +1,644 @@
+"""The studio as six hosts on one machine: a host and a worker die mid-run and nothing is lost.
+
+Every host is a network namespace of its own (tests/hosts/netns.py) with its own address and
+hostname: a data host (PostgreSQL, Redis, an S3 store speaking the S3 protocol, the BFL emulator),
+two web hosts behind haproxy, two worker hosts and a beat host. Jobs go in through the load
+balancer's API; one worker host and one web host are killed with SIGKILL while jobs run. Every
+job must end, none may be POSTed twice, the account's active-task cap must hold across hosts,
+every image must come back through the load balancer, and each host must show on /ops and serve
+its own metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.orm import Session
+
+from app.auth.models import Role
+from app.auth.service import add_member, create_team, create_user
+from app.auth.tokens import issue_token
+from app.jobs.models import TERMINAL_STATUSES, Job, JobStatus
+from tests.hosts.netns import Network, missing_requirements
+
+pytestmark = [pytest.mark.slow, pytest.mark.pipeline, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = ("data", "web1", "web2", "worker1", "worker2", "beat")
+#: Jobs pushed before and after the kills (batches of BATCH through the API).
+JOBS_BEFORE, JOBS_AFTER, BATCH = 128, 112, 16
+CAP = 8
+WORKER_CONCURRENCY = 3
+# Inside a namespace of its own nothing else listens, so every host can use the usual ports.
+PG_PORT, REDIS_PORT, S3_PORT, EMULATOR_PORT, WEB_PORT, WORKER_METRICS_PORT = (
+    5432,
+    6379,
+    5000,
+    8765,
+    8000,
+    9100,
+)
+METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
+JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG"
+
+
+def _tool(name: str) -> str | None:
+    # The virtualenv's own scripts first (moto_server comes with the dev dependencies).
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def _skip_reason() -> str | None:
+    reason = missing_requirements(["haproxy", "redis-server", "initdb"])
+    if reason is None and _tool("moto_server") is None:
+        reason = "moto_server is not installed (moto[server])"
+    if reason is None and _pg_user() is None:
+        reason = "no unprivileged system user to run PostgreSQL as"
+    return reason
+
+
+def _pg_user() -> str | None:
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    return None
+
+
+def _wait(predicate: object, timeout: float, what: str, logs: object = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if predicate():  # type: ignore[operator]
+                return
+        time.sleep(0.2)
+    detail = logs() if callable(logs) else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{detail}")
+
+
+def _answers(url: str, **kwargs: object) -> bool:
+    return httpx.get(url, timeout=2, **kwargs).status_code < 500  # type: ignore[arg-type]
+
+
+@dataclass
+class Studio:
+    """The running hosts and how to reach them from the test (root namespace)."""
+
+    net: Network
+    engine: Engine
+    lb_url: str
+    emulator_url: str
+    token: str
+    team_id: uuid.UUID
+    haproxy: subprocess.Popen[bytes]
+    figures: dict[str, object] = field(default_factory=dict)
+
+    def url(self, role: str, port: int, path: str = "") -> str:
+        return f"http://{self.net.hosts[role].address}:{port}{path}"
+
+    def logs(self) -> str:
+        return "\n".join(h.logs() for h in self.net.hosts.values())
+
+
+def _base_env(studio_env: dict[str, str]) -> dict[str, str]:
+    # Nothing of the test session's own services leaks in: only what a host would be given.
+    keep = ("PATH", "LANG", "LC_ALL", "HOME", "TZ")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update(studio_env)
+    return env
+
+
+def _start_data_host(net: Network, root: Path) -> dict[str, str]:
+    """PostgreSQL, Redis, moto's S3 server and the BFL emulator on the data host."""
+    data = net.hosts["data"]
+    user = _pg_user()
+    assert user is not None
+    initdb = Path(shutil.which("initdb") or "initdb").resolve()
+    pgdata = root / "pgdata"
+    pgdata.mkdir()
+    shutil.chown(pgdata, user)
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            user,
+            "--",
+            str(initdb),
+            "-D",
+            str(pgdata),
+            "-U",
+            "studio",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    with (pgdata / "pg_hba.conf").open("a") as hba:
+        hba.write(f"host all all {net.gateway.rsplit('.', 1)[0]}.0/24 trust\n")
+    env = _base_env({})
+    data.spawn(
+        [
+            "runuser",
+            "-u",
+            user,
+            "--",
+            str(initdb.parent / "postgres"),
+            "-D",
+            str(pgdata),
+            "-c",
+            f"listen_addresses={data.address}",
+            "-c",
+            f"port={PG_PORT}",
+            "-c",
+            f"unix_socket_directories={pgdata}",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ],
+        env=env,
+        name="postgres",
+    )
+    data.spawn(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--bind",
+            data.address,
+            "--port",
+            str(REDIS_PORT),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--dir",
+            str(data.folder),
+        ],
+        env=env,
+        name="redis",
+    )
+    data.spawn(
+        [_tool("moto_server") or "moto_server", "-H", data.address, "-p", str(S3_PORT)],
+        env=_base_env({"AWS_ACCESS_KEY_ID": "studio", "AWS_SECRET_ACCESS_KEY": "studio"}),
+        name="s3",
+    )
+    data.spawn(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "emulator",
+            "--host",
+            data.address,
+            "--port",
+            str(EMULATOR_PORT),
+        ],
+        env=_base_env(
+            {
+                "EMULATOR_LATENCY_MEAN_S": "0.6",
+                "EMULATOR_LATENCY_JITTER_S": "0.2",
+                "EMULATOR_ACCOUNT_ACTIVE_TASK_CAP": str(CAP),
+            }
+        ),
+        name="emulator",
+    )
+    db_url = f"postgresql+psycopg://studio@{data.address}:{PG_PORT}/studio"
+    admin_url = f"postgresql+psycopg://studio@{data.address}:{PG_PORT}/postgres"
+
+    def pg_ready() -> bool:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        finally:
+            admin.dispose()
+        return True
+
+    _wait(pg_ready, 60, "PostgreSQL on the data host", data.logs)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE DATABASE studio"))
+    admin.dispose()
+    base = f"http://{data.address}"
+    _wait(lambda: _answers(f"{base}:{S3_PORT}/"), 60, "the S3 store", data.logs)
+    _wait(lambda: _answers(f"{base}:{EMULATOR_PORT}/"), 60, "the BFL emulator", data.logs)
+    import redis
+
+    _wait(lambda: redis.Redis(host=data.address, port=REDIS_PORT).ping(), 30, "Redis", data.logs)
+    return {
+        "DATABASE_URL": db_url,
+        "REDIS_URL": f"redis://{data.address}:{REDIS_PORT}/0",
+        "MEDIA_BACKEND": "s3",
+        "S3_ENDPOINT_URL": f"{base}:{S3_PORT}",
+        "S3_BUCKET": "studio-images",
+        "S3_REGION": "us-east-1",
+        "S3_ACCESS_KEY_ID": "studio",
+        "S3_SECRET_ACCESS_KEY": "studio-secret",
+        "EMULATOR_URL": f"{base}:{EMULATOR_PORT}",
+    }
+
+
+def _studio_env(services: dict[str, str], host_folder: Path, **extra: str) -> dict[str, str]:
+    metrics = host_folder / "metrics"
+    metrics.mkdir(exist_ok=True)
+    return _base_env(
+        {
+            **services,
+            "DATA_DIR": str(host_folder / "data"),
+            # Each host keeps its own processes' samples, as a machine of its own would.
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+            "METRICS_TOKEN": METRICS_TOKEN,
+            "SECRET_KEY": "multi-host-secret-" + uuid.uuid4().hex,
+            "BFL_MAX_ACTIVE_TASKS": str(CAP),
+            "API_RATE_LIMIT_PER_MINUTE": "0",
+            "POLL_MIN_INTERVAL_S": "0.2",
+            "POLL_MAX_INTERVAL_S": "0.5",
+            "POLL_LEASE_S": "3",
+            "SWEEP_INTERVAL_S": "1",
+            "SUBMITTING_STALE_S": "5",
+            "LOG_LEVEL": "INFO",
+            "LOG_FORMAT": "json",
+            **extra,
+        }
+    )
+
+
+HAPROXY_CONFIG = """\
+global
+    maxconn 1024
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    # A request that could not reach a web host goes to another one (it was never sent, so
+    # even a POST is safe to send again).
+    retries 3
+    option redispatch 1
+    retry-on conn-failure
+
+frontend studio
+    bind {bind}
+    default_backend web
+
+backend web
+    balance roundrobin
+    option httpchk GET /healthz
+    http-check expect status 200
+    default-server inter 500ms fall 2 rise 1
+    http-response set-header X-Served-By %s
+{servers}
+"""
+
+
+def _start_haproxy(net: Network, root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """haproxy in the root namespace, balancing over the web hosts (config from deploy/)."""
+    from app.embedded import free_port
+
+    port = free_port()
+    servers = "\n".join(
+        f"    server {role} {net.hosts[role].address}:{WEB_PORT} check" for role in ("web1", "web2")
+    )
+    config = root / "haproxy.cfg"
+    config.write_text(HAPROXY_CONFIG.format(bind=f"127.0.0.1:{port}", servers=servers))
+    check = subprocess.run(
+        ["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    log = (root / "haproxy.log").open("ab")
+    proc = subprocess.Popen(
+        ["haproxy", "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
+    log.close()
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def studio() -> Iterator[Studio]:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(f"multi-host test needs root, ip, haproxy and moto_server: {reason}")
+    root = Path(tempfile.mkdtemp(prefix="studio-hosts-"))
+    root.chmod(0o755)  # PostgreSQL runs as an unprivileged user under it
+    net = Network.create(ROLES, root)
+    haproxy: subprocess.Popen[bytes] | None = None
+    engine: Engine | None = None
+    try:
+        services = _start_data_host(net, root)
+        migrate = subprocess.run(
+            [sys.executable, "-m", "app.cli", "migrate"],
+            env=_studio_env(services, root),
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=180,
+        )
+        assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+        engine = create_engine(services["DATABASE_URL"], pool_size=2)
+        with Session(engine) as db:
+            team = create_team(db, "Many hosts")
+            admin = create_user(
+                db,
+                email="ops@hosts.example",
+                name="Ops",
+                password="a long enough password " + uuid.uuid4().hex,
+                is_superuser=True,
+            )
+            add_member(db, admin, team, Role.ADMIN)
+            token = issue_token(db, user_id=admin.id, team_id=team.id, name="load").secret
+            team_id = team.id
+            db.commit()
+
+        for role in ("web1", "web2"):
+            host = net.hosts[role]
+            host.spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "app.cli",
+                    "web",
+                    "--host",
+                    host.address,
+                    "--port",
+                    str(WEB_PORT),
+                ],
+                env=_studio_env(services, host.folder),
+                name="web",
+            )
+        for role in ("worker1", "worker2"):
+            host = net.hosts[role]
+            host.spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "app.cli",
+                    "worker",
+                    "--concurrency",
+                    str(WORKER_CONCURRENCY),
+                ],
+                env=_studio_env(
+                    services, host.folder, WORKER_METRICS_PORT=str(WORKER_METRICS_PORT)
+                ),
+                name="worker",
+            )
+        beat = net.hosts["beat"]
+        beat.spawn(
+            [sys.executable, "-m", "app.cli", "beat"],
+            env=_studio_env(services, beat.folder),
+            name="beat",
+        )
+        haproxy, lb_url = _start_haproxy(net, root)
+        built = Studio(
+            net=net,
+            engine=engine,
+            lb_url=lb_url,
+            emulator_url=services["EMULATOR_URL"],
+            token=token,
+            team_id=team_id,
+            haproxy=haproxy,
+        )
+        for role in ("web1", "web2"):
+            _wait(
+                lambda r=role: httpx.get(built.url(r, WEB_PORT, "/healthz"), timeout=2).is_success,
+                90,
+                f"{role} to answer",
+                built.logs,
+            )
+        for role in ("worker1", "worker2"):
+            _wait(
+                lambda r=role: _answers(built.url(r, WORKER_METRICS_PORT, "/metrics")),
+                90,
+                f"{role}'s worker to be ready",
+                built.logs,
+            )
+        yield built
+    finally:
+        if haproxy is not None:
+            haproxy.kill()
+            haproxy.wait(timeout=10)
+        if engine is not None:
+            engine.dispose()
+        net.close()
+        leftovers = net.leftovers()
+        shutil.rmtree(root, ignore_errors=True)
+        assert not leftovers, f"namespaces or links left behind: {leftovers}"
+
+
+def _push(studio: Studio, count: int, tag: str) -> list[uuid.UUID]:
+    """Queue `count` jobs through the load balancer's API in batches; returns their ids."""
+    ids: list[uuid.UUID] = []
+    headers = {"Authorization": f"Bearer {studio.token}"}
+    with httpx.Client(base_url=studio.lb_url, headers=headers, timeout=30) as client:
+        for batch in range(0, count, BATCH):
+            body = {
+                "model": "flux-2-pro",
+                "prompt": f"a harbour at dusk, {tag} batch {batch // BATCH}",
+                "params": {"width": 256, "height": 256},
+                "count": min(BATCH, count - batch),
+            }
+            # A request in flight to a host that dies gets no answer: sending it again under
+            # the same Idempotency-Key either queues it or replays what the first one queued.
+            key = str(uuid.uuid4())
+            answer: httpx.Response | None = None
+            for _attempt in range(20):
+                try:
+                    answer = client.post(
+                        "/api/v1/jobs", json=body, headers={"Idempotency-Key": key}
+                    )
+                except httpx.TransportError:
+                    answer = None
+                if answer is not None and answer.status_code in (200, 201):
+                    break
+                time.sleep(0.5)
+            assert answer is not None and answer.status_code in (200, 201), (
+                answer.text if answer is not None else "no answer"
+            )
+            ids += [uuid.UUID(job["id"]) for job in answer.json()["jobs"]]
+    return ids
+
+
+def _counts(engine: Engine, team_id: uuid.UUID) -> dict[str, int]:
+    with Session(engine) as db:
+        rows = db.execute(
+            select(Job.status, func.count()).where(Job.team_id == team_id).group_by(Job.status)
+        ).all()
+    return {str(status): int(n) for status, n in rows}
+
+
+def _scrape(url: str) -> str:
+    refused = httpx.get(url, timeout=10)
+    assert refused.status_code == 401, f"{url} served metrics without the token"
+    answer = httpx.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.text
+
+
+def _sample_sum(exposition: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in exposition.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _ops_page(studio: Studio) -> str:
+    answer = httpx.get(
+        f"{studio.lb_url}/ops", headers={"Authorization": f"Bearer {studio.token}"}, timeout=10
+    )
+    assert answer.status_code == 200, answer.text[:2000]
+    return answer.text
+
+
+def test_studio_on_six_hosts_survives_losing_a_worker_host_and_a_web_host(studio: Studio) -> None:
+    hosts = studio.net.hosts
+    emulator = httpx.Client(base_url=studio.emulator_url, timeout=10)
+    started = time.monotonic()
+    peak_in_db = 0
+
+    def watch() -> dict[str, int]:
+        nonlocal peak_in_db
+        counts = _counts(studio.engine, studio.team_id)
+        active = counts.get(JobStatus.SUBMITTING.value, 0) + counts.get(JobStatus.PENDING.value, 0)
+        peak_in_db = max(peak_in_db, active)
+        return counts
+
+    def wait_ready(at_least: int, timeout: float) -> None:
+        _wait(
+            lambda: watch().get(JobStatus.READY.value, 0) >= at_least,
+            timeout,
+            f"{at_least} ready jobs",
+            studio.logs,
+        )
+
+    # Every worker host and the beat host beat in Redis, and /ops (through the balancer) says so.
+    _wait(
+        lambda: all(hosts[r].hostname in _ops_page(studio) for r in ("worker1", "worker2")),
+        60,
+        "both worker hosts on /ops",
+        studio.logs,
+    )
+    ops_before = _ops_page(studio)
+    assert "beat running" in ops_before, "the beat host's heartbeat is not on /ops"
+
+    jobs = _push(studio, JOBS_BEFORE, "before")
+    wait_ready(24, 120)
+
+    # Each host's own metrics, scraped from outside (the token is required: not loopback).
+    doomed_worker = _scrape(studio.url("worker1", WORKER_METRICS_PORT, "/metrics"))
+    doomed_web = _scrape(studio.url("web1", WEB_PORT, "/metrics"))
+    assert _sample_sum(doomed_worker, "studio_job_transitions_total", to_status="ready") > 0, (
+        "worker1 had finished no job before it was killed"
+    )
+    assert _sample_sum(doomed_web, "studio_http_request_seconds_count") > 0
+
+    killed_worker = hosts["worker1"].kill_all()
+    counts_at_kill = watch()
+    wait_ready(counts_at_kill.get(JobStatus.READY.value, 0) + 16, 120)
+    killed_web = hosts["web1"].kill_all()
+    assert killed_worker > WORKER_CONCURRENCY and killed_web >= 1
+
+    # The balancer routes around the dead web host; jobs keep coming in.
+    jobs += _push(studio, JOBS_AFTER, "after")
+    total = JOBS_BEFORE + JOBS_AFTER
+    _wait(
+        lambda: sum(v for k, v in watch().items() if k in TERMINAL_STATUSES) >= total,
+        300,
+        f"all {total} jobs to end (now {_counts(studio.engine, studio.team_id)})",
+        studio.logs,
+    )
+    duration = time.monotonic() - started
+
+    with Session(studio.engine) as db:
+        rows = db.scalars(select(Job).where(Job.team_id == studio.team_id)).all()
+    assert sorted(r.id for r in rows) == sorted(jobs)
+    outcomes = [(r.status, r.error_code) for r in rows]
+    interrupted = outcomes.count((JobStatus.FAILED.value, "submission_unknown"))
+    ready = [r for r in rows if r.status == JobStatus.READY.value]
+    # Only a POST in flight on the killed worker host may end unknown (never sent again); at
+    # most one per pool process there.
+    assert interrupted <= WORKER_CONCURRENCY, outcomes
+    assert len(ready) == total - interrupted, sorted(set(outcomes))
+
+    # Each job POSTed at most once, each ready one exactly once (jobs carry distinct seeds).
+    submissions = emulator.get("/_emulator/submissions").json()["submissions"]
+    seeds = [int(s["payload"]["seed"]) for s in submissions]
+    assert len(seeds) == len(set(seeds)), "a job was POSTed twice"
+    assert {r.seed for r in ready} <= set(seeds)
+    assert len(seeds) <= total
+
+    # The account's cap held across four worker processes on two hosts.
+    state = emulator.get("/_emulator/state").json()
+    assert state["account_cap_refusals"] == 0, state
+    assert state["peak_active_tasks"] <= CAP and peak_in_db <= CAP, (state, peak_in_db)
+    assert state["peak_active_tasks"] >= CAP // 2, "the run never came near the cap"
+
+    # Every image comes back through the balancer, from the surviving web host.
+    served_by: dict[str, int] = {}
+    headers = {"Authorization": f"Bearer {studio.token}"}
+    with httpx.Client(base_url=studio.lb_url, headers=headers, timeout=30) as client:
+        for job in ready:
+            answer = client.get(f"/api/v1/images/{job.id}/original")
+            assert answer.status_code == 200, (job.id, answer.status_code, answer.text[:300])
+            assert answer.headers["content-type"].startswith("image/")
+            assert answer.content[:4].startswith((JPEG, PNG)), answer.content[:16]
+            server = answer.headers.get("x-served-by", "?")
+            served_by[server] = served_by.get(server, 0) + 1
+    assert set(served_by) == {"web2"}, served_by
+
+    # The survivors: their metrics, and the worker host left on /ops.
+    live_worker = _scrape(studio.url("worker2", WORKER_METRICS_PORT, "/metrics"))
+    live_web = _scrape(studio.url("web2", WEB_PORT, "/metrics"))
+    by_worker2 = _sample_sum(live_worker, "studio_job_transitions_total", to_status="ready")
+    by_worker1 = _sample_sum(doomed_worker, "studio_job_transitions_total", to_status="ready")
+    assert by_worker2 > 0
+    # A worker host's samples are its own: worker2's count is not the studio-wide count.
+    assert by_worker2 < len(ready)
+    assert _sample_sum(live_web, "studio_http_request_seconds_count") > 0
+    assert re.search(r"^studio_bfl_active_tasks_cap 8(\.0)?$", live_web, re.M), "cap gauge"
+    assert not re.search(r"^studio_jobs\{", live_worker, re.M), "studio figures on a worker"
+    assert hosts["worker2"].hostname in _ops_page(studio)
+
+    figures = {
+        "jobs": total,
+        "ready": len(ready),
+        "submission_unknown": interrupted,
+        "posts": len(seeds),
+        "duration_s": round(duration, 1),
+        "peak_active_emulator": state["peak_active_tasks"],
+        "peak_active_db": peak_in_db,
+        "cap": CAP,
+        "ready_by_worker1_before_kill": by_worker1,
+        "ready_by_worker2": by_worker2,
+        "images_served_by": served_by,
+        "processes_killed": {"worker1": killed_worker, "web1": killed_web},
+    }
+    print(f"\nmulti-host run: {figures}")
