@@ -253,6 +253,8 @@ def web(
         port=port,
         workers=processes,
         proxy_headers=True,
+        # Sign-in throttling and the session list need the client's address, not the balancer's.
+        forwarded_allow_ips=get_settings().FORWARDED_ALLOW_IPS,
         log_level="warning",
     )
 

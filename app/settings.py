@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     COOKIE_SECURE: bool = Field(
         default=True, description="Mark session cookies Secure (__Host- prefix); keep on."
     )
+    FORWARDED_ALLOW_IPS: str = Field(
+        default="127.0.0.1",
+        description="Load balancers whose X-Forwarded-For/-Proto the web app believes "
+        "(comma-separated addresses or networks, * for any); one on another host must be "
+        "listed, or every client has its address.",
+    )
     SESSION_IDLE_MINUTES: int = Field(default=120, ge=1, description="Idle session timeout.")
     SESSION_MAX_HOURS: int = Field(default=24 * 7, ge=1, description="Absolute session lifetime.")
     LOGIN_FREE_ATTEMPTS_ACCOUNT: int = Field(

@@ -75,8 +75,8 @@ def safe_next(target: str | None) -> str:
 
 
 def client_address(request: Request) -> str:
-    # The direct peer; behind a proxy run uvicorn with --proxy-headers and a trusted
-    # --forwarded-allow-ips so this is the real client and not a spoofable header.
+    # The direct peer, or the client a trusted load balancer (FORWARDED_ALLOW_IPS) names;
+    # a forwarded header from anyone else is ignored, so it cannot be spoofed.
     return request.client.host if request.client else "unknown"
 
 
