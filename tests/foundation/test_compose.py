@@ -70,5 +70,7 @@ def test_compose_keeps_metric_samples_per_container_and_metrics_private() -> Non
         assert folder in services[name].get("tmpfs", []), f"{name} shares its metrics folder"
     assert services["worker"]["environment"]["WORKER_METRICS_PORT"] == "9100"
     assert "env -u PROMETHEUS_MULTIPROC_DIR" in " ".join(services["worker"]["healthcheck"]["test"])
-    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
-    assert "@metrics path /metrics" in caddyfile and "respond @metrics 404" in caddyfile
+    # The proxy runs the load balancer configuration the multi-host test proves.
+    assert "deploy/haproxy.cfg" in str(services["proxy"]["volumes"])
+    balancer = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert "http-request deny deny_status 404 if { path /metrics }" in balancer
