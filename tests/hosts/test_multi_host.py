@@ -15,10 +15,12 @@ import contextlib
 import os
 import pwd
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +32,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session
 
-from app.auth.models import Role
+from app.auth.models import AuthSession, Role
 from app.auth.service import add_member, create_team, create_user
 from app.auth.tokens import issue_token
 from app.jobs.models import TERMINAL_STATUSES, Job, JobStatus
@@ -54,6 +56,9 @@ PG_PORT, REDIS_PORT, S3_PORT, EMULATOR_PORT, WEB_PORT, WORKER_METRICS_PORT = (
     9100,
 )
 METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
+# One studio, one secret: a form or webhook token signed on one host is checked on another.
+SECRET_KEY = "multi-host-secret-" + uuid.uuid4().hex
+ADMIN_EMAIL, ADMIN_PASSWORD = "ops@hosts.example", "a long enough password " + uuid.uuid4().hex
 JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG"
 
 
@@ -115,6 +120,11 @@ class Studio:
         return "\n".join(h.logs() for h in self.net.hosts.values())
 
 
+def _studio_cmd(words: str) -> list[str]:
+    """`python -m app.cli <words>` with this interpreter (words hold no spaces of their own)."""
+    return [sys.executable, "-m", "app.cli", *words.split()]
+
+
 def _base_env(studio_env: dict[str, str]) -> dict[str, str]:
     # Nothing of the test session's own services leaks in: only what a host would be given.
     keep = ("PATH", "LANG", "LC_ALL", "HOME", "TZ")
@@ -133,22 +143,7 @@ def _start_data_host(net: Network, root: Path) -> dict[str, str]:
     pgdata.mkdir()
     shutil.chown(pgdata, user)
     subprocess.run(
-        [
-            "runuser",
-            "-u",
-            user,
-            "--",
-            str(initdb),
-            "-D",
-            str(pgdata),
-            "-U",
-            "studio",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
+        shlex.split(f"runuser -u {user} -- {initdb} -D {pgdata} -U studio -A trust --no-sync"),
         check=True,
         capture_output=True,
         timeout=120,
@@ -156,68 +151,32 @@ def _start_data_host(net: Network, root: Path) -> dict[str, str]:
     with (pgdata / "pg_hba.conf").open("a") as hba:
         hba.write(f"host all all {net.gateway.rsplit('.', 1)[0]}.0/24 trust\n")
     env = _base_env({})
+    settings = (
+        f"listen_addresses={data.address} port={PG_PORT} unix_socket_directories={pgdata} "
+        "max_connections=300 fsync=off synchronous_commit=off full_page_writes=off"
+    )
     data.spawn(
-        [
-            "runuser",
-            "-u",
-            user,
-            "--",
-            str(initdb.parent / "postgres"),
-            "-D",
-            str(pgdata),
-            "-c",
-            f"listen_addresses={data.address}",
-            "-c",
-            f"port={PG_PORT}",
-            "-c",
-            f"unix_socket_directories={pgdata}",
-            "-c",
-            "max_connections=300",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-        ],
+        ["runuser", "-u", user, "--", str(initdb.parent / "postgres"), "-D", str(pgdata)]
+        + [arg for setting in settings.split() for arg in ("-c", setting)],
         env=env,
         name="postgres",
     )
+    redis_server = shutil.which("redis-server") or "redis-server"
     data.spawn(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--bind",
-            data.address,
-            "--port",
-            str(REDIS_PORT),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-            "--dir",
-            str(data.folder),
-        ],
+        shlex.split(
+            f"{redis_server} --bind {data.address} --port {REDIS_PORT} --dir {data.folder} "
+            "--save '' --appendonly no --protected-mode no"
+        ),
         env=env,
         name="redis",
     )
     data.spawn(
         [_tool("moto_server") or "moto_server", "-H", data.address, "-p", str(S3_PORT)],
-        env=_base_env({"AWS_ACCESS_KEY_ID": "studio", "AWS_SECRET_ACCESS_KEY": "studio"}),
+        env=env,
         name="s3",
     )
     data.spawn(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "emulator",
-            "--host",
-            data.address,
-            "--port",
-            str(EMULATOR_PORT),
-        ],
+        _studio_cmd(f"emulator --host {data.address} --port {EMULATOR_PORT}"),
         env=_base_env(
             {
                 "EMULATOR_LATENCY_MEAN_S": "0.6",
@@ -273,7 +232,9 @@ def _studio_env(services: dict[str, str], host_folder: Path, **extra: str) -> di
             # Each host keeps its own processes' samples, as a machine of its own would.
             "PROMETHEUS_MULTIPROC_DIR": str(metrics),
             "METRICS_TOKEN": METRICS_TOKEN,
-            "SECRET_KEY": "multi-host-secret-" + uuid.uuid4().hex,
+            "SECRET_KEY": SECRET_KEY,
+            # Plain http between the test and the balancer: cookies without the Secure flag.
+            "COOKIE_SECURE": "false",
             "BFL_MAX_ACTIVE_TASKS": str(CAP),
             "API_RATE_LIMIT_PER_MINUTE": "0",
             "POLL_MIN_INTERVAL_S": "0.2",
@@ -288,45 +249,34 @@ def _studio_env(services: dict[str, str], host_folder: Path, **extra: str) -> di
     )
 
 
-HAPROXY_CONFIG = """\
-global
-    maxconn 1024
+def haproxy_config(bind: str, servers: dict[str, str]) -> str:
+    """deploy/haproxy.cfg for these hosts: its `bind` and web servers replaced, no Docker DNS.
 
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    # A request that could not reach a web host goes to another one (it was never sent, so
-    # even a POST is safe to send again).
-    retries 3
-    option redispatch 1
-    retry-on conn-failure
-
-frontend studio
-    bind {bind}
-    default_backend web
-
-backend web
-    balance roundrobin
-    option httpchk GET /healthz
-    http-check expect status 200
-    default-server inter 500ms fall 2 rise 1
-    http-response set-header X-Served-By %s
-{servers}
-"""
+    Every other line (checks, retries, redispatch, the /metrics refusal) is the deployed one.
+    The answer names the web host that served it (X-Served-By), for the test to count.
+    """
+    deployed = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    lines = [f"    server {name} {address} check" for name, address in servers.items()]
+    rendered, subs = re.subn(r"(?m)^\s*server-template .*$", "\n".join(lines), deployed)
+    rendered, binds = re.subn(r"(?m)^(\s*)bind \S+", rf"\g<1>bind {bind}", rendered)
+    rendered, dns = re.subn(r"(?m)^resolvers docker\n(?:[ \t]+.*\n)*", "", rendered)
+    rendered, balanced = re.subn(
+        r"(?m)^(\s*)balance roundrobin$",
+        r"\g<0>\n\g<1>http-response set-header X-Served-By %s",
+        rendered,
+    )
+    assert (subs, binds, dns, balanced) == (1, 1, 1, 1), "deploy/haproxy.cfg changed its shape"
+    return rendered
 
 
 def _start_haproxy(net: Network, root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """haproxy in the root namespace, balancing over the web hosts (config from deploy/)."""
+    """haproxy in the root namespace, balancing over the web hosts with deploy/haproxy.cfg."""
     from app.embedded import free_port
 
     port = free_port()
-    servers = "\n".join(
-        f"    server {role} {net.hosts[role].address}:{WEB_PORT} check" for role in ("web1", "web2")
-    )
+    servers = {role: f"{net.hosts[role].address}:{WEB_PORT}" for role in ("web1", "web2")}
     config = root / "haproxy.cfg"
-    config.write_text(HAPROXY_CONFIG.format(bind=f"127.0.0.1:{port}", servers=servers))
+    config.write_text(haproxy_config(f"127.0.0.1:{port}", servers))
     check = subprocess.run(
         ["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, check=False
     )
@@ -352,7 +302,7 @@ def studio() -> Iterator[Studio]:
     try:
         services = _start_data_host(net, root)
         migrate = subprocess.run(
-            [sys.executable, "-m", "app.cli", "migrate"],
+            _studio_cmd("migrate"),
             env=_studio_env(services, root),
             cwd=root,
             capture_output=True,
@@ -366,9 +316,9 @@ def studio() -> Iterator[Studio]:
             team = create_team(db, "Many hosts")
             admin = create_user(
                 db,
-                email="ops@hosts.example",
+                email=ADMIN_EMAIL,
                 name="Ops",
-                password="a long enough password " + uuid.uuid4().hex,
+                password=ADMIN_PASSWORD,
                 is_superuser=True,
             )
             add_member(db, admin, team, Role.ADMIN)
@@ -379,30 +329,15 @@ def studio() -> Iterator[Studio]:
         for role in ("web1", "web2"):
             host = net.hosts[role]
             host.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "app.cli",
-                    "web",
-                    "--host",
-                    host.address,
-                    "--port",
-                    str(WEB_PORT),
-                ],
-                env=_studio_env(services, host.folder),
+                _studio_cmd(f"web --host {host.address} --port {WEB_PORT}"),
+                # The balancer reaches the web hosts from the bridge's address.
+                env=_studio_env(services, host.folder, FORWARDED_ALLOW_IPS=net.gateway),
                 name="web",
             )
         for role in ("worker1", "worker2"):
             host = net.hosts[role]
             host.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "app.cli",
-                    "worker",
-                    "--concurrency",
-                    str(WORKER_CONCURRENCY),
-                ],
+                _studio_cmd(f"worker --concurrency {WORKER_CONCURRENCY}"),
                 env=_studio_env(
                     services, host.folder, WORKER_METRICS_PORT=str(WORKER_METRICS_PORT)
                 ),
@@ -410,7 +345,7 @@ def studio() -> Iterator[Studio]:
             )
         beat = net.hosts["beat"]
         beat.spawn(
-            [sys.executable, "-m", "app.cli", "beat"],
+            _studio_cmd("beat"),
             env=_studio_env(services, beat.folder),
             name="beat",
         )
@@ -451,37 +386,71 @@ def studio() -> Iterator[Studio]:
         assert not leftovers, f"namespaces or links left behind: {leftovers}"
 
 
-def _push(studio: Studio, count: int, tag: str) -> list[uuid.UUID]:
-    """Queue `count` jobs through the load balancer's API in batches; returns their ids."""
-    ids: list[uuid.UUID] = []
-    headers = {"Authorization": f"Bearer {studio.token}"}
-    with httpx.Client(base_url=studio.lb_url, headers=headers, timeout=30) as client:
-        for batch in range(0, count, BATCH):
-            body = {
-                "model": "flux-2-pro",
-                "prompt": f"a harbour at dusk, {tag} batch {batch // BATCH}",
-                "params": {"width": 256, "height": 256},
-                "count": min(BATCH, count - batch),
-            }
-            # A request in flight to a host that dies gets no answer: sending it again under
-            # the same Idempotency-Key either queues it or replays what the first one queued.
-            key = str(uuid.uuid4())
-            answer: httpx.Response | None = None
-            for _attempt in range(20):
-                try:
-                    answer = client.post(
-                        "/api/v1/jobs", json=body, headers={"Idempotency-Key": key}
-                    )
-                except httpx.TransportError:
-                    answer = None
-                if answer is not None and answer.status_code in (200, 201):
-                    break
-                time.sleep(0.5)
-            assert answer is not None and answer.status_code in (200, 201), (
-                answer.text if answer is not None else "no answer"
-            )
-            ids += [uuid.UUID(job["id"]) for job in answer.json()["jobs"]]
-    return ids
+@dataclass
+class Pusher:
+    """Queues jobs through the load balancer's API in batches, on a thread of its own."""
+
+    studio: Studio
+    count: int
+    tag: str
+    ids: list[uuid.UUID] = field(default_factory=list)
+    batches_done: int = 0
+    served_by: dict[str, int] = field(default_factory=dict)
+    error: BaseException | None = None
+    resent: int = 0
+    _thread: threading.Thread | None = None
+
+    def run(self) -> list[uuid.UUID]:
+        headers = {"Authorization": f"Bearer {self.studio.token}"}
+        with httpx.Client(base_url=self.studio.lb_url, headers=headers, timeout=30) as client:
+            for first in range(0, self.count, BATCH):
+                body = {
+                    "model": "flux-2-pro",
+                    "prompt": f"a harbour at dusk, {self.tag} batch {first // BATCH}",
+                    "params": {"width": 256, "height": 256},
+                    "count": min(BATCH, self.count - first),
+                }
+                answer = self._post(client, body)
+                self.ids += [uuid.UUID(job["id"]) for job in answer.json()["jobs"]]
+                server = answer.headers.get("x-served-by", "?")
+                self.served_by[server] = self.served_by.get(server, 0) + 1
+                self.batches_done += 1
+        return self.ids
+
+    def _post(self, client: httpx.Client, body: dict[str, object]) -> httpx.Response:
+        # A request in flight to a host that dies gets no answer: sending it again under the
+        # same Idempotency-Key either queues it or replays what the first one queued.
+        key = str(uuid.uuid4())
+        answer: httpx.Response | None = None
+        for _attempt in range(40):
+            try:
+                answer = client.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": key})
+            except httpx.TransportError:
+                answer = None
+            if answer is not None and answer.status_code in (200, 201):
+                return answer
+            self.resent += 1
+            time.sleep(0.25)
+        raise AssertionError(answer.text if answer is not None else "no answer from the balancer")
+
+    def start(self) -> Pusher:
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException as exc:
+                self.error = exc
+
+        self._thread = threading.Thread(target=target, name=f"push-{self.tag}", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float) -> list[uuid.UUID]:
+        assert self._thread is not None
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"pushing {self.tag} jobs did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.ids
 
 
 def _counts(engine: Engine, team_id: uuid.UUID) -> dict[str, int]:
@@ -518,6 +487,30 @@ def _ops_page(studio: Studio) -> str:
     return answer.text
 
 
+def _sign_in_through_the_balancer(studio: Studio) -> list[str]:
+    """Sign in with the form through the balancer, claiming another address in a header.
+
+    Returns the web hosts that served the form and the sign-in (round robin: usually both).
+    """
+    with httpx.Client(base_url=studio.lb_url, timeout=10) as browser:
+        form = browser.get("/login")
+        assert form.status_code == 200, form.text[:500]
+        found = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert found is not None, "no anti-forgery token in the sign-in form"
+        answer = browser.post(
+            "/login",
+            data={
+                "email": ADMIN_EMAIL,
+                "password": ADMIN_PASSWORD,
+                "csrf_token": found.group(1),
+                "next": "/",
+            },
+            headers={"X-Forwarded-For": "203.0.113.9"},
+        )
+        assert answer.status_code == 303, answer.text[:1000]
+    return [form.headers.get("x-served-by", "?"), answer.headers.get("x-served-by", "?")]
+
+
 def test_studio_on_six_hosts_survives_losing_a_worker_host_and_a_web_host(studio: Studio) -> None:
     hosts = studio.net.hosts
     emulator = httpx.Client(base_url=studio.emulator_url, timeout=10)
@@ -548,8 +541,18 @@ def test_studio_on_six_hosts_survives_losing_a_worker_host_and_a_web_host(studio
     )
     ops_before = _ops_page(studio)
     assert "beat running" in ops_before, "the beat host's heartbeat is not on /ops"
+    # A sign-in through the balancer records the client's own address (the balancer is
+    # trusted for it, and a client's forged header is replaced), not the balancer's.
+    sign_in_served_by = _sign_in_through_the_balancer(studio)
+    with Session(studio.engine) as db:
+        addresses = db.scalars(select(AuthSession.ip_address)).all()
+    assert addresses == ["127.0.0.1"], addresses
+    # The public side does not serve metrics; each host is scraped where it runs.
+    assert httpx.get(f"{studio.lb_url}/metrics", timeout=10).status_code == 404
 
-    jobs = _push(studio, JOBS_BEFORE, "before")
+    before = Pusher(studio, JOBS_BEFORE, "before")
+    jobs = before.run()
+    assert set(before.served_by) == {"web1", "web2"}, before.served_by
     wait_ready(24, 120)
 
     # Each host's own metrics, scraped from outside (the token is required: not loopback).
@@ -563,11 +566,14 @@ def test_studio_on_six_hosts_survives_losing_a_worker_host_and_a_web_host(studio
     killed_worker = hosts["worker1"].kill_all()
     counts_at_kill = watch()
     wait_ready(counts_at_kill.get(JobStatus.READY.value, 0) + 16, 120)
-    killed_web = hosts["web1"].kill_all()
-    assert killed_worker > WORKER_CONCURRENCY and killed_web >= 1
 
-    # The balancer routes around the dead web host; jobs keep coming in.
-    jobs += _push(studio, JOBS_AFTER, "after")
+    # More jobs come in while web1 dies: the balancer routes around it, and a request that was
+    # in flight there is sent again under its Idempotency-Key.
+    after = Pusher(studio, JOBS_AFTER, "after").start()
+    _wait(lambda: after.batches_done >= 2 or after.error is not None, 60, "the second push")
+    killed_web = hosts["web1"].kill_all()
+    jobs += after.join(180)
+    assert killed_worker > WORKER_CONCURRENCY and killed_web >= 1
     total = JOBS_BEFORE + JOBS_AFTER
     _wait(
         lambda: sum(v for k, v in watch().items() if k in TERMINAL_STATUSES) >= total,
@@ -638,7 +644,10 @@ def test_studio_on_six_hosts_survives_losing_a_worker_host_and_a_web_host(studio
         "cap": CAP,
         "ready_by_worker1_before_kill": by_worker1,
         "ready_by_worker2": by_worker2,
+        "posts_served_by": {"before": before.served_by, "after": after.served_by},
+        "posts_resent": before.resent + after.resent,
         "images_served_by": served_by,
+        "sign_in_served_by": sign_in_served_by,
         "processes_killed": {"worker1": killed_worker, "web1": killed_web},
     }
     print(f"\nmulti-host run: {figures}")
