@@ -18,11 +18,13 @@ collide, and `close()` removes every namespace, link and process even after a fa
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from typing import Self
 
 #: The private range the runs carve their /24 from; it exists only on the bridges made here.
 PRIVATE_PREFIX = "10.231"
+LOCK_PATH = Path(tempfile.gettempdir()) / "studio-netns.lock"
 
 
 def missing_requirements(tools: Sequence[str]) -> str | None:
@@ -159,23 +162,34 @@ class Network:
     def create(cls, roles: Sequence[str], root: Path) -> Network:
         """Make the bridge and a namespace per role (host addresses .10, .11, ...)."""
         run_id = secrets.token_hex(3)
-        used = _subnets_in_use()
-        free = [n for n in range(2, 255) if n not in used]
-        if not free:
-            raise RuntimeError(f"every {PRIVATE_PREFIX}.x.0/24 is in use on this machine")
-        net = cls(run_id, secrets.choice(free), root)
+        # Runs started at the same moment must not both pick a free subnet: one at a time
+        # chooses and claims it (the bridge's address), then the next one looks.
+        with open(LOCK_PATH, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            used = _subnets_in_use()
+            free = [n for n in range(2, 255) if n not in used]
+            if not free:
+                raise RuntimeError(f"every {PRIVATE_PREFIX}.x.0/24 is in use on this machine")
+            net = cls(run_id, secrets.choice(free), root)
+            try:
+                net._add_bridge()
+            except BaseException:
+                net.close()
+                raise
         try:
-            net._build(roles)
+            net._add_hosts(roles)
         except BaseException:
             net.close()
             raise
         return net
 
-    def _build(self, roles: Sequence[str]) -> None:
+    def _add_bridge(self) -> None:
         _ip("link", "add", self.bridge, "type", "bridge")
         self._links.append(self.bridge)
         _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
+
+    def _add_hosts(self, roles: Sequence[str]) -> None:
         for index, role in enumerate(roles):
             netns = f"fs{self.run_id}-{role}"
             outer, inner = f"fs{self.run_id}o{index}", f"fs{self.run_id}i{index}"
