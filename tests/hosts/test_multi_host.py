@@ -1,4 +1,4 @@
-"""The studio as six hosts on one machine: a host and a worker die mid-run and nothing is lost.
+"""The studio as six hosts on one machine: a web and a worker host die and nothing is lost.
 
 Every host is a network namespace of its own (tests/hosts/netns.py) with its own address and
 hostname: a data host (PostgreSQL, Redis, an S3 store speaking the S3 protocol, the BFL emulator),
@@ -23,8 +23,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -47,14 +48,8 @@ JOBS_BEFORE, JOBS_AFTER, BATCH = 128, 112, 16
 CAP = 8
 WORKER_CONCURRENCY = 3
 # Inside a namespace of its own nothing else listens, so every host can use the usual ports.
-PG_PORT, REDIS_PORT, S3_PORT, EMULATOR_PORT, WEB_PORT, WORKER_METRICS_PORT = (
-    5432,
-    6379,
-    5000,
-    8765,
-    8000,
-    9100,
-)
+PG_PORT, REDIS_PORT, S3_PORT, EMULATOR_PORT = 5432, 6379, 5000, 8765
+WEB_PORT, WORKER_METRICS_PORT = 8000, 9100
 METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
 # One studio, one secret: a form or webhook token signed on one host is checked on another.
 SECRET_KEY = "multi-host-secret-" + uuid.uuid4().hex
@@ -85,19 +80,29 @@ def _pg_user() -> str | None:
     return None
 
 
-def _wait(predicate: object, timeout: float, what: str, logs: object = None) -> None:
+def _wait(
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str,
+    logs: Callable[[], str] | None = None,
+) -> None:
+    """Poll `predicate` (an exception counts as not yet) until true; fail with the hosts' logs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
-            if predicate():  # type: ignore[operator]
+            if predicate():
                 return
         time.sleep(0.2)
-    detail = logs() if callable(logs) else ""
+    detail = logs() if logs is not None else ""
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{detail}")
 
 
-def _answers(url: str, **kwargs: object) -> bool:
-    return httpx.get(url, timeout=2, **kwargs).status_code < 500  # type: ignore[arg-type]
+def _answers(url: str) -> bool:
+    return httpx.get(url, timeout=2).status_code < 500
+
+
+def _healthy(url: str) -> bool:
+    return httpx.get(url, timeout=2).is_success
 
 
 @dataclass
@@ -111,7 +116,6 @@ class Studio:
     token: str
     team_id: uuid.UUID
     haproxy: subprocess.Popen[bytes]
-    figures: dict[str, object] = field(default_factory=dict)
 
     def url(self, role: str, port: int, path: str = "") -> str:
         return f"http://{self.net.hosts[role].address}:{port}{path}"
@@ -362,19 +366,11 @@ def studio() -> Iterator[Studio]:
             haproxy=haproxy,
         )
         for role in ("web1", "web2"):
-            _wait(
-                lambda r=role: httpx.get(built.url(r, WEB_PORT, "/healthz"), timeout=2).is_success,
-                90,
-                f"{role} to answer",
-                built.logs,
-            )
+            health = built.url(role, WEB_PORT, "/healthz")
+            _wait(partial(_healthy, health), 90, f"{role} to answer", built.logs)
         for role in ("worker1", "worker2"):
-            _wait(
-                lambda r=role: _answers(built.url(r, WORKER_METRICS_PORT, "/metrics")),
-                90,
-                f"{role}'s worker to be ready",
-                built.logs,
-            )
+            scrape = built.url(role, WORKER_METRICS_PORT, "/metrics")
+            _wait(partial(_answers, scrape), 90, f"{role}'s worker to be ready", built.logs)
         yield built
     finally:
         if haproxy is not None:
@@ -515,7 +511,6 @@ def _sign_in_through_the_balancer(studio: Studio) -> list[str]:
 
 def test_studio_on_six_hosts_survives_losing_a_worker_host_and_a_web_host(studio: Studio) -> None:
     hosts = studio.net.hosts
-    emulator = httpx.Client(base_url=studio.emulator_url, timeout=10)
     started = time.monotonic()
     peak_in_db = 0
 
@@ -597,14 +592,14 @@ def test_studio_on_six_hosts_survives_losing_a_worker_host_and_a_web_host(studio
     assert len(ready) == total - interrupted, sorted(set(outcomes))
 
     # Each job POSTed at most once, each ready one exactly once (jobs carry distinct seeds).
-    submissions = emulator.get("/_emulator/submissions").json()["submissions"]
-    seeds = [int(s["payload"]["seed"]) for s in submissions]
+    log = httpx.get(f"{studio.emulator_url}/_emulator/submissions", timeout=10).json()
+    seeds = [int(entry["payload"]["seed"]) for entry in log["submissions"]]
     assert len(seeds) == len(set(seeds)), "a job was POSTed twice"
     assert {r.seed for r in ready} <= set(seeds)
     assert len(seeds) <= total
 
     # The account's cap held across four worker processes on two hosts.
-    state = emulator.get("/_emulator/state").json()
+    state = httpx.get(f"{studio.emulator_url}/_emulator/state", timeout=10).json()
     assert state["account_cap_refusals"] == 0, state
     assert state["peak_active_tasks"] <= CAP and peak_in_db <= CAP, (state, peak_in_db)
     assert state["peak_active_tasks"] >= CAP // 2, "the run never came near the cap"
