@@ -20,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,9 @@ from typing import Self
 #: The private range the runs carve their /24 from; it exists only on the bridges made here.
 PRIVATE_PREFIX = "10.231"
 LOCK_PATH = Path(tempfile.gettempdir()) / "studio-netns.lock"
+#: One file per run naming the process that owns it (run id -> pid).
+OWNERS = Path(tempfile.gettempdir()) / "studio-netns-owners"
+_RUN_NAME = re.compile(r"^fs([0-9a-f]{6})(?:-|br$|[oi]\d+$)")
 
 
 def missing_requirements(tools: Sequence[str]) -> str | None:
@@ -59,6 +63,52 @@ def _subnets_in_use() -> set[int]:
             with contextlib.suppress(ValueError, IndexError):
                 used.add(int(word.split(".")[2]))
     return used
+
+
+@contextlib.contextmanager
+def run_lock() -> Iterator[None]:
+    """Held while a run picks its subnet and names, or while abandoned runs are removed."""
+    with open(LOCK_PATH, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _owner_alive(run_id: str) -> bool:
+    try:
+        pid = int((OWNERS / run_id).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def remove_abandoned() -> list[str]:
+    """Delete namespaces and links of runs whose process is gone (killed before cleaning up).
+
+    Call with the lock held: a run writes its owner file under it before making anything.
+    Returns the names removed.
+    """
+    namespaces = [w for w in _ip("netns", "list", check=False).stdout.split() if "-" in w]
+    shown = _ip("-o", "link", check=False).stdout.splitlines()
+    links = [line.split()[1].split("@")[0].rstrip(":") for line in shown if len(line.split()) > 1]
+    removed: list[str] = []
+    for name in [*namespaces, *links]:
+        found = _RUN_NAME.match(name)
+        if found is None or _owner_alive(found.group(1)):
+            continue
+        if name in namespaces:
+            shown = _ip("netns", "pids", name, check=False).stdout.split()
+            for pid in (int(p) for p in shown if p.isdigit()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            _ip("netns", "del", name, check=False)
+        else:
+            _ip("link", "del", name, check=False)
+        removed.append(name)
+    for run_file in OWNERS.glob("*") if OWNERS.exists() else []:
+        if not _owner_alive(run_file.name):
+            run_file.unlink(missing_ok=True)
+    return removed
 
 
 @dataclass
@@ -164,8 +214,10 @@ class Network:
         run_id = secrets.token_hex(3)
         # Runs started at the same moment must not both pick a free subnet: one at a time
         # chooses and claims it (the bridge's address), then the next one looks.
-        with open(LOCK_PATH, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with run_lock():
+            remove_abandoned()
+            OWNERS.mkdir(exist_ok=True)
+            (OWNERS / run_id).write_text(str(os.getpid()))
             used = _subnets_in_use()
             free = [n for n in range(2, 255) if n not in used]
             if not free:
@@ -218,6 +270,7 @@ class Network:
             _ip("link", "del", link, check=False)
         self.hosts.clear()
         self._links.clear()
+        (OWNERS / self.run_id).unlink(missing_ok=True)
 
     def leftovers(self) -> list[str]:
         """Namespaces or links of this run still present (empty after `close`)."""
