@@ -336,8 +336,9 @@ def studio() -> Iterator[Studio]:
             host = net.hosts[role]
             host.spawn(
                 _studio_cmd(f"web --host {host.address} --port {WEB_PORT}"),
-                # The balancer reaches the web hosts from the bridge's address.
-                env=_studio_env(services, host.folder, FORWARDED_ALLOW_IPS=net.gateway),
+                # As in docker-compose.yml: any forwarded address is believed, which is safe
+                # only because the balancer replaces the header a client sends (checked below).
+                env=_studio_env(services, host.folder, FORWARDED_ALLOW_IPS="*"),
                 name="web",
             )
         for role in ("worker1", "worker2"):
@@ -539,8 +540,8 @@ def test_studio_on_six_hosts_survives_losing_a_worker_host_and_a_web_host(studio
     ops_before = _ops_page(studio)
     beat_shown = "beat running" in ops_before or hosts["beat"].hostname in ops_before
     assert beat_shown, "the beat host's heartbeat is not on /ops"
-    # A sign-in through the balancer records the client's own address (the balancer is
-    # trusted for it, and a client's forged header is replaced), not the balancer's.
+    # A sign-in through the balancer records the client's own address, not the balancer's
+    # nor the one a forged X-Forwarded-For claims (the balancer replaces that header).
     sign_in_served_by = _sign_in_through_the_balancer(studio)
     with Session(studio.engine) as db:
         addresses = db.scalars(select(AuthSession.ip_address)).all()
