@@ -1,7 +1,7 @@
 """Hosts on one machine: network namespaces on a private bridge, and processes run inside them.
 
 ```
-with Network.create(["data", "web1"]) as net:
+with Network.create(["data", "web1"], root=tmp_path) as net:
     data = net.hosts["data"]
     proc = data.spawn(["redis-server", "--bind", data.address], env={...}, name="redis")
     ...
@@ -9,8 +9,9 @@ with Network.create(["data", "web1"]) as net:
 ```
 
 Each host is a namespace of its own (`ip netns add`), wired by a veth pair to one bridge in the
-root namespace, with an address in 10.231.<n>.0/24 and no default route: nothing it runs can
-reach anything but the other hosts of the same run. Each process also gets a UTS namespace with
+root namespace, with an address in 10.231.<n>.0/24 and no default route: what it runs reaches
+the other hosts of the same run and the bridge's own address (where the test and its load
+balancer run), nothing else. Each process also gets a UTS namespace with
 the host's own hostname, as on a real machine. Names carry a random run id, so two runs never
 collide, and `close()` removes every namespace, link and process even after a failure.
 """
