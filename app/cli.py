@@ -53,10 +53,16 @@ def ensure_first_admin(data_dir: Path) -> tuple[str, str] | None:
     with session_scope() as db:
         if user_count(db) > 0:
             return None
-        password = new_token(12)
+        # 24 random bytes: far past any strength rule, and checked by the same rule anyway.
+        password = new_token(24)
         team = create_team(db, "My team")
         user = create_user(
-            db, email=FIRST_ADMIN_EMAIL, name="Admin", password=password, is_superuser=True
+            db,
+            email=FIRST_ADMIN_EMAIL,
+            name="Admin",
+            password=password,
+            is_superuser=True,
+            team_names=[team.name],
         )
         add_member(db, user, team, Role.ADMIN)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +70,44 @@ def ensure_first_admin(data_dir: Path) -> tuple[str, str] | None:
     note.write_text(f"email: {FIRST_ADMIN_EMAIL}\npassword: {password}\n")
     note.chmod(0o600)
     return FIRST_ADMIN_EMAIL, password
+
+
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
+
+
+def ensure_secret_key(data_dir: Path) -> str:
+    """The studio's SECRET_KEY kept in `data_dir/secret_key` (mode 0600): read when the file
+    exists, else 48 random bytes written there first, so every later run signs alike."""
+    from app.security import new_token
+
+    path = data_dir / SECRET_KEY_FILE
+    if path.exists():
+        value = path.read_text().strip()
+        if len(value) >= 32:
+            path.chmod(0o600)
+            return value
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = new_token(48)
+    # Created with 0600 from the start: the key is never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+def refuse_dev_secret_key(command: str) -> None:
+    """Exit with instructions when a production process would run with the built-in key."""
+    if not get_settings().uses_dev_secret_key:
+        return
+    _say(
+        f"refusing to run `studio {command}` with the built-in development SECRET_KEY: anyone "
+        "who knows it can forge this studio's webhook tokens. Set SECRET_KEY to a long random "
+        "value in the environment or .env (for example the output of "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`), the same for every "
+        "web, worker and beat process; `studio up` keeps one in DATA_DIR/secret_key for you."
+    )
+    raise typer.Exit(2)
 
 
 class Supervisor:
@@ -156,6 +200,14 @@ def up(
     env["DATA_DIR"] = str(data_dir)
     if not env.get(METRICS_DIR_ENV):
         env[METRICS_DIR_ENV] = str(fresh_metrics_dir(data_dir))
+    if settings.uses_dev_secret_key:
+        env["SECRET_KEY"] = ensure_secret_key(data_dir)
+        _say(f"SECRET_KEY unset: using the one kept in {data_dir / SECRET_KEY_FILE}")
+    shown_host = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104
+    url = f"http://{shown_host}:{port}"
+    if not settings.PUBLIC_URL:
+        # Invite links need an address; locally it is this one (webhooks stay off).
+        env["LOCAL_URL"] = url
     embedded_pg: EmbeddedPostgres | None = None
     embedded_redis: EmbeddedRedis | None = None
     supervisor = Supervisor()
@@ -183,6 +235,11 @@ def up(
             if tcp_reachable("127.0.0.1", emu_port):
                 emu_port = free_port()
             env["EMULATOR_URL"] = f"http://127.0.0.1:{emu_port}"
+            # The emulator hands out polling URLs on localhost (its regional host), which the
+            # BFL client follows only when allowed, like any host besides the API host.
+            hosts = [h.strip() for h in settings.BFL_ALLOWED_HOSTS.split(",")]
+            if "localhost" not in hosts:
+                env["BFL_ALLOWED_HOSTS"] = ",".join([*hosts, "localhost"])
             _say(f"BFL_API_KEY unset: starting the BFL emulator on {env['EMULATOR_URL']}")
             supervisor.start(
                 "emulator",
@@ -209,8 +266,6 @@ def up(
         )
         supervisor.start("beat", [_python(), "-m", "app.cli", "beat"], env)
 
-        shown_host = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104
-        url = f"http://{shown_host}:{port}"
         if _wait_http(f"http://127.0.0.1:{port}/healthz", 60, supervisor.children["web"]):
             typer.echo(f"\nFLUX Team Studio is running at {url}")
         if creds:
@@ -247,14 +302,15 @@ def web(
     """Run the web app (uvicorn)."""
     import uvicorn
 
+    refuse_dev_secret_key("web")
+
     uvicorn.run(
         "app.main:app",
         host=host,
         port=port,
         workers=processes,
-        proxy_headers=True,
-        # Sign-in throttling and the session list need the client's address, not the balancer's.
-        forwarded_allow_ips=get_settings().FORWARDED_ALLOW_IPS,
+        # The app resolves X-Forwarded-For itself, from TRUSTED_PROXIES (app.ops.proxies).
+        proxy_headers=False,
         log_level="warning",
     )
 
@@ -263,12 +319,22 @@ def web(
 def worker(
     concurrency: int = typer.Option(0, help="Processes (default WORKER_CONCURRENCY)."),
     queues: str = typer.Option("", help="Comma-separated queues (default: all)."),
+    name: str = typer.Option(
+        "",
+        help="Celery node name (default studio-worker-<pid>@<host>, unique per process; "
+        "%h is the host name).",
+    ),
 ) -> None:
     """Run a Celery worker."""
+    refuse_dev_secret_key("worker")
     from worker.celery_app import app as celery_app
 
     argv = [
         "worker",
+        # Celery's default name (celery@<host>) is the same for every worker of a host: two of
+        # them would share one heartbeat and count as one on /ops and in /metrics.
+        "--hostname",
+        name or f"studio-worker-{os.getpid()}@%h",
         "--loglevel",
         get_settings().LOG_LEVEL,
         "--concurrency",
@@ -284,6 +350,7 @@ def worker(
 @cli.command()
 def beat() -> None:
     """Run Celery beat: the sweeper and the credit balance refresh."""
+    refuse_dev_secret_key("beat")
     from worker.celery_app import app as celery_app
 
     settings = get_settings()
@@ -336,7 +403,7 @@ def users_create(
         with session_scope() as db:
             found = db.scalars(select(Team).where(Team.name == team)).first()
             target = found or create_team(db, team)
-            user = create_user(db, email=email, name=name, password=password)
+            user = create_user(db, email=email, name=name, password=password, team_names=[team])
             add_member(db, user, target, team_role)
     except AccountError as exc:
         _say(str(exc))

@@ -13,7 +13,15 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.db import database_unavailable
+
 log = logging.getLogger(__name__)
+
+#: Seconds a caller is asked to wait (Retry-After) when the database cannot be reached.
+DATABASE_RETRY_AFTER_S = 5
+DATABASE_UNAVAILABLE_MESSAGE = (
+    "The studio cannot reach its database right now; try again in a few seconds."
+)
 
 
 class FieldProblem(BaseModel):
@@ -101,6 +109,7 @@ _STATUS_CODES = {
     422: "invalid_request",
     429: "rate_limited",
     500: "internal_error",
+    503: "service_unavailable",
 }
 
 _DESCRIPTIONS = {
@@ -249,6 +258,59 @@ class RefuseNulCharacters:
         await response(scope, receive, send)
 
 
+def database_unavailable_response(request: Request, error: BaseException) -> Response:
+    """503 in the studio's shape (JSON for the API, the error page otherwise) with Retry-After,
+    logged once as an error; the caller's request id is bound by the observability middleware.
+    """
+    log.error(
+        "database unavailable on %s %s: %s: %s",
+        request.method,
+        request.url.path,
+        type(error).__name__,
+        " ".join(str(getattr(error, "orig", None) or error).split())[:300],
+    )
+    headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
+    if wants_json(request):
+        return error_json(
+            503, "database_unavailable", DATABASE_UNAVAILABLE_MESSAGE, headers=headers
+        )
+    return error_page(request, 503, DATABASE_UNAVAILABLE_MESSAGE, headers=headers)
+
+
+class DatabaseUnavailable:
+    """Answers 503 when a request fails because PostgreSQL cannot be reached.
+
+    Without it such an error travels out of every middleware to Starlette's last-resort
+    handler: a 500 without the request's `X-Request-ID`, logged without its request id, and
+    logged a second time by the server. Answered here, inside the observability middleware,
+    the response carries the id and the one log line does too. Other errors pass on untouched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            # Once the response has begun, no other answer can be sent in its place.
+            if started or not database_unavailable(exc):
+                raise
+            response = database_unavailable_response(Request(scope), exc)
+            await response(scope, receive, send)
+
+
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
     return ".".join(parts) or "request"
@@ -262,6 +324,8 @@ def install_error_handlers(app: FastAPI) -> None:
     # Innermost middleware (added first): requests it refuses still pass through the
     # observability middleware added later, so they are logged and counted.
     app.add_middleware(RefuseNulCharacters)
+    # Outside the NUL check, inside the observability middleware (added later, so outer).
+    app.add_middleware(DatabaseUnavailable)
 
     @app.exception_handler(StudioError)
     async def studio_error(request: Request, exc: StudioError) -> Response:
@@ -295,6 +359,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         # The last line of defence: a bug must still answer in the shared shape, and be logged
         # with its traceback so it gets fixed rather than hidden.
+        if database_unavailable(exc):
+            return database_unavailable_response(request, exc)
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_json(
             500,
@@ -307,6 +373,12 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         headers = dict(exc.headers or {})
+        if exc.status_code == 400:
+            from app.limits import form_limit_problem
+
+            problem = form_limit_problem(request, message)
+            if problem is not None:
+                return await studio_error(request, problem)
         if exc.status_code == 400 and message == _BODY_PARSE_FAILED:
             # A body that is not valid JSON (or not text at all) is an invalid request like any
             # other: one status, one documented shape, naming the body as the field at fault.

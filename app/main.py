@@ -12,24 +12,39 @@ from app.auth import routes as auth_routes
 from app.costs import routes as costs_routes
 from app.errors import install_error_handlers
 from app.gallery import routes as gallery_routes
+from app.headers import SecurityHeadersMiddleware, install_docs
 from app.jobs import routes as jobs_routes
 from app.jobs import webhooks as job_webhooks
+from app.limits import RequestSizeLimit, form_limits
 from app.ops import health
 from app.ops import routes as ops_routes
 from app.ops.middleware import install_observability
+from app.ops.proxies import TrustedProxyMiddleware
 from app.prompts import routes as prompts_routes
 from app.templating import STATIC_DIR
 
 
 def create_app() -> FastAPI:
     app = FastAPI(
+        # /docs is served by app.headers.install_docs from the studio's own files, not a CDN.
+        docs_url=None,
+        redoc_url=None,
         title="FLUX Team Studio",
         version="0.1.0",
         description="Generate images with FLUX.2 as a team: shared gallery, prompts and costs.",
+        # Forms FastAPI parses for routes (sign-in, account, team): no files, few small fields.
+        form_limits=form_limits(),  # type: ignore[arg-type]
     )
     install_error_handlers(app)
+    # Outside the NUL check (which reads form bodies) so no body is read past its limit, and
+    # inside the observability middleware added below, so refusals are logged and counted.
+    app.add_middleware(RequestSizeLimit)
     install_openapi(app)
     install_observability(app)
+    app.add_middleware(SecurityHeadersMiddleware)
+    install_docs(app)
+    # Added last, so it runs first: every later layer sees the resolved client address.
+    app.add_middleware(TrustedProxyMiddleware)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(health.router)
     app.include_router(api_router.router)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.bfl.catalogue import BFL_DOMAIN
 
 #: Key the studio presents to its own emulator; the emulator accepts any non-empty key by default.
 EMULATOR_KEY = "emulator-local-key"
+#: SECRET_KEY's built-in value: public, so `studio up` replaces it and the production commands
+#: refuse to run with it (whoever knows it can forge this studio's webhook tokens).
+DEV_SECRET_KEY = "dev-only-change-me"  # noqa: S105 (public on purpose)
 
 
 class Settings(BaseSettings):
@@ -36,6 +44,11 @@ class Settings(BaseSettings):
     )
     BFL_API_URL: str = Field(
         default="https://api.bfl.ai", description="BFL base URL (global, EU or US host)."
+    )
+    BFL_ALLOWED_HOSTS: str = Field(
+        default=BFL_DOMAIN,
+        description="Comma-separated hosts (each with its subdomains) besides BFL_API_URL's "
+        "that may receive the API key as a polling_url; any other polling_url is not followed.",
     )
     BFL_MAX_ACTIVE_TASKS: int = Field(
         default=24, ge=1, description="Account-wide cap on jobs submitting + pending at BFL."
@@ -70,26 +83,30 @@ class Settings(BaseSettings):
 
     # Web.
     SECRET_KEY: SecretStr = Field(
-        default=SecretStr("dev-only-change-me"),
-        description="Signs webhook tokens and CSRF tokens; set a long random value in production.",
+        default=SecretStr(DEV_SECRET_KEY),
+        description="Signs webhook tokens and CSRF tokens; set a long random value in production "
+        "(`studio up` keeps a generated one in DATA_DIR/secret_key).",
     )
     PUBLIC_URL: str | None = Field(
         default=None,
-        description="The studio's public https URL; when set, BFL webhooks finish jobs at once.",
+        description="The studio's public https URL; when set, BFL webhooks finish jobs at once "
+        "and invite links are built from it.",
+    )
+    LOCAL_URL: str | None = Field(
+        default=None,
+        description="Set by `studio up` for its children: the local address invite links use "
+        "when PUBLIC_URL is unset (never used for webhooks).",
     )
     COOKIE_SECURE: bool = Field(
         default=True, description="Mark session cookies Secure (__Host- prefix); keep on."
     )
-    FORWARDED_ALLOW_IPS: str = Field(
-        default="127.0.0.1",
-        description="Load balancers whose X-Forwarded-For/-Proto the web app believes "
-        "(comma-separated addresses or networks, * for any); one on another host must be "
-        "listed, or every client has its address.",
-    )
     SESSION_IDLE_MINUTES: int = Field(default=120, ge=1, description="Idle session timeout.")
     SESSION_MAX_HOURS: int = Field(default=24 * 7, ge=1, description="Absolute session lifetime.")
     LOGIN_FREE_ATTEMPTS_ACCOUNT: int = Field(
-        default=5, ge=1, description="Failed sign-ins per account before delays begin."
+        default=5,
+        ge=1,
+        description="Failed sign-ins for one account from one client address before delays "
+        "begin (the owner signing in from elsewhere is never slowed by them).",
     )
     LOGIN_FREE_ATTEMPTS_ADDRESS: int = Field(
         default=30, ge=1, description="Failed sign-ins per client address before delays begin."
@@ -99,6 +116,16 @@ class Settings(BaseSettings):
     )
     LOGIN_DELAY_MAX_S: float = Field(
         default=900.0, gt=0, description="Longest sign-in delay (no hard lock-out)."
+    )
+    TRUSTED_PROXIES: str = Field(
+        default="",
+        description="Comma-separated addresses or CIDRs of reverse proxies whose "
+        "X-Forwarded-For is believed; empty: the direct peer is the client.",
+    )
+    INVITE_MAX_ATTEMPTS: int = Field(
+        default=10,
+        ge=1,
+        description="Refused tries to accept one invite link before the link stops working.",
     )
     METRICS_TOKEN: SecretStr | None = Field(
         default=None, description="Bearer token for /metrics; unset: loopback clients only."
@@ -120,6 +147,34 @@ class Settings(BaseSettings):
         description="Requests per minute one API token may make; 0 turns the limit off.",
     )
 
+    # Request size limits: enforced while a body streams in, before anything parses it.
+    MAX_REQUEST_BYTES: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body (JSON or form) in bytes, except where a job is queued.",
+    )
+    MAX_JOB_REQUEST_BYTES: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of POST /api/v1/jobs and POST /generate (references "
+        "included) in bytes.",
+    )
+    MAX_REFERENCE_IMAGE_BYTES: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest reference image file in bytes."
+    )
+    MAX_REFERENCE_IMAGE_PIXELS: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="Most pixels (width x height, read from the file's header) a reference "
+        "image may declare.",
+    )
+    MAX_FORM_FIELDS: int = Field(
+        default=200, ge=1, description="Most non-file fields one form post may carry."
+    )
+    MAX_FORM_FIELD_BYTES: int = Field(
+        default=256 * 1024, ge=1024, description="Largest single non-file form field in bytes."
+    )
+
     # Pipeline tuning.
     POLL_MIN_INTERVAL_S: float = Field(default=0.5, gt=0, description="First poll delay.")
     POLL_MAX_INTERVAL_S: float = Field(default=5.0, gt=0, description="Longest poll delay.")
@@ -130,6 +185,36 @@ class Settings(BaseSettings):
         default=120, ge=5, description="A job in submitting this long is reconciled."
     )
     SWEEP_INTERVAL_S: float = Field(default=15.0, gt=0, description="How often the sweeper runs.")
+    ANSWER_DB_RETRY_MINUTES: float = Field(
+        default=10.0,
+        ge=0,
+        le=60,
+        description="How long a worker keeps retrying to write an accepted BFL answer to an "
+        "unavailable PostgreSQL; afterwards the sweeper applies the answer kept in Redis.",
+    )
+    QUEUE_DEADLINE_S: int = Field(
+        default=6 * 3600,
+        ge=60,
+        description="A job not sent to BFL within this long after it was queued fails "
+        "(never sent, never charged); outages and rate limits are waited out until then.",
+    )
+    BFL_RETRY_AFTER_MAX_S: float = Field(
+        default=60.0,
+        gt=0,
+        le=120,
+        description="Longest pause a 429's Retry-After (or X-RateLimit-Reset) may impose.",
+    )
+    BFL_PROBE_MAX_INTERVAL_S: float = Field(
+        default=5.0,
+        ge=0.5,
+        le=60,
+        description="Longest wait between probes of BFL during an outage (the back-off's cap).",
+    )
+    BFL_CAP_RAISE_AFTER_S: float = Field(
+        default=60.0,
+        gt=0,
+        description="After this long without a 429, a cap learned from BFL's 429s rises by one.",
+    )
     CELERY_KEY_PREFIX: str = Field(
         default="", description="Prefix for Celery's Redis keys, so studios can share a Redis."
     )
@@ -143,6 +228,51 @@ class Settings(BaseSettings):
         description="How long a poll (and download) may run before the sweeper assumes its "
         "worker died and polls the job again; keep above POLL_MAX_INTERVAL_S.",
     )
+
+    @field_validator("BFL_ALLOWED_HOSTS")
+    @classmethod
+    def _plain_host_names(cls, value: str) -> str:
+        for entry in _split_hosts(value):
+            if not _HOST_RE.fullmatch(entry):
+                raise ValueError(
+                    f"BFL_ALLOWED_HOSTS entry {entry!r} is not a host name: list bare host "
+                    "names separated by commas (e.g. bfl.ai,bfl.example.com), no scheme, "
+                    "port or path"
+                )
+        return value
+
+    @property
+    def bfl_allowed_hosts(self) -> list[str]:
+        """Hosts besides the API host that may receive the key (each with its subdomains):
+        BFL_ALLOWED_HOSTS plus BFL_API_URL's host."""
+        hosts = _split_hosts(self.BFL_ALLOWED_HOSTS)
+        api_host = urlsplit(self.BFL_API_URL).hostname
+        if api_host:
+            hosts.append(api_host.lower())
+        return list(dict.fromkeys(hosts))
+
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def trusted_proxies(self) -> tuple[IPNetwork, ...]:
+        """TRUSTED_PROXIES as networks (a single address is a /32 or /128)."""
+        return parse_networks(self.TRUSTED_PROXIES)
+
+    @property
+    def uses_dev_secret_key(self) -> bool:
+        """True while SECRET_KEY is the public built-in value."""
+        return self.SECRET_KEY.get_secret_value() == DEV_SECRET_KEY
+
+    @property
+    def link_base_url(self) -> str | None:
+        """Base URL for links the studio hands out (invites): PUBLIC_URL, else the local
+        address `studio up` runs at; None when neither is known."""
+        base = self.PUBLIC_URL or self.LOCAL_URL
+        return base.rstrip("/") if base else None
 
     @property
     def bfl_emulated(self) -> bool:
@@ -181,6 +311,31 @@ class Settings(BaseSettings):
                 "or set REDIS_URL=redis://host:6379/0"
             )
         return self.REDIS_URL
+
+
+#: A DNS name or an IPv4 address, optionally written `*.example.com` or `.example.com`.
+_HOST_RE = re.compile(r"(\*\.|\.)?[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*\.?")
+
+
+def _split_hosts(value: str) -> list[str]:
+    return [part.strip().lower() for part in value.split(",") if part.strip()]
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """Comma- or space-separated addresses/CIDRs as networks; ValueError naming a bad entry."""
+    networks: list[IPNetwork] = []
+    for entry in value.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"TRUSTED_PROXIES: {entry!r} is not an address or CIDR "
+                "(write e.g. 172.31.250.10 or 10.0.0.0/8, comma-separated)"
+            ) from None
+    return tuple(networks)
 
 
 def normalize_database_url(url: str) -> str:

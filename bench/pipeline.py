@@ -1,6 +1,12 @@
 """Pipeline throughput and latency: N jobs through real worker processes against the emulator.
 
     .venv/bin/python -m bench.pipeline --jobs 500 --latency 3 --cap 24 [--webhooks]
+    .venv/bin/python -m bench.pipeline --jobs 60 --outage-at 5 --outage-for 30
+
+With `--outage-at S --outage-for D`, BFL (the emulator) answers every call 503 from S seconds
+after the jobs were queued, for D seconds; the result then also says how long the queue took
+to drain after BFL returned and how many POSTs BFL refused per job (`bench.outage` runs this
+against an undisturbed run and records both in bench/RESULTS.md).
 
 Runs in a database, Redis and media folder of its own (dropped afterwards), with the emulator
 in a process of its own. Prints and writes bench/results/pipeline.json (pipeline-webhooks.json
@@ -89,6 +95,23 @@ class EmulatorProcess:
         answer = httpx.get(f"{self.base_url}/_emulator/submissions", timeout=30)
         return int(answer.json()["count"])
 
+    def refused_posts(self) -> dict[str, int]:
+        """Refused submissions by HTTP status."""
+        import httpx
+
+        answer = httpx.get(f"{self.base_url}/_emulator/refusals", timeout=30)
+        counts: dict[str, int] = {}
+        for refusal in answer.json()["refusals"]:
+            counts[str(refusal["status"])] = counts.get(str(refusal["status"]), 0) + 1
+        return counts
+
+    def set_unavailable(self, unavailable: bool) -> None:
+        import httpx
+
+        httpx.patch(
+            f"{self.base_url}/_emulator/config", json={"unavailable": unavailable}, timeout=30
+        ).raise_for_status()
+
     def cpu_seconds(self) -> float:
         import psutil
 
@@ -137,6 +160,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", type=int, default=1024, help="image width and height")
     parser.add_argument("--webhooks", action="store_true", help="run a web process for webhooks")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after, s")
+    parser.add_argument(
+        "--outage-at",
+        type=float,
+        default=None,
+        help="BFL answers 503 from this many s after queueing",
+    )
+    parser.add_argument("--outage-for", type=float, default=30.0, help="for this many s")
+    parser.add_argument("--results", type=Path, default=None, help="write the figures here instead")
     parser.add_argument(
         "--dump-jobs",
         type=Path,
@@ -200,6 +231,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
     ).start()
     os.environ["EMULATOR_URL"] = emulator.base_url
+    # The emulator hands out polling URLs on localhost: allow it like a regional BFL host.
+    os.environ["BFL_ALLOWED_HOSTS"] = "bfl.ai,localhost"
     env = dict(os.environ)
     processes: list[Any] = []
     peak = 0
@@ -258,12 +291,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         queued = time.time()
 
         deadline = started + args.timeout
+        outage_from = queued + args.outage_at if args.outage_at is not None else None
+        outage_until = outage_from + args.outage_for if outage_from is not None else None
+        down = False
+        returned_at: float | None = None
+        left_at_return: int | None = None
         while True:
+            now = time.time()
+            if outage_from is not None and not down and returned_at is None and now >= outage_from:
+                emulator.set_unavailable(True)
+                down = True
+            if down and outage_until is not None and now >= outage_until:
+                emulator.set_unavailable(False)
+                down = False
+                returned_at = time.time()
             with engine.connect() as conn:
                 left = conn.execute(
                     text("SELECT count(*) FROM jobs WHERE finished_at IS NULL")
                 ).scalar_one()
-            if left == 0 or time.time() > deadline:
+            if returned_at is not None and left_at_return is None:
+                left_at_return = int(left)
+            if (left == 0 and not down) or time.time() > deadline:
                 break
             time.sleep(0.2)
         stop.set()
@@ -293,6 +341,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for r in rows:
             statuses[r.status] = statuses.get(r.status, 0) + 1
         posts = emulator.accepted_posts()
+        refused = emulator.refused_posts()
+        outage: dict[str, Any] | None = None
+        if args.outage_at is not None:
+            drain = (
+                (last - datetime.fromtimestamp(returned_at, UTC)).total_seconds()
+                if (returned_at is not None)
+                else None
+            )
+            outage = {
+                "at_s": args.outage_at,
+                "for_s": args.outage_for,
+                "jobs_left_when_bfl_returned": left_at_return,
+                "drain_after_return_s": round(drain, 2) if drain is not None else None,
+            }
         result = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python -m bench.pipeline " + " ".join(argv or sys.argv[1:]),
@@ -306,6 +368,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "statuses": statuses,
             "unfinished": int(left),
             "accepted_posts": posts,
+            "refused_posts": refused,
+            "refused_posts_per_job": round(sum(refused.values()) / max(1, args.jobs), 3),
+            "outage": outage,
             "seconds_to_queue_all": round(queued - started, 2),
             "span_s": round(span, 2),
             "jobs_per_s": round(throughput, 3),
@@ -350,6 +415,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         args.dump_jobs.write_text(json.dumps(dump, default=str, indent=1) + "\n")
     target = RESULTS.with_name("pipeline-webhooks.json") if args.webhooks else RESULTS
+    if args.outage_at is not None:
+        target = RESULTS.with_name("pipeline-outage.json")
+    if args.results is not None:
+        target = args.results
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -50,6 +50,9 @@ def pipeline_env(emulator: Any = None, **overrides: str) -> dict[str, str]:
     env.update(FAST_PIPELINE)
     if emulator is not None:
         env["EMULATOR_URL"] = emulator.base_url
+        # The emulator's polling URLs name localhost, as BFL's name a regional host: allowed
+        # through configuration, as an operator would allow such a host.
+        env["BFL_ALLOWED_HOSTS"] = "bfl.ai,localhost"
     env.pop("BFL_API_KEY", None)
     env.update(overrides)
     return env
@@ -252,3 +255,79 @@ def accepted_posts(emulator: Any) -> dict[str, int]:
         key = str(entry["payload"].get("seed"))
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+class EmulatorProcess:
+    """The BFL emulator as a process of its own on a fixed port, to stop and start again.
+
+    Stopping it is an outage as the studio sees one: connections are refused. Starting it again
+    on the same port is BFL coming back (with a fresh account: tasks do not survive). Settings
+    come from EMULATOR_* variables in `env`; the admin endpoints are reached over HTTP.
+    """
+
+    def __init__(self, port: int, **config: str) -> None:
+        self.port = port
+        self.env = dict(os.environ)
+        self.env.update({f"EMULATOR_{name.upper()}": value for name, value in config.items()})
+        self.proc: subprocess.Popen[bytes] | None = None
+        handle, path = tempfile.mkstemp(prefix="studio-emulator-", suffix=".log")
+        os.close(handle)
+        self.log_path = Path(path)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Self:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app.emulator", "--port", str(self.port)],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the emulator exited early:\n{self.log_path.read_text()}")
+            try:
+                httpx.get(self.base_url + "/", timeout=1).raise_for_status()
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("the emulator did not start")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """PATCH /_emulator/config."""
+        answer = httpx.patch(self.base_url + "/_emulator/config", json=changes, timeout=5)
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def submissions(self) -> list[dict[str, Any]]:
+        answer = httpx.get(self.base_url + "/_emulator/submissions", timeout=5)
+        result: list[dict[str, Any]] = answer.json()["submissions"]
+        return result
+
+    def refusals(self) -> list[dict[str, Any]]:
+        answer = httpx.get(self.base_url + "/_emulator/refusals", timeout=5)
+        result: list[dict[str, Any]] = answer.json()["refusals"]
+        return result
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()

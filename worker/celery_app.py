@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
+
+from celery import Celery, signals
 from kombu import Queue
 
 from app.api.idempotency import PURGE_KEYS_TASK
 from app.auth import PURGE_SESSIONS_TASK
 from app.costs import REFRESH_CREDIT_BALANCE_TASK
-from app.jobs.messages import DISPATCH_QUEUE, POLL, POLL_QUEUE, SUBMIT_NEXT, SWEEP
+from app.jobs.messages import (
+    DISPATCH_QUEUE,
+    MAX_COUNTDOWN_S,
+    POLL,
+    POLL_QUEUE,
+    SUBMIT_NEXT,
+    SWEEP,
+)
 from app.ops import celery_hooks
 from app.settings import get_settings
+
+#: Seconds Redis lets a delivered message go unacknowledged before handing it out again.
+VISIBILITY_TIMEOUT_S = 3600
+assert MAX_COUNTDOWN_S * 10 <= VISIBILITY_TIMEOUT_S, "countdowns must stay far below it"
 
 
 def create_celery() -> Celery:
@@ -21,8 +34,9 @@ def create_celery() -> Celery:
         include=["worker.tasks", "worker.auth_tasks", "worker.api_tasks"],
     )
     transport: dict[str, object] = {
-        # Countdowns stay far below this, so nothing is redelivered while it waits.
-        "visibility_timeout": 3600,
+        # Every countdown is capped at MAX_COUNTDOWN_S (app/jobs/messages.py), far below
+        # this, so nothing is redelivered while it waits; longer waits live in PostgreSQL.
+        "visibility_timeout": VISIBILITY_TIMEOUT_S,
         # A worker with a free slot takes from the first non-empty queue of `task_queues`,
         # in that order, instead of taking turns: a poll (a webhook's, or one due now) is not
         # kept waiting by the wake-ups a big batch sends. Polls cannot starve the others:
@@ -83,6 +97,14 @@ def create_celery() -> Celery:
     )
     # Structured logs, per-task log context, heartbeats and metrics cleanup (app/ops).
     celery_hooks.install()
+
+    def refresh_credits_at_start(**_: Any) -> None:
+        # Beat's first scheduled refresh comes one interval after it starts (and its schedule
+        # file remembers the last run across restarts): read the balance at once instead, so
+        # the dashboard does not stay empty for minutes after a (re)start.
+        celery.send_task(REFRESH_CREDIT_BALANCE_TASK, expires=settings.CREDIT_REFRESH_INTERVAL_S)
+
+    signals.beat_init.connect(refresh_credits_at_start, weak=False)
     return celery
 
 

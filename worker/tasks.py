@@ -40,6 +40,9 @@ def bfl_client() -> BFLClient:
                 pool=settings.BFL_CONNECT_TIMEOUT_S,
             ),
             allow_insecure_urls=settings.bfl_emulated,
+            # The key goes to the API host and these BFL hosts only, never to whatever host a
+            # polling_url names.
+            allowed_hosts=settings.bfl_allowed_hosts,
             # Below the task's soft time limit, so a slow download ends as a retryable error.
             download_deadline_s=60.0,
         )
@@ -64,7 +67,16 @@ def _close_client(**_: object) -> None:
         _client.close()
 
 
-@app.task(name=SUBMIT_NEXT)
+#: A submission may wait out a PostgreSQL outage before its accepted answer is written (up to
+#: ANSWER_DB_RETRY_MINUTES): its time limits grow by that much over the default ones.
+_ANSWER_WAIT_S = get_settings().ANSWER_DB_RETRY_MINUTES * 60
+
+
+@app.task(
+    name=SUBMIT_NEXT,
+    soft_time_limit=app.conf.task_soft_time_limit + _ANSWER_WAIT_S,
+    time_limit=app.conf.task_time_limit + _ANSWER_WAIT_S,
+)
 def submit_next() -> str:
     """Wake-up: submit the fairest queued job if the active-task cap has room."""
     return pipeline.submit_next(bfl_client()).value

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from app.gallery.service import shown_params
 from app.jobs.models import Image, Job, JobStatus
 from app.settings import get_settings
+from app.timestamps import UtcDatetime
 
 #: Credits are stored with four decimals; a just-created row must read as a re-read one does.
 _CREDIT_PLACES = Decimal("0.0001")
@@ -29,7 +30,7 @@ class ImageOut(BaseModel):
     width: int
     height: int
     size_bytes: int
-    created_at: datetime
+    created_at: UtcDatetime
     original_url: str = Field(description="Path of the original file under this API.")
     thumbnail_url: str = Field(description="Path of the WebP thumbnail under this API.")
 
@@ -75,10 +76,20 @@ class JobOut(BaseModel):
     progress: float | None
     error_code: str | None
     error_message: str | None
-    created_at: datetime
-    submitted_at: datetime | None
-    finished_at: datetime | None
-    deleted_at: datetime | None = Field(
+    moderation_reasons: list[str] = Field(
+        default_factory=list,
+        description="For a moderated job, the filters BFL named (its 'Moderation Reasons'), "
+        'e.g. "Derivative Works Filter"; empty otherwise.',
+    )
+    next_try_at: UtcDatetime | None = Field(
+        default=None,
+        description="For a queued job waiting out a BFL outage or rate limit: when the studio "
+        "tries it next (UTC). Null when it goes as soon as a slot is free.",
+    )
+    created_at: UtcDatetime
+    submitted_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    deleted_at: UtcDatetime | None = Field(
         default=None,
         description="When the job was deleted: set only in the answer to DELETE, since a "
         "deleted job is not found afterwards.",
@@ -93,6 +104,7 @@ class JobOut(BaseModel):
         image: Image | None = None,
         author: str | None = None,
         favourite: bool = False,
+        next_try_at: datetime | None = None,
     ) -> JobOut:
         return cls(
             id=job.id,
@@ -117,6 +129,8 @@ class JobOut(BaseModel):
             progress=job.progress,
             error_code=job.error_code,
             error_message=job.error_message,
+            moderation_reasons=list(job.moderation_reasons or []),
+            next_try_at=next_try_at,
             created_at=job.created_at,
             submitted_at=job.submitted_at,
             finished_at=job.finished_at,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter
@@ -12,9 +11,18 @@ from pydantic import BaseModel, Field
 from app.api.schemas import BFL_BACKEND_HELP, BflBackend, bfl_backend
 from app.auth.deps import ChangingActor, CurrentActor
 from app.auth.models import ApiToken, Role
-from app.auth.tokens import MAX_NAME_CHARS, TokenError, issue_token, list_tokens, revoke_token
+from app.auth.tokens import (
+    DEFAULT_EXPIRY_DAYS,
+    MAX_NAME_CHARS,
+    TokenError,
+    issue_token,
+    list_tokens,
+    revoke_token,
+    token_state,
+)
 from app.deps import SessionDep
 from app.errors import FieldProblem, NotFound, StudioError, error_responses
+from app.timestamps import UtcDatetime
 
 router = APIRouter(tags=["account"])
 
@@ -46,9 +54,11 @@ class TokenOut(BaseModel):
     id: uuid.UUID
     name: str
     prefix: str = Field(description="The token's first characters, to tell tokens apart.")
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
+    expires_at: UtcDatetime | None = Field(description="When it stops working; null: never.")
+    state: Literal["active", "expired", "revoked"]
 
     @classmethod
     def of(cls, token: ApiToken) -> TokenOut:
@@ -59,6 +69,8 @@ class TokenOut(BaseModel):
             created_at=token.created_at,
             last_used_at=token.last_used_at,
             revoked_at=token.revoked_at,
+            expires_at=token.expires_at,
+            state=token_state(token),
         )
 
 
@@ -68,6 +80,10 @@ class TokenCreate(BaseModel):
         max_length=MAX_NAME_CHARS,
         pattern=r"^[^\x00]*$",
         description="What the token is for, e.g. 'build server'.",
+    )
+    expires_in_days: Literal[30, 90, 365] | None = Field(
+        default=DEFAULT_EXPIRY_DAYS,
+        description="Days until the token stops working (30, 90 or 365); null: until revoked.",
     )
 
 
@@ -111,7 +127,13 @@ def create_token(body: TokenCreate, actor: ChangingActor, db: SessionDep) -> Tok
             "API tokens can only be created from a signed-in session (the Account page).",
         )
     try:
-        issued = issue_token(db, user_id=actor.user_id, team_id=actor.team_id, name=body.name)
+        issued = issue_token(
+            db,
+            user_id=actor.user_id,
+            team_id=actor.team_id,
+            name=body.name,
+            expires_in_days=body.expires_in_days,
+        )
     except TokenError as exc:
         fields = [FieldProblem(field=exc.field, message=exc.message)] if exc.field else []
         status = 422 if exc.field else 409

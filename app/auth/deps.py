@@ -18,10 +18,10 @@ from app.auth.two_factor import setup_required
 from app.db import utcnow
 from app.deps import SessionDep
 from app.errors import Forbidden, NotAuthenticated, StudioError
+from app.limits import read_form
 from app.security import constant_time_equal, new_token, signature, token_hash
 from app.settings import get_settings
 
-API_TOKEN_PREFIX = "fts_"  # noqa: S105 - a label on tokens, not a secret
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 #: Touching last_seen_at on every request would write on every page view; once a minute is enough.
@@ -216,14 +216,19 @@ def _caller_row(
     )
 
 
-def _from_token(db: Session, raw: str) -> Actor | None:
+def _from_token(db: Session, raw: str) -> Actor:
+    """The caller behind an API token; NotAuthenticated (401) saying why it does not work."""
     row = db.execute(_caller_row(ApiToken, token_hash(raw))).first()
-    if row is None:
-        return None
+    if row is None or row[0].revoked_at is not None:
+        # Unknown, revoked, or its owner left the team (which revokes it too).
+        raise NotAuthenticated("The API token is unknown or revoked; create a new one.")
     token, user, team, role = row
-    if token.revoked_at is not None:
-        return None
     now = utcnow()
+    if token.expires_at is not None and token.expires_at <= now:
+        raise NotAuthenticated(
+            f"The API token expired on {token.expires_at:%Y-%m-%d %H:%M} UTC; "
+            "create a new one on the API tokens page (/account/tokens)."
+        )
     if token.last_used_at is None or now - token.last_used_at > _TOUCH_EVERY:
         db.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
         token.last_used_at = now
@@ -263,8 +268,6 @@ def load_actor(request: Request, db: Session) -> Actor | None:
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         actor = _from_token(db, credentials.strip())
-        if actor is None:
-            raise NotAuthenticated("The API token is unknown or revoked; create a new one.")
     else:
         raw = request.cookies.get(session_cookie_name())
         if raw:
@@ -339,7 +342,7 @@ async def sent_csrf_token(request: Request) -> str | None:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         # Starlette caches the parsed form, so the route's Form(...) parameters still work.
-        form = await request.form()
+        form = await read_form(request)
         value = form.get(CSRF_FIELD)
         return value if isinstance(value, str) else None
     return None

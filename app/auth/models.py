@@ -13,10 +13,12 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
     func,
     literal_column,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -65,7 +67,7 @@ class User(Timestamped, Base):
     last_team_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("teams.id", ondelete="SET NULL")
     )
-    #: The TOTP shared secret, encrypted with a key derived from SECRET_KEY (app.auth.totp);
+    #: The TOTP shared secret, encrypted with a key derived from SECRET_KEY (app.auth.two_factor);
     #: set while setting up and after, None when the person has no second factor.
     totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
     #: When the person confirmed the authenticator with a code; None while setting up.
@@ -150,6 +152,11 @@ class Invite(Timestamped, Base):
     accepted_by_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")
     )
+    # Refused tries to accept the link; past INVITE_MAX_ATTEMPTS the link stops working, so
+    # one link cannot be used to test email after email for an account.
+    refused_attempts: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
 
 
 class ApiToken(Timestamped, Base):
@@ -170,7 +177,11 @@ class ApiToken(Timestamped, Base):
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Set when the owner revokes it, when they leave the team, or when they change their
+    #: password and choose to; a revoked token never works again, whatever happens later.
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: None: until revoked. Chosen at creation (30, 90 or 365 days).
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RecoveryCode(Timestamped, Base):

@@ -27,10 +27,12 @@ from app.auth.deps import (
     set_session_cookie,
 )
 from app.auth.models import AuthSession, Role, User
-from app.auth.service import AccountError, NotInTeam
+from app.auth.service import AccountError, InviteRefused, NotInTeam
 from app.auth.throttle import LoginThrottle
+from app.auth.tokens import live_token_count, revoke_tokens_of
 from app.deps import SessionDep
 from app.errors import Forbidden, NotFound
+from app.limits import read_form
 from app.security import constant_time_equal
 from app.settings import get_settings
 from app.templating import templates
@@ -45,6 +47,8 @@ NOTICES = {
     "name": "Your name was saved.",
     "email": "Your email was changed.",
     "password": "Your password was changed. Every other browser was signed out.",
+    "password_tokens": "Your password was changed. Every other browser was signed out and "
+    "your API tokens were revoked.",
     "session": "That browser was signed out.",
     "sessions": "Every other browser was signed out.",
     "switched": "You switched team.",
@@ -75,8 +79,8 @@ def safe_next(target: str | None) -> str:
 
 
 def client_address(request: Request) -> str:
-    # The direct peer, or the client a trusted load balancer (FORWARDED_ALLOW_IPS) names;
-    # a forwarded header from anyone else is ignored, so it cannot be spoofed.
+    # The client as app.ops.proxies resolved it: the direct peer, or behind a proxy listed in
+    # TRUSTED_PROXIES the right-most untrusted X-Forwarded-For hop (never a spoofable header).
     return request.client.host if request.client else "unknown"
 
 
@@ -190,9 +194,15 @@ def login(
             ip_address=address,
             awaiting_second_factor=user.has_two_factor,
         )
-    except AccountError as exc:
-        return _login_form(
-            request, next_path=target, email=email, error=_sentence(exc), status_code=403
+    except AccountError:
+        # The password was right but the person belongs to no team (say, they were removed
+        # from their only one): say so, and how to come back, instead of a bare refusal.
+        invite = target if target.startswith("/invite/") else None
+        return templates.TemplateResponse(
+            request,
+            "auth/no_team.html",
+            {"actor": None, "email": user.email, "invite": invite},
+            status_code=403,
         )
     if user.has_two_factor:
         response = RedirectResponse(f"/login/code?next={quote(target)}", status_code=303)
@@ -200,6 +210,11 @@ def login(
         response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, raw)
     return response
+
+
+def code_throttle() -> LoginThrottle:
+    """The throttle for second-factor codes: counted per account from every address."""
+    return LoginThrottle(account_wide=True)
 
 
 def second_factor_identity(email: str) -> str:
@@ -259,7 +274,7 @@ def login_code(
         raise CsrfFailed()
     address = client_address(request)
     identity = second_factor_identity(user.email)
-    throttle = LoginThrottle()
+    throttle = code_throttle()
     wait = throttle.wait_seconds(identity, address)
     if wait:
         return _code_form(
@@ -357,6 +372,7 @@ def _account_page(
         "teams": service.teams_of(db, actor.user_id),
         "describe_user_agent": service.describe_user_agent,
         "two_factor_on": actor.user.has_two_factor,
+        "live_tokens": live_token_count(db, actor.user_id),
     }
     return templates.TemplateResponse(
         request, "account/index.html", context, status_code=status_code, headers=headers
@@ -406,6 +422,7 @@ def account_password(
     current_password: FormStr = "",
     new_password: FormStr = "",
     new_password_again: FormStr = "",
+    revoke_tokens: FormStr = "",
 ) -> Response:
     if new_password != new_password_again:
         return _account_page(
@@ -430,6 +447,9 @@ def account_password(
         )
     # Every session ends, this one included; this browser gets a fresh one at once.
     service.end_other_sessions(db, actor.user_id)
+    # A changed password often means a leak: the form offers (ticked) to end the API tokens,
+    # in every team, too.
+    revoked = revoke_tokens_of(db, user_id=actor.user_id) if revoke_tokens else 0
     raw, _ = service.start_session(
         db,
         actor.user,
@@ -437,7 +457,7 @@ def account_password(
         user_agent=_user_agent(request),
         ip_address=client_address(request),
     )
-    response = _redirect("/account", "password")
+    response = _redirect("/account", "password_tokens" if revoked else "password")
     set_session_cookie(response, raw)
     return response
 
@@ -573,7 +593,7 @@ def _code_guard(
     request: Request, db: SessionDep, actor: Actor, section: str, **page: Any
 ) -> LoginThrottle | Response:
     """Code checks on the account pages share the sign-in throttle for codes."""
-    throttle = LoginThrottle()
+    throttle = code_throttle()
     wait = throttle.wait_seconds(second_factor_identity(actor.user.email), client_address(request))
     if wait:
         return _two_factor_page(
@@ -637,10 +657,10 @@ def two_factor_disable(
     code: FormStr = "",
 ) -> Response:
     address = client_address(request)
-    throttle = LoginThrottle()
+    throttle, codes = LoginThrottle(), code_throttle()
     wait = max(
         throttle.wait_seconds(actor.user.email, address),
-        throttle.wait_seconds(second_factor_identity(actor.user.email), address),
+        codes.wait_seconds(second_factor_identity(actor.user.email), address),
     )
     if wait:
         return _two_factor_page(
@@ -657,7 +677,7 @@ def two_factor_disable(
         if exc.field == "current_password":
             throttle.record_failure(actor.user.email, address)
         else:
-            throttle.record_failure(second_factor_identity(actor.user.email), address)
+            codes.record_failure(second_factor_identity(actor.user.email), address)
         return _two_factor_page(
             request, db, actor, errors={"disable": _sentence(exc)}, status_code=400
         )
@@ -795,9 +815,12 @@ def team_two_factor_policy(db: SessionDep, actor: SessionActor, required: FormSt
     return _redirect("/team", "two-factor-policy")
 
 
-def _public_base(request: Request) -> str:
-    configured = get_settings().PUBLIC_URL
-    return (configured or str(request.base_url)).rstrip("/")
+#: Why no invite link can be made: never built from the request's Host header, which the
+#: caller chooses.
+NO_PUBLIC_URL = (
+    "Invite links need the studio's address: set PUBLIC_URL to the URL people open the "
+    "studio at (for example https://studio.example.com) and restart it."
+)
 
 
 @router.post("/team/invites")
@@ -809,6 +832,9 @@ def team_invite(
     role: FormStr = "member",
 ) -> Response:
     _require_admin(actor)
+    base = get_settings().link_base_url
+    if base is None:
+        return _team_page(request, db, actor, errors={"invite": NO_PUBLIC_URL}, status_code=409)
     invite_role = _role(role)
     if invite_role is None:
         return _team_page(
@@ -825,7 +851,7 @@ def team_invite(
     except AccountError as exc:
         return _team_page(request, db, actor, errors={"invite": _sentence(exc)}, status_code=400)
     # The link is shown this once: only its hash is kept.
-    link = f"{_public_base(request)}/invite/{quote(raw)}"
+    link = f"{base}/invite/{quote(raw)}"
     return _team_page(request, db, actor, invite_link=link, status_code=201)
 
 
@@ -910,7 +936,7 @@ async def _invite_csrf(request: Request, actor: OptionalActor) -> Actor | None:
     if actor is not None and actor.session is not None:
         await check_session_csrf(request, actor.session)
     elif actor is None:
-        form = await request.form()
+        form = await read_form(request)
         sent = form.get("csrf_token")
         if not FormToken.is_valid(request, sent if isinstance(sent, str) else None):
             raise CsrfFailed()
@@ -927,7 +953,10 @@ def accept_invite(
     email: FormStr = "",
     password: FormStr = "",
     password_again: FormStr = "",
+    account: FormStr = "new",
 ) -> Response:
+    if actor is None and account == "existing":
+        return _join_with_account(request, db, token, email, password)
     if actor is not None:
         try:
             team = service.accept_invite(db, token, actor.user)
@@ -956,6 +985,8 @@ def accept_invite(
     except NotInTeam:
         return _invite_page(request, db, token, None)
     except AccountError as exc:
+        if isinstance(exc, InviteRefused):
+            service.record_invite_refusal(db, token)
         return _invite_page(
             request, db, token, None, error=_sentence(exc), name=name, email=email, status_code=400
         )
@@ -965,6 +996,59 @@ def accept_invite(
         team_id=team.id,
         user_agent=_user_agent(request),
         ip_address=client_address(request),
+    )
+    response = _redirect("/", "joined")
+    set_session_cookie(response, raw)
+    return response
+
+
+def _join_with_account(
+    request: Request, db: SessionDep, token: str, email: str, password: str
+) -> Response:
+    """The invite page's "I have an account" form: sign in with the password and join."""
+    email = email.strip()[:320]
+    address = client_address(request)
+    throttle = LoginThrottle()
+    wait = throttle.wait_seconds(email, address)
+    if wait:
+        return _invite_page(
+            request,
+            db,
+            token,
+            None,
+            error=f"Too many sign-in attempts; try again in {wait} seconds.",
+            email=email,
+            status_code=429,
+        )
+    try:
+        user, team = (
+            service.accept_invite_existing_user(db, token, email=email, password=password)
+            if email and password and len(password) <= 4096
+            else (None, None)
+        )
+    except NotInTeam:
+        return _invite_page(request, db, token, None)
+    except AccountError as exc:
+        return _invite_page(
+            request, db, token, None, error=_sentence(exc), email=email, status_code=409
+        )
+    if user is None or team is None:
+        throttle.record_failure(email, address)
+        # Counted against the link too, so one link cannot test passwords without end.
+        service.record_invite_refusal(db, token)
+        return _invite_page(
+            request, db, token, None, error=WRONG_CREDENTIALS, email=email, status_code=400
+        )
+    throttle.record_success(email, address)
+    previous = request.cookies.get(session_cookie_name())
+    if previous:
+        service.end_session_by_token(db, previous)
+    raw, _ = service.start_session(
+        db,
+        user,
+        team_id=team.id,
+        user_agent=_user_agent(request),
+        ip_address=address,
     )
     response = _redirect("/", "joined")
     set_session_cookie(response, raw)

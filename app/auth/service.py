@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.models import AuthSession, Invite, Membership, Role, Team, User
+from app.auth.tokens import revoke_tokens_of
 from app.db import utcnow
 from app.security import (
     hash_password,
     new_token,
+    password_inputs,
     password_needs_rehash,
     password_problem,
     token_hash,
@@ -31,6 +35,10 @@ class AccountError(ValueError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class InviteRefused(AccountError):
+    """An invite link was tried with details that cannot join; counted against the link."""
 
 
 class NotInTeam(LookupError):
@@ -67,6 +75,17 @@ def _check_email(email: str) -> None:
         raise AccountError("enter an email address like name@example.com", field="email")
 
 
+def check_new_account(email: str, name: str, password: str, team_names: Sequence[str]) -> None:
+    """AccountError naming the first field a new account with these details gets wrong
+    (email shape, password strength, name length); whether the email is taken is not looked at."""
+    _check_email(email)
+    problem = password_problem(password, password_inputs(email, name, *team_names))
+    if problem:
+        raise AccountError(f"password: {problem}", field="password")
+    if len(name.strip()) > 120:
+        raise AccountError("name: use at most 120 characters", field="name")
+
+
 def create_user(
     db: Session,
     *,
@@ -74,14 +93,12 @@ def create_user(
     name: str,
     password: str,
     is_superuser: bool = False,
+    team_names: Sequence[str] = (),
 ) -> User:
+    """A new person. The password must pass `password_problem`, with the email, the name and
+    `team_names` (the team they join) counted as words it must not be built from."""
     email = normalize_email(email)
-    _check_email(email)
-    problem = password_problem(password)
-    if problem:
-        raise AccountError(f"password: {problem}", field="password")
-    if len(name.strip()) > 120:
-        raise AccountError("name: use at most 120 characters", field="name")
+    check_new_account(email, name, password, team_names)
     if find_user_by_email(db, email) is not None:
         raise AccountError("an account with this email exists already", field="email")
     user = User(
@@ -360,7 +377,8 @@ def _require_password(user: User, current_password: str) -> None:
 def change_password(db: Session, user: User, *, current_password: str, new_password: str) -> None:
     """New password after proving the current one. The caller ends and renews sessions."""
     _require_password(user, current_password)
-    problem = password_problem(new_password)
+    team_names = [team.name for team, _ in teams_of(db, user.id)]
+    problem = password_problem(new_password, password_inputs(user.email, user.name, *team_names))
     if problem:
         raise AccountError(f"new password: {problem}", field="new_password")
     user.password_hash = hash_password(new_password)
@@ -473,6 +491,9 @@ def remove_member(db: Session, team_id: uuid.UUID, user_id: uuid.UUID) -> None:
     db.execute(
         delete(AuthSession).where(AuthSession.user_id == user_id, AuthSession.team_id == team_id)
     )
+    # Their API tokens for this team end for good: if they are invited back later, the old
+    # tokens stay revoked (the right to use them ended with the membership).
+    revoke_tokens_of(db, user_id=user_id, team_id=team_id)
     user = db.get(User, user_id)
     if user is not None and user.last_team_id == team_id:
         user.last_team_id = None
@@ -542,10 +563,29 @@ def revoke_invite(db: Session, team_id: uuid.UUID, invite_id: uuid.UUID) -> None
 _INVITE_GONE = (
     "This invite link is not valid: it was used, withdrawn or has expired. Ask for a new one."
 )
+_INVITE_WORN_OUT = (
+    "This invite link was tried too many times and no longer works. "
+    "Ask the person who invited you for a new one."
+)
+#: The one answer to a refused invite whatever the email: it never says whether an account
+#: with that email exists (each such answer also counts against the link).
+INVITE_REFUSED = (
+    "no new account can be made with that email and password; if you have an account here "
+    "already, join with it under 'I have an account' on this page"
+)
+
+
+def _invite_usable() -> list[Any]:
+    return [
+        Invite.accepted_at.is_(None),
+        Invite.expires_at > utcnow(),
+        Invite.refused_attempts < get_settings().INVITE_MAX_ATTEMPTS,
+    ]
 
 
 def find_invite(db: Session, raw_token: str) -> tuple[Invite, Team]:
-    """The usable invite behind a link, with its team; NotInTeam when used, expired or unknown."""
+    """The usable invite behind a link, with its team; NotInTeam when used, expired, unknown
+    or tried INVITE_MAX_ATTEMPTS times without success (each with its own message)."""
     row = db.execute(
         select(Invite, Team)
         .join(Team, Team.id == Invite.team_id)
@@ -557,18 +597,25 @@ def find_invite(db: Session, raw_token: str) -> tuple[Invite, Team]:
     ).first()
     if row is None:
         raise NotInTeam(_INVITE_GONE)
+    if row[0].refused_attempts >= get_settings().INVITE_MAX_ATTEMPTS:
+        raise NotInTeam(_INVITE_WORN_OUT)
     return row[0], row[1]
+
+
+def record_invite_refusal(db: Session, raw_token: str) -> None:
+    """Count one refused try against the link (no effect on a used or unknown link)."""
+    db.execute(
+        update(Invite)
+        .where(Invite.token_hash == token_hash(raw_token), Invite.accepted_at.is_(None))
+        .values(refused_attempts=Invite.refused_attempts + 1)
+    )
 
 
 def _claim_invite(db: Session, raw_token: str, user_id: uuid.UUID | None) -> Invite:
     # One guarded UPDATE: of two people racing for one link, exactly one gets it.
     invite_id = db.scalar(
         update(Invite)
-        .where(
-            Invite.token_hash == token_hash(raw_token),
-            Invite.accepted_at.is_(None),
-            Invite.expires_at > utcnow(),
-        )
+        .where(Invite.token_hash == token_hash(raw_token), *_invite_usable())
         .values(accepted_at=utcnow(), accepted_by_id=user_id)
         .returning(Invite.id)
     )
@@ -605,8 +652,35 @@ def accept_invite_new_user(
     if invite.email:
         email = invite.email
     # A savepoint: a refused account (email taken, short password) must not use up the link.
+    # The password is judged before the email is looked up, and a taken email gets the same
+    # answer as any other refusal to join, so the form tells nobody which accounts exist.
     with db.begin_nested():
-        user = create_user(db, email=email, name=name, password=password)
+        if find_user_by_email(db, email) is not None:
+            check_new_account(normalize_email(email), name, password, [team.name])
+            raise InviteRefused(INVITE_REFUSED, field="email")
+        user = create_user(db, email=email, name=name, password=password, team_names=[team.name])
         invite = _claim_invite(db, raw_token, user.id)
         add_member(db, user, team, Role(invite.role))
     return user, team
+
+
+def accept_invite_existing_user(
+    db: Session, raw_token: str, *, email: str, password: str
+) -> tuple[User | None, Team | None]:
+    """A person with an account (say, one removed from their only team) joins with its password.
+
+    Returns (None, None) when the email and password do not match an active account (the caller
+    says only "wrong" and counts a failed sign-in); NotInTeam when the link is not usable;
+    AccountError when the invite is for another email or the account has a second factor.
+    """
+    find_invite(db, raw_token)
+    user = authenticate(db, email, password)
+    if user is None:
+        return None, None
+    if user.has_two_factor:
+        # The password alone must not change an account that signs in with a second factor.
+        raise AccountError(
+            "this account signs in with a second factor: sign in first, then open this link again",
+            field="email",
+        )
+    return user, accept_invite(db, raw_token, user)

@@ -1,4 +1,9 @@
-"""Sign-in throttling per account and per client address, with growing delays and no lock-out."""
+"""Sign-in throttling per (account, address) pair and per address: growing delays, no lock-out.
+
+No counter is kept per account alone: one that anybody could fill from anywhere would let a
+stranger who knows an email keep its owner out. Guesses at one account from many addresses
+are each slowed per address, and each address is slowed across all the accounts it tries.
+"""
 
 from __future__ import annotations
 
@@ -64,11 +69,15 @@ def _address_bucket(address: str) -> str:
     return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
 
 
-def _keys(email: str, address: str) -> tuple[str, str]:
+def _keys(email: str, address: str, *, account_wide: bool = False) -> tuple[str, str]:
+    """(pair key, address key). The pair is one account tried from one address bucket, or
+    from any address when `account_wide`."""
     prefix = f"{get_settings().CELERY_KEY_PREFIX}studio:login:"
+    bucket = _address_bucket(address)
+    scope = "*" if account_wide else bucket
     # Hash the email so Redis never holds a list of addresses people tried.
-    account = hashlib.sha256(email.strip().lower().encode()).hexdigest()
-    return prefix + "account:" + account, prefix + "address:" + _address_bucket(address)
+    pair = hashlib.sha256(f"{email.strip().lower()}\x00{scope}".encode()).hexdigest()
+    return prefix + "pair:" + pair, prefix + "address:" + bucket
 
 
 class LoginThrottle:
@@ -76,18 +85,31 @@ class LoginThrottle:
 
     Redis is coordination only: when it is unreachable the studio lets sign-ins through (and
     logs it) rather than locking every person out.
+
+    `account_wide` counts an account's failures from every address together (besides each
+    address's own count). Passwords never do, so a stranger cannot keep an owner out; second
+    factor codes do, because whoever guesses them already holds the password, and six digits
+    guessed from many addresses at once would otherwise fall quickly.
     """
 
-    def __init__(self, policy: ThrottlePolicy | None = None, client: redis.Redis | None = None):
+    def __init__(
+        self,
+        policy: ThrottlePolicy | None = None,
+        client: redis.Redis | None = None,
+        *,
+        account_wide: bool = False,
+    ):
         self.policy = policy or ThrottlePolicy.from_settings()
         self.redis = client or _client(get_settings().redis_url)
+        self.account_wide = account_wide
 
     def wait_seconds(self, email: str, address: str) -> int:
-        """Whole seconds the caller must still wait before trying this account from here; 0: go."""
-        account_key, address_key = _keys(email, address)
+        """Whole seconds the caller must still wait before trying this account from this
+        address; 0: go."""
+        pair_key, address_key = _keys(email, address, account_wide=self.account_wide)
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.pttl(account_key + ":block")
+            pipe.pttl(pair_key + ":block")
             pipe.pttl(address_key + ":block")
             ttls = pipe.execute()
         except redis.RedisError as exc:
@@ -98,25 +120,23 @@ class LoginThrottle:
 
     def record_failure(self, email: str, address: str) -> int:
         """Count one failed attempt; returns the seconds the caller must now wait (0: none)."""
-        account_key, address_key = _keys(email, address)
+        pair_key, address_key = _keys(email, address, account_wide=self.account_wide)
         try:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.incr(account_key)
-            pipe.expire(account_key, _FAILURE_WINDOW_S)
+            pipe.incr(pair_key)
+            pipe.expire(pair_key, _FAILURE_WINDOW_S)
             pipe.incr(address_key)
             pipe.expire(address_key, _FAILURE_WINDOW_S)
-            account_failures, _, address_failures, _ = pipe.execute()
-            account_delay = self.policy.delay_after(
-                int(account_failures), self.policy.free_per_account
-            )
+            pair_failures, _, address_failures, _ = pipe.execute()
+            pair_delay = self.policy.delay_after(int(pair_failures), self.policy.free_per_account)
             address_delay = self.policy.delay_after(
                 int(address_failures), self.policy.free_per_address
             )
-            delay = max(account_delay, address_delay)
+            delay = max(pair_delay, address_delay)
             if delay > 0:
                 block = self.redis.pipeline(transaction=True)
-                if account_delay:
-                    block.set(account_key + ":block", 1, px=int(account_delay * 1000))
+                if pair_delay:
+                    block.set(pair_key + ":block", 1, px=int(pair_delay * 1000))
                 if address_delay:
                     block.set(address_key + ":block", 1, px=int(address_delay * 1000))
                 block.execute()
@@ -126,10 +146,10 @@ class LoginThrottle:
         return math.ceil(delay)
 
     def record_success(self, email: str, address: str) -> None:
-        """A correct password clears the account's failures (not the address's: one good
-        account must not launder a spray of guesses against others)."""
-        account_key, _ = _keys(email, address)
+        """A correct password clears this account's failures from this address (not the
+        address's own: one good account must not launder a spray of guesses at others)."""
+        pair_key, _ = _keys(email, address, account_wide=self.account_wide)
         try:
-            self.redis.delete(account_key, account_key + ":block")
+            self.redis.delete(pair_key, pair_key + ":block")
         except redis.RedisError as exc:
             log.warning("login_throttle_unavailable", error=str(exc))

@@ -1,23 +1,28 @@
-"""Personal API tokens: issued once in clear, stored as a hash, listed, and revoked."""
+"""Personal API tokens: issued once in clear, stored as a hash, listed, expired and revoked."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final, Literal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.auth.deps import API_TOKEN_PREFIX
 from app.auth.models import ApiToken
 from app.db import utcnow
 from app.security import new_token, token_hash
 
 #: Characters of the token kept in clear so people can tell their tokens apart ("fts_AbC12345").
+API_TOKEN_PREFIX = "fts_"  # noqa: S105 - a label on tokens, not a secret
 SHOWN_PREFIX_CHARS = len(API_TOKEN_PREFIX) + 8
 MAX_NAME_CHARS = 120
 #: Live tokens one person may hold in one team; a cap keeps a leaked session from minting many.
 MAX_ACTIVE_TOKENS = 25
+#: Lifetimes offered at creation, in days; None means "until revoked".
+EXPIRY_CHOICES_DAYS: tuple[int | None, ...] = (30, 90, 365, None)
+DEFAULT_EXPIRY_DAYS: Final = 90
 
 
 class TokenError(ValueError):
@@ -51,14 +56,57 @@ def clean_token_name(name: str) -> str:
     return cleaned
 
 
-def issue_token(db: Session, *, user_id: uuid.UUID, team_id: uuid.UUID, name: str) -> IssuedToken:
-    """Create a token acting as `user_id` within `team_id`; the clear text is returned once."""
+def parse_expiry(text: str) -> int | None:
+    """The form's expiry choice ("30", "90", "365" or "never") as days; TokenError otherwise."""
+    value = text.strip().lower()
+    if value in ("", "never", "none"):
+        return None if value else DEFAULT_EXPIRY_DAYS
+    if value.isdigit() and int(value) in EXPIRY_CHOICES_DAYS:
+        return int(value)
+    raise TokenError(
+        "Choose when the token expires: in 30, 90 or 365 days, or never.",
+        "invalid_request",
+        "expires_in_days",
+    )
+
+
+def token_state(
+    token: ApiToken, now: datetime | None = None
+) -> Literal["active", "expired", "revoked"]:
+    """The token's state: "revoked", "expired" or "active"."""
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at is not None and token.expires_at <= (now or utcnow()):
+        return "expired"
+    return "active"
+
+
+def issue_token(
+    db: Session,
+    *,
+    user_id: uuid.UUID,
+    team_id: uuid.UUID,
+    name: str,
+    expires_in_days: int | None = DEFAULT_EXPIRY_DAYS,
+) -> IssuedToken:
+    """Create a token acting as `user_id` within `team_id`; the clear text is returned once.
+
+    `expires_in_days` is one of EXPIRY_CHOICES_DAYS (None: until revoked); TokenError otherwise.
+    """
     cleaned = clean_token_name(name)
+    if expires_in_days not in EXPIRY_CHOICES_DAYS:
+        raise TokenError(
+            "expires_in_days must be 30, 90, 365 or null (never).",
+            "invalid_request",
+            "expires_in_days",
+        )
+    now = utcnow()
     active = db.scalars(
         select(ApiToken.id).where(
             ApiToken.user_id == user_id,
             ApiToken.team_id == team_id,
             ApiToken.revoked_at.is_(None),
+            ApiToken.expires_at.is_(None) | (ApiToken.expires_at > now),
         )
     ).all()
     if len(active) >= MAX_ACTIVE_TOKENS:
@@ -75,6 +123,7 @@ def issue_token(db: Session, *, user_id: uuid.UUID, team_id: uuid.UUID, name: st
         name=cleaned,
         prefix=secret[:SHOWN_PREFIX_CHARS],
         token_hash=token_hash(secret),
+        expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
     )
     db.add(token)
     db.flush()
@@ -114,3 +163,29 @@ def revoke_token(
         token.revoked_at = utcnow()
         db.flush()
     return token
+
+
+def revoke_tokens_of(db: Session, *, user_id: uuid.UUID, team_id: uuid.UUID | None = None) -> int:
+    """Revoke every live token of the person (in one team, or in all); returns how many.
+
+    Revoked rows stay revoked for good: rejoining a team later does not bring them back.
+    """
+    stmt = update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+    if team_id is not None:
+        stmt = stmt.where(ApiToken.team_id == team_id)
+    result = db.execute(stmt.values(revoked_at=utcnow()))
+    return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+def live_token_count(db: Session, user_id: uuid.UUID) -> int:
+    """How many of the person's tokens, in all their teams, still work."""
+    now = utcnow()
+    return len(
+        db.scalars(
+            select(ApiToken.id).where(
+                ApiToken.user_id == user_id,
+                ApiToken.revoked_at.is_(None),
+                ApiToken.expires_at.is_(None) | (ApiToken.expires_at > now),
+            )
+        ).all()
+    )

@@ -87,6 +87,8 @@ WEBHOOK_URL_MAX_LENGTH = 2083
 ACCOUNT_ACTIVE_TASK_CAP = 24
 #: US dollars per BFL credit (unconfirmed); the app passes its own setting.
 DEFAULT_CREDIT_PRICE_USD = Decimal("0.01")
+#: BFL's own domain: its API hosts (global, EU, US) and regional polling hosts live under it.
+BFL_DOMAIN = "bfl.ai"
 #: How many reference images a request may carry at most, across all models.
 _REFERENCE_FIELD_LIMIT = 8
 

@@ -7,7 +7,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from app.bfl.catalogue import BFL_DOMAIN
 from app.bfl.errors import (
     AuthFailed,
     BFLError,
@@ -31,10 +32,12 @@ from app.bfl.errors import (
     NotSent,
     OutcomeUnknown,
     RateLimited,
+    RateLimitInfo,
     RequestInvalid,
     RequestRejected,
     ResultUnavailable,
     ServerFailed,
+    ServiceUnavailable,
     UnexpectedResponse,
 )
 
@@ -46,6 +49,8 @@ __all__ = [
     "PollResult",
     "Submission",
     "TaskStatus",
+    "host_allowed",
+    "parse_rate_limit_headers",
     "parse_retry_after",
 ]
 
@@ -111,6 +116,8 @@ class Submission:
     input_mp: float | None
     output_mp: float | None
     raw: dict[str, Any] = field(repr=False)
+    #: BFL's X-RateLimit-* headers on the answer, when it sent any.
+    rate_limit: RateLimitInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,10 @@ class PollResult:
     message: str | None = None
     details: Any = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: The filters BFL named for a moderated task (`details["Moderation Reasons"]`).
+    moderation_reasons: tuple[str, ...] = ()
+    #: BFL's own explanation from `details`/`error`, without our words around it.
+    explanation: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -138,25 +149,77 @@ class FetchedImage:
     content_type: str
 
 
+#: delta-seconds (RFC 9110 §10.2.3 says digits; a decimal fraction is tolerated).
+_DELTA_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,6})?")
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    """Seconds to wait from a Retry-After value, or None when it is absent or unreadable.
+
+    RFC 9110 §10.2.3 allows delta-seconds (`"120"`) or an HTTP-date in any of its three forms
+    (IMF-fixdate, RFC 850, asctime; all are read as GMT). A date in the past means 0. Anything
+    else (negative or non-finite numbers, free text) is ignored: None, never an exception.
+    """
     if not value or not value.strip():
         return None
     text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+    if _DELTA_SECONDS.fullmatch(text):
+        return float(text)
+    if not any(c.isalpha() for c in text):
+        return None  # "-5", "1e3", "inf" and the like: not delta-seconds, not a date
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+        when = when.replace(tzinfo=UTC)  # asctime has no zone; HTTP-dates are always GMT
     reference = now or datetime.now(UTC)
     return max(0.0, (when - reference).total_seconds())
+
+
+def _header_int(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit() or len(value.strip()) > 12:
+        return None
+    return int(value.strip())
+
+
+def parse_rate_limit_headers(
+    headers: Mapping[str, str], *, now: datetime | None = None
+) -> RateLimitInfo | None:
+    """BFL's `X-RateLimit-Limit/-Remaining/-Reset` headers, or None when none is present.
+
+    `X-RateLimit-Reset` is read as seconds from now, or as a Unix time when it is larger than
+    a day's worth of seconds (both conventions are in use); unreadable values become None.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    names = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+    if not any(name in lowered for name in names):
+        return None
+    reset_after: float | None = None
+    reset = lowered.get("x-ratelimit-reset", "").strip()
+    if _DELTA_SECONDS.fullmatch(reset):
+        number = float(reset)
+        if number > 86_400:
+            reference = (now or datetime.now(UTC)).timestamp()
+            number = max(0.0, number - reference)
+        reset_after = number
+    return RateLimitInfo(
+        limit=_header_int(lowered.get("x-ratelimit-limit")),
+        remaining=_header_int(lowered.get("x-ratelimit-remaining")),
+        reset_after_s=reset_after,
+    )
+
+
+def _body_retry_after(response: httpx.Response) -> float | None:
+    """A `retry_after` number in a JSON error body (`{"error": ..., "retry_after": 5}`)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    value = body.get("retry_after") if isinstance(body, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    return parse_retry_after(str(value))
 
 
 def _media_type(header: str | None) -> str:
@@ -174,10 +237,33 @@ def _sniff_image_type(data: bytes) -> str | None:
     return None
 
 
+def _normal_host(host: str) -> str:
+    return host.strip().lower().rstrip(".")
+
+
+def host_allowed(host: str, allowed: Iterable[str]) -> bool:
+    """True when `host` is one of `allowed` or a subdomain of one (`eu.api.bfl.ai` under
+    `bfl.ai`). Look-alikes are not: `evilbfl.ai` and `bfl.ai.evil.test` are not under `bfl.ai`.
+    """
+    name = _normal_host(host)
+    if not name:
+        return False
+    for entry in allowed:
+        domain = _normal_host(entry).lstrip("*").lstrip(".")
+        if domain and (name == domain or name.endswith("." + domain)):
+            return True
+    return False
+
+
 def _where(url: str) -> str:
     """Scheme, host and path of a URL: signed query strings stay out of messages and logs."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _words_of(key: Any) -> str:
+    """A JSON key compared loosely: "Moderation Reasons", "moderation_reasons" alike."""
+    return " ".join(str(key).replace("_", " ").lower().split())
 
 
 def _optional_float(value: Any) -> float | None:
@@ -206,6 +292,9 @@ class BFLClient:
     Every BFL call carries the `x-key` header; downloads of signed result links do not. Errors
     are the typed `app.bfl.errors` hierarchy and never contain the API key. Pass `transport`
     to route calls elsewhere (tests); `allow_insecure_urls` permits plain http (the emulator).
+
+    The key goes only to the base URL's host and to `allowed_hosts` (each with its subdomains;
+    default BFL's own domain): a `polling_url` naming any other host is not followed.
     """
 
     def __init__(
@@ -218,6 +307,7 @@ class BFLClient:
         allow_insecure_urls: bool = False,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         download_deadline_s: float = 120.0,
+        allowed_hosts: Iterable[str] | None = None,
     ) -> None:
         if not api_key or not api_key.strip():
             raise ValueError("a BFL API key is required")
@@ -227,6 +317,12 @@ class BFLClient:
         self.download_deadline_s = download_deadline_s
         self._api_key = api_key
         self._require_secure(self.base_url)
+        base_host = httpx.URL(self.base_url).host
+        extra = (BFL_DOMAIN,) if allowed_hosts is None else tuple(allowed_hosts)
+        #: Hosts (with their subdomains) that may receive the key; the API host always may.
+        self.allowed_hosts: tuple[str, ...] = tuple(
+            dict.fromkeys(h for h in (base_host, *extra) if _normal_host(h))
+        )
         self._http = httpx.Client(
             timeout=timeout,
             transport=transport,
@@ -286,6 +382,7 @@ class BFLClient:
             input_mp=_optional_float(body.get("input_mp")),
             output_mp=_optional_float(body.get("output_mp")),
             raw=body,
+            rate_limit=parse_rate_limit_headers(response.headers),
         )
         log.info("bfl task submitted", extra={"bfl_model": model, "bfl_task_id": task_id})
         return submission
@@ -295,9 +392,11 @@ class BFLClient:
 
         Uses the `polling_url` BFL returned (it may be a regional host); falls back to
         `GET {base}/v1/get_result?id=` when there is none, when it cannot be reached, when it is
-        not https (unless allowed), or when it does not know the task.
+        not https (unless allowed), when its host is not the API host or an allowed BFL host
+        (the key is never sent there), or when it does not know the task.
         """
-        if polling_url and self._is_allowed(polling_url):
+        refusal = self._polling_refusal(polling_url) if polling_url else None
+        if polling_url and refusal is None:
             try:
                 result = self._poll_once(polling_url, None)
             except NotSent as exc:
@@ -306,7 +405,9 @@ class BFLClient:
                 if result.status is not TaskStatus.NOT_FOUND:
                     return result
         elif polling_url:
-            log.warning("polling url is not https, using the base url: %s", _where(polling_url))
+            log.warning(
+                "polling url %s, using the base url instead: %s", refusal, _where(polling_url)
+            )
         return self._poll_once(f"{self.base_url}/v1/get_result", {"id": task_id})
 
     def credits(self) -> Decimal:
@@ -428,22 +529,49 @@ class BFLClient:
         details = body.get("details")
         if details is None:
             details = body.get("error")
-        message = self._status_message(status, details)
+        reasons = self._moderation_reasons(details)
+        explanation = ", ".join(reasons) or self._explanation(details)
+        message = self._status_message(status, explanation)
         if status is TaskStatus.READY:
             if not isinstance(sample, str) or not sample:
                 raise UnexpectedResponse("BFL reported the task Ready without an image URL")
-            return PollResult(status, progress, sample, seed, message, details, body)
-        return PollResult(status, progress, None, seed, message, details, body)
+            return PollResult(
+                status, progress, sample, seed, message, details, body, (), explanation or None
+            )
+        return PollResult(
+            status, progress, None, seed, message, details, body, reasons, explanation or None
+        )
 
-    def _status_message(self, status: TaskStatus, details: Any) -> str | None:
+    def _moderation_reasons(self, details: Any) -> tuple[str, ...]:
+        """BFL's `details["Moderation Reasons"]` (a list, or one string), cleaned and bounded."""
+        if not isinstance(details, dict):
+            return ()
+        raw = next((v for k, v in details.items() if _words_of(k) == "moderation reasons"), None)
+        items = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
+        reasons: list[str] = []
+        for item in items[:10]:
+            text = self._scrub(" ".join(str(item).split()))[:200] if item is not None else ""
+            if text and text not in reasons:
+                reasons.append(text)
+        return tuple(reasons)
+
+    def _explanation(self, details: Any) -> str:
+        """BFL's words from `details`/`error`: a string, the text of one known key, or all."""
         explanation = ""
         if isinstance(details, str):
             explanation = details
         elif isinstance(details, dict) and details:
-            explanation = "; ".join(f"{k}: {v}" for k, v in details.items())
+            for key in ("error", "message", "detail", "reason"):
+                if isinstance(details.get(key), str) and details[key].strip():
+                    explanation = details[key]
+                    break
+            else:
+                explanation = "; ".join(f"{k}: {v}" for k, v in details.items())
         elif isinstance(details, list) and details:
             explanation = "; ".join(str(d) for d in details)
-        explanation = self._scrub(explanation)[:500]
+        return self._scrub(" ".join(explanation.split()))[:500]
+
+    def _status_message(self, status: TaskStatus, explanation: str) -> str | None:
         base = {
             TaskStatus.REQUEST_MODERATED: "BFL's moderation refused the prompt or input image",
             TaskStatus.CONTENT_MODERATED: "BFL's moderation withheld the generated image",
@@ -515,9 +643,17 @@ class BFLClient:
             )
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if retry_after is None:
+                retry_after = _body_retry_after(response)
             raise RateLimited(
                 f"BFL's active-task limit is reached: {message}",
                 retry_after=retry_after,
+                rate_limit=parse_rate_limit_headers(response.headers),
+            )
+        if status == 503:
+            # "Service unavailable": BFL did not process the request, so no task exists.
+            raise ServiceUnavailable(
+                f"BFL is unavailable (HTTP 503): {message}", status_code=status
             )
         if status >= 500:
             raise ServerFailed(
@@ -584,6 +720,18 @@ class BFLClient:
     def _is_allowed(self, url: str) -> bool:
         scheme = urlsplit(url).scheme.lower()
         return scheme == "https" or (self.allow_insecure_urls and scheme == "http")
+
+    def _polling_refusal(self, url: str) -> str | None:
+        """Why the key must not go to this polling URL, or None when it may."""
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL:
+            return "is not a valid URL"
+        if not self._is_allowed(url):
+            return "is not https"
+        if not host_allowed(host, self.allowed_hosts):
+            return "is not on the API host or an allowed BFL host (BFL_ALLOWED_HOSTS)"
+        return None
 
     def _require_secure(self, url: str) -> None:
         if not self._is_allowed(url):

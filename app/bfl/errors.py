@@ -89,8 +89,32 @@ class InsufficientCredits(BFLError):
     code = "bfl_no_credits"
 
 
+@dataclass(frozen=True)
+class RateLimitInfo:
+    """BFL's `X-RateLimit-Limit`, `-Remaining` and `-Reset` headers, when it sends them.
+
+    `reset_after_s` is seconds from when the answer came (the header may be an epoch time or
+    a number of seconds; both are converted). Any of them may be None (absent or unreadable).
+    """
+
+    limit: int | None
+    remaining: int | None
+    reset_after_s: float | None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {
+            "limit": self.limit,
+            "remaining": self.remaining,
+            "reset_after_s": self.reset_after_s,
+        }
+
+
 class RateLimited(BFLError):
-    """BFL answered 429: too many active tasks. No task was created, so resending is safe."""
+    """BFL answered 429: too many active tasks. No task was created, so resending is safe.
+
+    `retry_after` is seconds to wait, from the `Retry-After` header (delta-seconds or an
+    HTTP-date) or else a `retry_after` number in the JSON body; None when BFL sent neither.
+    """
 
     code = "bfl_rate_limited"
     default_safe_to_retry = True
@@ -101,9 +125,11 @@ class RateLimited(BFLError):
         *,
         status_code: int | None = 429,
         retry_after: float | None = None,
+        rate_limit: RateLimitInfo | None = None,
     ) -> None:
         super().__init__(message, status_code=status_code, safe_to_retry=True)
         self.retry_after = retry_after
+        self.rate_limit = rate_limit
 
 
 class ServerFailed(BFLError):
@@ -114,6 +140,16 @@ class ServerFailed(BFLError):
     """
 
     code = "bfl_server_error"
+
+
+class ServiceUnavailable(ServerFailed):
+    """BFL answered 503: the service did not process the request, so no task was created.
+
+    Safe to send again, for a submission too; the studio treats it as an account-wide outage.
+    """
+
+    code = "bfl_unavailable"
+    default_safe_to_retry = True
 
 
 class NotSent(BFLError):

@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterable, Iterator
 
 from app.costs.schemas import LedgerRow
+from app.timestamps import as_utc
 
 COLUMNS = (
     "charged_at",
@@ -30,7 +31,7 @@ def _safe_text(value: str) -> str:
 
 def _cells(row: LedgerRow) -> list[str]:
     return [
-        row.charged_at.isoformat(),
+        as_utc(row.charged_at).isoformat(),
         str(row.id),
         str(row.job_id),
         str(row.user_id),

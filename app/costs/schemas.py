@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from app.timestamps import UtcDatetime
 
 BudgetState = Literal["ok", "warning", "exhausted"]
 
@@ -23,8 +25,8 @@ class PeriodOut(BaseModel):
     """A reporting window in UTC: `start` inclusive, `end` exclusive."""
 
     label: str
-    start: datetime
-    end: datetime
+    start: UtcDatetime
+    end: UtcDatetime
 
 
 class SpendTotal(Money):
@@ -57,7 +59,7 @@ class DaySpend(Money):
 class PromptSpend(Money):
     prompt: str
     charges: int
-    last_used_at: datetime
+    last_used_at: UtcDatetime
 
 
 class OutcomeSpend(Money):
@@ -84,7 +86,7 @@ class CreditOutlook(BaseModel):
     """The BFL account's balance (from the last GET /v1/credits) and how long it lasts."""
 
     balance: Decimal | None
-    checked_at: datetime | None
+    checked_at: UtcDatetime | None
     daily_rate: Decimal = Field(description="Credits per day over the last 7 days, account-wide.")
     days_left: Decimal | None = Field(description="balance / daily_rate; null when no spend.")
 
@@ -124,7 +126,7 @@ class MySpend(BaseModel):
 
 class LedgerRow(BaseModel):
     id: uuid.UUID
-    charged_at: datetime
+    charged_at: UtcDatetime
     job_id: uuid.UUID
     user_id: uuid.UUID
     person: str

@@ -93,7 +93,8 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
 
     @app.exception_handler(EmulatorRefusal)
     async def refusal(_request: Request, exc: EmulatorRefusal) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+        body = exc.body if exc.body is not None else {"detail": exc.detail}
+        return JSONResponse(body, exc.status_code, headers=exc.headers)
 
     @app.get("/")
     def index() -> dict[str, Any]:
@@ -101,28 +102,37 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
 
     @app.post("/v1/{model}")
     async def submit(model: str, request: Request, x_key: XKey = None) -> Response:
-        service.check_key(x_key)
-        raw = await request.body()
         try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            raise EmulatorRefusal(
-                422, [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
-            ) from None
-        accepted = service.submit(
-            model,
-            body,
-            base_url=_base_url(request),
-            polling_base=_polling_base(request, service.config),
-        )
+            service.check_available()
+            service.check_key(x_key)
+            raw = await request.body()
+            try:
+                body: Any = json.loads(raw) if raw else None
+            except ValueError:
+                raise EmulatorRefusal(
+                    422, [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
+                ) from None
+            accepted = service.submit(
+                model,
+                body,
+                base_url=_base_url(request),
+                polling_base=_polling_base(request, service.config),
+            )
+        except EmulatorRefusal as exc:
+            service.record_refusal(model, exc.status_code)
+            raise
+        if service.config.answer_delay_s > 0:
+            # The task exists and is charged already; only its answer is late.
+            await asyncio.sleep(service.config.answer_delay_s)
         if accepted.drop:
             if service.config.drop_mode == "hang":
                 await asyncio.sleep(service.config.drop_hang_s)
             return StreamingResponse(_dropped_body(), media_type="application/json")
-        return JSONResponse(accepted.body)
+        return JSONResponse(accepted.body, headers=accepted.headers)
 
     @app.get("/v1/get_result")
     def get_result(request: Request, task_id: TaskId, x_key: XKey = None) -> dict[str, Any]:
+        service.check_available()
         service.check_key(x_key)
         return service.get_result(task_id, delivery_base=_base_url(request))
 
@@ -130,11 +140,13 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     def regional_get_result(
         request: Request, task_id: TaskId, x_key: XKey = None
     ) -> dict[str, Any]:
+        service.check_available()
         service.check_key(x_key)
         return service.get_result(task_id, delivery_base=_base_url(request))
 
     @app.get("/v1/credits")
     def credits(x_key: XKey = None) -> dict[str, Any]:
+        service.check_available()
         service.check_key(x_key)
         return {"credits": float(service.credits())}
 
@@ -163,6 +175,11 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     def submissions() -> dict[str, Any]:
         log = service.submissions()
         return {"count": len(log), "submissions": log}
+
+    @app.get("/_emulator/refusals")
+    def refusals() -> dict[str, Any]:
+        log = service.refusals()
+        return {"count": len(log), "refusals": log}
 
     @app.get("/_emulator/deliveries")
     def deliveries() -> dict[str, Any]:

@@ -57,11 +57,44 @@ class EmulatorConfig(BaseSettings):
     poll_error_rate_5xx: float = Field(
         default=0.0, ge=0, le=1, description="Share of polls answered 503."
     )
+    moderation_reasons: list[str] = Field(
+        default_factory=lambda: ["Derivative Works Filter"],
+        description="What a moderated task reports in details['Moderation Reasons'].",
+    )
+    unavailable: bool = Field(
+        default=False,
+        description="Every BFL endpoint answers 503 Service Unavailable (an outage that still "
+        "answers); nothing is created.",
+    )
+    retry_after_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Retry-After of a 429 in seconds; unset: until the earliest active task ends.",
+    )
+    retry_after_format: Literal["seconds", "http-date", "none"] = Field(
+        default="seconds",
+        description="How a 429 states Retry-After: delta-seconds, an HTTP-date, or not at all.",
+    )
+    rate_limit_body: Literal["detail", "error"] = Field(
+        default="detail",
+        description='Body of a 429: FastAPI\'s {"detail": ...}, or {"error": '
+        '"rate_limit_exceeded", "message": ..., "retry_after": n} as in BFL\'s guide.',
+    )
+    rate_limit_headers: bool = Field(
+        default=False,
+        description="Send X-RateLimit-Limit/-Remaining/-Reset on submission answers.",
+    )
     drop_mode: Literal["close", "hang"] = Field(
         default="close",
         description="[[drop]]: close the connection mid-answer, or hang for drop_hang_s first.",
     )
     drop_hang_s: float = Field(default=60.0, ge=0, description="How long [[drop]] hangs.")
+    answer_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Hold back each accepted submission's answer this long after the task "
+        "exists (a slow link or a busy BFL); the task runs meanwhile.",
+    )
     delivery_content_type: str | None = Field(
         default=None, description="Serve result links with this Content-Type (failure tests)."
     )

@@ -7,6 +7,7 @@ no request handler sleeps while a task "runs".
 from __future__ import annotations
 
 import base64
+import email.utils
 import hmac
 import io
 import math
@@ -18,7 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -53,11 +54,20 @@ _STATUS_TEXT: dict[Outcome, str] = {
 class EmulatorRefusal(Exception):
     """An HTTP error answer: status, JSON `detail`, extra headers."""
 
-    def __init__(self, status_code: int, detail: Any, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        detail: Any,
+        headers: dict[str, str] | None = None,
+        *,
+        body: dict[str, Any] | None = None,
+    ):
         super().__init__(f"{status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
         self.headers = headers or {}
+        #: The whole JSON body, when it is not FastAPI's {"detail": ...}.
+        self.body = body
 
 
 @dataclass
@@ -95,6 +105,7 @@ class Accepted:
     body: dict[str, Any]
     task: Task
     drop: bool
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +115,8 @@ class _Ledger:
     # Every accepted submission is kept (tests prove no double POSTs with it); the
     # download and webhook logs are for debugging, so only their recent entries are kept.
     submissions: list[dict[str, Any]] = field(default_factory=list)
+    # Every refused submission (429, 503, 500, 4xx): tests count refused POSTs with it.
+    refusals: list[dict[str, Any]] = field(default_factory=list)
     deliveries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
     webhooks: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
     # The most tasks ever active at once, and how often the account's cap refused a POST: a
@@ -246,6 +259,22 @@ class EmulatorService:
 
     # --- BFL endpoints -------------------------------------------------------------------
 
+    def check_available(self) -> None:
+        """Answer 503 while the emulated service is down (`unavailable`)."""
+        if self._config.unavailable:
+            raise EmulatorRefusal(503, "Service Unavailable", headers={"Retry-After": "5"})
+
+    def record_refusal(self, model: str, status_code: int) -> None:
+        """Log a refused submission (the HTTP layer calls this for every refused POST)."""
+        with self._lock:
+            self._ledger.refusals.append(
+                {"model": model, "status": status_code, "time": _iso(self.now())}
+            )
+
+    def refusals(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._ledger.refusals]
+
     def check_key(self, key: str | None) -> None:
         if not key or not key.strip():
             raise EmulatorRefusal(401, "Not authenticated: send your API key in the x-key header")
@@ -335,6 +364,7 @@ class EmulatorService:
             self._ledger.tasks[task.id] = task
             active_now = sum(1 for t in self._ledger.tasks.values() if t.is_active(now))
             self._ledger.peak_active = max(self._ledger.peak_active, active_now)
+            limit_headers = self._rate_limit_headers(now)
             self._ledger.tokens[task.delivery_token] = task.id
             drop = TRIGGER_DROP in lowered
             self._ledger.submissions.append(
@@ -358,7 +388,7 @@ class EmulatorService:
             answer["cost"] = float(estimate.credits)
             answer["input_mp"] = float(sum(catalogue.reference_megapixels(x) for x in sizes))
             answer["output_mp"] = round(width * height / catalogue.MEGAPIXEL, 2)
-        return Accepted(body=answer, task=task, drop=drop)
+        return Accepted(body=answer, task=task, drop=drop, headers=limit_headers)
 
     def get_result(self, task_id: str, *, delivery_base: str) -> dict[str, Any]:
         """The `get_result` answer for a task id."""
@@ -401,7 +431,8 @@ class EmulatorService:
                 "duration": round(task.ready_at - task.created_at, 3),
             }
         elif task.outcome in ("request_moderated", "content_moderated"):
-            view["details"] = {"Moderation Reasons": ["Emulated moderation (trigger word)"]}
+            # BFL names the filters that stopped the task under this key.
+            view["details"] = {"Moderation Reasons": list(self._config.moderation_reasons)}
         elif task.outcome == "error":
             view["details"] = {"error": "Emulated generation failure (trigger word)"}
         return view
@@ -503,10 +534,35 @@ class EmulatorService:
             if len(tasks) >= cap:
                 if scope == "account":
                     self._ledger.account_cap_refusals += 1
-                wait = min(t.ready_at for t in tasks) - now if tasks else 1.0
-                raise EmulatorRefusal(
-                    429,
+                earliest = min(t.ready_at for t in tasks) - now if tasks else 1.0
+                config = self._config
+                chosen = earliest if config.retry_after_s is None else config.retry_after_s
+                wait = max(1, math.ceil(chosen))
+                message = (
                     f"Too many active tasks for {scope} (limit {cap}); "
-                    "wait for one to finish and try again",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                    "wait for one to finish and try again"
                 )
+                headers = self._rate_limit_headers(now)
+                if config.retry_after_format == "seconds":
+                    headers["Retry-After"] = str(wait)
+                elif config.retry_after_format == "http-date":
+                    when = datetime.now(UTC) + timedelta(seconds=wait)
+                    headers["Retry-After"] = email.utils.format_datetime(when, usegmt=True)
+                body = None
+                if config.rate_limit_body == "error":
+                    body = {"error": "rate_limit_exceeded", "message": message, "retry_after": wait}
+                raise EmulatorRefusal(429, message, headers=headers, body=body)
+
+    def _rate_limit_headers(self, now: float) -> dict[str, str]:
+        """X-RateLimit-* for the account (when configured): its cap, what is left, and seconds
+        until the earliest active task ends."""
+        if not self._config.rate_limit_headers:
+            return {}
+        active = [t for t in self._ledger.tasks.values() if t.is_active(now)]
+        cap = self._config.account_active_task_cap
+        reset = min((t.ready_at for t in active), default=now) - now
+        return {
+            "X-RateLimit-Limit": str(cap),
+            "X-RateLimit-Remaining": str(max(0, cap - len(active))),
+            "X-RateLimit-Reset": str(max(0, math.ceil(reset))),
+        }

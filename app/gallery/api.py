@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ from app.errors import FieldProblem, StudioError, error_responses
 from app.gallery.service import MAX_PAGE_SIZE, get_detail, image_file, shown_params, team_job
 from app.prompts.service import prompt_history
 from app.storage import ObjectMissing, StorageError, get_storage
+from app.timestamps import UtcDatetime
 
 router = APIRouter()
 
@@ -112,7 +112,7 @@ class PromptOut(BaseModel):
 
     prompt: str
     uses: int
-    last_used_at: datetime
+    last_used_at: UtcDatetime
     credits: Decimal = Field(description="Credits BFL reported for these jobs.")
     people: list[str]
     last_job_id: uuid.UUID = Field(description="GET /api/v1/prompts/{id} gives a reusable body.")

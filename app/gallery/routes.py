@@ -13,7 +13,7 @@ from app.auth.deps import ChangingActor, CurrentActor
 from app.bfl.catalogue import RequestInvalid, list_models
 from app.costs.service import BudgetExceeded
 from app.deps import SessionDep
-from app.errors import NotFound
+from app.errors import Forbidden, NotFound
 from app.gallery import service
 from app.jobs.routes import card
 from app.jobs.service import JobError, vary_job
@@ -137,6 +137,10 @@ def vary(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) ->
     except (RequestInvalid, BudgetExceeded, JobError) as exc:
         # Nothing the refused request flushed may be committed.
         db.rollback()
+        if isinstance(exc, JobError) and exc.code == "not_found":
+            raise NotFound("That image") from None
+        if isinstance(exc, JobError) and exc.code == "forbidden":
+            raise Forbidden(exc.message) from None
         message = getattr(exc, "message", str(exc))
         return templates.TemplateResponse(
             request, "partials/notice.html", {"message": message, "kind": "error"}

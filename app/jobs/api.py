@@ -33,6 +33,7 @@ from app.auth.models import User
 from app.bfl.catalogue import catalogue_as_dict
 from app.bfl.errors import RequestInvalid
 from app.costs.service import BudgetExceeded
+from app.db import utcnow
 from app.deps import SessionDep
 from app.errors import FieldProblem, StudioError, error_responses
 from app.gallery.service import (
@@ -46,16 +47,25 @@ from app.gallery.service import (
     set_favourite,
     team_job,
 )
+from app.jobs import account
 from app.jobs.models import Favourite, Image, Job, JobStatus
-from app.jobs.service import JobError, cancel_job, create_jobs, retry_job, vary_job
+from app.jobs.service import (
+    MAX_PROMPT_CHARS,
+    JobError,
+    cancel_job,
+    create_jobs,
+    retry_job,
+    upload_size_problem,
+    vary_job,
+)
+from app.limits import MAX_REFERENCE_FILES, read_form
 from app.settings import get_settings
 
 router = APIRouter(tags=["jobs"])
 
 #: Text the database cannot store (NUL) is refused at the door, naming the field.
 NO_NUL = r"^[^\x00]*$"
-MAX_PROMPT_CHARS = 10_000
-MAX_REFERENCE_IMAGES = 8
+MAX_REFERENCE_IMAGES = MAX_REFERENCE_FILES
 #: Longest plain (non-image) parameter value; real ones are a few characters.
 _MAX_PARAM_TEXT = 1_000
 #: Parameters are sizes, seeds and scales: anything beyond 64-bit integers is a mistake.
@@ -183,7 +193,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 async def _form_body(request: Request) -> tuple[dict[str, Any], list[bytes]]:
-    form = await request.form()
+    form = await read_form(request)
     data: dict[str, Any] = {}
     for name in ("model", "prompt", "count"):
         value = form.get(name)
@@ -199,9 +209,13 @@ async def _form_body(request: Request) -> tuple[dict[str, Any], list[bytes]]:
     for index, part in enumerate(form.getlist("reference_images")):
         if not isinstance(part, UploadFile):
             raise _invalid(f"reference_images.{index}", "upload image files in this field")
+        if len(form.getlist("reference_images")) > MAX_REFERENCE_IMAGES:
+            raise _invalid("reference_images", f"at most {MAX_REFERENCE_IMAGES} reference images")
+        # Parsed files wait on disk; one over the limit is refused before it is read into memory.
+        problem = upload_size_problem(part)
+        if problem:
+            raise _invalid(f"reference_images.{index}", problem)
         uploads.append(await part.read())
-    if len(uploads) > MAX_REFERENCE_IMAGES:
-        raise _invalid("reference_images", f"at most {MAX_REFERENCE_IMAGES} reference images")
     return data, uploads
 
 
@@ -266,8 +280,16 @@ def jobs_out(db: Session, actor: Actor, job_ids: Sequence[uuid.UUID]) -> list[Jo
         .outerjoin(Image, Image.job_id == Job.id)
         .where(Job.id.in_(list(job_ids)), Job.team_id == actor.team_id)
     ).all()
+    bfl_state = account.peek(db)
+    now = utcnow()
     by_id = {
-        job.id: JobOut.of(job, image=image, author=author, favourite=bool(fav))
+        job.id: JobOut.of(
+            job,
+            image=image,
+            author=author,
+            favourite=bool(fav),
+            next_try_at=account.next_try_at(job, bfl_state, now),
+        )
         for job, image, author, fav in rows
     }
     return [by_id[i] for i in job_ids if i in by_id]
@@ -325,7 +347,7 @@ _JOB_CREATE_BODY = {
     response_model=JobBatchOut,
     summary="Queue one image or a batch",
     openapi_extra=_JOB_CREATE_BODY,
-    responses={**_REPLAY_RESPONSE, **error_responses(400, 402, 409, 415, 422)},
+    responses={**_REPLAY_RESPONSE, **error_responses(400, 402, 409, 413, 415, 422)},
 )
 def create(
     actor: ChangingActor,
@@ -428,7 +450,11 @@ def list_jobs(
 def get_one(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> JobOut:
     detail = get_detail(db, actor.team_id, job_id, actor.user_id)
     return JobOut.of(
-        detail.job, image=detail.image, author=detail.author, favourite=detail.favourite
+        detail.job,
+        image=detail.image,
+        author=detail.author,
+        favourite=detail.favourite,
+        next_try_at=account.next_try_at(detail.job, account.peek(db), utcnow()),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import event
@@ -29,6 +29,13 @@ POLL_QUEUE = "studio.poll"
 _OUTBOX = "jobs.outbox"
 #: Immediate wake-ups of the dispatcher one commit sends at most (see wake_dispatcher).
 MAX_WAKEUPS_PER_COMMIT = 2
+#: The longest countdown any message gets. Redis redelivers a message its consumer has not
+#: acknowledged within the broker's visibility timeout (worker/celery_app.py), and a message
+#: waiting for its ETA sits unacknowledged in a worker: every countdown must stay far below it.
+#: Longer waits live in PostgreSQL (a job's not_before, the account's next probe, a poll's
+#: next_poll_at); a wake-up that comes early finds nothing due, and the sweeper re-drives the
+#: rest when it is due.
+MAX_COUNTDOWN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -40,20 +47,33 @@ class Message:
     queue: str | None = None
 
 
+def capped_countdown(countdown: float | None) -> float | None:
+    """`countdown` limited to 0..MAX_COUNTDOWN_S seconds (None stays None: at once)."""
+    if countdown is None:
+        return None
+    return min(max(0.0, countdown), MAX_COUNTDOWN_S)
+
+
 def send_after_commit(db: Session, message: Message) -> None:
-    """Hold `message` until `db` commits; a rollback drops it."""
+    """Hold `message` until `db` commits; a rollback drops it. Countdowns are capped here."""
+    if message.countdown is not None and message.countdown != capped_countdown(message.countdown):
+        message = replace(message, countdown=capped_countdown(message.countdown))
     db.info.setdefault(_OUTBOX, []).append(message)
 
 
-def wake_dispatcher(db: Session, count: int = 1, countdown: float | None = None) -> None:
+def wake_dispatcher(
+    db: Session, count: int = 1, countdown: float | None = None, *, burst: bool = False
+) -> None:
     """After commit, ask up to `count` workers to submit the next fair job if a slot is free.
 
     One commit sends at most MAX_WAKEUPS_PER_COMMIT wake-ups for now: a worker that claims a
     job while a slot is still free wakes the next one, so a few chains fill every free slot,
     while one wake-up per queued job (a batch of 200) would bury polls under messages that
-    find the cap full. Delayed wake-ups (a back-off ending) are sent as asked.
+    find the cap full. Delayed wake-ups (a back-off ending) are sent as asked, and so are
+    `burst` ones: BFL answering again after an outage, when `count` is the free slots and the
+    whole queue should go at once.
     """
-    if countdown is None:
+    if countdown is None and not burst:
         held = sum(
             1 for m in db.info.get(_OUTBOX, ()) if m.task == SUBMIT_NEXT and m.countdown is None
         )
@@ -112,7 +132,7 @@ def send_now(messages: list[Message]) -> int:
                 message.task,
                 args=list(message.args),
                 kwargs=dict(message.kwargs),
-                countdown=message.countdown,
+                countdown=capped_countdown(message.countdown),
                 queue=message.queue,
                 headers=headers,
             )

@@ -123,6 +123,8 @@ class Job(Timestamped, Base):
 
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    #: The filters BFL named for a moderated task (its details["Moderation Reasons"]).
+    moderation_reasons: Mapped[list[str] | None] = mapped_column(JSONB)
 
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -180,3 +182,37 @@ class IdempotencyRecord(Timestamped, Base):
     )
     request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     job_ids: Mapped[list[str]] = mapped_column(JSONB, nullable=False, default=list)
+
+
+class BFLAccountState(Base):
+    """The one row of what the studio knows about its BFL account's health and limits.
+
+    Every worker on every host reads and updates this row (under a row lock), so an outage or
+    a rate limit is noticed once for the whole account instead of by each job on its own.
+    """
+
+    __tablename__ = "bfl_account_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    #: When BFL stopped answering (connect errors, 503, 5xx); None while it answers.
+    outage_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: What the last failed call met, for people ("connection refused", "HTTP 503").
+    outage_reason: Mapped[str | None] = mapped_column(Text)
+    #: When the next probe of BFL may go (also the lease of the probe in flight).
+    next_probe_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Probes failed in a row in this outage; sets the probe back-off.
+    probe_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: No POST before this time: BFL said 429 (Retry-After, capped) or X-RateLimit-Remaining 0.
+    rate_limited_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When BFL last refused us for active tasks.
+    last_rate_limit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Our jobs at BFL (pending) when it last refused: fewer later means one of ours ended.
+    active_at_rate_limit: Mapped[int | None] = mapped_column(Integer)
+    #: BFL's effective cap as learned from 429s and X-RateLimit-Limit (None: the configured one).
+    learned_cap: Mapped[int | None] = mapped_column(Integer)
+    #: When the learned cap last changed (it is raised by one after a quiet while).
+    learned_cap_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The last X-RateLimit-Limit / -Remaining / -Reset BFL sent, as received.
+    rate_limit_headers: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

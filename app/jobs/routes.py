@@ -31,9 +31,10 @@ from app.bfl.catalogue import (
 from app.costs.service import BudgetExceeded
 from app.db import utcnow
 from app.deps import SessionDep
-from app.errors import NotFound
+from app.errors import Forbidden, NotFound
 from app.gallery.service import credits_text, recent_jobs
-from app.jobs.models import Job, JobStatus
+from app.jobs import account
+from app.jobs.models import BFLAccountState, Job, JobStatus
 from app.jobs.service import (
     STORED_PREFIX,
     JobError,
@@ -43,7 +44,9 @@ from app.jobs.service import (
     image_size,
     reference_size,
     retry_job,
+    upload_size_problem,
 )
+from app.limits import read_form
 from app.settings import get_settings
 from app.templating import templates
 
@@ -245,10 +248,15 @@ def request_params(state: GenerateForm) -> tuple[dict[str, Any], int | None]:
     return params, count
 
 
-async def _uploads(form: FormData) -> list[bytes]:
+async def _uploads(form: FormData, state: GenerateForm) -> list[bytes]:
     files: list[bytes] = []
-    for item in form.getlist("reference_images"):
+    for position, item in enumerate(form.getlist("reference_images"), start=1):
         if isinstance(item, UploadFile) and item.filename:
+            # Parsed files wait on disk; one over the limit is never read into memory.
+            problem = upload_size_problem(item)
+            if problem:
+                state.errors["reference_images"] = f"reference image {position}: {problem}"
+                return []
             files.append(await item.read())
             if len(files) > _MAX_UPLOADS:
                 break
@@ -322,6 +330,8 @@ def _page_context(
     uploads: Sequence[bytes] = (),
 ) -> dict[str, Any]:
     settings = get_settings()
+    bfl_state = account.peek(db)
+    bfl_account = account.status(db, settings, utcnow())
     catalogue = catalogue_as_dict(settings.CREDIT_PRICE_USD)
     catalogue["max_batch_size"] = settings.MAX_BATCH_SIZE
     return {
@@ -343,8 +353,10 @@ def _page_context(
         "max_batch_size": settings.MAX_BATCH_SIZE,
         "estimate": _estimate_context(state, len(uploads), [image_size(f) for f in uploads]),
         "jobs": [
-            card(job) for job in recent_jobs(db, actor.team_id, actor.user_id, limit=_RECENT_CARDS)
+            card(job, bfl_state)
+            for job in recent_jobs(db, actor.team_id, actor.user_id, limit=_RECENT_CARDS)
         ],
+        "bfl_account": bfl_account if bfl_account.kind != "ok" else None,
     }
 
 
@@ -401,9 +413,9 @@ def _sizes(text: str) -> list[tuple[int, int] | None]:
 
 @router.post("/generate", response_class=HTMLResponse, summary="Queue images from the form")
 async def generate(request: Request, actor: ChangingActor, db: SessionDep) -> Response:
-    form = await request.form()
+    form = await read_form(request)
     state = read_generate_form(form, actor.team_id)
-    files = await _uploads(form)
+    files = await _uploads(form, state)
     params, count = request_params(state)
     jobs: list[Job] = []
     if not state.errors and count is not None:
@@ -460,6 +472,8 @@ class JobCard:
     elapsed_s: int
     cost: str
     estimate: str
+    #: For a queued job that waits for BFL: when it will be tried next ("14:05:10 UTC").
+    next_try: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -476,13 +490,17 @@ class JobCard:
         return self.job.status in ("failed", "moderated", "cancelled")
 
 
-def card(job: Job) -> JobCard:
-    end = job.finished_at or utcnow()
+def card(job: Job, bfl_account: BFLAccountState | None = None) -> JobCard:
+    """A job's card; pass the account state to show when a waiting job is tried next."""
+    now = utcnow()
+    end = job.finished_at or now
+    next_try = account.next_try_at(job, bfl_account, now)
     return JobCard(
         job=job,
         elapsed_s=max(0, int((end - job.created_at).total_seconds())),
         cost=credits_text(job.cost_credits),
         estimate=credits_text(job.estimated_credits),
+        next_try=next_try.strftime("%H:%M:%S UTC") if next_try is not None else None,
     )
 
 
@@ -502,7 +520,7 @@ def job_card(request: Request, job_id: str, actor: CurrentActor, db: SessionDep)
     job = get_job(db, actor.team_id, _uuid_or_404(job_id))
     if job is None:
         raise NotFound("That job")
-    return _card_response(request, actor, [card(job)])
+    return _card_response(request, actor, [card(job, account.peek(db))])
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse, summary="Cancel a queued job")
@@ -518,6 +536,9 @@ def cancel(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) 
     except JobError as exc:
         if exc.code == "not_found":
             raise NotFound("That job") from None
+        if exc.code == "forbidden":
+            # The same answer as the API: a refusal by role is a 403, not a card with a notice.
+            raise Forbidden(exc.message) from None
         current = get_job(db, actor.team_id, _uuid_or_404(job_id))
         if current is None:
             raise NotFound("That job") from None

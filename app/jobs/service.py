@@ -8,11 +8,13 @@ import io
 import random
 import re
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
 
 from app.bfl.catalogue import (
     count_reference_images,
@@ -25,14 +27,15 @@ from app.bfl.errors import FieldError, RequestInvalid
 from app.costs.service import reserve_for_jobs
 from app.jobs import messages, state
 from app.jobs.models import Job, JobStatus
+from app.limits import size_text
 from app.settings import get_settings
 from app.storage import get_storage
 
 #: Reference images are kept in storage; params hold `stored:<key>` in their place, and the
 #: worker swaps the bytes back in (base64) just before the POST.
 STORED_PREFIX = "stored:"
-#: Largest reference image accepted, in bytes.
-MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+#: Longest prompt, in characters: one limit for the API, the generate page and retries alike.
+MAX_PROMPT_CHARS = 10_000
 #: Seeds BFL accepts (the catalogue's bound); batches wrap around at the top.
 _SEED_SPACE = 2**32
 #: Random seeds stay below 2**31 so they read the same in every tool and language.
@@ -89,6 +92,8 @@ def image_size(data: bytes) -> tuple[int, int] | None:
             return image.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
+    except PILImage.DecompressionBombError:
+        return None
 
 
 def reference_size(value: Any) -> tuple[int, int] | None:
@@ -112,32 +117,75 @@ def reference_size(value: Any) -> tuple[int, int] | None:
         return None
 
 
-def _store_reference(team_id: uuid.UUID, data: bytes, position: int) -> str:
+def upload_size_problem(upload: UploadFile) -> str | None:
+    """Why an uploaded reference file is too large (read from its size, not its bytes), or None."""
+    limit = get_settings().MAX_REFERENCE_IMAGE_BYTES
+    if upload.size is not None and upload.size > limit:
+        return (
+            f"the file is larger than {size_text(limit)} (MAX_REFERENCE_IMAGE_BYTES); "
+            "use a smaller file"
+        )
+    return None
+
+
+def _reference_problem(data: bytes) -> tuple[str | None, str]:
+    """(why the reference cannot be used or None, its Pillow format).
+
+    Only the header is read: the pixel count is checked from the declared size, never by
+    decoding, so a small file declaring a huge picture (a decompression bomb) costs nothing.
+    Animated images are refused rather than cut to their first frame, so nobody is surprised
+    by which frame was used.
+    """
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
-    field = "reference_images"
+    settings = get_settings()
     if not data:
-        raise RequestInvalid([FieldError(field, f"reference image {position} is empty")])
-    if len(data) > MAX_REFERENCE_BYTES:
-        raise RequestInvalid(
-            [
-                FieldError(
-                    field,
-                    f"reference image {position} is larger than "
-                    f"{MAX_REFERENCE_BYTES // (1024 * 1024)} MB; use a smaller file",
-                )
-            ]
-        )
+        return "the file is empty", ""
+    if len(data) > settings.MAX_REFERENCE_IMAGE_BYTES:
+        limit = size_text(settings.MAX_REFERENCE_IMAGE_BYTES)
+        return f"the file is larger than {limit} (MAX_REFERENCE_IMAGE_BYTES); use a smaller one", ""
+    not_an_image = "must be a JPEG, PNG or WebP image"
+    max_pixels = settings.MAX_REFERENCE_IMAGE_PIXELS
     try:
-        with PILImage.open(io.BytesIO(data)) as image:
-            kind = image.format or ""
-            image.verify()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        kind = ""
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as image:
+                kind = image.format or ""
+                width, height = image.size
+                frames = int(getattr(image, "n_frames", 1) or 1)
+                # verify() reads the data but keeps no pixels; skip it for what is refused anyway.
+                if kind in _REFERENCE_TYPES and width * height <= max_pixels:
+                    image.verify()
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+        return _too_many_pixels(None), ""
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError):
+        return not_an_image, ""
+    except Exception:
+        return not_an_image, ""
     if kind not in _REFERENCE_TYPES:
+        return not_an_image, ""
+    if width * height > max_pixels:
+        return _too_many_pixels((width, height)), kind
+    if frames > 1:
+        return f"the image is animated ({frames} frames); use a still image", kind
+    return None, kind
+
+
+def _too_many_pixels(size: tuple[int, int] | None) -> str:
+    limit = get_settings().MAX_REFERENCE_IMAGE_PIXELS
+    declared = f" ({size[0]} x {size[1]})" if size else ""
+    return (
+        f"the image declares more than {limit:,} pixels{declared} "
+        "(MAX_REFERENCE_IMAGE_PIXELS); use a smaller image"
+    )
+
+
+def _store_reference(team_id: uuid.UUID, data: bytes, position: int) -> str:
+    problem, kind = _reference_problem(data)
+    if problem is not None:
         raise RequestInvalid(
-            [FieldError(field, f"reference image {position} must be a JPEG, PNG or WebP image")]
+            [FieldError("reference_images", f"reference image {position}: {problem}")]
         )
     content_type, extension = _REFERENCE_TYPES[kind]
     # Content-addressed: the same picture used in many jobs is stored once.
@@ -185,6 +233,17 @@ def create_jobs(
     """
     count = _check_count(count)
     given = dict(params)
+    prompt = given.get("prompt")
+    if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
+        raise RequestInvalid(
+            [
+                FieldError(
+                    "prompt",
+                    f"the prompt has {len(prompt):,} characters; "
+                    f"shorten it to at most {MAX_PROMPT_CHARS:,}",
+                )
+            ]
+        )
     for name in _INTERNAL_FIELDS:
         if given.get(name) not in (None, ""):
             raise RequestInvalid([FieldError(name, f"{name} is set by the studio; leave it out")])

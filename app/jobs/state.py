@@ -7,7 +7,7 @@ poll, a cancel racing a claim). Callers treat None as "someone else did it: do n
     queued ──claim──▶ submitting ──accepted──▶ pending ──ready──▶ ready
       │  ▲               │   │                   ├──▶ moderated
       │  └──requeue──────┘   └──▶ failed          └──▶ failed
-      └──▶ cancelled
+      └──▶ cancelled, failed (queue deadline)
 
 Terminal transitions call the cost hook in the same transaction, and transitions that free a
 slot of the active-task cap wake the dispatcher after commit.
@@ -30,9 +30,10 @@ from app.jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from app.ops.metrics import job_changed
 
 #: The state machine of DESIGN.md; submitting → queued is the safe re-queue after a refusal
-#: (429, or a POST that never left), which created no task at BFL.
+#: (429, 503, or a POST that never left), which created no task at BFL; queued → failed is a
+#: job never sent within QUEUE_DEADLINE_S.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.SUBMITTING, JobStatus.CANCELLED}),
+    JobStatus.QUEUED: frozenset({JobStatus.SUBMITTING, JobStatus.CANCELLED, JobStatus.FAILED}),
     JobStatus.SUBMITTING: frozenset({JobStatus.PENDING, JobStatus.QUEUED, JobStatus.FAILED}),
     JobStatus.PENDING: frozenset({JobStatus.READY, JobStatus.MODERATED, JobStatus.FAILED}),
 }
@@ -99,6 +100,21 @@ def requeue(
             "error_message": error_message,
         },
     )
+
+
+def clear_waits(db: Session) -> int:
+    """queued → queued: every queued job may go as soon as a slot is free.
+
+    The waits were the BFL account's (an outage, a rate-limit pause), now over. Returns how
+    many jobs had one.
+    """
+    result = db.execute(
+        update(Job)
+        .where(Job.status == JobStatus.QUEUED.value, Job.not_before.is_not(None))
+        .values(not_before=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def mark_pending(
@@ -223,23 +239,24 @@ def finish_unsuccessfully(
     error_code: str,
     error_message: str,
     now: datetime | None = None,
+    moderation_reasons: list[str] | None = None,
 ) -> Job | None:
-    """→ failed / moderated / cancelled, with a machine code and a message for people."""
+    """→ failed / moderated / cancelled, with a machine code and a message for people.
+
+    `moderation_reasons` are the filters BFL named for a moderated task, kept as it sent them.
+    """
     if target not in (JobStatus.FAILED, JobStatus.MODERATED, JobStatus.CANCELLED):
         raise IllegalTransition(f"{target} is not an unsuccessful end")
-    return _guarded(
-        db,
-        job_id,
-        expected,
-        target,
-        {
-            "error_code": error_code,
-            "error_message": error_message,
-            "finished_at": now or utcnow(),
-            "next_poll_at": None,
-            "not_before": None,
-        },
-    )
+    values: dict[str, Any] = {
+        "error_code": error_code,
+        "error_message": error_message,
+        "finished_at": now or utcnow(),
+        "next_poll_at": None,
+        "not_before": None,
+    }
+    if moderation_reasons is not None:
+        values["moderation_reasons"] = list(moderation_reasons)
+    return _guarded(db, job_id, expected, target, values)
 
 
 def cancel(db: Session, job_id: uuid.UUID, *, by_name: str = "") -> Job | None:
@@ -256,7 +273,12 @@ def cancel(db: Session, job_id: uuid.UUID, *, by_name: str = "") -> Job | None:
 
 
 def note_late_acceptance(
-    db: Session, job_id: uuid.UUID, *, bfl_id: str, cost_credits: Decimal | None
+    db: Session,
+    job_id: uuid.UUID,
+    *,
+    bfl_id: str,
+    cost_credits: Decimal | None,
+    error_message: str | None = None,
 ) -> Job | None:
     """Record BFL's answer on a job reconciled as `submission_unknown` before the answer came.
 
@@ -265,9 +287,13 @@ def note_late_acceptance(
     all. Not a transition: the job stays failed (nobody polls it), but it gets BFL's id, for
     an admin to find the task, and its charge: the cost BFL reported, or the estimate when it
     reported none, written to the ledger in this transaction, which settles the reservation
-    that `submission_unknown` kept held. Returns the job, or None when it was not in that state
-    (the id was recorded already, or the job ended some other way).
+    that `submission_unknown` kept held. `error_message`, when given, replaces the message that
+    said no answer came. Returns the job, or None when it was not in that state (the id was
+    recorded already, or the job ended some other way).
     """
+    values: dict[str, Any] = {"bfl_id": bfl_id, "cost_credits": cost_credits}
+    if error_message is not None:
+        values["error_message"] = error_message
     stmt = (
         update(Job)
         .where(
@@ -276,7 +302,7 @@ def note_late_acceptance(
             Job.error_code == "submission_unknown",
             Job.bfl_id.is_(None),
         )
-        .values(bfl_id=bfl_id, cost_credits=cost_credits)
+        .values(**values)
         .returning(Job)
         .execution_options(populate_existing=True, synchronize_session=False)
     )

@@ -91,9 +91,10 @@ def _on_after_setup(sender: Any = None, instance: Any = None, **_: Any) -> None:
 
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     global _heartbeat
-    hostname = _worker_identity.get("hostname") or getattr(sender, "hostname", None)
+    # The Celery node name (`studio worker` makes it unique: studio-worker-<pid>@<host>).
+    name = _worker_identity.get("hostname") or getattr(sender, "hostname", None)
     _heartbeat = Heartbeat(
-        "worker", hostname=hostname, concurrency=_worker_identity.get("concurrency", 0)
+        "worker", name=name, concurrency=_worker_identity.get("concurrency", 0)
     ).start()
     port = get_settings().WORKER_METRICS_PORT
     if port:

@@ -11,7 +11,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.db import get_engine
+from app.db import get_engine, session_scope, utcnow
+from app.jobs import account
 from app.settings import get_settings
 
 router = APIRouter(tags=["health"])
@@ -62,9 +63,17 @@ def _bfl() -> None:
 def readyz() -> JSONResponse:
     checks = {"database": _check(_database), "redis": _check(_redis), "bfl": _check(_bfl)}
     ready = all(c["ok"] for c in checks.values())
-    body = {
+    body: dict[str, Any] = {
         "status": "ready" if ready else "unavailable",
         "bfl_emulated": get_settings().bfl_emulated,
         "checks": checks,
     }
+    if checks["database"]["ok"]:
+        # What the workers found: an outage or rate limit of the BFL account, for the whole
+        # studio ("BFL unreachable since 14:02 UTC — 37 jobs waiting").
+        try:
+            with session_scope() as db:
+                body["bfl_account"] = account.status(db, get_settings(), utcnow()).as_dict()
+        except Exception as exc:
+            body["bfl_account"] = {"error": type(exc).__name__}
     return JSONResponse(body, status_code=200 if ready else 503)

@@ -44,10 +44,15 @@ def redis_client() -> redis.Redis:
 
 @dataclass(frozen=True)
 class ProcessBeat:
-    """What a live worker or beat process last said about itself."""
+    """What a live worker or beat process last said about itself.
+
+    `name` is the process's own name (a worker's Celery node name, `studio-worker-<pid>@<host>`),
+    `host` the machine it runs on.
+    """
 
     role: str
-    hostname: str
+    name: str
+    host: str
     pid: int
     concurrency: int
     started_at: datetime
@@ -59,11 +64,17 @@ class ProcessBeat:
 
 
 class Heartbeat:
-    """A daemon thread that refreshes `<prefix>studio:heartbeat:<role>:<hostname>` in Redis."""
+    """A daemon thread that refreshes `<prefix>studio:heartbeat:<role>:<name>:<pid>` in Redis.
 
-    def __init__(self, role: str, hostname: str | None = None, concurrency: int = 0) -> None:
+    The key holds the process id as well as the name, so two processes can never share one
+    heartbeat, even when started under the same name: each counts as alive on its own.
+    """
+
+    def __init__(self, role: str, name: str | None = None, concurrency: int = 0) -> None:
         self.role = role
-        self.hostname = hostname or socket.gethostname()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.name = name or f"{role}-{self.pid}@{self.host}"
         self.concurrency = concurrency
         self.started_at = datetime.now(UTC)
         self._stop = threading.Event()
@@ -71,13 +82,14 @@ class Heartbeat:
 
     @property
     def key(self) -> str:
-        return f"{_key_prefix()}{self.role}:{self.hostname}"
+        return f"{_key_prefix()}{self.role}:{self.name}:{self.pid}"
 
     def beat(self) -> None:
         body = {
             "role": self.role,
-            "hostname": self.hostname,
-            "pid": os.getpid(),
+            "name": self.name,
+            "host": self.host,
+            "pid": self.pid,
             "concurrency": self.concurrency,
             "started_at": self.started_at.isoformat(),
             "seen_at": datetime.now(UTC).isoformat(),
@@ -115,7 +127,7 @@ class Heartbeat:
 
 
 def alive(role: str = "worker") -> list[ProcessBeat]:
-    """Processes of `role` whose heartbeat has not expired, by hostname."""
+    """Processes of `role` whose heartbeat has not expired (one each), by host and name."""
     client = redis_client()
     keys = sorted(client.scan_iter(match=f"{_key_prefix()}{role}:*", count=200))
     if not keys:
@@ -129,7 +141,8 @@ def alive(role: str = "worker") -> list[ProcessBeat]:
             beats.append(
                 ProcessBeat(
                     role=str(data["role"]),
-                    hostname=str(data["hostname"]),
+                    name=str(data["name"]),
+                    host=str(data["host"]),
                     pid=int(data["pid"]),
                     concurrency=int(data.get("concurrency", 0)),
                     started_at=datetime.fromisoformat(data["started_at"]),
@@ -138,7 +151,7 @@ def alive(role: str = "worker") -> list[ProcessBeat]:
             )
         except (ValueError, KeyError, TypeError):
             continue
-    return sorted(beats, key=lambda b: b.hostname)
+    return sorted(beats, key=lambda b: (b.host, b.name, b.pid))
 
 
 def wait_for(role: str, count: int, timeout: float) -> list[ProcessBeat]:

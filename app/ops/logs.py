@@ -3,7 +3,8 @@
 structlog renders both its own events and the standard library's records (uvicorn, Celery,
 httpx, the BFL client), so every line carries the same context: the request id in the web app,
 the Celery task and job id in the worker. A redaction pass runs last, on the finished event, so
-no processor or library can put the BFL key, a session cookie or a bearer token into a line.
+no processor or library can put the BFL key, a session cookie, a bearer token or a link token
+(invite, webhook) into a line.
 """
 
 from __future__ import annotations
@@ -53,7 +54,21 @@ _SECRET_PATTERNS = (
     (re.compile(r"(?i)(x-key['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"), r"\1" + REDACTED),
     # Personal API tokens of the studio.
     (re.compile(r"\bfts_[A-Za-z0-9_-]{8,}"), REDACTED),
+    # Link tokens in paths and URLs: invite links, BFL webhook URLs, password-reset links.
+    (re.compile(r"(/invite/)[^/?#\s\"',;]+"), r"\1" + REDACTED),
+    (re.compile(r"(/bfl/webhook/[^/?#\s\"',;]+/)[^/?#\s\"',;]+"), r"\1" + REDACTED),
+    (re.compile(r"(/(?:password-)?reset/)[^/?#\s\"',;]+"), r"\1" + REDACTED),
+    # Token-like query parameters (`?token=`, `&invite_token=`, `?key=`, `?signature=` ...).
+    (
+        re.compile(
+            r"(?i)([?&](?:[a-z_]*token|[a-z_]*key|[a-z_]*secret|password|sig|signature|code)=)"
+            r"[^&#\s\"']+"
+        ),
+        r"\1" + REDACTED,
+    ),
 )
+#: Path parameters that carry a credential: their values never reach a log line.
+SECRET_PATH_PARAMS = frozenset({"token", "invite_token", "reset_token", "secret"})
 
 
 def known_secrets(settings: Settings) -> list[str]:
@@ -108,6 +123,13 @@ class Redactor:
             else:
                 event[key] = self._clean(event[key])
         return event
+
+
+def redact_url_text(text: str) -> str:
+    """A path or query string with link tokens and token-like parameters redacted."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _is_secret_key(key: Any) -> bool:

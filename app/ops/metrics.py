@@ -272,6 +272,21 @@ class StudioCollector(Collector):
             "The account's cap on active BFL tasks (BFL_MAX_ACTIVE_TASKS).",
             figures.cap,
         )
+        yield _gauge(
+            "studio_bfl_effective_cap",
+            "The cap the dispatcher uses: BFL_MAX_ACTIVE_TASKS, or lower as learned from 429s.",
+            figures.effective_cap,
+        )
+        yield _gauge(
+            "studio_bfl_outage",
+            "1 while BFL is unreachable for the account and nothing is sent, else 0.",
+            int(figures.bfl_outage),
+        )
+        yield _gauge(
+            "studio_bfl_rate_limited",
+            "1 while a 429 (or X-RateLimit-Remaining 0) pauses sending, else 0.",
+            int(figures.bfl_rate_limited),
+        )
         spent = CounterMetricFamily(
             "studio_credits_spent",
             "BFL credits charged, from the studio's ledger, by model.",

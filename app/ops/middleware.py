@@ -11,7 +11,13 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.ops import metrics
-from app.ops.logs import configure_logging, get_logger
+from app.ops.logs import (
+    REDACTED,
+    SECRET_PATH_PARAMS,
+    configure_logging,
+    get_logger,
+    redact_url_text,
+)
 
 REQUEST_ID_HEADER = "x-request-id"
 #: A caller's id is kept only when it is short and plain, so it cannot forge log structure.
@@ -45,6 +51,17 @@ def route_label(scope: Scope) -> str:
     static = template.split("{", 1)[0]
     at = path.find(static) if static else -1
     return (path[:at] + template) if at > 0 else template
+
+
+def loggable_path(scope: Scope) -> str:
+    """The requested path with every credential-carrying path parameter (an invite link's
+    token, a webhook URL's token) replaced by `[redacted]`, then the shape-based redaction."""
+    path = str(scope.get("path", ""))
+    params = scope.get("path_params") or {}
+    for name, value in params.items():
+        if name in SECRET_PATH_PARAMS and isinstance(value, str) and value:
+            path = path.replace(value, REDACTED)
+    return redact_url_text(path)
 
 
 class RequestContextMiddleware:
@@ -86,10 +103,12 @@ class RequestContextMiddleware:
             metrics.observe_http_request(method, route, status, elapsed)
             path = scope.get("path", "")
             if path not in _QUIET_PATHS and not path.startswith("/static/"):
+                query = scope.get("query_string", b"").decode("latin-1")
                 log.info(
                     "request",
                     method=method,
-                    path=path,
+                    path=loggable_path(scope),
+                    **({"query": redact_url_text("?" + query)[1:]} if query else {}),
                     route=route,
                     status=status,
                     duration_ms=round(elapsed * 1000, 1),

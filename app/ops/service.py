@@ -19,6 +19,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from app.auth.models import User
 from app.costs.models import Charge, CreditBalance
 from app.db import get_sessionmaker, utcnow
+from app.jobs import account
 from app.jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from app.ops import heartbeat
 from app.settings import get_settings
@@ -40,6 +41,10 @@ class ScrapeFigures:
     credits_by_model: dict[str, Decimal]
     credit_balance: Decimal | None
     workers_alive: int | None
+    #: The BFL account as the workers found it (app/jobs/account.py).
+    bfl_outage: bool = False
+    bfl_rate_limited: bool = False
+    effective_cap: int = 0
 
 
 def _status_counts(db: Session) -> dict[tuple[str, str], int]:
@@ -79,6 +84,7 @@ def scrape_figures() -> ScrapeFigures:
             )
         }
         balance = latest_credit_balance(db)
+        bfl_account = account.status(db, get_settings(), now)
     workers = _workers_alive()
     return ScrapeFigures(
         jobs_by_status_model=counts,
@@ -89,6 +95,9 @@ def scrape_figures() -> ScrapeFigures:
         credits_by_model=credits,
         credit_balance=balance.credits if balance is not None else None,
         workers_alive=len(workers) if workers is not None else None,
+        bfl_outage=bfl_account.kind == "outage",
+        bfl_rate_limited=bfl_account.kind == "rate_limited",
+        effective_cap=bfl_account.cap,
     )
 
 
@@ -231,11 +240,15 @@ def ops_snapshot(db: Session, team_id: uuid.UUID) -> OpsSnapshot:
         beats = None
     if workers is None:
         notes.append("Redis does not answer: worker heartbeats are unknown.")
+    # The BFL account's state (outage, rate limit, learned cap) is the whole studio's.
+    bfl_account = account.status(db, settings, now)
+    if bfl_account.kind != "ok" or bfl_account.cap < bfl_account.configured_cap:
+        notes.append(bfl_account.message)
     return OpsSnapshot(
         now=now,
         queued=by_status.get(JobStatus.QUEUED.value, 0),
         active=sum(by_status.get(s.value, 0) for s in ACTIVE_STATUSES),
-        cap=settings.BFL_MAX_ACTIVE_TASKS,
+        cap=bfl_account.cap,
         by_status=by_status,
         workers=workers,
         beats=beats,

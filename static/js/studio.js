@@ -226,12 +226,63 @@
     });
   }
 
+  // Sizes that depend on the data come as data-* attributes and are set here: the
+  // Content-Security-Policy allows no inline style attributes.
+  function dataStyles(root) {
+    var all = function (selector) {
+      var found = root.querySelectorAll ? Array.prototype.slice.call(root.querySelectorAll(selector)) : [];
+      if (root.matches && root.matches(selector)) found.push(root);
+      return found;
+    };
+    all("[data-aspect]").forEach(function (node) {
+      node.style.aspectRatio = node.getAttribute("data-aspect");
+    });
+    all("[data-percent]").forEach(function (node) {
+      var value = parseFloat(node.getAttribute("data-percent"));
+      if (!isNaN(value)) node.style.width = Math.max(0, Math.min(100, value)) + "%";
+    });
+  }
+
+  // A read-only field holding a link or token selects its whole text when focused.
+  document.addEventListener("focusin", function (event) {
+    var target = event.target;
+    if (target && target.hasAttribute && target.hasAttribute("data-select-on-focus")) target.select();
+  });
+
   function init(root) {
     localTimes(root);
+    dataStyles(root);
     var form = root.querySelector ? root.querySelector("#generate-form") : null;
     if (!form && root.id === "generate-form") form = root;
     if (form) applyModel(form, false);
   }
+
+  // htmx swaps in only 2xx answers; a refusal (403 not allowed, 413 too large, 422 over a
+  // limit) would otherwise change nothing on the page. Show its message at the top instead.
+  function refusalText(xhr) {
+    try {
+      var page = new DOMParser().parseFromString(xhr.responseText, "text/html");
+      var found = page.querySelector(".error-page p");
+      if (found && found.textContent) return found.textContent;
+    } catch (ignored) { /* not HTML */ }
+    try {
+      return JSON.parse(xhr.responseText).error.message;
+    } catch (ignored) { /* not JSON either */ }
+    return "The studio refused this request (" + xhr.status + ").";
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    var notice = document.getElementById("request-refused");
+    if (!notice) {
+      notice = document.createElement("p");
+      notice.id = "request-refused";
+      notice.className = "notice notice-error";
+      notice.setAttribute("role", "alert");
+      var main = document.querySelector("main") || document.body;
+      main.insertBefore(notice, main.firstChild);
+    }
+    notice.textContent = refusalText(event.detail.xhr);
+  });
 
   document.addEventListener("DOMContentLoaded", function () { init(document); });
   document.addEventListener("htmx:load", function (event) { init(event.target); });

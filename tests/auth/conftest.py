@@ -53,6 +53,16 @@ def client(client_factory: Callable[..., TestClient]) -> TestClient:
 
 
 @pytest.fixture(autouse=True)
+def _public_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Invite links are built from PUBLIC_URL (never from the Host header)."""
+    monkeypatch.setenv("PUBLIC_URL", "https://testserver")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _forget_login_failures() -> Iterator[None]:
     """Delete this run's throttle counters (only keys under the run's own prefix)."""
     yield

@@ -107,7 +107,7 @@ def test_too_short_or_mismatched_new_password_is_refused_with_the_reason(
         "/account/password",
         {"current_password": PASSWORD, "new_password": "short", "new_password_again": "short"},
     )
-    assert short.status_code == 400 and "at least 10 characters" in short.text
+    assert short.status_code == 400 and "at least 12 characters" in short.text
     differ = _post(
         client,
         "/account/password",

@@ -6,14 +6,21 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.models import AuthSession, Invite, Role
-from app.auth.service import find_user_by_email, membership_of
+from app.auth.service import (
+    NotInTeam,
+    accept_invite_new_user,
+    find_user_by_email,
+    membership_of,
+)
 from app.db import utcnow
 from app.security import token_hash
+from app.settings import get_settings
 from tests.auth.support import csrf_from, login
 from tests.factories import PASSWORD, Person, make_person
 
@@ -157,9 +164,9 @@ def test_a_refused_sign_up_does_not_use_up_the_link(
     admin = make_person(db, role=Role.ADMIN)
     raw = _invite(_as(client_factory, admin))
     taken = _sign_up(client_factory(), raw, email=admin.user.email)
-    assert taken.status_code == 400 and "exists already" in taken.text
+    assert taken.status_code == 400 and "No new account can be made" in taken.text
     short = _sign_up(client_factory(), raw, password="short", password_again="short")
-    assert short.status_code == 400 and "at least 10 characters" in short.text
+    assert short.status_code == 400 and "at least 12 characters" in short.text
     assert _sign_up(client_factory(), raw).status_code == 303
 
 
@@ -196,3 +203,86 @@ def test_admin_withdraws_an_invite(db: Session, client_factory: Callable[..., Te
     )
     assert response.status_code == 303
     assert client_factory().get(f"/invite/{raw}").status_code == 404
+
+
+def _answer(response) -> str:
+    found = re.search(r'id="invite-error">([^<]*)<', response.text)
+    assert found, response.text[:500]
+    return found.group(1)
+
+
+def test_the_invite_form_does_not_tell_which_emails_have_accounts(
+    db: Session, client_factory: Callable[..., TestClient]
+) -> None:
+    admin = make_person(db, role=Role.ADMIN)
+    other = make_person(db)
+    raw = _invite(_as(client_factory, admin))
+    # A weak password gets the same answer for a taken email and a free one.
+    weak_taken = _sign_up(
+        client_factory(), raw, email=other.user.email, password="password1234",
+        password_again="password1234",
+    )  # fmt: skip
+    weak_free = _sign_up(
+        client_factory(), raw, email="free.one@example.com", password="password1234",
+        password_again="password1234",
+    )  # fmt: skip
+    assert weak_taken.status_code == weak_free.status_code == 400
+    assert _answer(weak_taken) == _answer(weak_free)
+    # A taken email never hears "exists": the answer is the same for any taken email, and
+    # names no account.
+    first = _sign_up(client_factory(), raw, email=other.user.email)
+    second = _sign_up(client_factory(), raw, email=admin.user.email)
+    assert first.status_code == second.status_code == 400
+    assert _answer(first) == _answer(second)
+    assert "exist" not in _answer(first).lower()
+    assert other.user.email not in _answer(first)
+
+
+def test_an_invite_link_stops_after_too_many_refused_tries(
+    db: Session, client_factory: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INVITE_MAX_ATTEMPTS", "3")
+    get_settings.cache_clear()
+    admin = make_person(db, role=Role.ADMIN)
+    raw = _invite(_as(client_factory, admin))
+    emails = [make_person(db).user.email for _ in range(3)]
+    for email in emails[:2]:
+        assert _sign_up(client_factory(), raw, email=email).status_code == 400
+    # The third refusal wears the link out, and says so.
+    last = _sign_up(client_factory(), raw, email=emails[2])
+    assert last.status_code == 404 and "tried too many times" in last.text
+    # From now on the link refuses everyone, with a clear word, even a free email.
+    worn = client_factory().get(f"/invite/{raw}")
+    assert worn.status_code == 404 and "tried too many times" in worn.text
+    with pytest.raises(NotInTeam, match="tried too many times"):
+        accept_invite_new_user(
+            db, raw, name="Late", email="free.two@example.com", password=PASSWORD
+        )
+    assert find_user_by_email(db, "free.two@example.com") is None
+
+
+def test_invite_links_use_public_url_and_never_the_host_header(
+    db: Session, client_factory: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = make_person(db, role=Role.ADMIN)
+    client = _as(client_factory, admin)
+    monkeypatch.setenv("PUBLIC_URL", "https://studio.example.com/")
+    get_settings.cache_clear()
+    token = csrf_from(client.get("/account").text)
+    page = client.post(
+        "/team/invites",
+        data={"role": "member", "email": "", "csrf_token": token},
+        headers={"host": "evil.example"},
+    )
+    assert page.status_code == 201
+    assert 'value="https://studio.example.com/invite/' in page.text
+    assert "evil.example" not in page.text
+
+    monkeypatch.delenv("PUBLIC_URL")
+    get_settings.cache_clear()
+    refused = client.post(
+        "/team/invites", data={"role": "member", "email": "", "csrf_token": token}
+    )
+    assert refused.status_code == 409
+    assert "set PUBLIC_URL" in refused.text
+    assert "/invite/" not in refused.text

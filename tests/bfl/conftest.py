@@ -13,6 +13,9 @@ from app.bfl.client import BFLClient, PollResult, Submission
 from app.emulator import EmulatorConfig, EmulatorServer
 
 API_KEY = "bfl-test-key-7f3a9c2e51d04b8a6c1e"
+#: The emulator hands out polling URLs on the other loopback name (127.0.0.1 <-> localhost),
+#: as BFL hands out regional hosts; the client follows them only when allowed.
+EMULATOR_POLLING_HOSTS = ("bfl.ai", "localhost", "127.0.0.1")
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +35,11 @@ def emulator(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
 @pytest.fixture
 def client(emulator: EmulatorServer) -> Iterator[BFLClient]:
     with BFLClient(
-        emulator.base_url, API_KEY, allow_insecure_urls=True, timeout=httpx.Timeout(5.0)
+        emulator.base_url,
+        API_KEY,
+        allow_insecure_urls=True,
+        timeout=httpx.Timeout(5.0),
+        allowed_hosts=EMULATOR_POLLING_HOSTS,
     ) as bfl:
         yield bfl
 

@@ -27,7 +27,7 @@ from app.bfl.errors import (
     ServerFailed,
 )
 from app.emulator import EmulatorServer
-from tests.bfl.conftest import API_KEY
+from tests.bfl.conftest import API_KEY, EMULATOR_POLLING_HOSTS
 
 Wait = Callable[[Submission], PollResult]
 
@@ -75,7 +75,11 @@ def test_poll_uses_the_polling_url_it_was_given(
     submission = _submit(client)
     # A client whose base URL is dead can only succeed by polling the polling_url.
     with BFLClient(
-        f"http://127.0.0.1:{closed_port}", API_KEY, allow_insecure_urls=True, timeout=2.0
+        f"http://127.0.0.1:{closed_port}",
+        API_KEY,
+        allow_insecure_urls=True,
+        timeout=2.0,
+        allowed_hosts=EMULATOR_POLLING_HOSTS,
     ) as elsewhere:
         result = elsewhere.poll(submission.polling_url, submission.id)
     assert result.status in (TaskStatus.PENDING, TaskStatus.READY)
@@ -109,6 +113,21 @@ def test_terminal_failure_statuses(
     assert result.status is status
     assert result.sample_url is None
     assert result.message is not None and words in result.message
+
+
+def test_moderation_reasons_and_bfl_s_own_words_are_parsed(
+    client: BFLClient, emulator: EmulatorServer, wait_done: Wait
+) -> None:
+    emulator.configure(moderation_reasons=["Derivative Works Filter", "Public Figures Filter"])
+    moderated = wait_done(_submit(client, "a cat [[request-moderated]]"))
+    assert moderated.moderation_reasons == ("Derivative Works Filter", "Public Figures Filter")
+    assert moderated.explanation == "Derivative Works Filter, Public Figures Filter"
+    failed = wait_done(_submit(client, "a cat [[error]]"))
+    assert failed.moderation_reasons == ()
+    # BFL's words alone, without the "error:" key or our own sentence around them.
+    assert failed.explanation == "Emulated generation failure (trigger word)"
+    ready = wait_done(_submit(client, "a cat"))
+    assert (ready.moderation_reasons, ready.explanation) == ((), None)
 
 
 def test_unknown_and_expired_tasks_are_not_found(

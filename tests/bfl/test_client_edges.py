@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -20,8 +21,10 @@ from app.bfl.errors import (
     NotSent,
     OutcomeUnknown,
     RateLimited,
+    RateLimitInfo,
     RequestRejected,
     ServerFailed,
+    ServiceUnavailable,
     UnexpectedResponse,
 )
 
@@ -76,6 +79,79 @@ def test_retry_after_seconds_and_http_date() -> None:
     )
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def test_retry_after_reads_every_http_date_form_and_ignores_garbage() -> None:
+    # RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms, all in GMT.
+    now = datetime(1994, 11, 6, 8, 48, 37, tzinfo=UTC)
+    for form in (
+        "Sun, 06 Nov 1994 08:49:37 GMT",
+        "Sunday, 06-Nov-94 08:49:37 GMT",
+        "Sun Nov  6 08:49:37 1994",
+    ):
+        assert parse_retry_after(form, now=now) == 60.0, form
+    assert parse_retry_after("7200") == 7200.0  # honoured here; the studio caps it
+    for garbage in ("", "   ", "-5", "1e3", "inf", "nan", "0x10", "5 seconds", "Sun, 99 Foo"):
+        assert parse_retry_after(garbage) is None, garbage
+
+
+def test_a_429_body_retry_after_is_used_when_the_header_is_absent_or_unreadable(
+    make_client: Callable[..., tuple[BFLClient, Recorder]],
+) -> None:
+    body = {"error": "rate_limit_exceeded", "message": "Too many tasks", "retry_after": 5}
+    for headers, expected in (
+        ({}, 5.0),
+        ({"Retry-After": "soon"}, 5.0),
+        ({"Retry-After": "9"}, 9.0),
+    ):
+        client, _ = make_client(lambda r, h=headers: httpx.Response(429, json=body, headers=h))
+        with pytest.raises(RateLimited) as caught:
+            client.submit("flux-2-pro", {"prompt": "x"})
+        assert caught.value.retry_after == expected
+        assert "Too many tasks" in caught.value.message
+    client, _ = make_client(
+        lambda r: httpx.Response(429, json={"error": "x", "retry_after": "tomorrow"})
+    )
+    with pytest.raises(RateLimited) as caught:
+        client.submit("flux-2-pro", {"prompt": "x"})
+    assert caught.value.retry_after is None
+
+
+def test_x_ratelimit_headers_are_read_on_a_429_and_on_an_accepted_submission(
+    make_client: Callable[..., tuple[BFLClient, Recorder]],
+) -> None:
+    limits = {"X-RateLimit-Limit": "24", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "12"}
+    client, _ = make_client(lambda r: httpx.Response(429, json={"detail": "busy"}, headers=limits))
+    with pytest.raises(RateLimited) as caught:
+        client.submit("flux-2-pro", {"prompt": "x"})
+    assert caught.value.rate_limit == RateLimitInfo(limit=24, remaining=0, reset_after_s=12.0)
+
+    epoch = {"x-ratelimit-limit": "3", "x-ratelimit-reset": str(int(time.time()) + 30)}
+    client, _ = make_client(
+        lambda r: httpx.Response(200, json={"id": "t1", "polling_url": None}, headers=epoch)
+    )
+    submission = client.submit("flux-2-pro", {"prompt": "x"})
+    assert submission.rate_limit is not None
+    assert (submission.rate_limit.limit, submission.rate_limit.remaining) == (3, None)
+    assert 25 <= (submission.rate_limit.reset_after_s or 0) <= 30
+    client, _ = make_client(lambda r: httpx.Response(200, json={"id": "t2"}))
+    assert client.submit("flux-2-pro", {"prompt": "x"}).rate_limit is None
+
+
+def test_a_503_on_submit_means_not_created_but_other_5xx_do_not(
+    make_client: Callable[..., tuple[BFLClient, Recorder]],
+) -> None:
+    client, _ = make_client(lambda r: httpx.Response(503, text="Service Unavailable"))
+    with pytest.raises(ServiceUnavailable) as caught:
+        client.submit("flux-2-pro", {"prompt": "x"})
+    assert caught.value.safe_to_retry and caught.value.status_code == 503
+    assert isinstance(caught.value, ServerFailed)
+    for status in (500, 502, 504):
+        client, _ = make_client(lambda r, s=status: httpx.Response(s, text="oops"))
+        with pytest.raises(ServerFailed) as failed:
+            client.submit("flux-2-pro", {"prompt": "x"})
+        assert not isinstance(failed.value, ServiceUnavailable)
+        assert not failed.value.safe_to_retry
 
 
 def test_rate_limited_reads_an_http_date(

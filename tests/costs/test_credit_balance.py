@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -18,6 +20,7 @@ from app.embedded import free_port
 from app.emulator import EmulatorConfig, EmulatorServer
 from tests.costs.factories import make_charge
 from tests.factories import make_person
+from tests.pipeline_support import BeatProcess, WorkerProcess, pipeline_env, wait_until
 
 
 def test_refresh_stores_the_balance_bfl_reports(db: Session) -> None:
@@ -80,3 +83,24 @@ def test_no_spend_means_no_estimate(db: Session) -> None:
 def test_no_reading_yet(db: Session) -> None:
     outlook = credit_outlook(db)
     assert outlook.balance is None and outlook.checked_at is None
+
+
+def test_the_balance_is_read_as_soon_as_beat_starts(committed_db: Session, tmp_path: Path) -> None:
+    """Real beat and worker processes: a reading within seconds, not one interval later."""
+    assert committed_db.scalar(select(func.count()).select_from(CreditBalance)) == 0
+    config = EmulatorConfig(credits=Decimal("4321.5"), latency_mean_s=0.05)
+    with EmulatorServer(config) as emulator:
+        # The default interval (5 minutes): only the refresh at start can arrive in time.
+        env = pipeline_env(emulator, CREDIT_REFRESH_INTERVAL_S="300", DATA_DIR=str(tmp_path))
+        with WorkerProcess(env, concurrency=1), BeatProcess(env):
+            started = time.monotonic()
+            wait_until(
+                lambda: committed_db.scalar(select(func.count()).select_from(CreditBalance)),
+                timeout=30,
+                message="a credit balance reading after start",
+            )
+            took = time.monotonic() - started
+    committed_db.expire_all()
+    outlook = credit_outlook(committed_db)
+    assert outlook.balance == Decimal("4321.5")
+    assert took < 30

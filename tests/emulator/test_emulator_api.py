@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -124,6 +125,57 @@ def test_credits_are_charged_and_enforced(http: httpx.Client, emulator: Emulator
     assert refused.status_code == 402
     assert "Insufficient credits" in refused.json()["detail"]
     assert len(emulator.submissions()) == 1
+
+
+def test_an_outage_answers_503_everywhere_and_is_logged_as_refused(
+    http: httpx.Client, emulator: EmulatorServer
+) -> None:
+    accepted = _submit(http).json()
+    emulator.configure(unavailable=True)
+    for response in (
+        _submit(http),
+        http.get("/v1/get_result", params={"id": accepted["id"]}),
+        http.get("/v1/credits"),
+    ):
+        assert response.status_code == 503
+        assert response.json() == {"detail": "Service Unavailable"}
+    assert len(emulator.submissions()) == 1  # nothing was created
+    assert http.get("/_emulator/refusals").json() == {
+        "count": 1,
+        "refusals": [
+            {"model": "flux-2-pro", "status": 503, "time": emulator.service.refusals()[0]["time"]}
+        ],
+    }
+    emulator.configure(unavailable=False)
+    assert _submit(http).status_code == 200
+
+
+def test_a_429_in_every_form_bfl_may_send_it(http: httpx.Client, emulator: EmulatorServer) -> None:
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    emulator.configure(account_active_task_cap=1, latency_mean_s=20, rate_limit_headers=True)
+    ok = _submit(http)
+    assert ok.status_code == 200
+    assert ok.headers["x-ratelimit-limit"] == "1"
+    assert ok.headers["x-ratelimit-remaining"] == "0"
+    assert 19 <= int(ok.headers["x-ratelimit-reset"]) <= 21
+
+    emulator.configure(retry_after_s=7200, retry_after_format="http-date", rate_limit_body="error")
+    refused = _submit(http)
+    assert refused.status_code == 429
+    when = parsedate_to_datetime(refused.headers["retry-after"])
+    assert 7190 <= (when - datetime.now(UTC)).total_seconds() <= 7201
+    body = refused.json()
+    assert body["error"] == "rate_limit_exceeded" and body["retry_after"] == 7200
+    assert "Too many active tasks" in body["message"]
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+
+    emulator.configure(retry_after_format="none", rate_limit_body="detail")
+    bare = _submit(http)
+    assert bare.status_code == 429 and "retry-after" not in bare.headers
+    assert "Too many active tasks" in bare.json()["detail"]
+    assert [r["status"] for r in emulator.service.refusals()] == [429, 429]
 
 
 def test_active_task_cap_and_retry_after(http: httpx.Client, emulator: EmulatorServer) -> None:
@@ -291,3 +343,30 @@ def test_reference_images_are_priced_by_their_megapixels(http: httpx.Client) -> 
     # A URL's size is unknown until BFL fetches it: one megapixel.
     assert body["input_mp"] == 3.0
     assert body["cost"] == 7.5  # 3 + 1.5 x 3 input megapixels, in credits
+
+
+def test_moderated_tasks_name_their_reasons_as_bfl_does(
+    http: httpx.Client, emulator: EmulatorServer
+) -> None:
+    task_id = _submit(http, prompt="x [[request-moderated]]").json()["id"]
+    emulator.service.advance_clock(1)
+    assert _poll(http, task_id)["details"] == {"Moderation Reasons": ["Derivative Works Filter"]}
+    emulator.configure(moderation_reasons=["Public Figures Filter"])
+    assert _poll(http, task_id)["details"] == {"Moderation Reasons": ["Public Figures Filter"]}
+
+
+def test_answer_delay_holds_back_the_answer_of_a_task_that_already_exists(
+    http: httpx.Client, emulator: EmulatorServer
+) -> None:
+    emulator.configure(answer_delay_s=1.0)
+    seen: list[int] = []
+    sender = threading.Thread(target=lambda: seen.append(len(_submit(http).json()["id"])))
+    started = time.monotonic()
+    sender.start()
+    deadline = time.monotonic() + 5
+    while not emulator.submissions() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # BFL has the task (and charged it) while the answer is still on its way.
+    assert len(emulator.submissions()) == 1 and not seen
+    sender.join(10)
+    assert seen and time.monotonic() - started >= 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -74,3 +75,28 @@ def test_compose_keeps_metric_samples_per_container_and_metrics_private() -> Non
     assert "deploy/haproxy.cfg" in str(services["proxy"]["volumes"])
     balancer = (ROOT / "deploy" / "haproxy.cfg").read_text()
     assert "http-request deny deny_status 404 if { path /metrics }" in balancer
+
+
+def test_compose_web_trusts_only_its_own_proxy_for_the_client_address() -> None:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose is not installed")
+    env = dict(os.environ, SECRET_KEY="compose-check")
+    result = subprocess.run(
+        [tool, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    config = yaml.safe_load(result.stdout)
+    services = config["services"]
+    proxy_address = services["proxy"]["networks"]["default"]["ipv4_address"]
+    for name in ("web", "worker", "beat"):
+        assert services[name]["environment"]["TRUSTED_PROXIES"] == proxy_address
+    subnet = config["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(proxy_address) in ipaddress.ip_network(subnet)
+    # The trusted balancer must write the header itself: a client's own X-Forwarded-For is
+    # replaced, never passed on (the right-most hop is then always the real client).
+    balancer = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert "http-request set-header X-Forwarded-For %[src]" in balancer

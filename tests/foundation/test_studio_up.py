@@ -1,4 +1,5 @@
-"""`studio up` as a newcomer runs it: embedded services, a job that finishes, a clean stop."""
+"""`studio up` as a newcomer runs it: embedded services, a job that finishes, a clean stop,
+a SECRET_KEY of its own kept in DATA_DIR and invite links that point at it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -17,7 +19,9 @@ import httpx
 import psutil
 import pytest
 
+from app.bfl.webhooks import sign_webhook_token
 from app.embedded import free_port
+from app.settings import DEV_SECRET_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
 
@@ -42,6 +46,8 @@ class Studio:
                 "CELERY_KEY_PREFIX",
                 "PROMETHEUS_MULTIPROC_DIR",
                 "STUDIO_TEST_CONFIGURED",
+                "SECRET_KEY",
+                "PUBLIC_URL",
             }
         }
         env["EMULATOR_URL"] = f"http://127.0.0.1:{free_port()}"
@@ -191,6 +197,30 @@ def test_studio_up_runs_a_job_and_stops_cleanly(studio: tuple[Studio, str]) -> N
         assert image.headers["content-type"] == "image/jpeg"
         assert image.content[:2] == b"\xff\xd8"
 
+        # No SECRET_KEY was given: the studio made one, private, and every process signs
+        # with it (a webhook token made with it is accepted; one made with the built-in
+        # development value is not).
+        key_file = running.folder / "var" / "secret_key"
+        assert key_file.is_file(), "studio up kept no secret key in DATA_DIR"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text().strip()
+        assert len(key) >= 48 and key != DEV_SECRET_KEY
+        forged = client.post(f"/bfl/webhook/{job_id}/{sign_webhook_token(DEV_SECRET_KEY, job_id)}")
+        assert forged.status_code == 404
+        genuine = client.post(f"/bfl/webhook/{job_id}/{sign_webhook_token(key, job_id)}")
+        assert genuine.status_code == 202
+
+        # Invite links point at the local address studio up runs at, not the Host header.
+        invited = client.post(
+            "/team/invites",
+            data={"role": "member", "email": "", "csrf_token": csrf.group(1)},
+            headers={**_cookie_header(jar), "host": "evil.example"},
+        )
+        assert invited.status_code == 201, invited.text[:500]
+        port = base.rsplit(":", 1)[1]
+        assert f'value="http://localhost:{port}/invite/' in invited.text
+        assert "evil.example" not in invited.text
+
     started = running.processes()
     names = " ".join(" ".join(p.cmdline()) for p in started if _alive(p))
     for part in ("web", "worker", "beat", "emulator", "redis-server", "postgres"):
@@ -202,3 +232,7 @@ def test_studio_up_runs_a_job_and_stops_cleanly(studio: tuple[Studio, str]) -> N
     survivors = [p for p in started + running.processes() if _alive(p)]
     assert survivors == [], f"left running after Ctrl-C: {[p.cmdline() for p in survivors]}"
     assert (running.folder / "var" / "pgdata").is_dir(), "the database folder is not kept"
+    assert "using the one kept in" in running.text()
+    # The next run of this folder would read the same key (tests/foundation/test_secret_key.py
+    # runs ensure_secret_key twice); here the file is untouched by the stop.
+    assert key_file.read_text().strip() == key

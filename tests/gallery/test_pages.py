@@ -306,3 +306,35 @@ def test_another_team_gets_404_everywhere(committed_db: Session, sign_in: SignIn
     assert "team a secret" not in client.get("/prompts").text
     committed_db.expire_all()
     assert committed_db.get(Job, queued.id).status == "queued"  # type: ignore[union-attr]
+
+
+def test_page_actions_on_another_members_job_answer_like_the_api(
+    committed_db: Session, sign_in: SignIn
+) -> None:
+    """A role refusal is a 403 on the pages as in the API, never a 200 with a notice."""
+    alice = make_person(committed_db)
+    bob = make_person(committed_db, team=alice.team)
+    queued = add_job(committed_db, alice, "alice's queued job", status=JobStatus.QUEUED, cost=None)
+    ready = add_job(committed_db, alice, "alice's picture")
+    add_image(committed_db, ready)
+    failed = add_job(committed_db, alice, "alice's failure", status=JobStatus.FAILED, cost=None)
+    committed_db.commit()
+    client = sign_in(bob)
+    # Bob's view of Alice's queued card offers no Cancel button; Alice's does.
+    assert f"/jobs/{queued.id}/cancel" not in client.get(f"/jobs/{queued.id}/card").text
+    assert f"/jobs/{queued.id}/cancel" in sign_in(alice).get(f"/jobs/{queued.id}/card").text
+
+    for headers in ({}, HX):
+        cancel = client.post(f"/jobs/{queued.id}/cancel", headers=headers)
+        assert cancel.status_code == 403, cancel.text[:200]
+        assert "Only the person who queued this job or a manager" in cancel.text
+        delete = client.post(f"/gallery/{ready.id}/delete", headers=headers)
+        assert delete.status_code == 403
+    committed_db.expire_all()
+    assert committed_db.get(Job, queued.id).status == "queued"  # type: ignore[union-attr]
+    assert committed_db.get(Job, ready.id).deleted_at is None  # type: ignore[union-attr]
+    # Retry, vary and favourite are open to every member (each acts as themselves), on the
+    # pages as in the API.
+    assert client.post(f"/jobs/{failed.id}/retry", headers=HX).status_code == 200
+    assert client.post(f"/gallery/{ready.id}/vary", headers=HX).status_code == 200
+    assert client.post(f"/gallery/{ready.id}/favourite", headers=HX).status_code == 200

@@ -336,9 +336,9 @@ def studio() -> Iterator[Studio]:
             host = net.hosts[role]
             host.spawn(
                 _studio_cmd(f"web --host {host.address} --port {WEB_PORT}"),
-                # As in docker-compose.yml: any forwarded address is believed, which is safe
-                # only because the balancer replaces the header a client sends (checked below).
-                env=_studio_env(services, host.folder, FORWARDED_ALLOW_IPS="*"),
+                # As in docker-compose.yml: only the balancer may name the client. It runs in
+                # the root namespace, so the web hosts see it at the bridge's own address.
+                env=_studio_env(services, host.folder, TRUSTED_PROXIES=net.gateway),
                 name="web",
             )
         for role in ("worker1", "worker2"):

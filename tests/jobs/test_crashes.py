@@ -71,6 +71,7 @@ def test_a_worker_killed_during_the_post_leaves_a_job_that_is_never_sent_again(
         time.sleep(1.0)
     assert (done.status, done.error_code) == (JobStatus.FAILED, "submission_unknown")
     assert "not resent" in (done.error_message or "")
+    assert "No image can arrive for this job; Retry makes a new one." in (done.error_message or "")
     assert _posts(emulator, "[[drop]] hang") == 1
 
 
@@ -185,6 +186,7 @@ def test_a_post_that_never_left_is_requeued_then_sent_once(
 ) -> None:
     from app.bfl.client import BFLClient
     from app.embedded import free_port
+    from app.jobs import account
     from app.settings import EMULATOR_KEY
 
     person = make_person(committed_db)
@@ -196,12 +198,24 @@ def test_a_post_that_never_left_is_requeued_then_sent_once(
     (waiting,) = job_rows(engine, [job.id])
     assert (waiting.status, waiting.requeues) == (JobStatus.QUEUED, 1)
     assert waiting.not_before is not None and waiting.claimed_at is None
-    assert "could not be reached" in (waiting.error_message or "")
+    assert "BFL is unreachable" in (waiting.error_message or "")
+    assert "nothing was sent or charged" in (waiting.error_message or "")
+    # The outage is the account's: it is recorded once, with the time of the first probe.
+    with Session(engine) as db:
+        outage = account.peek(db)
+        assert outage is not None and outage.outage_since is not None
+        assert outage.next_probe_at == waiting.not_before
 
     with BFLClient(emulator.base_url, EMULATOR_KEY, allow_insecure_urls=True) as client:
-        # Still backing off: nothing is eligible yet.
-        assert pipeline.submit_next(client) is pipeline.Outcome.IDLE
-        wait_until(lambda: pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED, 10, "send")
+        # Before the probe is due nothing is sent, not even the probe.
+        assert pipeline.submit_next(client) is pipeline.Outcome.PAUSED
+        # Then one dispatcher probes (GET /v1/credits), finds BFL answering and ends the outage.
+        wait_until(lambda: pipeline.submit_next(client) is pipeline.Outcome.PROBED, 10, "probe")
+        with Session(engine) as db:
+            assert account.peek(db).outage_since is None  # type: ignore[union-attr]
+        (cleared,) = job_rows(engine, [job.id])
+        assert cleared.not_before is None  # the outage's wait is over for every job
+        assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
         wait_until(
             lambda: pipeline.poll_job(client, job.id) is pipeline.Outcome.READY, 10, "the image"
         )
@@ -331,6 +345,12 @@ def test_an_answer_that_comes_after_the_sweeper_gave_up_is_charged_once(
     # Still failed (nobody polls it), but with BFL's id and the cost BFL charged.
     assert (done.status, done.error_code) == (JobStatus.FAILED, "submission_unknown")
     assert done.bfl_id == bfl_task["id"]
+    # The message no longer says that no answer came: it says when it came and what it cost.
+    assert done.error_message == (
+        f"BFL accepted the request and charged {done.cost_credits.normalize():f} credits, "
+        "but its answer came after the studio had stopped waiting for it, so the image was not "
+        "fetched. Retry makes a new job."
+    )
     expected = Decimal(str(reported)) if model == "flux-2-pro" else job.estimated_credits
     assert done.cost_credits == expected
     charges = committed_db.scalars(select(Charge).where(Charge.job_id == job.id)).all()

@@ -2,9 +2,11 @@
 
 The studio runs with a real-looking BFL key against the emulator served over TLS (so the key
 really travels, as it would to api.bfl.ai): sign in, queue a job with a request id, let a real
-worker submit, poll and store it, use an API token, scrape /metrics. Then every line the web,
-worker and beat processes wrote is searched for the key, the session cookie, the SECRET_KEY and
-the API token, and checked to carry the request id and job id that tie it together.
+worker submit, poll and store it (BFL calling the job's webhook URL back), use an API token, make
+and open an invite link, scrape /metrics. Then every line the web, worker and beat processes
+wrote is searched for the key, the session cookie, the SECRET_KEY, the API token, the invite
+link's token and the webhook token, and checked to carry the request id and job id that tie it
+together.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from app.auth.models import Role
+from app.bfl.webhooks import sign_webhook_token
 from app.embedded import free_port
 from app.emulator import EmulatorConfig, create_app
 from tests.factories import make_person
@@ -120,6 +123,7 @@ def test_no_secret_in_any_process_log(
     committed_db.commit()
     samples = tmp_path / "metrics"
     samples.mkdir()
+    port = free_port()
     env = pipeline_env(
         None,
         BFL_API_KEY=BFL_KEY,
@@ -130,9 +134,10 @@ def test_no_secret_in_any_process_log(
         LOG_LEVEL="DEBUG",
         LOG_FORMAT="auto",
         PROMETHEUS_MULTIPROC_DIR=str(samples),
+        # Webhooks on: the emulator calls the job's webhook URL, token and all.
+        PUBLIC_URL=f"http://127.0.0.1:{port}",
     )
     request_id = "flow-" + uuid.uuid4().hex[:12]
-    port = free_port()
     with (
         WebProcess(env, port) as web,
         WorkerProcess(env, concurrency=2) as worker,
@@ -188,6 +193,36 @@ def test_no_secret_in_any_process_log(
 
         (job,) = wait_for_terminal(engine, [uuid.UUID(job_id)], timeout=90)
         assert job.status == "ready", (job.status, job.error_code, job.error_message)
+        webhook_token = sign_webhook_token(SECRET_KEY, job_id)
+        woken = httpx.post(
+            f"http://127.0.0.1:{port}/bfl/webhook/{job_id}/{webhook_token}?token={webhook_token}",
+            json={"id": "x", "status": "Ready"},
+            timeout=15,
+        )
+        assert woken.status_code == 202, woken.text
+
+        # An invite link: made on the team page, opened and tried by someone else.
+        invited = browser.post(
+            "/team/invites", data={"email": "", "role": "admin", "csrf_token": csrf}
+        )
+        assert invited.status_code == 201, invited.text[:300]
+        found = re.search(r'value="[^"]*/invite/([A-Za-z0-9_-]+)"', invited.text)
+        assert found, "the team page showed no invite link"
+        invite_token = found.group(1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15) as guest:
+            page = guest.get(f"/invite/{invite_token}")
+            assert page.status_code == 200, page.text[:300]
+            refused = guest.post(
+                f"/invite/{invite_token}",
+                data={
+                    "name": "Guest",
+                    "email": "guest@example.com",
+                    "password": "too short",
+                    "password_again": "too short",
+                    "csrf_token": _csrf(page.text, r'name="csrf_token" value="([^"]+)"'),
+                },
+            )
+            assert refused.status_code == 400, refused.text[:300]
 
         # The worker's samples are counted by the web app's /metrics (one shared folder).
         def scrape() -> str:
@@ -215,9 +250,14 @@ def test_no_secret_in_any_process_log(
         "SECRET_KEY": SECRET_KEY,
         "session cookie": session_cookie,
         "API token": api_secret,
+        "invite token": invite_token,
+        "webhook token": webhook_token,
     }.items():
         for process, text in logs.items():
             assert secret not in text, f"the {name} appears in the {process} log"
+    # The link requests were logged, with their tokens blanked.
+    assert "/invite/[redacted]" in logs["web"]
+    assert f"/bfl/webhook/{job_id}/[redacted]" in logs["web"]
     # The logs are not just silent: they say what happened, with the ids that tie it together.
     records = []
     for line in every_line.splitlines():

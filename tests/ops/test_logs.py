@@ -152,3 +152,22 @@ def test_request_lines_name_the_route_template(
     (line,) = [r for r in captured.lines() if r.get("event") == "request"]
     assert line["route"] == "/api/v1/jobs/{job_id}"
     assert line["status"] == 401
+
+
+def test_link_tokens_and_token_like_query_parameters_are_redacted(
+    captured: Captured, client_factory: ClientFactory
+) -> None:
+    client = client_factory()
+    invite = "Inv1teT0kenAbcdefghijklmnopqrstuvwxyz012345"
+    hook = "a" * 64
+    client.get(f"/invite/{invite}?token={invite}&page=2")
+    client.post(f"/bfl/webhook/00000000-0000-0000-0000-000000000000/{hook}")
+    get_logger("app.test").info("built", url=f"https://studio.example/invite/{invite}")
+
+    text = captured.text
+    assert invite not in text and hook not in text
+    requests = [r for r in captured.lines() if r.get("event") == "request"]
+    assert requests[0]["path"] == "/invite/[redacted]"
+    assert requests[0]["query"] == "token=[redacted]&page=2"
+    assert requests[1]["path"] == "/bfl/webhook/00000000-0000-0000-0000-000000000000/[redacted]"
+    assert "https://studio.example/invite/[redacted]" in text

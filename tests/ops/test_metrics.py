@@ -57,7 +57,7 @@ def test_metrics_report_jobs_queue_cap_credits_and_workers(
     )
     committed_db.add(CreditBalance(credits=Decimal("1234.5"), checked_at=utcnow()))
     committed_db.commit()
-    beat = Heartbeat("worker", hostname="metrics-test-host", concurrency=3)
+    beat = Heartbeat("worker", name="metrics-test-host", concurrency=3)
     beat.beat()
 
     response = client_factory().get("/metrics")
@@ -71,6 +71,9 @@ def test_metrics_report_jobs_queue_cap_credits_and_workers(
     assert sample(text, "studio_queue_depth") == 2
     assert sample(text, "studio_bfl_active_tasks") == 2
     assert sample(text, "studio_bfl_active_tasks_cap") == get_settings().BFL_MAX_ACTIVE_TASKS
+    assert sample(text, "studio_bfl_effective_cap") == get_settings().BFL_MAX_ACTIVE_TASKS
+    assert sample(text, "studio_bfl_outage") == 0
+    assert sample(text, "studio_bfl_rate_limited") == 0
     assert sample(text, "studio_credits_spent_total", model="flux-2-pro") == 3.5
     assert sample(text, "studio_bfl_credit_balance") == 1234.5
     assert sample(text, "studio_workers_alive") == 1
@@ -78,6 +81,18 @@ def test_metrics_report_jobs_queue_cap_credits_and_workers(
     beat.stop()
     after = client_factory().get("/metrics").text
     assert sample(after, "studio_workers_alive") == 0
+
+    # BFL's bad days, as the workers record them for the account.
+    from app.jobs import account
+
+    account.note_rate_limited(committed_db, get_settings(), RateLimited("busy"), utcnow())
+    account.note_unreachable(committed_db, get_settings(), "no connection", utcnow())
+    committed_db.commit()
+    troubled = client_factory().get("/metrics").text
+    assert sample(troubled, "studio_bfl_outage") == 1
+    assert sample(troubled, "studio_bfl_rate_limited") == 0  # the outage is what people see
+    # Learned from the 429: BFL was running one task of ours (the pending job).
+    assert sample(troubled, "studio_bfl_effective_cap") == 1
 
 
 def test_metrics_count_bfl_calls_by_outcome_and_job_changes(

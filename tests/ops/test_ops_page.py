@@ -75,7 +75,7 @@ def test_admin_sees_queue_cap_workers_failures_latency_and_balance(
     )
     committed_db.add(CreditBalance(credits=Decimal("4321.25"), checked_at=utcnow()))
     committed_db.commit()
-    Heartbeat("worker", hostname="ops-page-worker", concurrency=4).beat()
+    Heartbeat("worker", name="ops-page-worker", concurrency=4).beat()
 
     client = client_factory()
     login(client, admin.user.email, admin.password)
