@@ -191,7 +191,12 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
 
     @app.get("/_emulator/state")
     def state() -> dict[str, Any]:
-        return {"active_tasks": service.active_tasks(), "credits": float(service.credits())}
+        return {
+            "active_tasks": service.active_tasks(),
+            "peak_active_tasks": service.peak_active_tasks(),
+            "account_cap_refusals": service.account_cap_refusals(),
+            "credits": float(service.credits()),
+        }
 
     @app.post("/_emulator/clock")
     def advance_clock(advance_s: Annotated[float, Body(embed=True, ge=0)]) -> dict[str, Any]:

@@ -119,6 +119,10 @@ class _Ledger:
     refusals: list[dict[str, Any]] = field(default_factory=list)
     deliveries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
     webhooks: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
+    # The most tasks ever active at once, and how often the account's cap refused a POST: a
+    # studio that keeps its cap (however many hosts it runs on) never reaches a refusal.
+    peak_active: int = 0
+    account_cap_refusals: int = 0
 
 
 def _iso(timestamp: float) -> str:
@@ -358,6 +362,8 @@ class EmulatorService:
             )
             self._balance -= estimate.credits
             self._ledger.tasks[task.id] = task
+            active_now = sum(1 for t in self._ledger.tasks.values() if t.is_active(now))
+            self._ledger.peak_active = max(self._ledger.peak_active, active_now)
             limit_headers = self._rate_limit_headers(now)
             self._ledger.tokens[task.delivery_token] = task.id
             drop = TRIGGER_DROP in lowered
@@ -497,6 +503,16 @@ class EmulatorService:
             now = self.now()
             return sum(1 for t in self._ledger.tasks.values() if t.is_active(now))
 
+    def peak_active_tasks(self) -> int:
+        """The most tasks that were active at once since the start (or the last reset)."""
+        with self._lock:
+            return self._ledger.peak_active
+
+    def account_cap_refusals(self) -> int:
+        """How many POSTs the account's active-task cap refused with 429."""
+        with self._lock:
+            return self._ledger.account_cap_refusals
+
     # --- internals (call with the lock held) ---------------------------------------------
 
     def _purge(self, now: float) -> None:
@@ -516,6 +532,8 @@ class EmulatorService:
             caps.append(([t for t in active if t.model == model], model_cap, model))
         for tasks, cap, scope in caps:
             if len(tasks) >= cap:
+                if scope == "account":
+                    self._ledger.account_cap_refusals += 1
                 earliest = min(t.ready_at for t in tasks) - now if tasks else 1.0
                 config = self._config
                 chosen = earliest if config.retry_after_s is None else config.retry_after_s

@@ -190,6 +190,21 @@ def test_active_task_cap_and_retry_after(http: httpx.Client, emulator: EmulatorS
     assert len(emulator.submissions()) == 4
 
 
+def test_state_reports_the_peak_of_active_tasks_and_refusals_at_the_cap(
+    http: httpx.Client, emulator: EmulatorServer
+) -> None:
+    emulator.configure(account_active_task_cap=2, latency_mean_s=20)
+    assert [_submit(http).status_code for _ in range(3)] == [200, 200, 429]
+    emulator.service.advance_clock(21)  # both finish: active drops, the peak stays
+    assert _submit(http).status_code == 200
+    state = http.get("/_emulator/state").json()
+    assert (state["active_tasks"], state["peak_active_tasks"]) == (1, 2)
+    assert state["account_cap_refusals"] == 1
+    emulator.configure(model_task_caps={"flux-2-pro": 1})
+    assert _submit(http).status_code == 429  # the model's cap, not the account's
+    assert http.get("/_emulator/state").json()["account_cap_refusals"] == 1
+
+
 def test_model_caps_come_from_the_catalogue(http: httpx.Client, emulator: EmulatorServer) -> None:
     emulator.configure(latency_mean_s=20)
     codes = [_submit(http, "flux-kontext-max").status_code for _ in range(7)]

@@ -71,8 +71,10 @@ def test_compose_keeps_metric_samples_per_container_and_metrics_private() -> Non
         assert folder in services[name].get("tmpfs", []), f"{name} shares its metrics folder"
     assert services["worker"]["environment"]["WORKER_METRICS_PORT"] == "9100"
     assert "env -u PROMETHEUS_MULTIPROC_DIR" in " ".join(services["worker"]["healthcheck"]["test"])
-    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
-    assert "@metrics path /metrics" in caddyfile and "respond @metrics 404" in caddyfile
+    # The proxy runs the load balancer configuration the multi-host test proves.
+    assert "deploy/haproxy.cfg" in str(services["proxy"]["volumes"])
+    balancer = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert "http-request deny deny_status 404 if { path /metrics }" in balancer
 
 
 def test_compose_web_trusts_only_its_own_proxy_for_the_client_address() -> None:
@@ -94,3 +96,7 @@ def test_compose_web_trusts_only_its_own_proxy_for_the_client_address() -> None:
         assert services[name]["environment"]["TRUSTED_PROXIES"] == proxy_address
     subnet = config["networks"]["default"]["ipam"]["config"][0]["subnet"]
     assert ipaddress.ip_address(proxy_address) in ipaddress.ip_network(subnet)
+    # The trusted balancer must write the header itself: a client's own X-Forwarded-For is
+    # replaced, never passed on (the right-most hop is then always the real client).
+    balancer = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert "http-request set-header X-Forwarded-For %[src]" in balancer

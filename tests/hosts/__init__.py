@@ -1,0 +1,1 @@
+"""Tests that run the studio as several hosts on one machine."""
