@@ -316,6 +316,12 @@ def test_prompt_length_boundary(doors: Doors, configured: Settings) -> None:
     # (4 bytes a character) still fits one form field.
     assert 4 * PROMPT_MAX_CHARS <= configured.MAX_FORM_FIELD_BYTES
     doors.accepted("flux-2-klein-4b", prompt="\U0001f5fc" * PROMPT_MAX_CHARS)
+    # A browser counts a line break as one character against maxlength and sends it as CRLF:
+    # the page takes the prompt it let through.
+    lines = ("a" * 99 + "\n") * (PROMPT_MAX_CHARS // 100)
+    assert len(lines) == PROMPT_MAX_CHARS
+    sent = doors.by_page("flux-2-klein-4b", prompt=lines.replace("\n", "\r\n"))
+    assert sent.status_code == 303, _page_problems(sent)
 
 
 def test_batch_size_boundary(doors: Doors, configured: Settings) -> None:

@@ -179,7 +179,10 @@ def read_generate_form(form: FormData, team_id: uuid.UUID) -> GenerateForm:
     for name in ("model", "prompt", "seed_mode", "seed", "count", "aspect_preset"):
         state.values[name] = _text(form, name)
     raw_prompt = form.get("prompt")
-    state.values["prompt"] = raw_prompt if isinstance(raw_prompt, str) else ""
+    # Browsers send a textarea's line breaks as CRLF but count each as one character against
+    # its maxlength; as LF the prompt has the length the page allowed (and the API counts).
+    prompt = raw_prompt.replace("\r\n", "\n") if isinstance(raw_prompt, str) else ""
+    state.values["prompt"] = prompt
     booleans = _boolean_fields()
     for spec_field in _all_visible_fields():
         if spec_field in booleans:
