@@ -220,9 +220,10 @@ def prompt_matches(q: str) -> Any:
     return Job.prompt_tsv.op("@@")(search_query(q))
 
 
-#: A search first reads this many of the newest jobs in scope, newest first, and tests each.
-#: Words in at least ~1 % of them fill a page there (about 10 ms at 1M jobs); rarer ones are
-#: then looked up in the GIN index, whose cost grows with the matches rather than the jobs.
+#: A search first reads up to this many of the newest jobs in scope and tests each; words in
+#: more than ~1.2 % of them fill a page there (3-20 ms at 1M jobs, one person's jobs being
+#: spread over more pages). Rarer ones are then read from the GIN index, whose cost grows with
+#: the matches rather than the jobs. Measured in bench/gallery.py; see bench/RESULTS.md.
 SEARCH_WALK_ROWS = 3_000
 
 
@@ -245,7 +246,7 @@ def list_gallery(
     """
     filters = filters or GalleryFilters()
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    scope: list[Any] = [Job.team_id == team_id, Job.deleted_at.is_(None)]
+    scope: list[Any] = [Job.deleted_at.is_(None)]
     if filters.model:
         scope.append(Job.model == filters.model)
     if filters.user_id:
@@ -259,6 +260,7 @@ def list_gallery(
     if after:
         cursor = Cursor.decode(after)
         scope.append(tuple_(Job.created_at, Job.id) < (cursor.created_at, cursor.job_id))
+    in_team = Job.team_id == team_id
     favourite_of_viewer = (
         exists().where(Favourite.user_id == viewer_id, Favourite.job_id == Job.id).correlate(Job)
     )
@@ -272,9 +274,14 @@ def list_gallery(
             .scalar_subquery()
             .is_not(None)
         )
+        # With a person chosen, the search index is asked for that person's matches only and
+        # the team is checked on the row: a person's jobs are nearly all in one team, and a
+        # team's key (every job of it) costs more to intersect than it removes.
+        index_team = func.coalesce(Job.team_id, Job.team_id) == team_id
         ids = _search_page(
             db,
-            scope,
+            [in_team, *scope],
+            [index_team if filters.user_id else in_team, *scope],
             filters.q,
             marked if filters.favourites else None,
             limit + 1,
@@ -286,7 +293,7 @@ def list_gallery(
         ids = list(
             db.scalars(
                 select(Job.id)
-                .where(*scope)
+                .where(in_team, *scope)
                 .order_by(Job.created_at.desc(), Job.id.desc())
                 .limit(limit + 1)
             )
@@ -334,9 +341,18 @@ def list_gallery(
 
 
 def _search_page(
-    db: Session, scope: list[Any], q: str, favourite: Any | None, wanted: int, *, walk_rows: int
+    db: Session,
+    scope: list[Any],
+    index_scope: list[Any],
+    q: str,
+    favourite: Any | None,
+    wanted: int,
+    *,
+    walk_rows: int,
 ) -> list[uuid.UUID]:
     """Ids of the newest `wanted` jobs in `scope` whose prompt matches `q`, newest first.
+
+    `index_scope` is the same condition written for the GIN step (see list_gallery).
 
     PostgreSQL alone picks between walking the recency index and testing every row (fast for
     common words, a walk through the whole team for rare ones) and reading every match from
@@ -347,8 +363,8 @@ def _search_page(
 
     1. Walk the newest `walk_rows` jobs in scope and test each (a bounded read).
     2. If that did not fill the page and more jobs are older, fetch the remaining matches
-       older than the walk through the GIN index (team, person, model and words are all in
-       it) and sort them. The ORDER BY on an expression keeps PostgreSQL from walking the
+       older than the walk through the GIN index (team, person and words are all in it) and
+       sort them. The ORDER BY on an expression keeps PostgreSQL from walking the
        recency index here.
     """
     hit: Any = prompt_matches(q)
@@ -381,7 +397,7 @@ def _search_page(
     older = (
         select(Job.id)
         .where(
-            *scope,
+            *index_scope,
             hit,
             tuple_(Job.created_at, Job.id) < (edge.created_at, edge.id),
         )

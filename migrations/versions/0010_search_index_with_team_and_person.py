@@ -1,12 +1,12 @@
-"""search index with team, person and model (btree_gin)
+"""search index with team and person (btree_gin)
 
 Revision ID: 0010
 Revises: 0001
 
 The GIN index on prompt_tsv alone returned every team's matches for a word, and each had to be
-read from the table to learn its team. With btree_gin the team, person and model are keys of
-the same GIN index, so a search reads only rows of the asking team (and of the chosen person
-and model) however common the word is elsewhere.
+read from the table to learn its team. With btree_gin the team and person are keys of the
+same GIN index, so a search reads only rows of the asking team (or of the chosen person)
+however common the word is elsewhere.
 """
 
 from collections.abc import Sequence
@@ -26,7 +26,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_jobs_team_search",
         "jobs",
-        ["team_id", "user_id", "model", "prompt_tsv"],
+        ["team_id", "user_id", "prompt_tsv"],
         unique=False,
         postgresql_using="gin",
     )
