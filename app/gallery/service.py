@@ -220,9 +220,9 @@ def prompt_matches(q: str) -> Any:
     return Job.prompt_tsv.op("@@")(search_query(q))
 
 
-#: A search first reads up to this many of the newest jobs in scope and tests each; words in
-#: more than ~1.2 % of them fill a page there (3-20 ms at 1M jobs, one person's jobs being
-#: spread over more pages). Rarer ones are then read from the GIN index, whose cost grows with
+#: A search first reads up to this many of the newest jobs in scope and tests each (a third
+#: as many for one person's); words in more than ~1.2 % of them fill a page there (2-7 ms of
+#: database time at 1M jobs). Rarer ones are then read from the GIN index, whose cost grows with
 #: the matches rather than the jobs. Measured in bench/gallery.py; see bench/RESULTS.md.
 SEARCH_WALK_ROWS = 3_000
 
@@ -285,7 +285,9 @@ def list_gallery(
             filters.q,
             marked if filters.favourites else None,
             limit + 1,
-            walk_rows=search_walk_rows,
+            # One person's jobs sit about one to a table page, the team's several to a page:
+            # a third of the rows keeps the walk's page reads alike.
+            walk_rows=max(1, search_walk_rows // 3) if filters.user_id else search_walk_rows,
         )
     else:
         if filters.favourites:
@@ -367,6 +369,7 @@ def _search_page(
        sort them. The ORDER BY on an expression keeps PostgreSQL from walking the
        recency index here.
     """
+    walk_rows = max(1, walk_rows)
     hit: Any = prompt_matches(q)
     if favourite is not None:
         hit = and_(hit, favourite)
