@@ -10,7 +10,8 @@ a real `studio web` process against it, and measures with an API token (as a scr
   rare invented word, common and rare quoted phrases, search with model, person (with and
   without matches) and favourites, and a deep page of a search; prompt history search,
 - each as p50/p95 over sequential requests on a kept-alive connection, and the web process's
-  resident memory after the runs. The load average is printed before and after.
+  resident memory after the runs. The load average is printed before and after, and each
+  gallery case is also timed in-process (list_gallery alone), apart from HTTP and rendering.
 
 Run: `.venv/bin/python -m bench.gallery --jobs 1000000` (`--requests`, `--keep` to keep the
 database, `--database NAME` to measure a kept one again without seeding, `--only` some cases,
@@ -35,7 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -405,6 +406,8 @@ class Case:
     #: The same request as list_gallery arguments, for EXPLAIN: filters and cursor.
     filters: dict[str, Any]
     after: str | None = None
+    #: list_gallery's own time in-process (see time_service), filled in by the run.
+    service: dict[str, float] = field(default_factory=dict)
 
 
 def cases(engine: Engine, ids: dict[str, str], jobs: int) -> list[Case]:
@@ -511,6 +514,42 @@ def explain_cases(url: str, ids: dict[str, str], selected: list[Case], out: Path
     print(f"wrote plans to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
 
 
+def time_service(url: str, ids: dict[str, str], selected: list[Case], runs: int) -> None:
+    """p50/p95 of list_gallery itself (queries and row building, no HTTP or page), per case.
+
+    On a shared machine the HTTP figures carry everyone's load; these say what the queries
+    cost on the same run.
+    """
+    from sqlalchemy.orm import Session
+
+    from app.gallery.service import list_gallery, parse_filters
+
+    engine = create_engine(url)
+    team, viewer = uuid.UUID(ids["team_id"]), uuid.UUID(ids["viewer_id"])
+    print(f"timing list_gallery in-process ({runs} calls per case)")
+    for case in selected:
+        if case.name.startswith("prompt_history"):
+            continue
+        filters = parse_filters(**case.filters)
+        timings = []
+        for i in range(runs + 5):
+            with Session(engine) as db:
+                started = time.perf_counter()
+                list_gallery(db, team, viewer, filters, after=case.after)
+                if i >= 5:  # the first calls warm the connection and the driver's statements
+                    timings.append((time.perf_counter() - started) * 1000)
+        timings.sort()
+        case.service.update(
+            p50_ms=round(statistics.median(timings), 2),
+            p95_ms=round(timings[int(0.95 * (len(timings) - 1))], 2),
+        )
+        print(
+            f"  {case.label:<30} p50 {case.service['p50_ms']:7.2f} ms   "
+            f"p95 {case.service['p95_ms']:7.2f} ms"
+        )
+    engine.dispose()
+
+
 def _always(url: str) -> Callable[[int], str]:
     return lambda _i: url
 
@@ -559,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         engine.dispose()
         if args.explain:
             explain_cases(url, ids, selected, args.explain)
+        time_service(url, ids, selected, args.requests)
 
         env = dict(os.environ)
         env.update(
@@ -587,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
                         client, case.label, _always(case.url), args.requests
                     )
                     results[case.name]["url"] = case.url
+                    if case.service:
+                        results[case.name]["service_p50_ms"] = case.service["p50_ms"]
+                        results[case.name]["service_p95_ms"] = case.service["p95_ms"]
             rss_mb = psutil.Process(proc.pid).memory_info().rss / 2**20
             for child in psutil.Process(proc.pid).children(recursive=True):
                 rss_mb += child.memory_info().rss / 2**20
