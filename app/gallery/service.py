@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, literal, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import and_, delete, exists, func, literal, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.orm import Session
 
 from app.auth.models import Membership, User
@@ -206,9 +206,35 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+def search_query(q: str) -> Any:
+    """`q` parsed as a web-style full-text query, once per statement.
+
+    A scalar subquery, so a prepared statement's generic plan (the driver prepares statements
+    it sees often) parses the text once rather than once for every row it tests.
+    """
+    return select(func.websearch_to_tsquery("english", q)).scalar_subquery()
+
+
 def prompt_matches(q: str) -> Any:
     """The full-text condition on jobs.prompt_tsv (GIN-indexed) for a web-style search."""
-    return Job.prompt_tsv.op("@@")(func.websearch_to_tsquery("english", q))
+    return Job.prompt_tsv.op("@@")(search_query(q))
+
+
+def in_search_index(column: Any, value: uuid.UUID) -> Any:
+    """`column = value` as a key of ix_jobs_team_search (which holds one-element arrays)."""
+    return array([column]).contains(array([value]))
+
+
+def _on_row(condition: Any) -> Any:
+    """The condition checked on each row read, never through an index: `(x = y) IS TRUE`."""
+    return condition.is_(True)
+
+
+#: A search first reads up to this many of the newest jobs in scope and tests each (a third
+#: as many for one person's); words in more than ~1.2 % of them fill a page there (2-7 ms of
+#: database time at 1M jobs). Rarer ones are then read from the GIN index, whose cost grows with
+#: the matches rather than the jobs. Measured in bench/gallery.py; see bench/RESULTS.md.
+SEARCH_WALK_ROWS = 3_000
 
 
 def list_gallery(
@@ -219,22 +245,78 @@ def list_gallery(
     *,
     after: str | None = None,
     limit: int = PAGE_SIZE,
+    search_walk_rows: int = SEARCH_WALK_ROWS,
 ) -> GalleryPage:
     """One page of the team's jobs, newest first, continuing after the cursor `after`.
 
     Keyset pagination on (created_at, id) walks ix_jobs_team_created, so page 1000 costs what
-    page 1 costs. One query, only the columns a tile needs; author and favourite come from
-    joins, not per-tile look-ups.
+    page 1 costs. A search runs in two bounded steps (see `_search_page`) so neither a common
+    nor a rare word makes PostgreSQL read the whole team. The page's ids come first; author,
+    caption and favourite are then read for just those rows.
     """
     filters = filters or GalleryFilters()
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    is_favourite = (
-        exists()
-        .where(Favourite.user_id == viewer_id, Favourite.job_id == Job.id)
-        .correlate(Job)
-        .label("favourite")
+    scope: list[Any] = [Job.deleted_at.is_(None)]
+    if filters.model:
+        scope.append(Job.model == filters.model)
+    if filters.user_id:
+        scope.append(Job.user_id == filters.user_id)
+    if filters.status:
+        scope.append(Job.status == filters.status)
+    if filters.date_from:
+        scope.append(Job.created_at >= _day_start(filters.date_from))
+    if filters.date_to:
+        scope.append(Job.created_at < _day_start(filters.date_to + timedelta(days=1)))
+    if after:
+        cursor = Cursor.decode(after)
+        scope.append(tuple_(Job.created_at, Job.id) < (cursor.created_at, cursor.job_id))
+    in_team = Job.team_id == team_id
+    favourite_of_viewer = (
+        exists().where(Favourite.user_id == viewer_id, Favourite.job_id == Job.id).correlate(Job)
     )
-    stmt = (
+    if filters.q:
+        # A scalar subquery, not EXISTS: PostgreSQL hashes an EXISTS over the viewer's every
+        # favourite before the walk; this looks up only the rows whose words match.
+        marked = (
+            select(literal(True))
+            .where(Favourite.user_id == viewer_id, Favourite.job_id == Job.id)
+            .correlate(Job)
+            .scalar_subquery()
+            .is_not(None)
+        )
+        # The GIN step asks the index for the team's matches, or with a person chosen for that
+        # person's only, the team then checked on the row: a person's jobs are nearly all in
+        # one team, and a team's key (every job of it) costs more to intersect than it removes.
+        if filters.user_id:
+            index_scope = [in_search_index(Job.user_id, filters.user_id), _on_row(in_team)]
+        else:
+            index_scope = [in_search_index(Job.team_id, team_id)]
+        ids = _search_page(
+            db,
+            [in_team, *scope],
+            [*index_scope, *scope],
+            filters.q,
+            marked if filters.favourites else None,
+            limit + 1,
+            # One person's jobs sit about one to a table page, the team's several to a page:
+            # a third of the rows keeps the walk's page reads alike.
+            walk_rows=max(1, search_walk_rows // 3) if filters.user_id else search_walk_rows,
+        )
+    else:
+        if filters.favourites:
+            scope.append(favourite_of_viewer)
+        ids = list(
+            db.scalars(
+                select(Job.id)
+                .where(in_team, *scope)
+                .order_by(Job.created_at.desc(), Job.id.desc())
+                .limit(limit + 1)
+            )
+        )
+    if not ids:
+        return GalleryPage(tiles=[], next_cursor=None)
+
+    rows = db.execute(
         select(
             Job.id,
             Job.created_at,
@@ -245,33 +327,12 @@ def list_gallery(
             func.left(Job.prompt, _CAPTION_CHARS).label("caption"),
             Job.user_id,
             User.name.label("author"),
-            literal(True).label("favourite") if filters.favourites else is_favourite,
+            favourite_of_viewer.label("favourite"),
         )
         .join(User, User.id == Job.user_id)
-        .where(Job.team_id == team_id, Job.deleted_at.is_(None))
-    )
-    if filters.favourites:
-        stmt = stmt.join(
-            Favourite, and_(Favourite.job_id == Job.id, Favourite.user_id == viewer_id)
-        )
-    if filters.model:
-        stmt = stmt.where(Job.model == filters.model)
-    if filters.user_id:
-        stmt = stmt.where(Job.user_id == filters.user_id)
-    if filters.status:
-        stmt = stmt.where(Job.status == filters.status)
-    if filters.date_from:
-        stmt = stmt.where(Job.created_at >= _day_start(filters.date_from))
-    if filters.date_to:
-        stmt = stmt.where(Job.created_at < _day_start(filters.date_to + timedelta(days=1)))
-    if filters.q:
-        stmt = stmt.where(prompt_matches(filters.q))
-    if after:
-        cursor = Cursor.decode(after)
-        stmt = stmt.where(tuple_(Job.created_at, Job.id) < (cursor.created_at, cursor.job_id))
-    stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-
-    rows = db.execute(stmt).all()
+        .where(Job.id.in_(ids))
+        .order_by(Job.created_at.desc(), Job.id.desc())
+    ).all()
     tiles = [
         GalleryTile(
             job_id=r.id,
@@ -292,6 +353,78 @@ def list_gallery(
         last = tiles[-1]
         next_cursor = Cursor(last.created_at, last.job_id).encode()
     return GalleryPage(tiles=tiles, next_cursor=next_cursor)
+
+
+def _search_page(
+    db: Session,
+    scope: list[Any],
+    index_scope: list[Any],
+    q: str,
+    favourite: Any | None,
+    wanted: int,
+    *,
+    walk_rows: int,
+) -> list[uuid.UUID]:
+    """Ids of the newest `wanted` jobs in `scope` whose prompt matches `q`, newest first.
+
+    `index_scope` is the same condition written for the GIN step (see list_gallery).
+
+    PostgreSQL alone picks between walking the recency index and testing every row (fast for
+    common words, a walk through the whole team for rare ones) and reading every match from
+    the GIN index then sorting them (fast for rare words, tens of thousands of row reads for
+    common ones). Its guess comes from statistics that know neither which team uses a word nor,
+    for a prepared statement's generic plan, the word at all, and a wrong guess cost over
+    half a second at 1M jobs. So the choice is made here, on what is found:
+
+    1. Walk the newest `walk_rows` jobs in scope and test each (a bounded read).
+    2. If that did not fill the page and more jobs are older, fetch the remaining matches
+       older than the walk through the GIN index (team, person and words are all in it) and
+       sort them. The ORDER BY on an expression keeps PostgreSQL from walking the
+       recency index here.
+    """
+    walk_rows = max(1, walk_rows)
+    hit: Any = prompt_matches(q)
+    if favourite is not None:
+        hit = and_(hit, favourite)
+    newest_first = (Job.created_at.desc(), Job.id.desc())
+    walk = (
+        select(
+            Job.id,
+            Job.created_at,
+            hit.label("hit"),
+            func.row_number().over(order_by=newest_first).label("n"),
+        )
+        .where(*scope)
+        .order_by(*newest_first)
+        .limit(walk_rows)
+        .subquery("walk")
+    )
+    # Matches and the walk's last row; stops as soon as the page is full.
+    rows = db.execute(
+        select(walk.c.id, walk.c.created_at, walk.c.hit, walk.c.n)
+        .where(or_(walk.c.hit, walk.c.n == walk_rows))
+        .limit(wanted)
+    ).all()
+    found = [r.id for r in rows if r.hit]
+    edge = next((r for r in rows if r.n == walk_rows), None)
+    if len(found) >= wanted or edge is None:
+        # The page is full, or the walk saw every job in scope.
+        return found[:wanted]
+    older = (
+        select(Job.id)
+        .where(
+            *index_scope,
+            hit,
+            tuple_(Job.created_at, Job.id) < (edge.created_at, edge.id),
+        )
+        # "+ 0 seconds" hides the indexed order, so the GIN index is the only cheap way in.
+        .order_by(
+            (Job.created_at + literal(timedelta(0))).desc(),
+            Job.id.desc(),
+        )
+        .limit(wanted - len(found))
+    )
+    return found + list(db.scalars(older))
 
 
 def team_people(db: Session, team_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
@@ -499,6 +632,7 @@ __all__ = [
     "parse_filters",
     "prompt_matches",
     "recent_jobs",
+    "search_query",
     "set_favourite",
     "shown_params",
     "team_job",

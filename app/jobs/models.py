@@ -67,7 +67,16 @@ class Job(Timestamped, Base):
             "created_at",
             postgresql_where=text("status IN ('queued', 'submitting', 'pending')"),
         ),
-        Index("ix_jobs_prompt_tsv", "prompt_tsv", postgresql_using="gin"),
+        # Search: one GIN index over the team, the person (one-element arrays: built-in
+        # array_ops, no extension) and the prompt's words, so a search reads only the asking
+        # team's or person's matches (gallery service, in_search_index).
+        Index(
+            "ix_jobs_team_search",
+            text("(ARRAY[team_id])"),
+            text("(ARRAY[user_id])"),
+            "prompt_tsv",
+            postgresql_using="gin",
+        ),
         Index("ix_jobs_batch", "batch_id"),
     )
 

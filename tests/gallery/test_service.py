@@ -11,7 +11,7 @@ from app.auth.models import Role
 from app.errors import Forbidden, NotFound
 from app.gallery import service
 from app.jobs.models import JobStatus
-from tests.factories import make_person
+from tests.factories import Person, make_person
 from tests.gallery.rows import add_image, add_job
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -136,3 +136,74 @@ def test_image_file_is_team_scoped_and_named(db: Session) -> None:
     assert service.image_file(db, alice.team.id, job.id, "thumb").content_type == "image/webp"
     with pytest.raises(NotFound):
         service.image_file(db, mallory.team.id, job.id, "original")
+
+
+def _search_all(db: Session, person: Person, walk_rows: int, **filters: str) -> list[object]:
+    """Every tile id of a search, three to a page, with the given walk size."""
+    seen: list[object] = []
+    after = None
+    parsed = service.parse_filters(**filters)
+    while True:
+        page = service.list_gallery(
+            db,
+            person.team.id,
+            person.user.id,
+            parsed,
+            after=after,
+            limit=3,
+            search_walk_rows=walk_rows,
+        )
+        seen.extend(t.job_id for t in page.tiles)
+        if page.next_cursor is None:
+            return seen
+        after = page.next_cursor
+
+
+def test_search_finds_the_same_pages_by_walk_or_by_index(db: Session) -> None:
+    # The newest jobs mostly miss the words, so a short walk leaves the page to the GIN index
+    # and a long walk fills it alone; both must give the same tiles in the same order.
+    alice = make_person(db)
+    bob = make_person(db, team=alice.team)
+    mallory = make_person(db)
+    words = ["red fox", "blue whale", "red panda", "green owl"]
+    for i in range(40):
+        who = bob if i % 3 == 0 else alice
+        model = "flux-2-flex" if i % 2 else "flux-2-pro"
+        add_job(db, who, f"{words[i % 4]} number {i}", model=model, created_at=T0 + timedelta(i))
+        add_job(db, mallory, f"red fox {i}", created_at=T0 + timedelta(i, seconds=1))
+    favourite = add_job(db, alice, "red fox, by the sea", created_at=T0 - timedelta(days=1))
+    service.set_favourite(db, alice.team.id, alice.user.id, favourite.id, True)
+
+    searches: list[dict[str, str]] = [
+        {"q": "red"},
+        {"q": "fox"},
+        {"q": '"red fox"'},
+        {"q": "red -panda"},
+        {"q": "owl", "model": "flux-2-flex"},
+        {"q": "red", "user": str(bob.user.id)},
+        {"q": "fox", "favourites": "1"},
+        {"q": '"number 7"'},
+        {"q": "missing"},
+    ]
+    for filters in searches:
+        by_index = _search_all(db, alice, walk_rows=2, **filters)
+        by_walk = _search_all(db, alice, walk_rows=10_000, **filters)
+        assert by_index == by_walk, filters
+    reds = _search_all(db, alice, walk_rows=2, q="red")
+    assert len(reds) == 21  # 20 of the 40 jobs, and the favourite; none of mallory's
+    assert _search_all(db, alice, walk_rows=2, q="fox", favourites="1") == [favourite.id]
+    assert _search_all(db, alice, walk_rows=2, q='"number 7"') != []
+
+
+def test_quoted_phrase_matches_across_punctuation_but_not_apart(db: Session) -> None:
+    alice = make_person(db)
+    comma = add_job(db, alice, "a red, fox at dawn", created_at=T0)
+    dash = add_job(db, alice, "red-fox mascot", created_at=T0 + timedelta(1))
+    apart = add_job(db, alice, "red barn and a fox", created_at=T0 + timedelta(2))
+
+    def ids(q: str, walk_rows: int) -> set[object]:
+        return set(_search_all(db, alice, walk_rows=walk_rows, q=q))
+
+    for walk_rows in (1, 100):
+        assert ids('"red fox"', walk_rows) == {comma.id, dash.id}
+        assert ids("red fox", walk_rows) == {comma.id, dash.id, apart.id}
