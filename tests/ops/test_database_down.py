@@ -21,7 +21,7 @@ from app.auth.tokens import issue_token
 from app.cli import migrate_database
 from app.embedded import free_port
 from tests.pipeline_support import WebProcess, pipeline_env, wait_until
-from tests.services import PrivatePostgres
+from tests.private_postgres import PrivatePostgres
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def _log_lines(web: WebProcess) -> list[dict[str, Any]]:
 def test_requests_answer_503_with_their_id_and_are_logged_once_while_postgres_is_down(
     private_postgres: PrivatePostgres,
 ) -> None:
-    url = private_postgres.url
+    url = private_postgres.url()
     migrate_database(url)
     engine = create_engine(url)
     with Session(engine) as db:
