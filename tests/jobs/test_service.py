@@ -17,7 +17,7 @@ from app.bfl.errors import RequestInvalid
 from app.costs.models import Budget, Reservation
 from app.costs.service import BudgetExceeded
 from app.db import utcnow
-from app.jobs import messages, pipeline, state
+from app.jobs import dispatch, messages, polling, state
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import (
     STORED_PREFIX,
@@ -275,7 +275,7 @@ def test_claim_respects_the_cap_and_serves_users_fairly(db: Session) -> None:
 
     claimed = []
     for _ in range(5):
-        job, _room = pipeline.claim_next(db, settings, now)
+        job, _room = dispatch.claim_next(db, settings, now)
         if job is None:
             break
         claimed.append(job)
@@ -296,7 +296,7 @@ def test_claim_skips_jobs_in_back_off_and_models_at_their_own_cap(db: Session) -
     kontext = _create(db, person, model="flux-kontext-max", params={"prompt": "edit"}, count=8)
     claimed = []
     while True:
-        job, _ = pipeline.claim_next(db, settings, utcnow())
+        job, _ = dispatch.claim_next(db, settings, utcnow())
         if job is None:
             break
         claimed.append(job.id)
@@ -329,17 +329,17 @@ def test_with_webhooks_a_scheduled_poll_is_a_late_fallback() -> None:
         update={"POLL_MIN_INTERVAL_S": 0.5, "POLL_MAX_INTERVAL_S": 5.0}
     )
     # 2 s into a task at 40 %: BFL predicts 3 s more.
-    polled = pipeline.next_poll_delay(settings, elapsed=2.0, poll_count=1, progress=0.4)
-    hooked = pipeline.next_poll_delay(
+    polled = polling.next_poll_delay(settings, elapsed=2.0, poll_count=1, progress=0.4)
+    hooked = polling.next_poll_delay(
         settings, elapsed=2.0, poll_count=1, progress=0.4, webhooks=True
     )
     assert 3.0 <= polled < 3.1
-    assert hooked == pytest.approx(3.0 + pipeline.WEBHOOK_GRACE_S)
+    assert hooked == pytest.approx(3.0 + polling.WEBHOOK_GRACE_S)
     # Without a prediction the fallback waits the longest interval; never longer.
-    assert pipeline.next_poll_delay(
+    assert polling.next_poll_delay(
         settings, elapsed=1.0, poll_count=0, progress=None, webhooks=True
     ) == pytest.approx(5.0)
-    assert pipeline.next_poll_delay(
+    assert polling.next_poll_delay(
         settings, elapsed=1.0, poll_count=0, progress=0.01, webhooks=True
     ) == pytest.approx(5.0)
 

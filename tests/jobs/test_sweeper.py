@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.bfl.client import BFLClient
 from app.db import utcnow
 from app.emulator import EmulatorServer
-from app.jobs import messages, pipeline, state
+from app.jobs import messages, outcomes, state, sweeper
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import create_jobs
 from app.settings import EMULATOR_KEY
@@ -53,7 +53,7 @@ def test_sweeper_sends_a_lost_wakeup_for_a_queued_job(
     time.sleep(1.0)
     assert _statuses(engine, [job]) == [JobStatus.QUEUED]
 
-    report = pipeline.sweep()
+    report = sweeper.sweep()
     assert report.dispatch_wakeups == 1
     (done,) = wait_for_terminal(engine, [job.id], timeout=30)
     assert done.status == JobStatus.READY
@@ -85,7 +85,7 @@ def test_sweeper_restarts_polling_of_a_pending_job_nobody_polls(
     time.sleep(1.0)
     assert _statuses(engine, [job]) == [JobStatus.PENDING]
 
-    report = pipeline.sweep()
+    report = sweeper.sweep()
     assert report.polls_restarted == 1
     (done,) = wait_for_terminal(engine, [job.id], timeout=30)
     assert done.status == JobStatus.READY
@@ -110,11 +110,11 @@ def test_a_poll_that_keeps_crashing_is_given_up(
     # Three polls started and never finished (their worker died each time).
     committed_db.execute(
         text("UPDATE jobs SET unfinished_polls = :n WHERE id = :id"),
-        {"n": pipeline.MAX_UNFINISHED_POLLS, "id": job.id},
+        {"n": outcomes.MAX_UNFINISHED_POLLS, "id": job.id},
     )
     messages.discard_pending(committed_db)
     committed_db.commit()
-    pipeline.sweep()
+    sweeper.sweep()
     (done,) = wait_for_terminal(engine, [job.id], timeout=20)
     assert (done.status, done.error_code) == (JobStatus.FAILED, "worker_crashed")
     assert "given up" in (done.error_message or "")
