@@ -6,7 +6,7 @@ import logging
 import uuid
 from datetime import timedelta
 
-from app.bfl.client import BFLClient, TaskStatus
+from app.bfl.client import BFLClient, PollResult, TaskStatus
 from app.bfl.errors import BFLError
 from app.db import session_scope, utcnow
 from app.jobs import state
@@ -82,6 +82,22 @@ def poll_job(client: BFLClient, job_id: uuid.UUID, *, force: bool = False) -> Ou
     `force` (a webhook wake-up) polls at once unless another poll is running right now.
     """
     settings = get_settings()
+    claimed = _claim_due_poll(job_id, settings, force=force)
+    if isinstance(claimed, Outcome):
+        return claimed
+    polled = claimed
+    try:
+        result = client.poll(polled.polling_url, polled.bfl_id)
+    except BFLError as exc:
+        # Reads are safe to repeat; a failing BFL is waited out until JOB_MAX_PENDING_S.
+        log.warning("poll of job %s failed: %s", polled.id, exc)
+        return still_pending(polled.id, _next_delay(polled, settings, None), None)
+    return _follow_status(client, polled, result, settings)
+
+
+def _claim_due_poll(job_id: uuid.UUID, settings: Settings, *, force: bool) -> Polled | Outcome:
+    """Take the poll's lease if it is due, in its own short transaction; a job that has crashed
+    too many polls or run past JOB_MAX_PENDING_S ends here instead (the Outcome says how)."""
     now = utcnow()
     tolerance = settings.POLL_MAX_INTERVAL_S + 0.5 if force else 0.05
     with session_scope() as db:
@@ -112,32 +128,27 @@ def poll_job(client: BFLClient, job_id: uuid.UUID, *, force: bool = False) -> Ou
         if (now - submitted_at).total_seconds() > settings.JOB_MAX_PENDING_S:
             fail_timed_out(db, job.id, settings)
             return Outcome.FAILED
-        polled = Polled(
+        return Polled(
             job.id, job.team_id, job.bfl_id or "", job.polling_url, submitted_at, job.poll_count
         )
 
-    try:
-        result = client.poll(polled.polling_url, polled.bfl_id)
-    except BFLError as exc:
-        # Reads are safe to repeat; a failing BFL is waited out until JOB_MAX_PENDING_S.
-        log.warning("poll of job %s failed: %s", polled.id, exc)
-        delay = next_poll_delay(
-            settings,
-            elapsed=_elapsed(polled),
-            poll_count=polled.poll_count,
-            progress=None,
-            webhooks=webhooks_enabled(settings),
-        )
-        return still_pending(polled.id, delay, None)
 
+def _next_delay(polled: Polled, settings: Settings, progress: float | None) -> float:
+    return next_poll_delay(
+        settings,
+        elapsed=_elapsed(polled),
+        poll_count=polled.poll_count,
+        progress=progress,
+        webhooks=webhooks_enabled(settings),
+    )
+
+
+def _follow_status(
+    client: BFLClient, polled: Polled, result: PollResult, settings: Settings
+) -> Outcome:
+    """What BFL's status does to the job: wait more, store the image, or end it."""
     if result.status is TaskStatus.PENDING:
-        delay = next_poll_delay(
-            settings,
-            elapsed=_elapsed(polled),
-            poll_count=polled.poll_count,
-            progress=result.progress,
-            webhooks=webhooks_enabled(settings),
-        )
+        delay = _next_delay(polled, settings, result.progress)
         return still_pending(polled.id, delay, result.progress)
     if result.status is TaskStatus.READY:
         return finish_ready(client, polled, result, settings)

@@ -106,6 +106,11 @@ def store_image(team_id: uuid.UUID, job_id: uuid.UUID, fetched: FetchedImage) ->
 def finish_ready(
     client: BFLClient, polled: Polled, result: PollResult, settings: Settings
 ) -> Outcome:
+    """Download a Ready task's image, store it, and mark the job ready with its image row.
+
+    A download or store that may work later reschedules the poll (counted, so it ends the job
+    after MAX_UNFINISHED_POLLS); an expired or unreadable result ends the job.
+    """
     seen_ready = utcnow()
     assert result.sample_url is not None
     try:
@@ -127,24 +132,33 @@ def finish_ready(
     except Exception as exc:
         # Storage down, a bug: retry a few times, then give up (counted by unfinished_polls).
         log.exception("storing the image of job %s failed", polled.id)
-        with session_scope() as db:
-            job = db.get(Job, polled.id)
-            if job is not None and job.unfinished_polls >= MAX_UNFINISHED_POLLS:
-                state.finish_unsuccessfully(
-                    db,
-                    polled.id,
-                    expected=JobStatus.PENDING,
-                    target=JobStatus.FAILED,
-                    error_code="worker_crashed",
-                    error_message=human_message(
-                        "worker_crashed",
-                        str(MAX_UNFINISHED_POLLS),
-                        reason=f"storing the image failed: {type(exc).__name__}",
-                    ),
-                )
-                return Outcome.FAILED
-        return still_pending(polled.id, settings.POLL_MIN_INTERVAL_S, None, clean=False)
+        return _store_failed(polled, exc, settings)
+    return _mark_ready(polled, result, stored, seen_ready)
 
+
+def _store_failed(polled: Polled, exc: Exception, settings: Settings) -> Outcome:
+    with session_scope() as db:
+        job = db.get(Job, polled.id)
+        if job is not None and job.unfinished_polls >= MAX_UNFINISHED_POLLS:
+            state.finish_unsuccessfully(
+                db,
+                polled.id,
+                expected=JobStatus.PENDING,
+                target=JobStatus.FAILED,
+                error_code="worker_crashed",
+                error_message=human_message(
+                    "worker_crashed",
+                    str(MAX_UNFINISHED_POLLS),
+                    reason=f"storing the image failed: {type(exc).__name__}",
+                ),
+            )
+            return Outcome.FAILED
+    return still_pending(polled.id, settings.POLL_MIN_INTERVAL_S, None, clean=False)
+
+
+def _mark_ready(
+    polled: Polled, result: PollResult, stored: StoredImage, seen_ready: datetime
+) -> Outcome:
     with session_scope() as db:
         job = state.mark_ready(
             db,

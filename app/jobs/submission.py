@@ -84,21 +84,44 @@ def build_payload(claimed: Claimed, settings: Settings) -> dict[str, Any]:
 
 
 def submit_claimed(client: BFLClient, claimed: Claimed, settings: Settings) -> Outcome:
+    """POST one claimed job to BFL, once; record BFL's answer, or what its refusal means.
+
+    Never raises for BFL's or the network's failures: every one ends as an Outcome.
+    """
     try:
         payload = build_payload(claimed, settings)
     except _ReferenceMissing:
         return _fail_submitting(claimed.id, "reference_missing", human_message("reference_missing"))
-
     try:
         submission = client.submit(claimed.model, payload)
-    except RateLimited as exc:
+    except Exception as exc:
+        return _after_refusal(claimed, exc, settings)
+
+    if submission.rate_limit is not None:
+        _note_rate_limit_headers(submission.rate_limit, settings)
+    # BFL reports the cost for FLUX.2; FLUX.1 endpoints do not, so the estimate stands in
+    # for it (the catalogue prices them per image, so it is what BFL charges).
+    cost = submission.cost if submission.cost is not None else claimed.estimated_credits
+    answer = answers.KeptAnswer(submission.id, submission.polling_url, cost, utcnow())
+    # From here on the task exists at BFL and is paid for. Keep the answer where neither an
+    # unavailable PostgreSQL nor this worker dying can lose it, then write it to PostgreSQL.
+    answers.keep(claimed.id, answer)
+    return record_acceptance(claimed.id, answer, settings)
+
+
+def _after_refusal(claimed: Claimed, exc: Exception, settings: Settings) -> Outcome:
+    """Classify a POST that raised: the refusals that say something of the whole account.
+
+    Called inside the `except` block, so a logged traceback is the submission's own.
+    """
+    if isinstance(exc, RateLimited):
         # No task was created. BFL's limit is the account's: the whole account pauses.
         return _requeue_rate_limited(claimed, exc, settings)
-    except (NotSent, ServiceUnavailable) as exc:
+    if isinstance(exc, NotSent | ServiceUnavailable):
         # No task was created (no connection, or 503: not processed): an outage of the
         # account, waited out until QUEUE_DEADLINE_S; this job goes back to the queue.
         return _requeue_unreachable(claimed, exc, settings)
-    except OutcomeUnknown as exc:
+    if isinstance(exc, OutcomeUnknown):
         # Sent, no answer: this job may be charged, so it ends here. BFL is probably in
         # trouble, so the account pauses too and the jobs behind it wait for a probe.
         return _fail_submitting(
@@ -111,27 +134,32 @@ def submit_claimed(client: BFLClient, claimed: Claimed, settings: Settings) -> O
             ),
             outage=f"no answer to a submission ({exc.message[:120]})",
         )
-    except ServerFailed as exc:
+    if isinstance(exc, ServerFailed):
         # A 500/502/504 answer to a POST does not prove that no task exists: BFL may have
         # created it and failed afterwards, and a proxy's 502/504 can come after BFL accepted
-        # the body. bfl-api.md says retry only if the task surely was not created, and none
-        # of these is sure, so the job ends here and the person can retry it in one click.
-        # The account pauses, so the jobs behind it do not meet the same fate one by one.
+        # the body. BFL's API docs say retry only if the task surely was not created, and
+        # none of these is sure, so the job ends here and the person can retry it in one
+        # click. The account pauses, so the jobs behind it do not meet the same fate one by one.
         return _fail_submitting(
             claimed.id,
             "bfl_server_error",
             human_message("bfl_server_error", f"HTTP {exc.status_code}"),
             outage=f"HTTP {exc.status_code} to a submission",
         )
-    except InsufficientCredits:
+    return _job_refused(claimed, exc)
+
+
+def _job_refused(claimed: Claimed, exc: Exception) -> Outcome:
+    """Classify a POST that raised for this job alone: it ends, and is never re-POSTed."""
+    if isinstance(exc, InsufficientCredits):
         return _fail_submitting(claimed.id, "bfl_no_credits", human_message("bfl_no_credits"))
-    except AuthFailed:
+    if isinstance(exc, AuthFailed):
         log.error("BFL refused the API key; jobs will fail until an admin fixes BFL_API_KEY")
         return _fail_submitting(claimed.id, "bfl_auth", human_message("bfl_auth"))
-    except RequestRejected as exc:
+    if isinstance(exc, RequestRejected):
         detail = "; ".join(str(e) for e in exc.field_errors) or exc.message
         return _fail_submitting(claimed.id, "bfl_rejected", human_message("bfl_rejected", detail))
-    except BFLError as exc:
+    if isinstance(exc, BFLError):
         # Anything else the client raises for a POST is not a proof that nothing was created.
         code = exc.code if exc.safe_to_retry is False else "submission_unknown"
         return _fail_submitting(
@@ -139,28 +167,16 @@ def submit_claimed(client: BFLClient, claimed: Claimed, settings: Settings) -> O
             code,
             human_message(code, exc.message, credits=credits_text(claimed.estimated_credits)),
         )
-    except Exception as exc:
-        log.exception("unexpected error submitting job %s", claimed.id)
-        return _fail_submitting(
-            claimed.id,
+    log.exception("unexpected error submitting job %s", claimed.id)
+    return _fail_submitting(
+        claimed.id,
+        "submission_unknown",
+        human_message(
             "submission_unknown",
-            human_message(
-                "submission_unknown",
-                f"the studio hit {type(exc).__name__} while waiting",
-                credits=credits_text(claimed.estimated_credits),
-            ),
-        )
-
-    if submission.rate_limit is not None:
-        _note_rate_limit_headers(submission.rate_limit, settings)
-    # BFL reports the cost for FLUX.2; FLUX.1 endpoints do not, so the estimate stands in
-    # for it (the catalogue prices them per image, so it is what BFL charges).
-    cost = submission.cost if submission.cost is not None else claimed.estimated_credits
-    answer = answers.KeptAnswer(submission.id, submission.polling_url, cost, utcnow())
-    # From here on the task exists at BFL and is paid for. Keep the answer where neither an
-    # unavailable PostgreSQL nor this worker dying can lose it, then write it to PostgreSQL.
-    answers.keep(claimed.id, answer)
-    return record_acceptance(claimed.id, answer, settings)
+            f"the studio hit {type(exc).__name__} while waiting",
+            credits=credits_text(claimed.estimated_credits),
+        ),
+    )
 
 
 def _unknown_cause(exc: BFLError, settings: Settings) -> str:

@@ -75,61 +75,84 @@ def sweep(now: datetime | None = None, *, batch: int = 500) -> SweepReport:
     applied: list[uuid.UUID] = []
     with session_scope() as db:
         _reconcile_submitting(db, settings, now, batch, report, applied)
-
-        expired = db.scalars(
-            select(Job.id)
-            .where(
-                Job.status == JobStatus.PENDING.value,
-                Job.submitted_at < now - timedelta(seconds=settings.JOB_MAX_PENDING_S),
-            )
-            .limit(batch)
-        ).all()
-        for job_id in expired:
-            if fail_timed_out(db, job_id, settings):
-                report.timed_out += 1
-
-        overdue = db.scalars(
-            select(Job.id)
-            .where(
-                Job.status == JobStatus.PENDING.value,
-                (Job.next_poll_at.is_(None))
-                | (Job.next_poll_at < now - timedelta(seconds=OVERDUE_GRACE_S)),
-            )
-            .order_by(Job.next_poll_at.nulls_first())
-            .limit(batch)
-        ).all()
-        for job_id in overdue:
-            messages.schedule_poll(db, job_id, None)
-        report.polls_restarted = len(overdue)
-
+        _end_timed_out(db, settings, now, batch, report)
+        _restart_overdue_polls(db, now, batch, report)
+        # The account as it was before this sweep ended anything: what the wake-ups go by.
         seen = account.peek(db)
-        too_old = db.scalars(
-            select(Job.id)
-            .where(
-                Job.status == JobStatus.QUEUED.value,
-                Job.created_at < now - timedelta(seconds=settings.QUEUE_DEADLINE_S),
-            )
-            .limit(batch)
-        ).all()
-        if too_old:
-            status = account.status(db, settings, now)
-            reason = {
-                "outage": "BFL was unreachable",
-                "rate_limited": "BFL's active-task limit was reached",
-            }.get(status.kind, "the queue was long")
-            for job_id in too_old:
-                if state.finish_unsuccessfully(
-                    db,
-                    job_id,
-                    expected=JobStatus.QUEUED,
-                    target=JobStatus.FAILED,
-                    error_code="queue_deadline",
-                    error_message=deadline_message(settings, reason),
-                    now=now,
-                ):
-                    report.queue_expired += 1
-
+        _expire_queued(db, settings, now, batch, report)
         _wake_dispatchers(db, settings, now, seen, report)
+    _forget_applied(applied)
+    return _logged(report)
+
+
+def _end_timed_out(
+    db: Session, settings: Settings, now: datetime, batch: int, report: SweepReport
+) -> None:
+    """`pending` longer than JOB_MAX_PENDING_S ends `timed_out`."""
+    expired = db.scalars(
+        select(Job.id)
+        .where(
+            Job.status == JobStatus.PENDING.value,
+            Job.submitted_at < now - timedelta(seconds=settings.JOB_MAX_PENDING_S),
+        )
+        .limit(batch)
+    ).all()
+    for job_id in expired:
+        if fail_timed_out(db, job_id, settings):
+            report.timed_out += 1
+
+
+def _restart_overdue_polls(db: Session, now: datetime, batch: int, report: SweepReport) -> None:
+    """`pending` with an overdue (or no) `next_poll_at` gets a poll message again."""
+    overdue = db.scalars(
+        select(Job.id)
+        .where(
+            Job.status == JobStatus.PENDING.value,
+            (Job.next_poll_at.is_(None))
+            | (Job.next_poll_at < now - timedelta(seconds=OVERDUE_GRACE_S)),
+        )
+        .order_by(Job.next_poll_at.nulls_first())
+        .limit(batch)
+    ).all()
+    for job_id in overdue:
+        messages.schedule_poll(db, job_id, None)
+    report.polls_restarted = len(overdue)
+
+
+def _expire_queued(
+    db: Session, settings: Settings, now: datetime, batch: int, report: SweepReport
+) -> None:
+    """`queued` longer than QUEUE_DEADLINE_S ends `queue_deadline`, saying why it waited."""
+    too_old = db.scalars(
+        select(Job.id)
+        .where(
+            Job.status == JobStatus.QUEUED.value,
+            Job.created_at < now - timedelta(seconds=settings.QUEUE_DEADLINE_S),
+        )
+        .limit(batch)
+    ).all()
+    if not too_old:
+        return
+    status = account.status(db, settings, now)
+    reason = {
+        "outage": "BFL was unreachable",
+        "rate_limited": "BFL's active-task limit was reached",
+    }.get(status.kind, "the queue was long")
+    for job_id in too_old:
+        if state.finish_unsuccessfully(
+            db,
+            job_id,
+            expected=JobStatus.QUEUED,
+            target=JobStatus.FAILED,
+            error_code="queue_deadline",
+            error_message=deadline_message(settings, reason),
+            now=now,
+        ):
+            report.queue_expired += 1
+
+
+def _forget_applied(applied: list[uuid.UUID]) -> None:
+    """Drop the kept answers PostgreSQL now holds (after the commit), and prune the journal."""
     for job_id in applied:
         answers.forget(job_id)
     if answers.journal_path().exists():
@@ -138,7 +161,6 @@ def sweep(now: datetime | None = None, *, batch: int = 500) -> SweepReport:
                 select(Job.id).where(Job.status == JobStatus.SUBMITTING.value)
             ).all()
         answers.prune_journal(outstanding)
-    return _logged(report)
 
 
 def _wake_dispatchers(
