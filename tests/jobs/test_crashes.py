@@ -75,38 +75,6 @@ def test_a_worker_killed_during_the_post_leaves_a_job_that_is_never_sent_again(
     assert _posts(emulator, "[[drop]] hang") == 1
 
 
-def test_a_job_pending_too_long_is_timed_out_by_the_sweeper(
-    emulator: EmulatorServer, committed_db: Session, engine: Engine
-) -> None:
-    person = make_person(committed_db)
-    committed_db.commit()
-    (job,) = create_jobs(
-        committed_db,
-        user_id=person.user.id,
-        team_id=person.team.id,
-        model="flux-2-pro",
-        params={"prompt": "[[slow]] forever", "width": 256, "height": 256},
-    )
-    messages.discard_pending(committed_db)
-    state.claim(committed_db, job.id)
-    state.mark_pending(
-        committed_db,
-        job.id,
-        bfl_id="never-finishes",
-        polling_url=None,
-        cost_credits=job.estimated_credits,
-        next_poll_at=utcnow() + timedelta(hours=1),
-    )
-    messages.discard_pending(committed_db)
-    committed_db.commit()
-    later = utcnow() + timedelta(seconds=get_settings().JOB_MAX_PENDING_S + 1)
-    report = sweeper.sweep(now=later)
-    assert report.timed_out == 1
-    (done,) = job_rows(engine, [job.id])
-    assert (done.status, done.error_code) == (JobStatus.FAILED, "timed_out")
-    assert "did not finish within 15 minutes" in (done.error_message or "")
-
-
 def test_kill_9_of_a_worker_mid_poll_then_a_new_worker_finishes_every_job(
     emulator: EmulatorServer, committed_db: Session, engine: Engine
 ) -> None:
