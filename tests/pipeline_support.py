@@ -259,7 +259,7 @@ def accepted_posts(emulator: Any) -> dict[str, int]:
 
 def posts_per_job(emulator: Any, jobs: Iterable[Job]) -> dict[uuid.UUID, int]:
     """Accepted POSTs in the emulator's log for each job, matched by prompt and seed."""
-    counts: dict[tuple[str, int], int] = {}
+    counts: dict[tuple[str, int | None], int] = {}
     for entry in emulator.submissions():
         key = (entry["payload"]["prompt"], entry["payload"].get("seed"))
         counts[key] = counts.get(key, 0) + 1

@@ -141,3 +141,37 @@ def test_a_teammates_single_image_is_not_stuck_behind_a_big_batch(
     # the single job takes one of the next free slots, not the 61st.
     assert position <= 6, f"the single job was submitted {position + 1}th of 61"
     assert_at_most_one_post(emulator, done)
+
+
+def test_no_worker_process_waits_while_bfl_works(
+    worker: WorkerProcess, emulator: EmulatorServer, committed_db: Session, engine: Engine
+) -> None:
+    # The module's worker has two processes and the cap is 4. Were a process held while BFL
+    # works on its task, no more than two tasks could be at BFL at once: four means a
+    # submission returns as soon as BFL answers, and the wait is a poll message for later.
+    emulator.configure(latency_mean_s=2.0, latency_jitter_s=0.0)
+    person = make_person(committed_db)
+    committed_db.commit()
+    peak = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        with engine.connect() as conn:
+            while not stop.is_set():
+                active = conn.execute(
+                    text("SELECT count(*) FROM jobs WHERE status = 'pending'")
+                ).scalar_one()
+                conn.rollback()
+                peak = max(peak, active)
+                time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="not held", count=4)
+    done = wait_for_terminal(engine, [j.id for j in jobs], timeout=60)
+    stop.set()
+    watcher.join()
+    assert all(j.status == JobStatus.READY for j in done)
+    assert peak == 4, f"only {peak} tasks were at BFL at once with two worker processes"
+    assert_at_most_one_post(emulator, done)
