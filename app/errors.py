@@ -1,8 +1,18 @@
-"""One error shape for the JSON API and the exception handlers that produce it."""
+"""The studio's error family, its one mapping to HTTP, and the handlers that answer with it.
+
+Every refusal the studio makes is a `StudioError`: our own request validation
+(`RequestInvalid`), a refused job operation (`app.jobs.service.JobError`), a crossed budget
+(`app.costs.service.BudgetExceeded`), and the plumbing errors below. Each carries its HTTP
+status, a stable code, a message for people and the request fields at fault; the handlers in
+`install_error_handlers` turn them into the JSON shape (API) or a page. BFL's own answers are
+another family (`app.bfl.errors`), handled by the pipeline, never sent to a caller as such.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
@@ -12,8 +22,6 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from app.db import database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +53,33 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+#: HTTP status of each stable error code a domain error may carry: the one table that says
+#: how the studio's refusals map to HTTP (a code not listed answers 409 Conflict).
+STATUS_BY_CODE: dict[str, int] = {
+    "bad_request": 400,
+    "not_authenticated": 401,
+    "budget_exceeded": 402,
+    "forbidden": 403,
+    "not_found": 404,
+    "too_large": 413,
+    "unsupported_media_type": 415,
+    "invalid_request": 422,
+    "rate_limited": 429,
+}
+
+
+def status_for(code: str) -> int:
+    """The HTTP status of a domain error's `code` (409 for a state that forbids the action)."""
+    return STATUS_BY_CODE.get(code, 409)
+
+
 class StudioError(Exception):
-    """An error a route raises to answer with the shared shape (JSON) or a plain page."""
+    """Base of every refusal the studio answers: HTTP status, stable code, message, fields.
+
+    Routes let these travel: the handler installed by `install_error_handlers` answers the
+    API in the shared JSON shape and pages with the error page, or with the page's own
+    rendering when the route registered one (`answer_refusals_with`).
+    """
 
     def __init__(
         self,
@@ -62,6 +95,59 @@ class StudioError(Exception):
         self.message = message
         self.fields = fields or []
         self.headers = headers or {}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one request field, worded so a person can fix it.
+
+    `field` is the path of the field in the request as the service takes it: a top-level
+    name (`prompt`, `count`, `reference_images`) or a dotted path (`params.width`).
+    """
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        if not self.field or self.message.startswith(self.field):
+            return self.message
+        return f"{self.field}: {self.message}"
+
+
+class RequestInvalid(StudioError, ValueError):
+    """Our own validation refused a request before anything was stored or sent (422)."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        summary = "; ".join(str(e) for e in self.errors[:5]) or "invalid request"
+        super().__init__(
+            422,
+            "invalid_request",
+            f"Check these fields: {summary}",
+            [FieldProblem(field=e.field or "request", message=e.message) for e in self.errors],
+        )
+
+    def at_paths(self, path: Callable[[str], str]) -> RequestInvalid:
+        """The same refusal with each field renamed by `path` (a name to its request path)."""
+        return RequestInvalid([FieldError(path(e.field), e.message) for e in self.errors])
+
+
+#: A page's own answer to a refusal (a form with its field errors, a card with a notice), or
+#: None to leave it to the error page.
+RefusalPage = Callable[[StudioError], Response | None]
+
+
+def answer_refusals_with(request: Request, render: RefusalPage) -> None:
+    """Have this page request answer a `StudioError` with `render` instead of the error page.
+
+    The handler calls it after the request's database session has been rolled back and
+    closed, so nothing the refused operation flushed is kept; `render` reads what it needs
+    in a session of its own.
+    """
+    request.state.refusal_page = render
 
 
 class NotAuthenticated(StudioError):
@@ -305,6 +391,10 @@ class DatabaseUnavailable:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
             # Once the response has begun, no other answer can be sent in its place.
+            # Imported here: the catalogue imports this module, and app.db (through the
+            # settings) imports the catalogue.
+            from app.db import database_unavailable
+
             if started or not database_unavailable(exc):
                 raise
             response = database_unavailable_response(Request(scope), exc)
@@ -329,6 +419,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StudioError)
     async def studio_error(request: Request, exc: StudioError) -> Response:
+        """The one mapping of the studio's errors to HTTP, for the API and the pages."""
         if isinstance(exc, NotAuthenticated) and not wants_json(request):
             target = "/login"
             if request.method == "GET":
@@ -344,6 +435,11 @@ def install_error_handlers(app: FastAPI) -> None:
             return RedirectResponse(redirect_to, status_code=303)
         if wants_json(request):
             return error_json(exc.status_code, exc.code, exc.message, exc.fields, exc.headers)
+        render: RefusalPage | None = getattr(request.state, "refusal_page", None)
+        if render is not None:
+            answer = render(exc)
+            if answer is not None:
+                return answer
         return error_page(request, exc.status_code, exc.message, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -359,6 +455,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         # The last line of defence: a bug must still answer in the shared shape, and be logged
         # with its traceback so it gets fixed rather than hidden.
+        from app.db import database_unavailable
+
         if database_unavailable(exc):
             return database_unavailable_response(request, exc)
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

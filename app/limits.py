@@ -1,4 +1,10 @@
-"""Request size limits: bodies counted while they stream in, and the limits of form parsing."""
+"""The limits every way in shares: request sizes counted while bodies stream in, the limits of
+form parsing, and the one list of limits the API, the page and /openapi.json advertise.
+
+BFL's facts (prompt length, reference images per model, sizes, field ranges) live in
+`app.bfl.catalogue`; the studio's own policy (batch size, active-task cap, byte limits) in
+`app.settings`. The job service enforces both for the API and the page form alike.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +17,36 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.bfl.catalogue import MAX_REFERENCE_IMAGES, catalogue_as_dict
 from app.errors import FieldProblem, StudioError, error_json, error_page, wants_json
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 #: Routes that queue jobs: the only ones whose bodies may carry reference images.
 JOB_ROUTES = frozenset({("POST", "/api/v1/jobs"), ("POST", "/generate")})
-#: Most reference images one job takes (input_image … input_image_8); also the most files one
-#: multipart body may carry.
-MAX_REFERENCE_FILES = 8
+
+
+def studio_limits(settings: Settings | None = None) -> dict[str, int]:
+    """The studio's configured limits, by the names the API and the page advertise them."""
+    settings = settings or get_settings()
+    return {
+        "max_batch_size": settings.MAX_BATCH_SIZE,
+        "account_active_task_cap": settings.BFL_MAX_ACTIVE_TASKS,
+        "max_request_bytes": settings.MAX_REQUEST_BYTES,
+        "max_job_request_bytes": settings.MAX_JOB_REQUEST_BYTES,
+        "max_reference_image_bytes": settings.MAX_REFERENCE_IMAGE_BYTES,
+        "max_reference_image_pixels": settings.MAX_REFERENCE_IMAGE_PIXELS,
+        "max_form_fields": settings.MAX_FORM_FIELDS,
+        "max_form_field_bytes": settings.MAX_FORM_FIELD_BYTES,
+    }
+
+
+def advertised_catalogue(settings: Settings | None = None) -> dict[str, Any]:
+    """The model catalogue with every limit in force, as GET /api/v1/models and the generate
+    page's script read it: BFL's facts from the catalogue, the studio's from the settings."""
+    settings = settings or get_settings()
+    catalogue = catalogue_as_dict(settings.CREDIT_PRICE_USD)
+    catalogue["limits"] = {**catalogue["limits"], **studio_limits(settings)}
+    return catalogue
 
 
 @dataclass(frozen=True)
@@ -37,7 +65,7 @@ class BodyLimit:
             return (
                 f"The request body is larger than {size}, the most one job request may carry "
                 f"({self.setting}); send fewer or smaller reference images "
-                f"(at most {MAX_REFERENCE_FILES}, each at most {each})."
+                f"(at most {MAX_REFERENCE_IMAGES}, each at most {each})."
             )
         return (
             f"The request body is larger than {size}, the most this studio accepts here "
@@ -174,10 +202,11 @@ class RequestSizeLimit:
 
 
 def form_limits(job_route: bool = False) -> dict[str, Any]:
-    """Starlette's form-parsing limits: files only where jobs are queued, fields from settings."""
+    """Starlette's form-parsing limits: files only where jobs are queued (as many as the most
+    reference images any model takes), fields from settings."""
     settings = get_settings()
     return {
-        "max_files": MAX_REFERENCE_FILES if job_route else 0,
+        "max_files": MAX_REFERENCE_IMAGES if job_route else 0,
         "max_fields": settings.MAX_FORM_FIELDS,
         "max_part_size": settings.MAX_FORM_FIELD_BYTES,
     }
@@ -192,7 +221,7 @@ def form_limit_problem(request: Request, detail: str) -> StudioError | None:
     settings = get_settings()
     if detail.startswith("Too many files"):
         if body_limit_for(request.method, request.url.path).job_route:
-            message = f"at most {MAX_REFERENCE_FILES} reference images; send fewer files"
+            message = f"at most {MAX_REFERENCE_IMAGES} reference images; send fewer files"
             return StudioError(
                 422,
                 "invalid_request",

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.bfl.catalogue import BFL_DOMAIN
+from app.bfl.catalogue import ACCOUNT_ACTIVE_TASK_CAP, BFL_DOMAIN
 
 #: Key the studio presents to its own emulator; the emulator accepts any non-empty key by default.
 EMULATOR_KEY = "emulator-local-key"
@@ -51,7 +51,10 @@ class Settings(BaseSettings):
         "that may receive the API key as a polling_url; any other polling_url is not followed.",
     )
     BFL_MAX_ACTIVE_TASKS: int = Field(
-        default=24, ge=1, description="Account-wide cap on jobs submitting + pending at BFL."
+        default=ACCOUNT_ACTIVE_TASK_CAP,
+        ge=1,
+        description="Account-wide cap on jobs submitting + pending at BFL (BFL's own cap by "
+        "default; lower it to leave room for other users of the key).",
     )
     BFL_TIMEOUT_S: float = Field(default=30.0, gt=0, description="Read timeout for BFL calls.")
     BFL_CONNECT_TIMEOUT_S: float = Field(default=5.0, gt=0, description="Connect timeout.")

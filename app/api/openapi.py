@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.settings import Settings, get_settings
+
 API_PREFIX = "/api/"
 _REF = re.compile(r'"#/components/schemas/([^"]+)"')
+
+#: What completes the document with values that are settings (a limit such as
+#: MAX_BATCH_SIZE): each is called with the document and the settings when it is built, so
+#: /openapi.json advertises the limits this studio is configured with.
+SettingsHook = Callable[[dict[str, Any], Settings], None]
+_SETTINGS_HOOKS: list[SettingsHook] = []
+
+
+def configured_by_settings(hook: SettingsHook) -> SettingsHook:
+    """Register `hook` to fill values from the settings into the document (a decorator)."""
+    _SETTINGS_HOOKS.append(hook)
+    return hook
 
 
 def _used_schemas(document: Any, schemas: dict[str, Any]) -> set[str]:
@@ -53,11 +68,15 @@ def api_schema(app: FastAPI) -> dict[str, Any]:
         }
     }
     schema["security"] = [{"apiToken": []}]
+    settings = get_settings()
+    for hook in _SETTINGS_HOOKS:
+        hook(schema, settings)
     return schema
 
 
 def install_openapi(app: FastAPI) -> None:
-    """Serve `api_schema` at /openapi.json (built once, on first request)."""
+    """Serve `api_schema` at /openapi.json (built once per app, on first request, from the
+    settings then in force)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

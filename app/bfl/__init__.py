@@ -11,7 +11,7 @@ from app.bfl.catalogue import (
     validate_request,
 )
 from app.bfl.client import BFLClient, FetchedImage, PollResult, Submission, TaskStatus
-from app.bfl.errors import BFLError, FieldError, RequestInvalid
+from app.bfl.errors import BFLError
 
 __all__ = [
     "ASPECT_PRESETS",
@@ -19,10 +19,8 @@ __all__ = [
     "BFLError",
     "CostEstimate",
     "FetchedImage",
-    "FieldError",
     "ModelSpec",
     "PollResult",
-    "RequestInvalid",
     "Submission",
     "TaskStatus",
     "catalogue_as_dict",

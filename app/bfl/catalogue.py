@@ -17,23 +17,23 @@ from decimal import ROUND_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
-from app.bfl.errors import FieldError, RequestInvalid
+from app.errors import FieldError, RequestInvalid
 
 __all__ = [
     "ACCOUNT_ACTIVE_TASK_CAP",
     "ASPECT_PRESETS",
     "DEFAULT_CREDIT_PRICE_USD",
     "MAX_PIXELS",
+    "MAX_REFERENCE_IMAGES",
     "MEGAPIXEL",
+    "PROMPT_MAX_CHARS",
     "SOURCES",
     "WEBHOOK_URL_MAX_LENGTH",
     "CostEstimate",
-    "FieldError",
     "FieldSpec",
     "FieldType",
     "ModelSpec",
     "Pricing",
-    "RequestInvalid",
     "Sizing",
     "UnknownModel",
     "billable_megapixels",
@@ -89,8 +89,17 @@ ACCOUNT_ACTIVE_TASK_CAP = 24
 DEFAULT_CREDIT_PRICE_USD = Decimal("0.01")
 #: BFL's own domain: its API hosts (global, EU, US) and regional polling hosts live under it.
 BFL_DOMAIN = "bfl.ai"
-#: How many reference images a request may carry at most, across all models.
-_REFERENCE_FIELD_LIMIT = 8
+#: Most reference images any model takes (input_image ... input_image_8, SOURCES["openapi"]);
+#: each model's own limit is `ModelSpec.max_reference_images`.
+MAX_REFERENCE_IMAGES = 8
+#: Longest prompt, in characters, for every model and every way in (API, page, retry, vary).
+#: BFL's guide allows FLUX.2 prompts of up to 32K tokens (SOURCES["bfl-skills"]) and publishes
+#: no character limit. A token is about four characters of English and about one of Chinese
+#: or Japanese, so 50,000 characters stay within 32K tokens in any script while allowing all
+#: but the longest English prompts BFL takes; and 50,000 characters of the widest UTF-8 (4
+#: bytes each) still fit one form field (MAX_FORM_FIELD_BYTES, 256 KiB), so the page takes
+#: every prompt the API takes.
+PROMPT_MAX_CHARS = 50_000
 
 
 class FieldType(StrEnum):
@@ -250,7 +259,12 @@ class UnknownModel(LookupError):
 # --- field definitions -------------------------------------------------------------------
 
 _PROMPT = FieldSpec(
-    "prompt", FieldType.STRING, "Prompt", "What the image should show.", required=True
+    "prompt",
+    FieldType.STRING,
+    "Prompt",
+    "What the image should show.",
+    required=True,
+    max_length=PROMPT_MAX_CHARS,
 )
 _SEED = FieldSpec(
     "seed",
@@ -451,8 +465,8 @@ _MODELS: tuple[ModelSpec, ...] = (
         price="low",
         sizing=Sizing.PIXELS,
         # Flux2Inputs has no prompt_upsampling: BFL decides for itself on pro and max.
-        fields=_flux2_fields(references=8),
-        max_reference_images=8,
+        fields=_flux2_fields(references=MAX_REFERENCE_IMAGES),
+        max_reference_images=MAX_REFERENCE_IMAGES,
         pricing=Pricing(
             Decimal("0.03"),
             Decimal("0.015"),
@@ -476,7 +490,7 @@ _MODELS: tuple[ModelSpec, ...] = (
         price="medium",
         sizing=Sizing.PIXELS,
         fields=_flux2_fields(
-            references=8,
+            references=MAX_REFERENCE_IMAGES,
             extra=(
                 FieldSpec(
                     "steps",
@@ -502,7 +516,7 @@ _MODELS: tuple[ModelSpec, ...] = (
                 _upsampling(True),
             ),
         ),
-        max_reference_images=8,
+        max_reference_images=MAX_REFERENCE_IMAGES,
         pricing=Pricing(
             Decimal("0.05"),
             Decimal("0.05"),
@@ -522,8 +536,8 @@ _MODELS: tuple[ModelSpec, ...] = (
         quality="highest",
         price="high",
         sizing=Sizing.PIXELS,
-        fields=_flux2_fields(references=8),
-        max_reference_images=8,
+        fields=_flux2_fields(references=MAX_REFERENCE_IMAGES),
+        max_reference_images=MAX_REFERENCE_IMAGES,
         pricing=Pricing(
             Decimal("0.07"),
             Decimal("0.03"),
@@ -749,7 +763,9 @@ def catalogue_as_dict(credit_price_usd: Decimal = DEFAULT_CREDIT_PRICE_USD) -> d
         "limits": {
             "max_pixels": MAX_PIXELS,
             "megapixel": MEGAPIXEL,
-            "account_active_task_cap": ACCOUNT_ACTIVE_TASK_CAP,
+            "prompt_max_chars": PROMPT_MAX_CHARS,
+            "max_reference_images": MAX_REFERENCE_IMAGES,
+            "bfl_account_active_task_cap": ACCOUNT_ACTIVE_TASK_CAP,
         },
         "credit_price_usd": str(credit_price_usd),
     }
@@ -800,7 +816,7 @@ def output_size(model: str | ModelSpec, payload: Mapping[str, Any]) -> tuple[int
 
 def count_reference_images(payload: Mapping[str, Any]) -> int:
     """How many reference-image fields a payload fills."""
-    return sum(1 for name in reference_field_names(_REFERENCE_FIELD_LIMIT) if payload.get(name))
+    return sum(1 for name in reference_field_names(MAX_REFERENCE_IMAGES) if payload.get(name))
 
 
 def reference_megapixels(size: tuple[int, int] | None) -> int:
@@ -1033,6 +1049,10 @@ def _check_field(spec: FieldSpec, value: Any, model: str) -> tuple[Any, str | No
         return value.strip(), None
     if not isinstance(value, str):
         return None, f"{name} must be text"
+    if spec.max_length is not None and len(value) > spec.max_length:
+        return None, (
+            f"the {name} has {len(value):,} characters; shorten it to at most {spec.max_length:,}"
+        )
     if _CONTROL_RE.search(value):
         # PostgreSQL text cannot hold NUL, and no prompt needs other control characters.
         return None, f"{name} must not contain control characters"
@@ -1071,8 +1091,9 @@ def _area_error(spec: ModelSpec, params: Mapping[str, Any]) -> FieldError | None
     scale = math.sqrt(MAX_PIXELS / (width * height))
     try_w = max(64, int(width * scale) // 16 * 16)
     try_h = max(64, int(height * scale) // 16 * 16)
+    # Named on the longer side: that is the one to shorten (and the one a form shows it at).
     return FieldError(
-        "width",
+        "height" if height > width else "width",
         f"width {_TIMES} height must be at most {MAX_PIXELS // MEGAPIXEL} MP "
         f"({MAX_PIXELS:,} pixels); try {try_w} {_TIMES} {try_h}",
     )

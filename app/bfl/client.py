@@ -22,7 +22,6 @@ from app.bfl.catalogue import BFL_DOMAIN
 from app.bfl.errors import (
     AuthFailed,
     BFLError,
-    FieldError,
     ImageFetchFailed,
     ImageTooLarge,
     ImageWrongType,
@@ -33,13 +32,14 @@ from app.bfl.errors import (
     OutcomeUnknown,
     RateLimited,
     RateLimitInfo,
-    RequestInvalid,
     RequestRejected,
     ResultUnavailable,
     ServerFailed,
     ServiceUnavailable,
     UnexpectedResponse,
+    UnsendableRequest,
 )
+from app.errors import FieldError
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -358,7 +358,7 @@ class BFLClient:
         task exists; `OutcomeUnknown` when BFL may have created one: never resend then.
         """
         if not isinstance(model, str) or not _MODEL_RE.fullmatch(model):
-            raise RequestInvalid([FieldError("model", "model must be a BFL model name")])
+            raise UnsendableRequest("model must be a BFL model name")
         url = f"{self.base_url}/v1/{model}"
         response = self._send("POST", url, operation="submit", json=dict(payload))
         if response.status_code not in (200, 201, 202):

@@ -1,21 +1,13 @@
-"""Typed errors raised by the BFL client and the request validator, each with a stable code."""
+"""Typed errors of the BFL client: what BFL answered (or did not), each with a stable code.
+
+Our own validation of a request is not BFL's answer: it raises `app.errors.RequestInvalid`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class FieldError:
-    """One problem with one request field, worded so a person can fix it."""
-
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        if not self.field or self.message.startswith(self.field):
-            return self.message
-        return f"{self.field}: {self.message}"
+from app.errors import FieldError
 
 
 class BFLError(Exception):
@@ -50,15 +42,10 @@ class BFLError(Exception):
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}{status})"
 
 
-class RequestInvalid(BFLError, ValueError):
-    """Our own validation refused the request before anything was sent."""
+class UnsendableRequest(BFLError, ValueError):
+    """The client refused to send a call at all (a model name that is not a BFL path)."""
 
     code = "invalid_request"
-
-    def __init__(self, errors: list[FieldError]) -> None:
-        self.errors = list(errors)
-        summary = "; ".join(str(e) for e in self.errors) or "invalid request"
-        super().__init__(summary, safe_to_retry=False)
 
 
 class RequestRejected(BFLError):

@@ -49,7 +49,7 @@ from app.costs.schemas import (
     SpendTotal,
 )
 from app.db import utcnow
-from app.errors import FieldProblem, Forbidden, NotFound, StudioError
+from app.errors import FieldProblem, Forbidden, NotFound, StudioError, status_for
 from app.jobs.models import Job, JobStatus
 from app.settings import get_settings
 
@@ -65,14 +65,14 @@ _CENT = Decimal("0.01")
 _ZERO = Decimal(0)
 
 
-class BudgetExceeded(Exception):
-    """A submission would cross a monthly budget; the message says what is left."""
+class BudgetExceeded(StudioError):
+    """A submission would cross a monthly budget (402); the message says what is left.
 
-    code = "budget_exceeded"
+    It names no field: the whole request (its count, sizes and references) is what costs.
+    """
 
     def __init__(self, message: str, *, scope: str, remaining: Decimal, needed: Decimal) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(status_for("budget_exceeded"), "budget_exceeded", message)
         self.scope = scope
         self.remaining = remaining
         self.needed = needed

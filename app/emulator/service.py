@@ -26,9 +26,9 @@ from typing import Any, Literal
 from PIL import Image
 
 from app.bfl import catalogue
-from app.bfl.errors import RequestInvalid
 from app.emulator.config import EmulatorConfig
 from app.emulator.render import content_type_for, extension_for, render_image
+from app.errors import RequestInvalid
 
 Outcome = Literal["ready", "request_moderated", "content_moderated", "error", "not_found"]
 
@@ -132,7 +132,7 @@ def _iso(timestamp: float) -> str:
 def _loggable_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """The payload minus image data and secrets, as kept in the submission log."""
     shown = {k: v for k, v in payload.items() if k != "webhook_secret"}
-    for name in catalogue.reference_field_names(8):
+    for name in catalogue.reference_field_names(catalogue.MAX_REFERENCE_IMAGES):
         if name in shown:
             shown[name] = "<image>"
     return shown
@@ -144,7 +144,7 @@ def _reference_sizes(payload: dict[str, Any]) -> list[tuple[int, int] | None]:
     BFL prices inputs by their megapixels, so the emulator reads them as BFL would.
     """
     sizes: list[tuple[int, int] | None] = []
-    for name in catalogue.reference_field_names(8):
+    for name in catalogue.reference_field_names(catalogue.MAX_REFERENCE_IMAGES):
         value = payload.get(name)
         if not isinstance(value, str) or not value:
             continue

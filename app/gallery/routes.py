@@ -10,13 +10,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.deps import ChangingActor, CurrentActor
-from app.bfl.catalogue import RequestInvalid, list_models
-from app.costs.service import BudgetExceeded
+from app.bfl.catalogue import list_models
 from app.deps import SessionDep
-from app.errors import Forbidden, NotFound
+from app.errors import NotFound, StudioError, answer_refusals_with, error_page
 from app.gallery import service
 from app.jobs.routes import card
-from app.jobs.service import JobError, vary_job
+from app.jobs.service import vary_job
 from app.storage import ObjectMissing, get_storage
 from app.templating import templates
 
@@ -132,21 +131,22 @@ def favourite(request: Request, job_id: str, actor: ChangingActor, db: SessionDe
 @router.post("/gallery/{job_id}/vary", response_class=HTMLResponse, summary="Same, new seed")
 def vary(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
     job = service.team_job(db, actor.team_id, _job_id(job_id))
-    try:
-        jobs = vary_job(db, job, team_id=actor.team_id, user_id=actor.user_id)
-    except (RequestInvalid, BudgetExceeded, JobError) as exc:
-        # Nothing the refused request flushed may be committed.
-        db.rollback()
-        if isinstance(exc, JobError) and exc.code == "not_found":
-            raise NotFound("That image") from None
-        if isinstance(exc, JobError) and exc.code == "forbidden":
-            raise Forbidden(exc.message) from None
-        message = getattr(exc, "message", str(exc))
-        return templates.TemplateResponse(
-            request, "partials/notice.html", {"message": message, "kind": "error"}
-        )
+    answer_refusals_with(request, lambda exc: _refused_vary(request, exc))
+    jobs = vary_job(db, job, team_id=actor.team_id, user_id=actor.user_id)
     return templates.TemplateResponse(
         request, "jobs/_cards.html", {"actor": actor, "cards": [card(j) for j in jobs]}
+    )
+
+
+def _refused_vary(request: Request, exc: StudioError) -> Response | None:
+    """A refused variation: the reason as a notice where the new card would go (the 404 and
+    403 pages for a missing job and a refusal by role, as the API answers)."""
+    if exc.status_code == 404:
+        return error_page(request, 404, NotFound("That image").message)
+    if exc.status_code not in (402, 409, 422):
+        return None
+    return templates.TemplateResponse(
+        request, "partials/notice.html", {"message": exc.message, "kind": "error"}
     )
 
 

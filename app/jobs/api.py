@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from app.api import idempotency
+from app.api.openapi import configured_by_settings
 from app.api.schemas import (
     BFL_BACKEND_HELP,
     BflBackend,
@@ -30,12 +31,10 @@ from app.api.schemas import (
 )
 from app.auth.deps import Actor, ChangingActor, CurrentActor
 from app.auth.models import User
-from app.bfl.catalogue import catalogue_as_dict
-from app.bfl.errors import RequestInvalid
-from app.costs.service import BudgetExceeded
+from app.bfl.catalogue import MAX_REFERENCE_IMAGES, PROMPT_MAX_CHARS
 from app.db import utcnow
 from app.deps import SessionDep
-from app.errors import FieldProblem, StudioError, error_responses
+from app.errors import FieldError, RequestInvalid, StudioError, error_responses
 from app.gallery.service import (
     MAX_PAGE_SIZE,
     Cursor,
@@ -50,28 +49,23 @@ from app.gallery.service import (
 from app.jobs import account
 from app.jobs.models import Favourite, Image, Job, JobStatus
 from app.jobs.service import (
-    MAX_PROMPT_CHARS,
-    JobError,
     cancel_job,
     create_jobs,
     retry_job,
     upload_size_problem,
     vary_job,
 )
-from app.limits import MAX_REFERENCE_FILES, read_form
-from app.settings import get_settings
+from app.limits import advertised_catalogue, read_form
+from app.settings import Settings, get_settings
 
 router = APIRouter(tags=["jobs"])
 
 #: Text the database cannot store (NUL) is refused at the door, naming the field.
 NO_NUL = r"^[^\x00]*$"
-MAX_REFERENCE_IMAGES = MAX_REFERENCE_FILES
 #: Longest plain (non-image) parameter value; real ones are a few characters.
 _MAX_PARAM_TEXT = 1_000
 #: Parameters are sizes, seeds and scales: anything beyond 64-bit integers is a mistake.
 _MAX_PARAM_NUMBER = 2**63
-#: Fields the top level of the body carries; everything else lives under `params`.
-_TOP_LEVEL_FIELDS = ("model", "prompt", "count", "reference_images")
 
 
 def _problems_in(value: Any, path: str, problems: list[str]) -> None:
@@ -110,23 +104,28 @@ class JobCreate(BaseModel):
         pattern=NO_NUL,
         description="A model name from GET /api/v1/models, e.g. flux-2-pro.",
     )
+    # The prompt's length and the batch size are checked by the job service, as for the page
+    # form; the schema advertises them (`count`'s maximum is the configured MAX_BATCH_SIZE,
+    # filled in when /openapi.json is built).
     prompt: str = Field(
         min_length=1,
-        max_length=MAX_PROMPT_CHARS,
         pattern=NO_NUL,
         description="What the image should show.",
+        json_schema_extra={"maxLength": PROMPT_MAX_CHARS},
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="The model's other request fields (width, height, seed, ...); "
         "see GET /api/v1/models for each model's fields and limits.",
     )
-    count: int = Field(default=1, ge=1, le=200, description="How many images (one batch).")
+    count: int = Field(
+        default=1, description="How many images (one batch).", json_schema_extra={"minimum": 1}
+    )
     reference_images: list[str] = Field(
         default_factory=list,
-        max_length=MAX_REFERENCE_IMAGES,
         description="Reference images as base64 (or data: URLs), filling input_image, "
-        "input_image_2, ... in order.",
+        "input_image_2, ... in order; each model's own limit is its max_reference_images.",
+        json_schema_extra={"maxItems": MAX_REFERENCE_IMAGES},
     )
 
     @field_validator("params")
@@ -145,12 +144,17 @@ class JobCreateForm(BaseModel):
     """The multipart form of POST /api/v1/jobs: the same fields, with files for references."""
 
     model: str
-    prompt: str
+    prompt: str = Field(json_schema_extra={"maxLength": PROMPT_MAX_CHARS})
     params: str | None = Field(default=None, description="The params object as JSON text.")
-    count: int | None = Field(default=1, ge=1, le=200)
+    count: int | None = Field(
+        default=1, description="How many images (one batch).", json_schema_extra={"minimum": 1}
+    )
     reference_images: list[bytes] = Field(
         default_factory=list,
-        json_schema_extra={"items": {"type": "string", "format": "binary"}},
+        json_schema_extra={
+            "items": {"type": "string", "format": "binary"},
+            "maxItems": MAX_REFERENCE_IMAGES,
+        },
         description="Image files (JPEG, PNG or WebP).",
     )
 
@@ -165,10 +169,8 @@ class JobRequest:
     reference_images: list[bytes]
 
 
-def _invalid(field: str, message: str) -> StudioError:
-    return StudioError(
-        422, "invalid_request", f"{field}: {message}", [FieldProblem(field=field, message=message)]
-    )
+def _invalid(field: str, message: str) -> RequestInvalid:
+    return RequestInvalid([FieldError(field, message)])
 
 
 def _decode_reference(index: int, text: str) -> bytes:
@@ -244,25 +246,6 @@ async def read_job_request(request: Request) -> JobRequest:
         count=body.count,
         reference_images=[*references, *uploads],
     )
-
-
-def _field_path(field: str) -> str:
-    if not field or field in _TOP_LEVEL_FIELDS:
-        return field or "request"
-    return f"params.{field}"
-
-
-def refused(exc: RequestInvalid | BudgetExceeded | JobError) -> StudioError:
-    """The API's answer to a refusal from the job service or the budget check."""
-    if isinstance(exc, RequestInvalid):
-        fields = [FieldProblem(field=_field_path(e.field), message=e.message) for e in exc.errors]
-        summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:5])
-        return StudioError(422, "invalid_request", f"Check these fields: {summary}", fields)
-    if isinstance(exc, BudgetExceeded):
-        return StudioError(402, exc.code, exc.message)
-    status = {"not_found": 404, "forbidden": 403}.get(exc.code, 409)
-    fields = [FieldProblem(field=_field_path(exc.field), message=exc.message)] if exc.field else []
-    return StudioError(status, exc.code, exc.message, fields)
 
 
 def jobs_out(db: Session, actor: Actor, job_ids: Sequence[uuid.UUID]) -> list[JobOut]:
@@ -341,6 +324,19 @@ _JOB_CREATE_BODY = {
 }
 
 
+@configured_by_settings
+def _advertise_batch_size(document: dict[str, Any], settings: Settings) -> None:
+    """`count`'s maximum in POST /api/v1/jobs is the configured MAX_BATCH_SIZE."""
+    operation = document["paths"]["/api/v1/jobs"]["post"]
+    for media in operation["requestBody"]["content"].values():
+        count = media["schema"]["properties"]["count"]
+        count["maximum"] = settings.MAX_BATCH_SIZE
+        count["description"] = (
+            f"How many images (one batch): at most {settings.MAX_BATCH_SIZE}, this studio's "
+            "MAX_BATCH_SIZE."
+        )
+
+
 @router.post(
     "/jobs",
     status_code=201,
@@ -367,18 +363,15 @@ def create(
         earlier = _replay(db, actor, response, idempotency_key, fingerprint)
         if earlier is not None:
             return earlier
-    try:
-        jobs = create_jobs(
-            db,
-            user_id=actor.user_id,
-            team_id=actor.team_id,
-            model=job_request.model,
-            params=job_request.params,
-            count=job_request.count,
-            reference_images=job_request.reference_images,
-        )
-    except (RequestInvalid, BudgetExceeded, JobError) as exc:
-        raise refused(exc) from None
+    jobs = create_jobs(
+        db,
+        user_id=actor.user_id,
+        team_id=actor.team_id,
+        model=job_request.model,
+        params=job_request.params,
+        count=job_request.count,
+        reference_images=job_request.reference_images,
+    )
     if idempotency_key is not None:
         idempotency.remember_jobs(db, user_id=actor.user_id, key=idempotency_key, jobs=jobs)
     return JobBatchOut(jobs=jobs_out(db, actor, [job.id for job in jobs]))
@@ -466,16 +459,13 @@ def get_one(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> JobOut:
 )
 def cancel(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobOut:
     """Only queued jobs can be cancelled (a job sent to BFL will finish); owner or manager."""
-    try:
-        job = cancel_job(
-            db,
-            job_id=job_id,
-            team_id=actor.team_id,
-            user_id=actor.user_id,
-            is_manager=actor.is_manager,
-        )
-    except JobError as exc:
-        raise refused(exc) from None
+    job = cancel_job(
+        db,
+        job_id=job_id,
+        team_id=actor.team_id,
+        user_id=actor.user_id,
+        is_manager=actor.is_manager,
+    )
     return jobs_out(db, actor, [job.id])[0]
 
 
@@ -487,10 +477,7 @@ def cancel(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobOut:
     responses=error_responses(402, 404, 409, 422),
 )
 def retry(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobBatchOut:
-    try:
-        jobs = retry_job(db, job_id=job_id, team_id=actor.team_id, user_id=actor.user_id)
-    except (RequestInvalid, BudgetExceeded, JobError) as exc:
-        raise refused(exc) from None
+    jobs = retry_job(db, job_id=job_id, team_id=actor.team_id, user_id=actor.user_id)
     return JobBatchOut(jobs=jobs_out(db, actor, [job.id for job in jobs]))
 
 
@@ -519,10 +506,7 @@ def vary(
         if earlier is not None:
             return earlier
     job = team_job(db, actor.team_id, job_id)
-    try:
-        jobs = vary_job(db, job, team_id=actor.team_id, user_id=actor.user_id)
-    except (RequestInvalid, BudgetExceeded, JobError) as exc:
-        raise refused(exc) from None
+    jobs = vary_job(db, job, team_id=actor.team_id, user_id=actor.user_id)
     if idempotency_key is not None:
         idempotency.remember_jobs(db, user_id=actor.user_id, key=idempotency_key, jobs=jobs)
     return JobBatchOut(jobs=jobs_out(db, actor, [j.id for j in jobs]))
@@ -581,6 +565,7 @@ class ModelFieldOut(BaseModel):
     maximum: float | None
     multiple_of: int | None
     choices: list[str] | None
+    max_length: int | None = Field(description="Longest text accepted, in characters.")
     internal: bool = Field(description="Filled by the studio or via reference_images.")
 
 
@@ -604,16 +589,44 @@ class ModelOut(BaseModel):
     sizing: str
     fields: list[ModelFieldOut]
     max_reference_images: int
-    active_task_cap: int | None
+    active_task_cap: int | None = Field(
+        description="BFL's own lower cap on this model's active tasks, if any; the studio "
+        "holds the lower of it and limits.account_active_task_cap."
+    )
     nominal_megapixels: int
+    editing_safety_maximum: int | None = Field(
+        description="Highest safety_tolerance when reference images are given, if lower."
+    )
     pricing: PricingOut
     unconfirmed: list[str]
 
 
 class LimitsOut(BaseModel):
-    max_pixels: int
-    megapixel: int
-    account_active_task_cap: int
+    """Every limit a job request meets: BFL's (from the catalogue) and this studio's settings."""
+
+    max_pixels: int = Field(description="Most output pixels (width x height) of any model.")
+    megapixel: int = Field(description="Pixels in one billing megapixel.")
+    prompt_max_chars: int = Field(description="Longest prompt, in characters, for every model.")
+    max_reference_images: int = Field(
+        description="Most reference images any model takes (see each model's own)."
+    )
+    bfl_account_active_task_cap: int = Field(
+        description="BFL's published cap on an account's active tasks."
+    )
+    account_active_task_cap: int = Field(
+        description="Jobs this studio lets run at BFL at once (BFL_MAX_ACTIVE_TASKS)."
+    )
+    max_batch_size: int = Field(description="Most images one request may ask for (count).")
+    max_request_bytes: int = Field(description="Largest request body outside job routes.")
+    max_job_request_bytes: int = Field(
+        description="Largest body of POST /api/v1/jobs, reference images included."
+    )
+    max_reference_image_bytes: int = Field(description="Largest reference image file.")
+    max_reference_image_pixels: int = Field(
+        description="Most pixels a reference image may declare."
+    )
+    max_form_fields: int = Field(description="Most non-file fields in one form post.")
+    max_form_field_bytes: int = Field(description="Largest single non-file form field.")
 
 
 class CatalogueOut(BaseModel):
@@ -633,10 +646,10 @@ class CatalogueOut(BaseModel):
     summary="The model catalogue with limits and prices",
 )
 def models(actor: CurrentActor) -> CatalogueOut:
-    settings = get_settings()
+    """The catalogue with the limits in force: BFL's and this studio's configured ones."""
     return CatalogueOut.model_validate(
-        {**catalogue_as_dict(settings.CREDIT_PRICE_USD), "bfl_backend": bfl_backend()}
+        {**advertised_catalogue(get_settings()), "bfl_backend": bfl_backend()}
     )
 
 
-__all__ = ["JobCreate", "JobRequest", "jobs_out", "read_job_request", "refused", "router"]
+__all__ = ["JobCreate", "JobRequest", "jobs_out", "read_job_request", "router"]

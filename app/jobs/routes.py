@@ -11,16 +11,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 
-from app.auth.deps import Actor, ChangingActor, CurrentActor
+from app.auth.deps import Actor, ActorView, ChangingActor, CurrentActor
 from app.bfl.catalogue import (
     ASPECT_PRESETS,
+    MAX_REFERENCE_IMAGES,
     FieldSpec,
     FieldType,
     ModelSpec,
-    RequestInvalid,
-    catalogue_as_dict,
     estimate_cost,
     estimate_payload_cost,
     get_model,
@@ -28,10 +28,15 @@ from app.bfl.catalogue import (
     output_size,
     reference_field_names,
 )
-from app.costs.service import BudgetExceeded
-from app.db import utcnow
+from app.db import session_scope, utcnow
 from app.deps import SessionDep
-from app.errors import Forbidden, NotFound
+from app.errors import (
+    NotFound,
+    RequestInvalid,
+    StudioError,
+    answer_refusals_with,
+    error_page,
+)
 from app.gallery.service import credits_text, recent_jobs
 from app.jobs import account
 from app.jobs.models import BFLAccountState, Job, JobStatus
@@ -46,7 +51,7 @@ from app.jobs.service import (
     retry_job,
     upload_size_problem,
 )
-from app.limits import read_form
+from app.limits import advertised_catalogue, read_form
 from app.settings import get_settings
 from app.templating import templates
 
@@ -64,8 +69,6 @@ _HAND_MADE = {
 }
 #: Cards shown under the form when the page loads.
 _RECENT_CARDS = 12
-#: Most files read from one form post; the service gives the exact per-model limit.
-_MAX_UPLOADS = 8
 #: Widest side the estimate prices; beyond it the number is a typo, not a size.
 _MAX_ESTIMATE_SIDE = 65_536
 
@@ -92,10 +95,12 @@ class GenerateForm:
 
 
 def _field_of(error_field: str) -> str:
-    """Where on the form an error from the catalogue or the service is shown."""
-    if error_field.startswith("input_image") or error_field == "reference_images":
+    """Where on the form an error is shown, from the field path the service names
+    (`params.width` is the form's `width`; every reference image is `reference_images`)."""
+    name = error_field.removeprefix("params.")
+    if name.startswith(("input_image", "reference_images")):
         return "reference_images"
-    return error_field
+    return name
 
 
 def _extra_fields() -> list[FieldSpec]:
@@ -175,7 +180,10 @@ def read_generate_form(form: FormData, team_id: uuid.UUID) -> GenerateForm:
     for name in ("model", "prompt", "seed_mode", "seed", "count", "aspect_preset"):
         state.values[name] = _text(form, name)
     raw_prompt = form.get("prompt")
-    state.values["prompt"] = raw_prompt if isinstance(raw_prompt, str) else ""
+    # Browsers send a textarea's line breaks as CRLF but count each as one character against
+    # its maxlength; as LF the prompt has the length the page allowed (and the API counts).
+    prompt = raw_prompt.replace("\r\n", "\n") if isinstance(raw_prompt, str) else ""
+    state.values["prompt"] = prompt
     booleans = _boolean_fields()
     for spec_field in _all_visible_fields():
         if spec_field in booleans:
@@ -236,7 +244,9 @@ def request_params(state: GenerateForm) -> tuple[dict[str, Any], int | None]:
             state.errors["seed"] = "enter a seed number, or choose Random"
         else:
             params["seed"] = state.get("seed")
-    for name, key in zip(reference_field_names(8), state.stored_references, strict=False):
+    for name, key in zip(
+        reference_field_names(MAX_REFERENCE_IMAGES), state.stored_references, strict=False
+    ):
         params[name] = key
     count_text = state.get("count") or "1"
     try:
@@ -258,7 +268,8 @@ async def _uploads(form: FormData, state: GenerateForm) -> list[bytes]:
                 state.errors["reference_images"] = f"reference image {position}: {problem}"
                 return []
             files.append(await item.read())
-            if len(files) > _MAX_UPLOADS:
+            if len(files) > MAX_REFERENCE_IMAGES:
+                # One more than any model takes is enough for the service to refuse them.
                 break
     return files
 
@@ -324,16 +335,15 @@ def _usd(value: Decimal) -> str:
 
 def _page_context(
     request: Request,
-    actor: Actor,
-    db: SessionDep,
+    actor: Actor | ActorView,
+    db: Session,
     state: GenerateForm,
     uploads: Sequence[bytes] = (),
 ) -> dict[str, Any]:
     settings = get_settings()
     bfl_state = account.peek(db)
     bfl_account = account.status(db, settings, utcnow())
-    catalogue = catalogue_as_dict(settings.CREDIT_PRICE_USD)
-    catalogue["max_batch_size"] = settings.MAX_BATCH_SIZE
+    catalogue = advertised_catalogue(settings)
     return {
         "actor": actor,
         "form": state,
@@ -350,7 +360,7 @@ def _page_context(
         "extra_fields": _extra_fields(),
         "presets": ASPECT_PRESETS,
         "catalogue_json": json.dumps(catalogue),
-        "max_batch_size": settings.MAX_BATCH_SIZE,
+        "job_limits": catalogue["limits"],
         "estimate": _estimate_context(state, len(uploads), [image_size(f) for f in uploads]),
         "jobs": [
             card(job, bfl_state)
@@ -391,7 +401,7 @@ def estimate_fragment(request: Request, actor: CurrentActor) -> Response:
         v for v in query.getlist("stored_reference") if _own_reference(v, actor.team_id)
     ]
     try:
-        uploads = max(0, min(int(query.get("reference_count") or 0), _MAX_UPLOADS))
+        uploads = max(0, min(int(query.get("reference_count") or 0), MAX_REFERENCE_IMAGES))
     except ValueError:
         uploads = 0
     sizes = _sizes(query.get("reference_sizes") or "")
@@ -403,7 +413,7 @@ def estimate_fragment(request: Request, actor: CurrentActor) -> Response:
 def _sizes(text: str) -> list[tuple[int, int] | None]:
     """The chosen files' sizes the page read ("1024x768,640x480"); None for an unreadable one."""
     sizes: list[tuple[int, int] | None] = []
-    for item in text.split(",")[:_MAX_UPLOADS] if text else []:
+    for item in text.split(",")[:MAX_REFERENCE_IMAGES] if text else []:
         width, _, height = item.strip().partition("x")
         sides = (int(width), int(height)) if width.isdigit() and height.isdigit() else (0, 0)
         fits = all(0 < side <= _MAX_ESTIMATE_SIDE for side in sides)
@@ -418,21 +428,30 @@ async def generate(request: Request, actor: ChangingActor, db: SessionDep) -> Re
     files = await _uploads(form, state)
     params, count = request_params(state)
     jobs: list[Job] = []
+    # A refusal by the service is shown on the form, next to the fields it names.
+    answer_refusals_with(request, lambda exc: _refused_form(request, state, files, exc))
     if not state.errors and count is not None:
-        try:
-            jobs = create_jobs(
-                db,
-                user_id=actor.user_id,
-                team_id=actor.team_id,
-                model=state.get("model"),
-                params=params,
-                count=count,
-                reference_images=files,
-            )
-        except (RequestInvalid, BudgetExceeded, JobError) as exc:
-            # The service may have flushed rows before refusing; none of them may be committed.
-            db.rollback()
-            _record_refusal(state, exc)
+        jobs = create_jobs(
+            db,
+            user_id=actor.user_id,
+            team_id=actor.team_id,
+            model=state.get("model"),
+            params=params,
+            count=count,
+            reference_images=files,
+        )
+    return _form_answer(request, actor, db, state, files, jobs)
+
+
+def _form_answer(
+    request: Request,
+    actor: Actor | ActorView,
+    db: Session,
+    state: GenerateForm,
+    files: Sequence[bytes],
+    jobs: Sequence[Job],
+) -> Response:
+    """The form again with its errors (422, or 200 for htmx), or the new jobs' cards."""
     _place_errors(state)
     failed = bool(state.errors or state.general)
     if not request.headers.get("hx-request"):
@@ -446,14 +465,30 @@ async def generate(request: Request, actor: ChangingActor, db: SessionDep) -> Re
     return templates.TemplateResponse(request, "jobs/_generate_response.html", context)
 
 
-def _record_refusal(state: GenerateForm, exc: Exception) -> None:
+def _refused_form(
+    request: Request, state: GenerateForm, files: Sequence[bytes], exc: StudioError
+) -> Response | None:
+    """The form showing the service's refusal (a request, budget or job error), or None.
+
+    Called by the error handler after the request's session was rolled back and closed, so
+    the recent jobs are read in a session of its own and the caller from its plain view.
+    """
+    actor = getattr(request.state, "actor_view", None)
+    if actor is None or exc.status_code not in (402, 409, 422):
+        return None
+    _record_refusal(state, exc)
+    with session_scope() as db:
+        return _form_answer(request, actor, db, state, files, [])
+
+
+def _record_refusal(state: GenerateForm, exc: StudioError) -> None:
     if isinstance(exc, RequestInvalid):
         for problem in exc.errors:
             state.errors.setdefault(_field_of(problem.field), problem.message)
     elif isinstance(exc, JobError) and exc.field:
         state.errors.setdefault(_field_of(exc.field), exc.message)
     else:
-        state.general.append(str(getattr(exc, "message", exc)))
+        state.general.append(exc.message)
 
 
 def _place_errors(state: GenerateForm) -> None:
@@ -525,51 +560,49 @@ def job_card(request: Request, job_id: str, actor: CurrentActor, db: SessionDep)
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse, summary="Cancel a queued job")
 def cancel(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
-    try:
-        job = cancel_job(
-            db,
-            job_id=_uuid_or_404(job_id),
-            team_id=actor.team_id,
-            user_id=actor.user_id,
-            is_manager=actor.is_manager,
-        )
-    except JobError as exc:
-        if exc.code == "not_found":
-            raise NotFound("That job") from None
-        if exc.code == "forbidden":
-            # The same answer as the API: a refusal by role is a 403, not a card with a notice.
-            raise Forbidden(exc.message) from None
-        current = get_job(db, actor.team_id, _uuid_or_404(job_id))
-        if current is None:
-            raise NotFound("That job") from None
-        return templates.TemplateResponse(
-            request,
-            "jobs/_cards.html",
-            {"actor": actor, "cards": [card(current)], "notice": exc.message},
-        )
+    jid = _uuid_or_404(job_id)
+    answer_refusals_with(request, lambda exc: _refused_card(request, jid, exc))
+    job = cancel_job(
+        db,
+        job_id=jid,
+        team_id=actor.team_id,
+        user_id=actor.user_id,
+        is_manager=actor.is_manager,
+    )
     return _card_response(request, actor, [card(job)])
 
 
 @router.post("/jobs/{job_id}/retry", response_class=HTMLResponse, summary="Retry as a new job")
 def retry(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
     old_id = _uuid_or_404(job_id)
-    try:
-        jobs = retry_job(db, job_id=old_id, team_id=actor.team_id, user_id=actor.user_id)
-    except (JobError, RequestInvalid, BudgetExceeded) as exc:
-        db.rollback()
-        if isinstance(exc, JobError) and exc.code == "not_found":
-            raise NotFound("That job") from None
-        current = get_job(db, actor.team_id, old_id)
-        if current is None:
-            raise NotFound("That job") from None
-        return templates.TemplateResponse(
-            request,
-            "jobs/_cards.html",
-            {"actor": actor, "cards": [card(current)], "notice": str(getattr(exc, "message", exc))},
-        )
+    answer_refusals_with(request, lambda exc: _refused_card(request, old_id, exc))
+    jobs = retry_job(db, job_id=old_id, team_id=actor.team_id, user_id=actor.user_id)
     old = get_job(db, actor.team_id, old_id)
     cards = [card(job) for job in jobs] + ([card(old)] if old is not None else [])
     return _card_response(request, actor, cards)
+
+
+def _refused_card(request: Request, job_id: uuid.UUID, exc: StudioError) -> Response | None:
+    """A refused cancel or retry: the job's card with the reason, or the error page.
+
+    A missing job is the 404 page and a refusal by role the 403 page, as the API answers;
+    anything else (a job in the wrong state, a budget, a request no longer valid) is the
+    card as it now is, with the reason above it.
+    """
+    actor = getattr(request.state, "actor_view", None)
+    if actor is None or exc.status_code not in (402, 404, 409, 422):
+        return None
+    if exc.status_code == 404:
+        return error_page(request, 404, NotFound("That job").message)
+    with session_scope() as db:
+        current = get_job(db, actor.team_id, job_id)
+        if current is None:
+            return error_page(request, 404, NotFound("That job").message)
+        return templates.TemplateResponse(
+            request,
+            "jobs/_cards.html",
+            {"actor": actor, "cards": [card(current)], "notice": exc.message},
+        )
 
 
 __all__ = ["GenerateForm", "JobCard", "card", "read_generate_form", "request_params", "router"]

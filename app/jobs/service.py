@@ -17,14 +17,16 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from app.bfl.catalogue import (
+    MAX_REFERENCE_IMAGES,
     count_reference_images,
     estimate_payload_cost,
+    get_model,
     output_size,
     reference_field_names,
     validate_request,
 )
-from app.bfl.errors import FieldError, RequestInvalid
 from app.costs.service import reserve_for_jobs
+from app.errors import FieldError, FieldProblem, RequestInvalid, StudioError, status_for
 from app.jobs import messages, state
 from app.jobs.models import Job, JobStatus
 from app.limits import size_text
@@ -34,8 +36,6 @@ from app.storage import get_storage
 #: Reference images are kept in storage; params hold `stored:<key>` in their place, and the
 #: worker swaps the bytes back in (base64) just before the POST.
 STORED_PREFIX = "stored:"
-#: Longest prompt, in characters: one limit for the API, the generate page and retries alike.
-MAX_PROMPT_CHARS = 10_000
 #: Seeds BFL accepts (the catalogue's bound); batches wrap around at the top.
 _SEED_SPACE = 2**32
 #: Random seeds stay below 2**31 so they read the same in every tool and language.
@@ -53,17 +53,29 @@ _PLACEHOLDER = "c3RvcmVk"
 RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.MODERATED, JobStatus.CANCELLED})
 
 
-class JobError(Exception):
-    """A refused job operation, with a stable `code` and, where it applies, the `field`."""
+#: The arguments of `create_jobs` a refusal names as they are; every other field is one of
+#: the model's request fields, under `params`.
+_TOP_LEVEL_FIELDS = frozenset({"model", "prompt", "count", "reference_images"})
+
+
+class JobError(StudioError):
+    """A refused job operation: a stable `code` (its HTTP status from `app.errors`) and, where
+    one input is at fault, its `field` path."""
 
     def __init__(self, message: str, code: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
+        fields = [FieldProblem(field=field, message=message)] if field else []
+        super().__init__(status_for(code), code, message, fields)
         self.field = field
 
-    def __str__(self) -> str:
-        return self.message
+
+def request_path(field: str) -> str:
+    """The path of a request field as `create_jobs` takes it: `prompt`, `count`, ... at the
+    top, the model's fields under `params` (`params.width`)."""
+    if not field:
+        return "request"
+    if field in _TOP_LEVEL_FIELDS or field.split(".")[0] in _TOP_LEVEL_FIELDS:
+        return field
+    return f"params.{field}"
 
 
 def get_job(db: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
@@ -80,6 +92,15 @@ def _check_count(count: Any) -> int:
             [FieldError("count", f"count must be a whole number from 1 to {limit}")]
         )
     return count
+
+
+def _reference_limit(model: str) -> int:
+    """How many reference images `model` takes (the most any model takes, for an unknown one:
+    the catalogue then names the model as the problem)."""
+    try:
+        return get_model(model).max_reference_images
+    except LookupError:
+        return MAX_REFERENCE_IMAGES
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
@@ -227,23 +248,40 @@ def create_jobs(
 ) -> list[Job]:
     """Queue `count` images of one request, each with its own seed, as one batch.
 
-    Raises `RequestInvalid` (field errors, shown next to the fields; "count" for the batch
-    size, "reference_images" for uploads) and `app.costs.service.BudgetExceeded`. Flushes; the
-    caller's commit sends the wake-ups.
+    Every limit is checked here, for the API and the page alike: the catalogue's (prompt
+    length, fields, reference images per model) and the settings' (MAX_BATCH_SIZE, image
+    bytes and pixels). Raises `RequestInvalid` naming each field by its path (`prompt`,
+    `count`, `reference_images`, `params.width`) and `app.costs.service.BudgetExceeded`.
+    Flushes; the caller's commit sends the wake-ups.
     """
+    try:
+        return _create_jobs(
+            db,
+            user_id=user_id,
+            team_id=team_id,
+            model=model,
+            params=params,
+            count=count,
+            reference_images=reference_images,
+            retry_of=retry_of,
+        )
+    except RequestInvalid as exc:
+        raise exc.at_paths(request_path) from None
+
+
+def _create_jobs(
+    db: Session,
+    *,
+    user_id: uuid.UUID,
+    team_id: uuid.UUID,
+    model: str,
+    params: Mapping[str, Any],
+    count: int = 1,
+    reference_images: Sequence[bytes] = (),
+    retry_of: Job | None = None,
+) -> list[Job]:
     count = _check_count(count)
     given = dict(params)
-    prompt = given.get("prompt")
-    if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
-        raise RequestInvalid(
-            [
-                FieldError(
-                    "prompt",
-                    f"the prompt has {len(prompt):,} characters; "
-                    f"shorten it to at most {MAX_PROMPT_CHARS:,}",
-                )
-            ]
-        )
     for name in _INTERNAL_FIELDS:
         if given.get(name) not in (None, ""):
             raise RequestInvalid([FieldError(name, f"{name} is set by the studio; leave it out")])
@@ -251,10 +289,18 @@ def create_jobs(
 
     if reference_images:
         # Validate the request first, so a form error does not leave uploads behind.
-        slots = [n for n in reference_field_names(8) if given.get(n) in (None, "")]
+        limit = _reference_limit(model)
+        slots = [n for n in reference_field_names(limit) if given.get(n) in (None, "")]
         if len(reference_images) > len(slots):
             raise RequestInvalid(
-                [FieldError("reference_images", "at most 8 reference images can be used")]
+                [
+                    FieldError(
+                        "reference_images",
+                        f"{model} takes at most {limit} reference images; send fewer"
+                        if limit
+                        else f"{model} does not take reference images; choose another model",
+                    )
+                ]
             )
         probe = dict(given)
         for name in slots[: len(reference_images)]:
@@ -277,7 +323,11 @@ def create_jobs(
     seed = payload.pop("seed", None)
     width, height = output_size(model, payload)
     # BFL prices each reference by its megapixels: read their sizes, in field order.
-    sizes = [reference_size(payload[n]) for n in reference_field_names(8) if payload.get(n)]
+    sizes = [
+        reference_size(payload[n])
+        for n in reference_field_names(MAX_REFERENCE_IMAGES)
+        if payload.get(n)
+    ]
     estimate = estimate_payload_cost(
         model, payload, reference_sizes=sizes, credit_price_usd=get_settings().CREDIT_PRICE_USD
     ).credits

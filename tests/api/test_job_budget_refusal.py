@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.auth.models import Role
-from app.bfl.errors import RequestInvalid
 from app.costs.models import Reservation
 from app.costs.service import BudgetExceeded, set_budget
+from app.errors import RequestInvalid
 from app.jobs import messages
 from app.jobs.models import Job
 from app.jobs.service import create_jobs
@@ -100,6 +100,6 @@ def test_invalid_requests_keep_no_jobs(db: Session) -> None:
                 "input_image": f"stored:teams/{person.team.id}/references/x\x00.png",
             },
         )
-    assert refused.value.errors[0].field == "input_image"
+    assert refused.value.errors[0].field == "params.input_image"
     db.commit()
     assert _rows(db, person.team.id) == (0, 0)

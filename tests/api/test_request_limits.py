@@ -18,8 +18,8 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.bfl.catalogue import PROMPT_MAX_CHARS
 from app.jobs.models import Job
-from app.jobs.service import MAX_PROMPT_CHARS
 from app.settings import get_settings
 from tests.api.conftest import MakeCaller, assert_error, picture, sign_in
 from tests.factories import make_person
@@ -261,7 +261,7 @@ def test_one_prompt_limit_for_the_api_and_the_page(
     client: TestClient, make_caller: MakeCaller, committed_db: Session
 ) -> None:
     caller = make_caller()
-    long_prompt = "a" * (MAX_PROMPT_CHARS + 1)
+    long_prompt = "a" * (PROMPT_MAX_CHARS + 1)
     response = client.post(
         "/api/v1/jobs", json={"model": "flux-2-pro", "prompt": long_prompt}, headers=caller.headers
     )
@@ -276,12 +276,12 @@ def test_one_prompt_limit_for_the_api_and_the_page(
         headers=csrf,
     )
     assert page.status_code == 422
-    assert f"at most {MAX_PROMPT_CHARS:,}" in page.text
+    assert f"at most {PROMPT_MAX_CHARS:,}" in page.text
     assert _job_count(committed_db) == 0
     # At the limit exactly, the page queues the job.
     ok = client.post(
         "/generate",
-        data={"model": "flux-2-pro", "prompt": "a" * MAX_PROMPT_CHARS, "count": "1"},
+        data={"model": "flux-2-pro", "prompt": "a" * PROMPT_MAX_CHARS, "count": "1"},
         headers=csrf,
         follow_redirects=False,
     )

@@ -12,7 +12,6 @@ from app.bfl.catalogue import (
     ASPECT_PRESETS,
     MAX_PIXELS,
     MEGAPIXEL,
-    RequestInvalid,
     UnknownModel,
     catalogue_as_dict,
     get_model,
@@ -20,6 +19,7 @@ from app.bfl.catalogue import (
     output_size,
     validate_request,
 )
+from app.errors import RequestInvalid
 
 FLUX2 = [
     "flux-2-pro",

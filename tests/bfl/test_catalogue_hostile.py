@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.bfl.catalogue import RequestInvalid, billable_megapixels, estimate_cost, validate_request
+from app.bfl.catalogue import billable_megapixels, estimate_cost, validate_request
+from app.errors import RequestInvalid
 
 HUGE_INT = 10**400
 LONG_DIGITS = "9" * 5000

@@ -11,12 +11,12 @@ from app.bfl.catalogue import (
     SOURCES,
     WEBHOOK_URL_MAX_LENGTH,
     CostEstimate,
-    RequestInvalid,
     estimate_cost,
     get_model,
     list_models,
     validate_request,
 )
+from app.errors import RequestInvalid
 
 #: The facts every model must say where it read: prices and limits.
 _SOURCED_FACTS = {

@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from app.bfl.catalogue import RequestInvalid, validate_request
+from app.bfl.catalogue import validate_request
 from app.emulator import EmulatorConfig, EmulatorServer
+from app.errors import RequestInvalid
 
 
 def _submit(http: httpx.Client, model: str = "flux-2-pro", **body: Any) -> httpx.Response:

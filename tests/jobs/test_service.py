@@ -11,10 +11,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.auth.models import Role
-from app.bfl.errors import RequestInvalid
 from app.costs.models import Budget, Reservation
 from app.costs.service import BudgetExceeded
 from app.db import utcnow
+from app.errors import RequestInvalid
 from app.jobs import messages, state
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import (
@@ -75,7 +75,7 @@ def test_field_errors_come_back_unchanged(db: Session) -> None:
     with pytest.raises(RequestInvalid) as caught:
         _create(db, person, params={"prompt": "", "width": 500, "height": 512})
     fields = {e.field for e in caught.value.errors}
-    assert fields == {"prompt", "width"}
+    assert fields == {"prompt", "params.width"}
 
 
 @pytest.mark.parametrize("count", [0, -1, 17, "3", True])
@@ -93,7 +93,7 @@ def test_callers_cannot_set_the_webhook(db: Session) -> None:
             make_person(db),
             params={"prompt": "x", "webhook_url": "https://evil.example/hook"},
         )
-    assert caught.value.errors[0].field == "webhook_url"
+    assert caught.value.errors[0].field == "params.webhook_url"
 
 
 def test_budget_refusal_propagates_and_nothing_is_sent(db: Session) -> None:
@@ -135,7 +135,7 @@ def test_another_teams_stored_reference_is_refused(db: Session) -> None:
             me,
             params={"prompt": "copy", "input_image": theirs.params["input_image"]},
         )
-    assert caught.value.errors[0].field == "input_image"
+    assert caught.value.errors[0].field == "params.input_image"
 
 
 def test_wakeups_are_sent_only_after_commit_and_dropped_on_rollback(engine) -> None:  # type: ignore[no-untyped-def]
