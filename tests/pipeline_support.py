@@ -257,6 +257,21 @@ def accepted_posts(emulator: Any) -> dict[str, int]:
     return counts
 
 
+def posts_per_job(emulator: Any, jobs: Iterable[Job]) -> dict[uuid.UUID, int]:
+    """Accepted POSTs in the emulator's log for each job, matched by prompt and seed."""
+    counts: dict[tuple[str, int | None], int] = {}
+    for entry in emulator.submissions():
+        key = (entry["payload"]["prompt"], entry["payload"].get("seed"))
+        counts[key] = counts.get(key, 0) + 1
+    return {j.id: counts.get((j.prompt, j.seed), 0) for j in jobs}
+
+
+def assert_at_most_one_post(emulator: Any, jobs: Iterable[Job]) -> None:
+    """Fail naming every job the emulator accepted more than one POST for."""
+    extra = {job_id: n for job_id, n in posts_per_job(emulator, jobs).items() if n > 1}
+    assert extra == {}, f"jobs POSTed more than once: {extra}"
+
+
 class EmulatorProcess:
     """The BFL emulator as a process of its own on a fixed port, to stop and start again.
 

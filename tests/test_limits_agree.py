@@ -36,7 +36,7 @@ from app.bfl.catalogue import (
     Sizing,
     list_models,
 )
-from app.jobs.pipeline import model_cap
+from app.jobs.dispatch import model_cap
 from app.main import create_app
 from app.settings import Settings, get_settings
 from tests.api.conftest import sign_in

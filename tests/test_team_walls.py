@@ -1,9 +1,10 @@
 """The team wall, proved on every route: team A's ids replayed as team B find nothing.
 
-DESIGN.md's security floor asks for "every object looked up with its team in the WHERE clause,
-proved by a test that replays team A's ids as team B on every route". The routes come from the
-app itself (`app.main.create_app().routes`), so a route added later is replayed too, and a path
-parameter this test does not know fails it until someone says which of A's objects it takes.
+The studio's promise (docs/architecture.md, invariant 7): every object is looked up with its
+team in the WHERE clause, proved by replaying team A's ids as team B on every route. The routes
+come from the app itself (`app.main.create_app().routes`), so a route added later is replayed
+too, and a path parameter this test does not know fails it until someone says which of A's
+objects it takes.
 
 Team B calls as a browser session (pages, with its anti-forgery token) or its API token
 (/api/v1). Every answer must be a 404 that shows none of team A's prompts, names or ids, and

@@ -19,7 +19,7 @@ from app.jobs.messages import (
     SWEEP,
 )
 from app.ops import celery_hooks
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 #: Seconds Redis lets a delivered message go unacknowledged before handing it out again.
 VISIBILITY_TIMEOUT_S = 3600
@@ -27,24 +27,13 @@ assert MAX_COUNTDOWN_S * 10 <= VISIBILITY_TIMEOUT_S, "countdowns must stay far b
 
 
 def create_celery() -> Celery:
+    """The studio's Celery app: Redis broker, late acks, polls before wake-ups, beat's schedule."""
     settings = get_settings()
     celery = Celery(
         "flux_studio",
         broker=settings.redis_url,
         include=["worker.tasks", "worker.auth_tasks", "worker.api_tasks"],
     )
-    transport: dict[str, object] = {
-        # Every countdown is capped at MAX_COUNTDOWN_S (app/jobs/messages.py), far below
-        # this, so nothing is redelivered while it waits; longer waits live in PostgreSQL.
-        "visibility_timeout": VISIBILITY_TIMEOUT_S,
-        # A worker with a free slot takes from the first non-empty queue of `task_queues`,
-        # in that order, instead of taking turns: a poll (a webhook's, or one due now) is not
-        # kept waiting by the wake-ups a big batch sends. Polls cannot starve the others:
-        # there is at most one due per job at BFL.
-        "queue_order_strategy": "priority",
-    }
-    if settings.CELERY_KEY_PREFIX:
-        transport["global_keyprefix"] = settings.CELERY_KEY_PREFIX
     celery.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -55,7 +44,7 @@ def create_celery() -> Celery:
         worker_prefetch_multiplier=1,
         task_time_limit=120,
         task_soft_time_limit=100,
-        broker_transport_options=transport,
+        broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         timezone="UTC",
@@ -69,31 +58,7 @@ def create_celery() -> Celery:
             SWEEP: {"queue": DISPATCH_QUEUE},
             POLL: {"queue": POLL_QUEUE},
         },
-        beat_schedule={
-            "sweep-jobs": {
-                "task": SWEEP,
-                "schedule": settings.SWEEP_INTERVAL_S,
-                # A sweep that waited longer than one interval is superseded by the next.
-                "options": {"expires": settings.SWEEP_INTERVAL_S},
-            },
-            # Cost review: the credit balance shown on the cost dashboard.
-            "refresh-credit-balance": {
-                "task": REFRESH_CREDIT_BALANCE_TASK,
-                "schedule": settings.CREDIT_REFRESH_INTERVAL_S,
-                "options": {"expires": settings.CREDIT_REFRESH_INTERVAL_S},
-            },
-            # Accounts: delete sessions past their idle or absolute timeout.
-            "purge-idempotency-keys": {
-                "task": PURGE_KEYS_TASK,
-                "schedule": 3600,
-                "options": {"expires": 3600},
-            },
-            "purge-ended-sessions": {
-                "task": PURGE_SESSIONS_TASK,
-                "schedule": 3600,
-                "options": {"expires": 3600},
-            },
-        },
+        beat_schedule=_beat_schedule(settings),
     )
     # Structured logs, per-task log context, heartbeats and metrics cleanup (app/ops).
     celery_hooks.install()
@@ -106,6 +71,51 @@ def create_celery() -> Celery:
 
     signals.beat_init.connect(refresh_credits_at_start, weak=False)
     return celery
+
+
+def _transport_options(settings: Settings) -> dict[str, object]:
+    transport: dict[str, object] = {
+        # Every countdown is capped at MAX_COUNTDOWN_S (app/jobs/messages.py), far below
+        # this, so nothing is redelivered while it waits; longer waits live in PostgreSQL.
+        "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        # A worker with a free slot takes from the first non-empty queue of `task_queues`,
+        # in that order, instead of taking turns: a poll (a webhook's, or one due now) is not
+        # kept waiting by the wake-ups a big batch sends. Polls cannot starve the others:
+        # there is at most one due per job at BFL.
+        "queue_order_strategy": "priority",
+    }
+    if settings.CELERY_KEY_PREFIX:
+        transport["global_keyprefix"] = settings.CELERY_KEY_PREFIX
+    return transport
+
+
+def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        "sweep-jobs": {
+            "task": SWEEP,
+            "schedule": settings.SWEEP_INTERVAL_S,
+            # A sweep that waited longer than one interval is superseded by the next.
+            "options": {"expires": settings.SWEEP_INTERVAL_S},
+        },
+        # Cost review: the credit balance shown on the cost dashboard.
+        "refresh-credit-balance": {
+            "task": REFRESH_CREDIT_BALANCE_TASK,
+            "schedule": settings.CREDIT_REFRESH_INTERVAL_S,
+            "options": {"expires": settings.CREDIT_REFRESH_INTERVAL_S},
+        },
+        # The API's idempotency keys past their lifetime.
+        "purge-idempotency-keys": {
+            "task": PURGE_KEYS_TASK,
+            "schedule": 3600,
+            "options": {"expires": 3600},
+        },
+        # Accounts: delete sessions past their idle or absolute timeout.
+        "purge-ended-sessions": {
+            "task": PURGE_SESSIONS_TASK,
+            "schedule": 3600,
+            "options": {"expires": 3600},
+        },
+    }
 
 
 app = create_celery()

@@ -13,7 +13,7 @@ from app.bfl.errors import BFLError
 from app.costs import REFRESH_CREDIT_BALANCE_TASK
 from app.costs import service as costs_service
 from app.db import session_scope
-from app.jobs import pipeline
+from app.jobs import dispatch, polling, results, sweeper
 from app.jobs.messages import POLL, SUBMIT_NEXT, SWEEP
 from app.ops.metrics import MeasuredTransport
 from app.settings import get_settings
@@ -56,7 +56,7 @@ def _warm_up(**_: object) -> None:
     # first results of a batch arrive together. Nothing here touches the network.
     try:
         bfl_client()
-        pipeline.warm_up_imaging()
+        results.warm_up_imaging()
     except Exception:
         log.exception("warming up the worker process failed; its first tasks will do it")
 
@@ -79,19 +79,19 @@ _ANSWER_WAIT_S = get_settings().ANSWER_DB_RETRY_MINUTES * 60
 )
 def submit_next() -> str:
     """Wake-up: submit the fairest queued job if the active-task cap has room."""
-    return pipeline.submit_next(bfl_client()).value
+    return dispatch.submit_next(bfl_client()).value
 
 
 @app.task(name=POLL)
 def poll(job_id: str, force: bool = False) -> str:
     """Poll one job's BFL task if due (or at once, for a webhook); a no-op if it moved on."""
-    return pipeline.poll_job(bfl_client(), uuid.UUID(job_id), force=force).value
+    return polling.poll_job(bfl_client(), uuid.UUID(job_id), force=force).value
 
 
 @app.task(name=SWEEP)
 def sweep() -> dict[str, int]:
     """Recover stuck and orphaned jobs (celery beat runs this every SWEEP_INTERVAL_S)."""
-    return pipeline.sweep().as_dict()
+    return sweeper.sweep().as_dict()
 
 
 # --- Cost review (app/costs): the account's credit balance, refreshed by beat. ---------------

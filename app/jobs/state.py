@@ -29,9 +29,9 @@ from app.jobs import messages
 from app.jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from app.ops.metrics import job_changed
 
-#: The state machine of DESIGN.md; submitting → queued is the safe re-queue after a refusal
-#: (429, 503, or a POST that never left), which created no task at BFL; queued → failed is a
-#: job never sent within QUEUE_DEADLINE_S.
+#: The state machine of docs/architecture.md ("A job's life"); submitting → queued is the safe
+#: re-queue after a refusal (429, 503, or a POST that never left), which created no task at BFL;
+#: queued → failed is a job never sent within QUEUE_DEADLINE_S.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.SUBMITTING, JobStatus.CANCELLED, JobStatus.FAILED}),
     JobStatus.SUBMITTING: frozenset({JobStatus.PENDING, JobStatus.QUEUED, JobStatus.FAILED}),

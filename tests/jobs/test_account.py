@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.bfl.errors import RateLimited, RateLimitInfo
 from app.db import utcnow
-from app.jobs import account, messages, pipeline, state
+from app.jobs import account, dispatch, messages, state, sweeper
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import create_jobs
 from app.settings import Settings, get_settings
@@ -103,7 +103,7 @@ def test_the_end_of_an_outage_clears_the_waits_it_set_on_every_queued_job(db: Se
     row = account.peek(db)
     assert row is not None
     assert account.next_try_at(jobs[0], row, now) is not None
-    job, room = pipeline.claim_next(db, settings, now)
+    job, room = dispatch.claim_next(db, settings, now)
     assert (job, room) == (None, False)  # nothing is claimed during an outage
 
     account.record_probe(db, settings, answered=True, reason="ok", now=now)
@@ -111,7 +111,7 @@ def test_the_end_of_an_outage_clears_the_waits_it_set_on_every_queued_job(db: Se
     assert [j.not_before for j in db.query(Job).filter(Job.id.in_([j.id for j in jobs]))] == [
         None
     ] * 3
-    job, _room = pipeline.claim_next(db, settings, now)
+    job, _room = dispatch.claim_next(db, settings, now)
     assert job is not None and job.id in {j.id for j in jobs}
 
 
@@ -129,7 +129,7 @@ def test_a_429_pauses_the_account_learns_the_cap_and_caps_retry_after(db: Sessio
 
     paused = account.gate(db, settings, now + timedelta(seconds=1))
     assert (paused.open, paused.retry_at) == (False, until)
-    assert pipeline.claim_next(db, settings, now + timedelta(seconds=1)) == (None, False)
+    assert dispatch.claim_next(db, settings, now + timedelta(seconds=1)) == (None, False)
 
     # One of our tasks ends at BFL: the pause is over at once, under the learned cap.
     state.finish_unsuccessfully(
@@ -144,9 +144,9 @@ def test_a_429_pauses_the_account_learns_the_cap_and_caps_retry_after(db: Sessio
     later = now + timedelta(seconds=2)
     opened = account.gate(db, settings, later)
     assert opened.open and opened.cap == 3
-    job, room = pipeline.claim_next(db, settings, later)
+    job, room = dispatch.claim_next(db, settings, later)
     assert job is not None and not room  # 2 pending + this one = the learned 3
-    assert pipeline.claim_next(db, settings, later) == (None, False)
+    assert dispatch.claim_next(db, settings, later) == (None, False)
 
 
 def test_posts_accepted_while_bfl_refused_another_raise_what_was_learned(db: Session) -> None:
@@ -252,7 +252,7 @@ def test_a_job_never_sent_within_the_queue_deadline_fails_uncharged(
     account.note_unreachable(committed_db, settings, "no connection", utcnow())
     committed_db.commit()
     later = utcnow() + timedelta(seconds=settings.QUEUE_DEADLINE_S + 1)
-    assert pipeline.sweep(now=later).queue_expired == 1
+    assert sweeper.sweep(now=later).queue_expired == 1
     committed_db.expire_all()
     done = committed_db.get(Job, job.id)
     assert done is not None

@@ -22,7 +22,7 @@ import worker.celery_app as celery_module
 from app.db import utcnow
 from app.embedded import EmbeddedRedis
 from app.emulator import EmulatorServer
-from app.jobs import messages, pipeline, state
+from app.jobs import dispatch, messages, outcomes, polling, state, sweeper
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import create_jobs
 from app.settings import get_settings
@@ -64,47 +64,15 @@ def test_a_worker_killed_during_the_post_leaves_a_job_that_is_never_sent_again(
 
     with WorkerProcess(env, name="successor"):
         # Not stale yet: the sweeper leaves it alone (the POST might still be answered).
-        assert pipeline.sweep().submissions_reconciled == 0
+        assert sweeper.sweep().submissions_reconciled == 0
         later = utcnow() + timedelta(seconds=get_settings().SUBMITTING_STALE_S + 1)
-        assert pipeline.sweep(now=later).submissions_reconciled == 1
+        assert sweeper.sweep(now=later).submissions_reconciled == 1
         (done,) = wait_for_terminal(engine, [job.id], timeout=10)
         time.sleep(1.0)
     assert (done.status, done.error_code) == (JobStatus.FAILED, "submission_unknown")
     assert "not resent" in (done.error_message or "")
     assert "No image can arrive for this job; Retry makes a new one." in (done.error_message or "")
     assert _posts(emulator, "[[drop]] hang") == 1
-
-
-def test_a_job_pending_too_long_is_timed_out_by_the_sweeper(
-    emulator: EmulatorServer, committed_db: Session, engine: Engine
-) -> None:
-    person = make_person(committed_db)
-    committed_db.commit()
-    (job,) = create_jobs(
-        committed_db,
-        user_id=person.user.id,
-        team_id=person.team.id,
-        model="flux-2-pro",
-        params={"prompt": "[[slow]] forever", "width": 256, "height": 256},
-    )
-    messages.discard_pending(committed_db)
-    state.claim(committed_db, job.id)
-    state.mark_pending(
-        committed_db,
-        job.id,
-        bfl_id="never-finishes",
-        polling_url=None,
-        cost_credits=job.estimated_credits,
-        next_poll_at=utcnow() + timedelta(hours=1),
-    )
-    messages.discard_pending(committed_db)
-    committed_db.commit()
-    later = utcnow() + timedelta(seconds=get_settings().JOB_MAX_PENDING_S + 1)
-    report = pipeline.sweep(now=later)
-    assert report.timed_out == 1
-    (done,) = job_rows(engine, [job.id])
-    assert (done.status, done.error_code) == (JobStatus.FAILED, "timed_out")
-    assert "did not finish within 15 minutes" in (done.error_message or "")
 
 
 def test_kill_9_of_a_worker_mid_poll_then_a_new_worker_finishes_every_job(
@@ -194,7 +162,7 @@ def test_a_post_that_never_left_is_requeued_then_sent_once(
     (job,) = queue_jobs(committed_db, person.user.id, person.team.id, prompt="unreachable")
     # Nothing listens on this port: the connection is refused, so the POST never left.
     with BFLClient(f"http://127.0.0.1:{free_port()}", EMULATOR_KEY, allow_insecure_urls=True) as c:
-        assert pipeline.submit_next(c) is pipeline.Outcome.REQUEUED
+        assert dispatch.submit_next(c) is outcomes.Outcome.REQUEUED
     (waiting,) = job_rows(engine, [job.id])
     assert (waiting.status, waiting.requeues) == (JobStatus.QUEUED, 1)
     assert waiting.not_before is not None and waiting.claimed_at is None
@@ -208,16 +176,16 @@ def test_a_post_that_never_left_is_requeued_then_sent_once(
 
     with BFLClient(emulator.base_url, EMULATOR_KEY, allow_insecure_urls=True) as client:
         # Before the probe is due nothing is sent, not even the probe.
-        assert pipeline.submit_next(client) is pipeline.Outcome.PAUSED
+        assert dispatch.submit_next(client) is outcomes.Outcome.PAUSED
         # Then one dispatcher probes (GET /v1/credits), finds BFL answering and ends the outage.
-        wait_until(lambda: pipeline.submit_next(client) is pipeline.Outcome.PROBED, 10, "probe")
+        wait_until(lambda: dispatch.submit_next(client) is outcomes.Outcome.PROBED, 10, "probe")
         with Session(engine) as db:
             assert account.peek(db).outage_since is None  # type: ignore[union-attr]
         (cleared,) = job_rows(engine, [job.id])
         assert cleared.not_before is None  # the outage's wait is over for every job
-        assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
+        assert dispatch.submit_next(client) is outcomes.Outcome.SUBMITTED
         wait_until(
-            lambda: pipeline.poll_job(client, job.id) is pipeline.Outcome.READY, 10, "the image"
+            lambda: polling.poll_job(client, job.id) is outcomes.Outcome.READY, 10, "the image"
         )
     (done,) = job_rows(engine, [job.id])
     assert done.status == JobStatus.READY and done.error_message is None
@@ -316,17 +284,17 @@ def test_an_answer_that_comes_after_the_sweeper_gave_up_is_charged_once(
     messages.discard_pending(committed_db)  # this test submits it itself, no worker runs
     committed_db.commit()
     network = AnswerHeldBack()
-    outcome: list[pipeline.Outcome] = []
+    outcome: list[outcomes.Outcome] = []
     with BFLClient(
         emulator.base_url, EMULATOR_KEY, allow_insecure_urls=True, transport=network
     ) as client:
-        submitter = threading.Thread(target=lambda: outcome.append(pipeline.submit_next(client)))
+        submitter = threading.Thread(target=lambda: outcome.append(dispatch.submit_next(client)))
         submitter.start()
         try:
             wait_until(lambda: len(emulator.submissions()) == 1, 10, "the POST")
             # BFL has the task; the answer is still on its way when the sweeper gives up.
             later = utcnow() + timedelta(seconds=get_settings().SUBMITTING_STALE_S + 1)
-            assert pipeline.sweep(now=later).submissions_reconciled == 1
+            assert sweeper.sweep(now=later).submissions_reconciled == 1
             (reconciled,) = job_rows(engine, [job.id])
             assert (reconciled.status, reconciled.error_code) == (
                 JobStatus.FAILED,
@@ -336,7 +304,7 @@ def test_an_answer_that_comes_after_the_sweeper_gave_up_is_charged_once(
         finally:
             network.release.set()
             submitter.join(30)
-    assert outcome == [pipeline.Outcome.LOST_RACE]
+    assert outcome == [outcomes.Outcome.LOST_RACE]
 
     (bfl_task,) = emulator.submissions()
     reported = bfl_task["cost"]

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.costs.models import Charge
 from app.db import utcnow
 from app.embedded import free_port
-from app.jobs import answers, messages, pipeline, state
+from app.jobs import answers, messages, outcomes, state, submission, sweeper
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import create_jobs
 from app.settings import get_settings
@@ -60,7 +60,7 @@ def test_sweeper_applies_a_kept_answer_then_the_worker_s_retry_changes_nothing(
     assert answers.keep(job.id, answer)
     assert answers.find([job.id]) == {job.id: answer}
 
-    report = pipeline.sweep()
+    report = sweeper.sweep()
     assert (report.answers_applied, report.submissions_reconciled) == (1, 0)
     (pending,) = job_rows(engine, [job.id])
     assert (pending.status, pending.bfl_id, pending.cost_credits) == (
@@ -74,8 +74,8 @@ def test_sweeper_applies_a_kept_answer_then_the_worker_s_retry_changes_nothing(
     assert answers.find([job.id]) == {}  # dropped once PostgreSQL holds it
 
     # The worker's own write comes second: the job has moved on, nothing is charged again.
-    outcome = pipeline._record_acceptance(job.id, answer, get_settings())
-    assert outcome is pipeline.Outcome.LOST_RACE
+    outcome = submission.record_acceptance(job.id, answer, get_settings())
+    assert outcome is outcomes.Outcome.LOST_RACE
     assert _charges(committed_db, job.id) == [Decimal("3")]
     assert job_rows(engine, [job.id])[0].status == JobStatus.PENDING
 
@@ -85,11 +85,13 @@ def test_worker_applies_first_then_a_leftover_copy_is_ignored_by_the_sweeper(
 ) -> None:
     job = _submitting_job(committed_db)
     answer = _answer("task-first")
-    assert pipeline._record_acceptance(job.id, answer, get_settings()) is pipeline.Outcome.SUBMITTED
+    assert (
+        submission.record_acceptance(job.id, answer, get_settings()) is outcomes.Outcome.SUBMITTED
+    )
     # A copy left behind (dropping it failed) must not apply a second time.
     assert answers.keep(job.id, answer)
     later = utcnow() + timedelta(seconds=get_settings().SUBMITTING_STALE_S + 1)
-    report = pipeline.sweep(now=later)
+    report = sweeper.sweep(now=later)
     assert (report.answers_applied, report.submissions_reconciled) == (0, 0)
     (pending,) = job_rows(engine, [job.id])
     assert (pending.status, pending.bfl_id) == (JobStatus.PENDING, "task-first")
@@ -100,9 +102,9 @@ def test_a_stale_submission_with_no_answer_ends_unknown_and_says_what_happened(
     committed_db: Session, engine: Engine
 ) -> None:
     job = _submitting_job(committed_db)
-    assert pipeline.sweep().submissions_reconciled == 0  # not stale yet
+    assert sweeper.sweep().submissions_reconciled == 0  # not stale yet
     later = utcnow() + timedelta(seconds=get_settings().SUBMITTING_STALE_S + 1)
-    assert pipeline.sweep(now=later).submissions_reconciled == 1
+    assert sweeper.sweep(now=later).submissions_reconciled == 1
     (done,) = job_rows(engine, [job.id])
     assert (done.status, done.error_code, done.bfl_id) == (
         JobStatus.FAILED,
@@ -128,11 +130,11 @@ def test_with_redis_unreadable_a_stale_submission_is_not_given_up(
     # Nothing listens there: the kept answers cannot be read, so nobody can say none came.
     settings_env.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     get_settings.cache_clear()
-    assert pipeline.sweep(now=later).submissions_reconciled == 0
+    assert sweeper.sweep(now=later).submissions_reconciled == 0
     assert job_rows(engine, [job.id])[0].status == JobStatus.SUBMITTING
     settings_env.setenv("REDIS_URL", working_redis)
     get_settings.cache_clear()
-    assert pipeline.sweep(now=later).submissions_reconciled == 1
+    assert sweeper.sweep(now=later).submissions_reconciled == 1
 
 
 def test_without_redis_the_answer_goes_to_the_journal_and_the_sweeper_applies_it(
@@ -154,7 +156,7 @@ def test_without_redis_the_answer_goes_to_the_journal_and_the_sweeper_applies_it
     # Redis is still unreadable: the journal's answer is applied all the same, while the
     # stale job without one is left alone (its answer may be in Redis).
     later = utcnow() + timedelta(seconds=get_settings().SUBMITTING_STALE_S + 1)
-    report = pipeline.sweep(now=later)
+    report = sweeper.sweep(now=later)
     assert (report.answers_applied, report.submissions_reconciled) == (1, 0)
     pending, waiting = job_rows(engine, [job.id, other.id])
     assert (pending.status, pending.bfl_id) == (JobStatus.PENDING, "task-journal")
@@ -162,5 +164,5 @@ def test_without_redis_the_answer_goes_to_the_journal_and_the_sweeper_applies_it
     assert _charges(committed_db, job.id) == [Decimal("3")]
     # Applied entries leave the journal; a second sweep applies nothing again.
     assert answers.find_in_journal([job.id]) == {}
-    assert pipeline.sweep(now=later).answers_applied == 0
+    assert sweeper.sweep(now=later).answers_applied == 0
     assert _charges(committed_db, job.id) == [Decimal("3")]

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from app.jobs.pipeline import MESSAGES, human_message
+from app.jobs.outcomes import MESSAGES, human_message
 
 #: Per error code: a detail as BFL (or the pipeline) really gives it, and the extra values.
 REALISTIC: dict[str, tuple[str, dict[str, str]]] = {

@@ -18,7 +18,7 @@ from app.bfl.client import BFLClient
 from app.db import utcnow
 from app.embedded import free_port
 from app.emulator import EmulatorServer
-from app.jobs import account, pipeline
+from app.jobs import account, dispatch, outcomes, polling
 from app.jobs.models import Job, JobStatus
 from app.settings import EMULATOR_KEY, get_settings
 from tests.factories import Person, make_person
@@ -77,24 +77,24 @@ def test_a_503_is_not_created_and_pauses_the_account_until_a_probe_succeeds(
     person = make_person(committed_db)
     committed_db.commit()
     jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="down", count=3)
-    assert pipeline.submit_next(client) is pipeline.Outcome.REQUEUED
+    assert dispatch.submit_next(client) is outcomes.Outcome.REQUEUED
     # The jobs behind it are not sent: the account waits for its probe.
-    assert pipeline.submit_next(client) is pipeline.Outcome.PAUSED
+    assert dispatch.submit_next(client) is outcomes.Outcome.PAUSED
     assert [r["status"] for r in emulator.service.refusals()] == [503]
     row = _account(engine)
     assert row is not None and row.outage_since is not None and "503" in (row.outage_reason or "")
 
     # Probes while BFL still answers 503 keep the outage (and send no job).
-    wait_until(lambda: pipeline.submit_next(client) is pipeline.Outcome.PROBED, 5, "a probe")
+    wait_until(lambda: dispatch.submit_next(client) is outcomes.Outcome.PROBED, 5, "a probe")
     assert _account(engine).outage_since is not None  # type: ignore[union-attr]
     assert len(emulator.service.refusals()) == 1
     assert _statuses(engine, jobs) == [JobStatus.QUEUED] * 3
 
     emulator.configure(unavailable=False)
-    wait_until(lambda: pipeline.submit_next(client) is pipeline.Outcome.PROBED, 10, "a probe")
+    wait_until(lambda: dispatch.submit_next(client) is outcomes.Outcome.PROBED, 10, "a probe")
     assert _account(engine).outage_since is None  # type: ignore[union-attr]
     for _ in range(3):
-        assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
+        assert dispatch.submit_next(client) is outcomes.Outcome.SUBMITTED
     assert len(emulator.submissions()) == 3
 
 
@@ -114,19 +114,19 @@ def test_an_unknown_outcome_fails_that_job_only_and_the_jobs_behind_it_wait(
     else:
         (first,) = queue_jobs(committed_db, person.user.id, person.team.id, prompt="[[drop]] a")
     behind = queue_jobs(committed_db, person.user.id, person.team.id, prompt="behind", count=2)
-    assert pipeline.submit_next(client) is pipeline.Outcome.FAILED
+    assert dispatch.submit_next(client) is outcomes.Outcome.FAILED
     (failed,) = job_rows(engine, [first.id])
     expected = "bfl_server_error" if trouble == "500" else "submission_unknown"
     assert (failed.status, failed.error_code) == (JobStatus.FAILED, expected)
     assert "not resent" in (failed.error_message or "")
     # The next job does not meet the same fate: the account is paused until a probe.
-    assert pipeline.submit_next(client) is pipeline.Outcome.PAUSED
+    assert dispatch.submit_next(client) is outcomes.Outcome.PAUSED
     assert _statuses(engine, behind) == [JobStatus.QUEUED] * 2
 
     emulator.configure(error_rate_5xx=0.0)
-    wait_until(lambda: pipeline.submit_next(client) is pipeline.Outcome.PROBED, 10, "a probe")
-    assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
-    assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
+    wait_until(lambda: dispatch.submit_next(client) is outcomes.Outcome.PROBED, 10, "a probe")
+    assert dispatch.submit_next(client) is outcomes.Outcome.SUBMITTED
+    assert dispatch.submit_next(client) is outcomes.Outcome.SUBMITTED
     # Each job reached BFL at most once.
     prompts = [s["payload"]["prompt"] for s in emulator.submissions()]
     assert sorted(prompts) == sorted(([] if trouble == "500" else ["[[drop]] a"]) + ["behind"] * 2)
@@ -158,9 +158,9 @@ def test_a_long_retry_after_is_capped_and_a_task_ending_resumes_sending(
     person = make_person(committed_db)
     committed_db.commit()
     first, second = queue_jobs(committed_db, person.user.id, person.team.id, count=2)
-    assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
+    assert dispatch.submit_next(client) is outcomes.Outcome.SUBMITTED
     refused_at = utcnow()
-    assert pipeline.submit_next(client) is pipeline.Outcome.REQUEUED
+    assert dispatch.submit_next(client) is outcomes.Outcome.REQUEUED
     (waiting,) = job_rows(engine, [second.id])
     assert waiting.status == JobStatus.QUEUED and waiting.not_before is not None
     limit = get_settings().BFL_RETRY_AFTER_MAX_S
@@ -170,13 +170,13 @@ def test_a_long_retry_after_is_capped_and_a_task_ending_resumes_sending(
     row = _account(engine)
     assert row is not None and row.learned_cap == 1
     # Nobody sends while the account is paused (or its learned cap is full)...
-    assert pipeline.submit_next(client) in (pipeline.Outcome.PAUSED, pipeline.Outcome.IDLE)
+    assert dispatch.submit_next(client) in (outcomes.Outcome.PAUSED, outcomes.Outcome.IDLE)
     assert len(emulator.submissions()) == 1
     # ...until our task at BFL ends: then the next goes at once, not in 60 s or 2 h.
     wait_until(
-        lambda: pipeline.poll_job(client, first.id) is pipeline.Outcome.READY, 20, "first image"
+        lambda: polling.poll_job(client, first.id) is outcomes.Outcome.READY, 20, "first image"
     )
-    assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
+    assert dispatch.submit_next(client) is outcomes.Outcome.SUBMITTED
     assert (utcnow() - refused_at).total_seconds() < 20
     assert [r["status"] for r in emulator.service.refusals()] == [429]
 
@@ -190,19 +190,19 @@ def test_x_ratelimit_headers_on_accepted_posts_keep_the_studio_from_a_429(
     person = make_person(committed_db)
     committed_db.commit()
     jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="told", count=3)
-    assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
-    assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
+    assert dispatch.submit_next(client) is outcomes.Outcome.SUBMITTED
+    assert dispatch.submit_next(client) is outcomes.Outcome.SUBMITTED
     row = _account(engine)
     # BFL said its limit is 2 and none is left: the studio learns both and does not ask.
     assert row is not None and row.learned_cap == 2 and row.rate_limited_until is not None
     assert row.rate_limit_headers is not None and row.rate_limit_headers["remaining"] == 0
-    assert pipeline.submit_next(client) in (pipeline.Outcome.PAUSED, pipeline.Outcome.IDLE)
+    assert dispatch.submit_next(client) in (outcomes.Outcome.PAUSED, outcomes.Outcome.IDLE)
     assert emulator.service.refusals() == []
     first = jobs[0]
     wait_until(
-        lambda: pipeline.poll_job(client, first.id) is pipeline.Outcome.READY, 10, "first image"
+        lambda: polling.poll_job(client, first.id) is outcomes.Outcome.READY, 10, "first image"
     )
-    assert pipeline.submit_next(client) is pipeline.Outcome.SUBMITTED
+    assert dispatch.submit_next(client) is outcomes.Outcome.SUBMITTED
     assert emulator.service.refusals() == []
 
 
@@ -293,7 +293,7 @@ def test_the_outage_is_shown_on_the_pages_the_api_the_ops_page_and_readyz(
     token = issue_token(committed_db, user_id=person.user.id, team_id=person.team.id, name="t")
     committed_db.commit()
     jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="shown", count=2)
-    assert pipeline.submit_next(client) is pipeline.Outcome.REQUEUED
+    assert dispatch.submit_next(client) is outcomes.Outcome.REQUEUED
     with engine.begin() as conn:  # as after a few failed probes: the next one is 4 s away
         conn.execute(
             text("UPDATE bfl_account_state SET next_probe_at = now() + interval '4 seconds'")

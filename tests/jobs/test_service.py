@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import uuid
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -17,7 +15,7 @@ from app.costs.models import Budget, Reservation
 from app.costs.service import BudgetExceeded
 from app.db import utcnow
 from app.errors import RequestInvalid
-from app.jobs import messages, pipeline, state
+from app.jobs import messages, state
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import (
     STORED_PREFIX,
@@ -27,7 +25,6 @@ from app.jobs.service import (
     get_job,
     retry_job,
 )
-from app.settings import get_settings
 from app.storage import get_storage
 from tests.factories import make_person, make_team
 
@@ -265,51 +262,6 @@ def test_transitions_are_guarded_and_happen_once(db: Session) -> None:
         )
 
 
-def test_claim_respects_the_cap_and_serves_users_fairly(db: Session) -> None:
-    settings = get_settings().model_copy(update={"BFL_MAX_ACTIVE_TASKS": 3})
-    team = make_team(db)
-    heavy, light = make_person(db, team), make_person(db, team)
-    _create(db, heavy, count=10)
-    (single,) = _create(db, light)
-    now = utcnow() + timedelta(seconds=1)
-
-    claimed = []
-    for _ in range(5):
-        job, _room = pipeline.claim_next(db, settings, now)
-        if job is None:
-            break
-        claimed.append(job)
-    # The cap stops claiming at 3, and the light user's job is among them although the
-    # heavy user queued ten before it.
-    assert len(claimed) == 3
-    assert single.id in {j.id for j in claimed}
-
-
-def test_claim_skips_jobs_in_back_off_and_models_at_their_own_cap(db: Session) -> None:
-    settings = get_settings()
-    person = make_person(db)
-    (waiting,) = _create(db, person)
-    db.execute(
-        text("UPDATE jobs SET not_before = now() + interval '1 hour' WHERE id = :id"),
-        {"id": waiting.id},
-    )
-    kontext = _create(db, person, model="flux-kontext-max", params={"prompt": "edit"}, count=8)
-    claimed = []
-    while True:
-        job, _ = pipeline.claim_next(db, settings, utcnow())
-        if job is None:
-            break
-        claimed.append(job.id)
-    assert waiting.id not in claimed
-    # flux-kontext-max has a per-model cap of 6 in the catalogue.
-    assert len(claimed) == 6
-    assert set(claimed) <= {j.id for j in kontext}
-
-
-def test_unknown_job_id_in_a_poll_is_a_no_op(db: Session) -> None:
-    assert state.claim_poll(db, uuid.uuid4(), due_by=utcnow(), lease_until=utcnow()) is None
-
-
 def test_a_commit_sends_few_wakeups_however_big_the_batch(db: Session) -> None:
     # Each claim that leaves a slot free wakes the next worker, so two wake-ups fill the cap;
     # a batch of 16 sends no more, and neither does a second batch in the same transaction.
@@ -322,26 +274,6 @@ def test_a_commit_sends_few_wakeups_however_big_the_batch(db: Session) -> None:
     messages.wake_dispatcher(db, countdown=5.0)
     delayed = [m for m in messages.pending_messages(db) if m.countdown == 5.0]
     assert len(delayed) == 1
-
-
-def test_with_webhooks_a_scheduled_poll_is_a_late_fallback() -> None:
-    settings = get_settings().model_copy(
-        update={"POLL_MIN_INTERVAL_S": 0.5, "POLL_MAX_INTERVAL_S": 5.0}
-    )
-    # 2 s into a task at 40 %: BFL predicts 3 s more.
-    polled = pipeline.next_poll_delay(settings, elapsed=2.0, poll_count=1, progress=0.4)
-    hooked = pipeline.next_poll_delay(
-        settings, elapsed=2.0, poll_count=1, progress=0.4, webhooks=True
-    )
-    assert 3.0 <= polled < 3.1
-    assert hooked == pytest.approx(3.0 + pipeline.WEBHOOK_GRACE_S)
-    # Without a prediction the fallback waits the longest interval; never longer.
-    assert pipeline.next_poll_delay(
-        settings, elapsed=1.0, poll_count=0, progress=None, webhooks=True
-    ) == pytest.approx(5.0)
-    assert pipeline.next_poll_delay(
-        settings, elapsed=1.0, poll_count=0, progress=0.01, webhooks=True
-    ) == pytest.approx(5.0)
 
 
 def test_a_late_answer_is_recorded_only_on_a_job_reconciled_as_unknown(db: Session) -> None:

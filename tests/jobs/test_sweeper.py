@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 from app.bfl.client import BFLClient
 from app.db import utcnow
 from app.emulator import EmulatorServer
-from app.jobs import messages, pipeline, state
+from app.jobs import messages, outcomes, state, sweeper
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import create_jobs
-from app.settings import EMULATOR_KEY
+from app.settings import EMULATOR_KEY, get_settings
 from tests.factories import Person, make_person
 from tests.pipeline_support import WorkerProcess, job_rows, wait_for_terminal
 
@@ -53,7 +53,7 @@ def test_sweeper_sends_a_lost_wakeup_for_a_queued_job(
     time.sleep(1.0)
     assert _statuses(engine, [job]) == [JobStatus.QUEUED]
 
-    report = pipeline.sweep()
+    report = sweeper.sweep()
     assert report.dispatch_wakeups == 1
     (done,) = wait_for_terminal(engine, [job.id], timeout=30)
     assert done.status == JobStatus.READY
@@ -85,7 +85,7 @@ def test_sweeper_restarts_polling_of_a_pending_job_nobody_polls(
     time.sleep(1.0)
     assert _statuses(engine, [job]) == [JobStatus.PENDING]
 
-    report = pipeline.sweep()
+    report = sweeper.sweep()
     assert report.polls_restarted == 1
     (done,) = wait_for_terminal(engine, [job.id], timeout=30)
     assert done.status == JobStatus.READY
@@ -110,11 +110,43 @@ def test_a_poll_that_keeps_crashing_is_given_up(
     # Three polls started and never finished (their worker died each time).
     committed_db.execute(
         text("UPDATE jobs SET unfinished_polls = :n WHERE id = :id"),
-        {"n": pipeline.MAX_UNFINISHED_POLLS, "id": job.id},
+        {"n": outcomes.MAX_UNFINISHED_POLLS, "id": job.id},
     )
     messages.discard_pending(committed_db)
     committed_db.commit()
-    pipeline.sweep()
+    sweeper.sweep()
     (done,) = wait_for_terminal(engine, [job.id], timeout=20)
     assert (done.status, done.error_code) == (JobStatus.FAILED, "worker_crashed")
     assert "given up" in (done.error_message or "")
+
+
+def test_a_job_pending_too_long_is_timed_out_by_the_sweeper(
+    emulator: EmulatorServer, committed_db: Session, engine: Engine
+) -> None:
+    person = make_person(committed_db)
+    committed_db.commit()
+    (job,) = create_jobs(
+        committed_db,
+        user_id=person.user.id,
+        team_id=person.team.id,
+        model="flux-2-pro",
+        params={"prompt": "[[slow]] forever", "width": 256, "height": 256},
+    )
+    messages.discard_pending(committed_db)
+    state.claim(committed_db, job.id)
+    state.mark_pending(
+        committed_db,
+        job.id,
+        bfl_id="never-finishes",
+        polling_url=None,
+        cost_credits=job.estimated_credits,
+        next_poll_at=utcnow() + timedelta(hours=1),
+    )
+    messages.discard_pending(committed_db)
+    committed_db.commit()
+    later = utcnow() + timedelta(seconds=get_settings().JOB_MAX_PENDING_S + 1)
+    report = sweeper.sweep(now=later)
+    assert report.timed_out == 1
+    (done,) = job_rows(engine, [job.id])
+    assert (done.status, done.error_code) == (JobStatus.FAILED, "timed_out")
+    assert "did not finish within 15 minutes" in (done.error_message or "")

@@ -1,0 +1,103 @@
+"""Polling: each way a BFL task ends becomes a clear state; duplicate polls change nothing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from app.costs.models import Reservation
+from app.db import utcnow
+from app.emulator import EmulatorServer
+from app.jobs import messages, polling, state
+from app.jobs.models import Image, JobStatus
+from app.settings import get_settings
+from tests.factories import make_person
+from tests.pipeline_support import (
+    WorkerProcess,
+    assert_at_most_one_post,
+    job_rows,
+    posts_per_job,
+    queue_jobs,
+    wait_for_terminal,
+)
+
+pytestmark = pytest.mark.pipeline
+
+FAILURES = [
+    ("[[request-moderated]] a cat", JobStatus.MODERATED, "request_moderated", "moderation"),
+    ("[[content-moderated]] a cat", JobStatus.MODERATED, "content_moderated", "moderation"),
+    ("[[error]] a cat", JobStatus.FAILED, "bfl_error", "failed to generate"),
+    ("[[not-found]] a cat", JobStatus.FAILED, "task_not_found", "no longer knows"),
+    ("[[drop]] a cat", JobStatus.FAILED, "submission_unknown", "not resent"),
+]
+
+
+def test_every_task_failure_ends_in_a_clear_terminal_state(
+    worker: WorkerProcess, emulator: EmulatorServer, committed_db: Session, engine: Engine
+) -> None:
+    person = make_person(committed_db)
+    committed_db.commit()
+    jobs = [
+        queue_jobs(committed_db, person.user.id, person.team.id, prompt=prompt)[0]
+        for prompt, *_ in FAILURES
+    ]
+    done = wait_for_terminal(engine, [j.id for j in jobs], timeout=30)
+    for job, (prompt, status, code, words) in zip(done, FAILURES, strict=True):
+        assert (job.status, job.error_code) == (status, code), prompt
+        assert words in (job.error_message or ""), job.error_message
+        assert job.finished_at is not None
+    assert_at_most_one_post(emulator, done)
+    # A dropped answer may have been charged: its budget hold stays; the others are released
+    # or settled by what BFL reported.
+    dropped = done[-1]
+    assert committed_db.get(Reservation, dropped.id).state == "held"  # type: ignore[union-attr]
+
+
+def test_duplicate_messages_are_no_ops(
+    worker: WorkerProcess, emulator: EmulatorServer, committed_db: Session, engine: Engine
+) -> None:
+    person = make_person(committed_db)
+    committed_db.commit()
+    jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="twice", count=2)
+    done = wait_for_terminal(engine, [j.id for j in jobs], timeout=30)
+    polls_before = {j.id: j.poll_count for j in done}
+    # Redeliver everything a finished job ever received: wake-ups and (forced) polls.
+    duplicates = [messages.Message(messages.SUBMIT_NEXT, queue=messages.DISPATCH_QUEUE)] * 3
+    for job in done:
+        duplicates += [messages.poll_message(job.id), messages.poll_message(job.id, force=True)]
+    assert messages.send_now(duplicates) == len(duplicates)
+    time.sleep(2)
+    again = job_rows(engine, [j.id for j in jobs])
+    assert [j.status for j in again] == [JobStatus.READY] * 2
+    assert {j.id: j.poll_count for j in again} == polls_before
+    assert [j.finished_at for j in again] == [j.finished_at for j in done]
+    assert committed_db.scalar(select(func.count()).select_from(Image)) == 2
+    assert list(posts_per_job(emulator, again).values()) == [1, 1]
+
+
+def test_unknown_job_id_in_a_poll_is_a_no_op(db: Session) -> None:
+    assert state.claim_poll(db, uuid.uuid4(), due_by=utcnow(), lease_until=utcnow()) is None
+
+
+def test_with_webhooks_a_scheduled_poll_is_a_late_fallback() -> None:
+    settings = get_settings().model_copy(
+        update={"POLL_MIN_INTERVAL_S": 0.5, "POLL_MAX_INTERVAL_S": 5.0}
+    )
+    # 2 s into a task at 40 %: BFL predicts 3 s more.
+    polled = polling.next_poll_delay(settings, elapsed=2.0, poll_count=1, progress=0.4)
+    hooked = polling.next_poll_delay(
+        settings, elapsed=2.0, poll_count=1, progress=0.4, webhooks=True
+    )
+    assert 3.0 <= polled < 3.1
+    assert hooked == pytest.approx(3.0 + polling.WEBHOOK_GRACE_S)
+    # Without a prediction the fallback waits the longest interval; never longer.
+    assert polling.next_poll_delay(
+        settings, elapsed=1.0, poll_count=0, progress=None, webhooks=True
+    ) == pytest.approx(5.0)
+    assert polling.next_poll_delay(
+        settings, elapsed=1.0, poll_count=0, progress=0.01, webhooks=True
+    ) == pytest.approx(5.0)
