@@ -62,7 +62,7 @@ def _seed(url: str, charges: int) -> dict[str, Any]:
                 INSERT INTO jobs (
                     id, team_id, user_id, status, model, prompt, params, width, height, seed,
                     output_format, reference_count, batch_index, estimated_credits,
-                    cost_credits, poll_count, attempts, requeues, unfinished_polls, bfl_id,
+                    cost_credits, poll_count, attempts, requeues, unfinished_polls, bfl_task_id,
                     created_at)
                 SELECT gen_random_uuid(), p.team_id, p.user_id, s.status, s.model, s.prompt,
                        '{{}}'::jsonb, 1024, 1024, s.g, 'jpeg', 0, 0, 3, 3 + (s.g % 4), 4, 1, 0,

@@ -293,7 +293,7 @@ def on_job_terminal(db: Session, job: Job) -> None:
     charged = db.scalar(select(Charge.id).where(Charge.job_id == job.id)) is not None
     if charged:
         _resolve(db, job.id, ReservationState.SETTLED)
-    elif job.bfl_id is not None:
+    elif job.bfl_task_id is not None:
         # BFL accepted the task, so it charged for it, even if the cost never got recorded.
         record_charge(db, job)
     elif job.error_code == "submission_unknown":

@@ -114,7 +114,7 @@ class Job(Timestamped, Base):
     #: The cost BFL reported when it accepted the task: the truth for the ledger.
     cost_credits: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
 
-    bfl_id: Mapped[str | None] = mapped_column(String(128))
+    bfl_task_id: Mapped[str | None] = mapped_column(String(128))
     polling_url: Mapped[str | None] = mapped_column(Text)
     progress: Mapped[float | None] = mapped_column(Float)
     result_seed: Mapped[int | None] = mapped_column(BigInteger)

@@ -149,7 +149,7 @@ def deadline_message(settings: Settings, reason: str) -> str:
 class Polled:
     id: uuid.UUID
     team_id: uuid.UUID
-    bfl_id: str
+    bfl_task_id: str
     polling_url: str | None
     submitted_at: datetime
     poll_count: int

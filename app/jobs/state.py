@@ -121,7 +121,7 @@ def mark_pending(
     db: Session,
     job_id: uuid.UUID,
     *,
-    bfl_id: str,
+    bfl_task_id: str,
     polling_url: str | None,
     cost_credits: Decimal,
     next_poll_at: datetime,
@@ -134,7 +134,7 @@ def mark_pending(
         JobStatus.SUBMITTING,
         JobStatus.PENDING,
         {
-            "bfl_id": bfl_id,
+            "bfl_task_id": bfl_task_id,
             "polling_url": polling_url,
             "cost_credits": cost_credits,
             "submitted_at": now or utcnow(),
@@ -276,7 +276,7 @@ def note_late_acceptance(
     db: Session,
     job_id: uuid.UUID,
     *,
-    bfl_id: str,
+    bfl_task_id: str,
     cost_credits: Decimal | None,
     error_message: str | None = None,
 ) -> Job | None:
@@ -291,7 +291,7 @@ def note_late_acceptance(
     said no answer came. Returns the job, or None when it was not in that state (the id was
     recorded already, or the job ended some other way).
     """
-    values: dict[str, Any] = {"bfl_id": bfl_id, "cost_credits": cost_credits}
+    values: dict[str, Any] = {"bfl_task_id": bfl_task_id, "cost_credits": cost_credits}
     if error_message is not None:
         values["error_message"] = error_message
     stmt = (
@@ -300,7 +300,7 @@ def note_late_acceptance(
             Job.id == job_id,
             Job.status == JobStatus.FAILED.value,
             Job.error_code == "submission_unknown",
-            Job.bfl_id.is_(None),
+            Job.bfl_task_id.is_(None),
         )
         .values(**values)
         .returning(Job)

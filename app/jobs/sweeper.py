@@ -240,7 +240,7 @@ def _reconcile_submitting(
         if answer is not None:
             # Poll at once: BFL has been working on it since it answered.
             if apply_answer(db, row.id, answer, first_poll=0.0) is not None:
-                log.info("applied BFL's kept answer to job %s (task %s)", row.id, answer.bfl_id)
+                log.info("applied BFL's kept answer to job %s (task %s)", row.id, answer.bfl_task_id)
                 report.answers_applied += 1
                 applied.append(row.id)
             continue

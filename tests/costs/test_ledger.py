@@ -53,7 +53,7 @@ def accept(db: Session, job: Job, cost: str | None) -> Job:
     pending = state.mark_pending(
         db,
         job.id,
-        bfl_id=f"task-{job.id.hex[:8]}",
+        bfl_task_id=f"task-{job.id.hex[:8]}",
         polling_url="https://api.bfl.ai/v1/get_result",
         cost_credits=Decimal(cost) if cost is not None else None,  # type: ignore[arg-type]
         next_poll_at=utcnow(),
@@ -163,14 +163,14 @@ def test_submission_unknown_stays_held(db: Session) -> None:
 
 def test_accepted_job_without_a_recorded_charge_is_charged_at_the_end(db: Session) -> None:
     person = make_person(db)
-    job = make_job(db, person, status=JobStatus.FAILED, bfl_id="task-1", cost="2.5")
+    job = make_job(db, person, status=JobStatus.FAILED, bfl_task_id="task-1", cost="2.5")
     on_job_terminal(db, job)
     assert db.scalar(select(Charge.credits).where(Charge.job_id == job.id)) == Decimal("2.5")
 
 
 def test_charge_is_written_once_per_job(db: Session) -> None:
     person = make_person(db)
-    job = make_job(db, person, status=JobStatus.PENDING, bfl_id="task-2", cost="3")
+    job = make_job(db, person, status=JobStatus.PENDING, bfl_task_id="task-2", cost="3")
     assert record_charge(db, job) is True
     assert record_charge(db, job) is False
     on_job_terminal(db, job)
@@ -214,7 +214,7 @@ def test_ledger_total_equals_the_jobs_costs(db: Session) -> None:
     (cancelled,) = submit(db, other, prompt="never sent")
     state.cancel(db, cancelled.id)
     # The same accepted job reported twice (a redelivered message) is still one row.
-    first = db.scalars(select(Job).where(Job.bfl_id.is_not(None))).first()
+    first = db.scalars(select(Job).where(Job.bfl_task_id.is_not(None))).first()
     assert first is not None
     record_charge(db, first)
 
@@ -268,7 +268,7 @@ def test_team_budget_counts_everyone(db: Session) -> None:
 
 def test_last_months_spend_does_not_count(db: Session) -> None:
     person = make_person(db)
-    job = make_job(db, person, status=JobStatus.READY, bfl_id="old", cost="50")
+    job = make_job(db, person, status=JobStatus.READY, bfl_task_id="old", cost="50")
     record_charge(db, job)
     from sqlalchemy import update
 
