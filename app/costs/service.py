@@ -58,7 +58,7 @@ WARNING_SHARE = Decimal("0.8")
 #: Window of the burn rate behind "days of credit left".
 RATE_WINDOW_DAYS = 7
 #: Job states whose charges bought no image.
-LOST_STATUSES = (JobStatus.FAILED.value, JobStatus.MODERATED.value, JobStatus.CANCELLED.value)
+LOST_STATUSES = (JobStatus.FAILED, JobStatus.MODERATED, JobStatus.CANCELLED)
 #: Credit balance readings kept; older ones only grow the table.
 BALANCE_HISTORY_DAYS = 90
 _CENT = Decimal("0.01")
@@ -381,7 +381,7 @@ def _by_model(rows: list[tuple[str, str, Decimal, int]]) -> list[ModelSpend]:
         entry = totals.setdefault(model, [_ZERO, 0, 0])
         entry[0] += credits
         entry[1] += count
-        if status == JobStatus.READY.value:
+        if status == JobStatus.READY:
             entry[2] += count
     result = [
         ModelSpend(

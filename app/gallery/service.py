@@ -111,7 +111,7 @@ class GalleryTile:
 
     @property
     def has_image(self) -> bool:
-        return self.status == JobStatus.READY.value
+        return self.status == JobStatus.READY
 
 
 @dataclass(frozen=True)
@@ -528,7 +528,7 @@ def delete_job(
     job = team_job(db, team_id, job_id)
     if job.user_id != user_id and not is_manager:
         raise Forbidden("Only the person who made this image or a manager can delete it.")
-    if job.status == JobStatus.QUEUED.value:
+    if job.status == JobStatus.QUEUED:
         # A worker may claim it meanwhile; then the guarded update does nothing, as it should.
         state.cancel(db, job.id, by_name="" if job.user_id == user_id else "a manager")
     db.execute(

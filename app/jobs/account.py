@@ -68,7 +68,7 @@ def peek(db: Session) -> BFLAccountState | None:
 
 
 def _pending_at_bfl(db: Session) -> int:
-    return db.scalar(select(func.count()).where(Job.status == JobStatus.PENDING.value)) or 0
+    return db.scalar(select(func.count()).where(Job.status == JobStatus.PENDING)) or 0
 
 
 def effective_cap(state: BFLAccountState | None, settings: Settings, now: datetime) -> int:
@@ -318,7 +318,7 @@ def _waiting(count: int) -> str:
 def status(db: Session, settings: Settings, now: datetime) -> AccountStatus:
     """What the studio knows of the BFL account right now (read only, no lock)."""
     state = peek(db)
-    waiting = db.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED.value)) or 0
+    waiting = db.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED)) or 0
     configured = settings.BFL_MAX_ACTIVE_TASKS
     cap = effective_cap(state, settings, now)
     if state is not None and state.outage_since is not None:
@@ -372,7 +372,7 @@ def next_try_at(job: Job, state: BFLAccountState | None, now: datetime) -> datet
 
     None for a job that is not queued or may go as soon as a slot is free.
     """
-    if job.status != JobStatus.QUEUED.value:
+    if job.status != JobStatus.QUEUED:
         return None
     times = [job.not_before] if job.not_before is not None else []
     if state is not None:

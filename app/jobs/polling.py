@@ -129,7 +129,12 @@ def _claim_due_poll(job_id: uuid.UUID, settings: Settings, *, force: bool) -> Po
             fail_timed_out(db, job.id, settings)
             return Outcome.FAILED
         return Polled(
-            job.id, job.team_id, job.bfl_task_id or "", job.polling_url, submitted_at, job.poll_count
+            job.id,
+            job.team_id,
+            job.bfl_task_id or "",
+            job.polling_url,
+            submitted_at,
+            job.poll_count,
         )
 
 

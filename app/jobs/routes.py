@@ -39,7 +39,7 @@ from app.errors import (
 )
 from app.gallery.service import credits_text, recent_jobs
 from app.jobs import account
-from app.jobs.models import BFLAccountState, Job, JobStatus
+from app.jobs.models import BFLAccountState, Job
 from app.jobs.service import (
     STORED_PREFIX,
     JobError,
@@ -512,7 +512,7 @@ class JobCard:
 
     @property
     def terminal(self) -> bool:
-        return JobStatus(self.job.status).terminal
+        return self.job.status.terminal
 
     @property
     def percent(self) -> int | None:

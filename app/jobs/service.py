@@ -343,7 +343,7 @@ def _create_jobs(
                 id=uuid.uuid4(),
                 team_id=team_id,
                 user_id=user_id,
-                status=JobStatus.QUEUED.value,
+                status=JobStatus.QUEUED,
                 model=model,
                 prompt=str(payload.get("prompt", "")),
                 params=job_params,
@@ -388,7 +388,7 @@ def cancel_job(
         raise JobError(
             "Only the person who queued this job or a manager can cancel it.", "forbidden"
         )
-    if job.status != JobStatus.QUEUED.value:
+    if job.status != JobStatus.QUEUED:
         raise JobError(_not_cancellable(job.status), "not_cancellable")
     done = state.cancel(db, job.id, by_name="" if job.user_id == user_id else "a manager")
     if done is None:
@@ -399,9 +399,9 @@ def cancel_job(
 
 
 def _not_cancellable(status: str) -> str:
-    if status in (JobStatus.SUBMITTING.value, JobStatus.PENDING.value):
+    if status in (JobStatus.SUBMITTING, JobStatus.PENDING):
         return "This job was already sent to BFL and cannot be cancelled; it will finish soon."
-    if status == JobStatus.CANCELLED.value:
+    if status == JobStatus.CANCELLED:
         return "This job is already cancelled."
     return "This job has already finished, so there is nothing to cancel."
 

@@ -55,8 +55,8 @@ def _guarded(
         raise IllegalTransition(f"a job cannot go from {expected} to {target}")
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status == expected.value, *extra_where)
-        .values(status=target.value, **values)
+        .where(Job.id == job_id, Job.status == expected, *extra_where)
+        .values(status=target, **values)
         .returning(Job)
         .execution_options(populate_existing=True, synchronize_session=False)
     )
@@ -110,7 +110,7 @@ def clear_waits(db: Session) -> int:
     """
     result = db.execute(
         update(Job)
-        .where(Job.status == JobStatus.QUEUED.value, Job.not_before.is_not(None))
+        .where(Job.status == JobStatus.QUEUED, Job.not_before.is_not(None))
         .values(not_before=None)
         .execution_options(synchronize_session=False)
     )
@@ -161,7 +161,7 @@ def claim_poll(
         update(Job)
         .where(
             Job.id == job_id,
-            Job.status == JobStatus.PENDING.value,
+            Job.status == JobStatus.PENDING,
             (Job.next_poll_at.is_(None)) | (Job.next_poll_at <= due_by),
         )
         .values(
@@ -195,7 +195,7 @@ def reschedule_poll(
         values["progress"] = progress
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.PENDING.value)
+        .where(Job.id == job_id, Job.status == JobStatus.PENDING)
         .values(**values)
         .returning(Job)
         .execution_options(populate_existing=True, synchronize_session=False)
@@ -298,7 +298,7 @@ def note_late_acceptance(
         update(Job)
         .where(
             Job.id == job_id,
-            Job.status == JobStatus.FAILED.value,
+            Job.status == JobStatus.FAILED,
             Job.error_code == "submission_unknown",
             Job.bfl_task_id.is_(None),
         )

@@ -292,7 +292,7 @@ def _write_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: S
                 # Applied already: by the sweeper from the kept copy, or by an earlier try
                 # whose COMMIT went through before its connection broke (its poll message
                 # may then be lost, so one more poll is asked for; a duplicate is a no-op).
-                if current.status == JobStatus.PENDING.value:
+                if current.status == JobStatus.PENDING:
                     messages.schedule_poll(db, job_id, first_poll)
             else:
                 # The sweeper gave up on this POST before its answer came (it took longer
@@ -300,7 +300,9 @@ def _write_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: S
                 # accept and charge it: keep its id and charge it (settling the budget
                 # hold), but do not poll it.
                 log.warning(
-                    "BFL accepted job %s (task %s) after it was reconciled", job_id, answer.bfl_task_id
+                    "BFL accepted job %s (task %s) after it was reconciled",
+                    job_id,
+                    answer.bfl_task_id,
                 )
                 state.note_late_acceptance(
                     db,

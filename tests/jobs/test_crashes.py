@@ -327,7 +327,8 @@ def test_an_answer_that_comes_after_the_sweeper_gave_up_is_charged_once(
     assert reservation is not None and reservation.state == "settled"
     # A second late answer for the same job (a redelivered message) changes nothing.
     assert (
-        state.note_late_acceptance(committed_db, job.id, bfl_task_id="again", cost_credits=None) is None
+        state.note_late_acceptance(committed_db, job.id, bfl_task_id="again", cost_credits=None)
+        is None
     )
     committed_db.rollback()
     assert len(emulator.submissions()) == 1
