@@ -153,10 +153,12 @@ def main() -> None:
                 "team_summary_30d": lambda: service.cost_summary(db, team, days30),
                 "person_summary_month": lambda: service.cost_summary(db, person, month),
                 "budget_lines": lambda: service.budget_lines(db, ids["team_id"]),
-                "my_spend": lambda: service.my_spend(db, ids["team_id"], ids["user_id"]),
+                "my_spend": lambda: service.my_spend(
+                    db, team_id=ids["team_id"], user_id=ids["user_id"]
+                ),
                 "credit_outlook": lambda: service.credit_outlook(db),
                 "reservation_check_team": lambda: service.committed_credits(
-                    db, ids["team_id"], None, service.month_start()
+                    db, team_id=ids["team_id"], user_id=None, since=service.month_start()
                 ),
                 "ledger_page_500": lambda: service.ledger_page(db, team, days30, limit=500),
             }

@@ -78,7 +78,7 @@ def request_path(field: str) -> str:
     return f"params.{field}"
 
 
-def get_job(db: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
+def get_job(db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
     """The team's job with this id, or None: another team's job is as good as missing."""
     return db.scalars(
         select(Job).where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
@@ -368,7 +368,7 @@ def _create_jobs(
 
 
 def _find(db: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    job = get_job(db, team_id, job_id)
+    job = get_job(db, team_id=team_id, job_id=job_id)
     if job is None:
         raise JobError("No such job in your team.", "not_found")
     return job

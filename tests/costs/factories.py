@@ -86,9 +86,9 @@ def make_budget(
 ) -> None:
     set_budget(
         db,
-        person_or_team.team.id,
-        person_or_team.user.id if personal else None,
-        Decimal(credits) if credits is not None else None,
+        team_id=person_or_team.team.id,
+        user_id=person_or_team.user.id if personal else None,
+        monthly_credits=Decimal(credits) if credits is not None else None,
     )
 
 

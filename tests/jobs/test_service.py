@@ -158,8 +158,8 @@ def test_get_job_is_scoped_by_team(db: Session) -> None:
     person = make_person(db)
     (job,) = _create(db, person)
     stranger = make_person(db)
-    assert get_job(db, person.team.id, job.id) is job
-    assert get_job(db, stranger.team.id, job.id) is None
+    assert get_job(db, team_id=person.team.id, job_id=job.id) is job
+    assert get_job(db, team_id=stranger.team.id, job_id=job.id) is None
 
 
 def test_cancel_only_queued_jobs_and_only_own_or_as_manager(db: Session) -> None:
