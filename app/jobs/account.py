@@ -151,7 +151,7 @@ def probe_backoff(failures: int, settings: Settings) -> float:
     """Seconds before the next probe after `failures` failed ones: doubling, jittered, capped."""
     ceiling = settings.BFL_PROBE_MAX_INTERVAL_S
     # Jitter keeps several studios on one account (or one after a restart) from probing in step.
-    return min(ceiling, random.uniform(0.75, 1.0) * FIRST_PROBE_S * 2 ** min(failures, 10))
+    return min(ceiling, random.uniform(0.75, 1.0) * FIRST_PROBE_S * 2.0 ** min(failures, 10))
 
 
 def note_unreachable(db: Session, settings: Settings, reason: str, now: datetime) -> datetime:

@@ -192,7 +192,7 @@ def _unknown_cause(exc: BFLError, settings: Settings) -> str:
 def _backoff(attempts: int, *, base: float, ceiling: float) -> float:
     """Seconds to wait before try `attempts + 1`: doubling from `base` up to `ceiling`, with
     full jitter so many waiting workers do not come back in the same instant."""
-    return random.uniform(0.5, 1.0) * min(ceiling, base * 2 ** min(attempts, 10))
+    return random.uniform(0.5, 1.0) * min(ceiling, base * 2.0 ** min(attempts, 10))
 
 
 def _first_poll_delay(settings: Settings) -> float:
