@@ -35,11 +35,11 @@ class EmbeddedPostgres:
     _server: object | None = field(default=None, repr=False)
 
     def start(self) -> EmbeddedPostgres:
-        import pgserver
+        from pgserver.postgres_server import get_server
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # cleanup_mode="stop" stops the server when this process exits and keeps the data.
-        server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        server = get_server(self.data_dir, cleanup_mode="stop")
         self._server = server
         # The URI points at a Unix socket in the data folder: nothing listens on the network.
         uri: str = server.get_uri()

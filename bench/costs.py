@@ -62,7 +62,7 @@ def _seed(url: str, charges: int) -> dict[str, Any]:
                 INSERT INTO jobs (
                     id, team_id, user_id, status, model, prompt, params, width, height, seed,
                     output_format, reference_count, batch_index, estimated_credits,
-                    cost_credits, poll_count, attempts, requeues, unfinished_polls, bfl_id,
+                    cost_credits, poll_count, attempts, requeues, unfinished_polls, bfl_task_id,
                     created_at)
                 SELECT gen_random_uuid(), p.team_id, p.user_id, s.status, s.model, s.prompt,
                        '{{}}'::jsonb, 1024, 1024, s.g, 'jpeg', 0, 0, 3, 3 + (s.g % 4), 4, 1, 0,
@@ -153,10 +153,12 @@ def main() -> None:
                 "team_summary_30d": lambda: service.cost_summary(db, team, days30),
                 "person_summary_month": lambda: service.cost_summary(db, person, month),
                 "budget_lines": lambda: service.budget_lines(db, ids["team_id"]),
-                "my_spend": lambda: service.my_spend(db, ids["team_id"], ids["user_id"]),
+                "my_spend": lambda: service.my_spend(
+                    db, team_id=ids["team_id"], user_id=ids["user_id"]
+                ),
                 "credit_outlook": lambda: service.credit_outlook(db),
                 "reservation_check_team": lambda: service.committed_credits(
-                    db, ids["team_id"], None, service.month_start()
+                    db, team_id=ids["team_id"], user_id=None, since=service.month_start()
                 ),
                 "ledger_page_500": lambda: service.ledger_page(db, team, days30, limit=500),
             }

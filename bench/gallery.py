@@ -493,7 +493,13 @@ def explain_cases(url: str, ids: dict[str, str], selected: list[Case], out: Path
 
             event.listen(conn, "before_cursor_execute", capture)
             with Session(bind=conn) as db:
-                list_gallery(db, team, viewer, parse_filters(**case.filters), after=case.after)
+                list_gallery(
+                    db,
+                    team_id=team,
+                    viewer_id=viewer,
+                    filters=parse_filters(**case.filters),
+                    after=case.after,
+                )
             event.remove(conn, "before_cursor_execute", capture)
             conn.rollback()
             lines = [f"-- {case.label}: {case.url}", ""]
@@ -535,7 +541,7 @@ def time_service(url: str, ids: dict[str, str], selected: list[Case], runs: int)
         for i in range(runs + 5):
             with Session(engine) as db:
                 started = time.perf_counter()
-                list_gallery(db, team, viewer, filters, after=case.after)
+                list_gallery(db, team_id=team, viewer_id=viewer, filters=filters, after=case.after)
                 if i >= 5:  # the first calls warm the connection and the driver's statements
                     timings.append((time.perf_counter() - started) * 1000)
         timings.sort()

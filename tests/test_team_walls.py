@@ -171,7 +171,13 @@ def team_a(committed_db: Session) -> TeamA:
     record_charge(db, ready)
     db.add(Favourite(user_id=member.user.id, job_id=ready.id))
     db.add(Favourite(user_id=admin.user.id, job_id=ready.id))
-    set_budget(db, team.id, member.user.id, Decimal("500"), set_by=admin.user.id)
+    set_budget(
+        db,
+        team_id=team.id,
+        user_id=member.user.id,
+        monthly_credits=Decimal("500"),
+        set_by=admin.user.id,
+    )
     # A queued job made the studio's way: a stored reference image and a held reservation.
     (with_reference,) = create_jobs(
         db,

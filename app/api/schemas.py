@@ -108,7 +108,7 @@ class JobOut(BaseModel):
     ) -> JobOut:
         return cls(
             id=job.id,
-            status=JobStatus(job.status),
+            status=job.status,
             model=job.model,
             prompt=job.prompt,
             params=shown_params(job.params),

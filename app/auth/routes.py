@@ -524,7 +524,7 @@ def account_end_session(
 ) -> Response:
     wanted = _uuid(session_id, "That session")
     try:
-        service.find_own_session(db, actor.user_id, wanted)
+        service.find_own_session(db, user_id=actor.user_id, session_id=wanted)
     except NotInTeam as exc:
         raise NotFound("That session") from exc
     if actor.session is not None and actor.session.id == wanted:
@@ -536,7 +536,7 @@ def account_end_session(
     refused = _reauthenticated(request, db, actor, current_password)
     if refused is not None:
         return refused
-    service.end_own_session(db, actor.user_id, wanted)
+    service.end_own_session(db, user_id=actor.user_id, session_id=wanted)
     return _redirect("/account", "session")
 
 
@@ -770,7 +770,7 @@ def team_change_role(
             status_code=400,
         )
     try:
-        service.change_role(db, actor.team_id, member_id, new_role)
+        service.change_role(db, team_id=actor.team_id, user_id=member_id, role=new_role)
     except NotInTeam as exc:
         raise NotFound("That person") from exc
     except AccountError as exc:
@@ -787,7 +787,7 @@ def team_remove_member(
     _require_admin(actor)
     member_id = _uuid(user_id, "That person")
     try:
-        service.remove_member(db, actor.team_id, member_id)
+        service.remove_member(db, team_id=actor.team_id, user_id=member_id)
     except NotInTeam as exc:
         raise NotFound("That person") from exc
     except AccountError as exc:
@@ -801,7 +801,9 @@ def team_remove_member(
 def team_reset_two_factor(user_id: str, db: SessionDep, actor: SessionActor) -> Response:
     _require_admin(actor)
     try:
-        two_factor.reset_for_member(db, actor.team_id, _uuid(user_id, "That person"))
+        two_factor.reset_for_member(
+            db, team_id=actor.team_id, user_id=_uuid(user_id, "That person")
+        )
     except NotInTeam as exc:
         raise NotFound("That person") from exc
     return _redirect("/team", "two-factor-reset")
@@ -859,7 +861,7 @@ def team_invite(
 def team_revoke_invite(invite_id: str, db: SessionDep, actor: SessionActor) -> Response:
     _require_admin(actor)
     try:
-        service.revoke_invite(db, actor.team_id, _uuid(invite_id, "That invite"))
+        service.revoke_invite(db, team_id=actor.team_id, invite_id=_uuid(invite_id, "That invite"))
     except NotInTeam as exc:
         raise NotFound("That invite") from exc
     return _redirect("/team", "revoked")

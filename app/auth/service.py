@@ -125,7 +125,7 @@ def add_member(db: Session, user: User, team: Team, role: Role = Role.MEMBER) ->
     return membership
 
 
-def membership_of(db: Session, user_id: uuid.UUID, team_id: uuid.UUID) -> Membership | None:
+def membership_of(db: Session, *, user_id: uuid.UUID, team_id: uuid.UUID) -> Membership | None:
     return db.get(Membership, (user_id, team_id))
 
 
@@ -169,7 +169,9 @@ def teams_of(db: Session, user_id: uuid.UUID) -> list[tuple[Team, Role]]:
 
 
 def _starting_team(db: Session, user: User) -> uuid.UUID:
-    if user.last_team_id is not None and membership_of(db, user.id, user.last_team_id):
+    if user.last_team_id is not None and membership_of(
+        db, user_id=user.id, team_id=user.last_team_id
+    ):
         return user.last_team_id
     first = db.scalar(
         select(Membership.team_id)
@@ -202,7 +204,7 @@ def start_session(
     With `awaiting_second_factor` the session is only the password step: it lives 10 minutes
     and reaches nothing but the code form until `complete_second_factor` replaces it.
     """
-    if team_id is None or membership_of(db, user.id, team_id) is None:
+    if team_id is None or membership_of(db, user_id=user.id, team_id=team_id) is None:
         team_id = _starting_team(db, user)
     settings = get_settings()
     now = utcnow()
@@ -276,7 +278,7 @@ def end_other_sessions(db: Session, user_id: uuid.UUID, keep: AuthSession | None
     return db.execute(stmt).rowcount or 0  # type: ignore[attr-defined]
 
 
-def find_own_session(db: Session, user_id: uuid.UUID, session_id: uuid.UUID) -> AuthSession:
+def find_own_session(db: Session, *, user_id: uuid.UUID, session_id: uuid.UUID) -> AuthSession:
     """One of the person's own sessions by its public id; NotInTeam when it is not theirs."""
     session = db.scalar(
         select(AuthSession).where(AuthSession.user_id == user_id, AuthSession.id == session_id)
@@ -286,7 +288,7 @@ def find_own_session(db: Session, user_id: uuid.UUID, session_id: uuid.UUID) -> 
     return session
 
 
-def end_own_session(db: Session, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+def end_own_session(db: Session, *, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
     """End one of the person's own sessions, found by its public id."""
     result = db.execute(
         delete(AuthSession).where(AuthSession.user_id == user_id, AuthSession.id == session_id)
@@ -409,7 +411,7 @@ def change_name(db: Session, user: User, name: str) -> None:
 def switch_team(db: Session, session: AuthSession, user: User, team_id: uuid.UUID) -> Team:
     """Move a signed-in session to another of the person's teams."""
     team = db.get(Team, team_id)
-    if team is None or membership_of(db, user.id, team_id) is None:
+    if team is None or membership_of(db, user_id=user.id, team_id=team_id) is None:
         raise NotInTeam("That team was not found among your teams.")
     db.execute(
         update(AuthSession)
@@ -459,9 +461,9 @@ def _admin_count(db: Session, team_id: uuid.UUID) -> int:
     )
 
 
-def change_role(db: Session, team_id: uuid.UUID, user_id: uuid.UUID, role: Role) -> Membership:
+def change_role(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, role: Role) -> Membership:
     _lock_team(db, team_id)
-    membership = membership_of(db, user_id, team_id)
+    membership = membership_of(db, user_id=user_id, team_id=team_id)
     if membership is None:
         raise NotInTeam("That person was not found in this team.")
     if (
@@ -477,9 +479,9 @@ def change_role(db: Session, team_id: uuid.UUID, user_id: uuid.UUID, role: Role)
     return membership
 
 
-def remove_member(db: Session, team_id: uuid.UUID, user_id: uuid.UUID) -> None:
+def remove_member(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID) -> None:
     _lock_team(db, team_id)
-    membership = membership_of(db, user_id, team_id)
+    membership = membership_of(db, user_id=user_id, team_id=team_id)
     if membership is None:
         raise NotInTeam("That person was not found in this team.")
     if membership.role == Role.ADMIN.value and _admin_count(db, team_id) <= 1:
@@ -550,7 +552,7 @@ def open_invites(db: Session, team_id: uuid.UUID) -> list[Invite]:
     )
 
 
-def revoke_invite(db: Session, team_id: uuid.UUID, invite_id: uuid.UUID) -> None:
+def revoke_invite(db: Session, *, team_id: uuid.UUID, invite_id: uuid.UUID) -> None:
     result = db.execute(
         delete(Invite).where(
             Invite.id == invite_id, Invite.team_id == team_id, Invite.accepted_at.is_(None)
@@ -638,7 +640,7 @@ def accept_invite(db: Session, raw_token: str, user: User) -> Team:
         )
     invite = _claim_invite(db, raw_token, user.id)
     role = Role(invite.role)
-    existing = membership_of(db, user.id, team.id)
+    existing = membership_of(db, user_id=user.id, team_id=team.id)
     if existing is None or not Role(existing.role).at_least(role):
         add_member(db, user, team, role)
     return team

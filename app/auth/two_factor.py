@@ -264,7 +264,7 @@ def disable(db: Session, user: User, *, current_password: str, code: str) -> Non
     _clear(db, user)
 
 
-def reset_for_member(db: Session, team_id: uuid.UUID, user_id: uuid.UUID) -> User:
+def reset_for_member(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID) -> User:
     """A team admin removes a member's second factor (a lost phone). NotInTeam when the
     person is not in the team; the person sets it up again if the team's policy asks."""
     user = db.scalar(

@@ -367,8 +367,8 @@ class BFLClient:
             body = response.json()
         except ValueError:
             body = None
-        task_id = body.get("id") if isinstance(body, dict) else None
-        if not isinstance(body, dict) or not isinstance(task_id, str) or not task_id:
+        bfl_task_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(bfl_task_id, str) or not bfl_task_id:
             # Accepted (2xx) but without an id we can poll: the task may exist and be charged.
             raise OutcomeUnknown(
                 f"BFL answered {response.status_code} to the submission without a task id",
@@ -376,7 +376,7 @@ class BFLClient:
             )
         polling_url = body.get("polling_url")
         submission = Submission(
-            id=task_id,
+            id=bfl_task_id,
             polling_url=polling_url if isinstance(polling_url, str) and polling_url else None,
             cost=_optional_decimal(body.get("cost")),
             input_mp=_optional_float(body.get("input_mp")),
@@ -384,10 +384,10 @@ class BFLClient:
             raw=body,
             rate_limit=parse_rate_limit_headers(response.headers),
         )
-        log.info("bfl task submitted", extra={"bfl_model": model, "bfl_task_id": task_id})
+        log.info("bfl task submitted", extra={"bfl_model": model, "bfl_task_id": bfl_task_id})
         return submission
 
-    def poll(self, polling_url: str | None, task_id: str) -> PollResult:
+    def poll(self, polling_url: str | None, bfl_task_id: str) -> PollResult:
         """Read a task's state.
 
         Uses the `polling_url` BFL returned (it may be a regional host); falls back to
@@ -408,7 +408,7 @@ class BFLClient:
             log.warning(
                 "polling url %s, using the base url instead: %s", refusal, _where(polling_url)
             )
-        return self._poll_once(f"{self.base_url}/v1/get_result", {"id": task_id})
+        return self._poll_once(f"{self.base_url}/v1/get_result", {"id": bfl_task_id})
 
     def credits(self) -> Decimal:
         """The account's remaining credits (`GET /v1/credits`)."""

@@ -148,7 +148,7 @@ def csv_response(
 @router.get("/me/spend", response_model=MySpend, responses=_ERRORS)
 def me_spend(actor: CurrentActor, db: SessionDep) -> MySpend:
     """The caller's own spend this month and over 30 days, budget and what is left."""
-    return service.my_spend(db, actor.team_id, actor.user_id)
+    return service.my_spend(db, team_id=actor.team_id, user_id=actor.user_id)
 
 
 @router.get("/costs/budgets", response_model=list[BudgetLine], responses=_ERRORS)
@@ -163,7 +163,11 @@ def put_budget(
 ) -> list[BudgetLine]:
     """Set the team's (no user_id) or one member's monthly budget; null credits removes it."""
     service.set_budget(
-        db, actor.team_id, body.user_id, body.monthly_credits, set_by=changing.user_id
+        db,
+        team_id=actor.team_id,
+        user_id=body.user_id,
+        monthly_credits=body.monthly_credits,
+        set_by=changing.user_id,
     )
     return service.budget_lines(db, actor.team_id)
 

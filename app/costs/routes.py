@@ -64,7 +64,7 @@ def _page(
         "period_name": "30d" if period_name == "30d" else "month",
         "month": service.this_month(),
         "today": utcnow().date(),
-        "mine": service.my_spend(db, actor.team_id, actor.user_id),
+        "mine": service.my_spend(db, team_id=actor.team_id, user_id=actor.user_id),
         "saved": request.query_params.get("saved") == "1",
         "budget_error": budget_error,
     }
@@ -137,7 +137,9 @@ def save_budget(
         credits = _parse_budget(monthly_credits)
     except ValueError as exc:
         return _page(request, db, actor, None, budget_error=str(exc), status_code=422)
-    service.set_budget(db, actor.team_id, person, credits, set_by=changing.user_id)
+    service.set_budget(
+        db, team_id=actor.team_id, user_id=person, monthly_credits=credits, set_by=changing.user_id
+    )
     return RedirectResponse("/costs?saved=1#budgets", status_code=303)
 
 

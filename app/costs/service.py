@@ -58,7 +58,7 @@ WARNING_SHARE = Decimal("0.8")
 #: Window of the burn rate behind "days of credit left".
 RATE_WINDOW_DAYS = 7
 #: Job states whose charges bought no image.
-LOST_STATUSES = (JobStatus.FAILED.value, JobStatus.MODERATED.value, JobStatus.CANCELLED.value)
+LOST_STATUSES = (JobStatus.FAILED, JobStatus.MODERATED, JobStatus.CANCELLED)
 #: Credit balance readings kept; older ones only grow the table.
 BALANCE_HISTORY_DAYS = 90
 _CENT = Decimal("0.01")
@@ -175,7 +175,7 @@ def _lock_team_budgets(db: Session, team_id: uuid.UUID) -> None:
 
 
 def committed_credits(
-    db: Session, team_id: uuid.UUID, user_id: uuid.UUID | None, since: datetime
+    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID | None, since: datetime
 ) -> Decimal:
     """Credits charged since `since` plus credits still held for unfinished jobs.
 
@@ -197,7 +197,7 @@ def committed_credits(
     return Decimal(total or 0)
 
 
-def budget_for(db: Session, team_id: uuid.UUID, user_id: uuid.UUID | None) -> Budget | None:
+def budget_for(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID | None) -> Budget | None:
     stmt = select(Budget).where(Budget.team_id == team_id)
     stmt = stmt.where(Budget.user_id.is_(None) if user_id is None else Budget.user_id == user_id)
     return db.scalars(stmt).first()
@@ -222,10 +222,12 @@ def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
     _lock_team_budgets(db, team_id)
     since = month_start()
     for scope, scoped_user in (("person", user_id), ("team", None)):
-        budget = budget_for(db, team_id, scoped_user)
+        budget = budget_for(db, team_id=team_id, user_id=scoped_user)
         if budget is None:
             continue
-        remaining = budget.monthly_credits - committed_credits(db, team_id, scoped_user, since)
+        remaining = budget.monthly_credits - committed_credits(
+            db, team_id=team_id, user_id=scoped_user, since=since
+        )
         if needed > remaining:
             whose = "your" if scope == "person" else "the team's"
             raise BudgetExceeded(
@@ -293,7 +295,7 @@ def on_job_terminal(db: Session, job: Job) -> None:
     charged = db.scalar(select(Charge.id).where(Charge.job_id == job.id)) is not None
     if charged:
         _resolve(db, job.id, ReservationState.SETTLED)
-    elif job.bfl_id is not None:
+    elif job.bfl_task_id is not None:
         # BFL accepted the task, so it charged for it, even if the cost never got recorded.
         record_charge(db, job)
     elif job.error_code == "submission_unknown":
@@ -381,7 +383,7 @@ def _by_model(rows: list[tuple[str, str, Decimal, int]]) -> list[ModelSpend]:
         entry = totals.setdefault(model, [_ZERO, 0, 0])
         entry[0] += credits
         entry[1] += count
-        if status == JobStatus.READY.value:
+        if status == JobStatus.READY:
             entry[2] += count
     result = [
         ModelSpend(
@@ -652,7 +654,7 @@ def team_members(db: Session, team_id: uuid.UUID) -> list[User]:
     )
 
 
-def require_member(db: Session, team_id: uuid.UUID, user_id: uuid.UUID) -> User:
+def require_member(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID) -> User:
     """The person, if they belong to the team; NotFound otherwise (never another team's)."""
     user = db.scalar(
         select(User)
@@ -666,15 +668,15 @@ def require_member(db: Session, team_id: uuid.UUID, user_id: uuid.UUID) -> User:
 
 def set_budget(
     db: Session,
+    *,
     team_id: uuid.UUID,
     user_id: uuid.UUID | None,
     monthly_credits: Decimal | None,
-    *,
     set_by: uuid.UUID | None = None,
 ) -> Budget | None:
     """Set the team's (user_id None) or one member's monthly budget; None removes it."""
     if user_id is not None:
-        require_member(db, team_id, user_id)
+        require_member(db, team_id=team_id, user_id=user_id)
     if monthly_credits is None:
         db.execute(
             delete(Budget).where(
@@ -715,7 +717,7 @@ def set_budget(
 
 
 def my_spend(
-    db: Session, team_id: uuid.UUID, user_id: uuid.UUID, now: datetime | None = None
+    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, now: datetime | None = None
 ) -> MySpend:
     """A person's own figures, their budget and what is left for them this month."""
     now = now or utcnow()
@@ -724,7 +726,7 @@ def my_spend(
     spent, held = _month_usage(db, team_id, since, user_id)
     my_held = held.get(user_id, _ZERO)
     personal: BudgetLine | None = None
-    budget = budget_for(db, team_id, user_id)
+    budget = budget_for(db, team_id=team_id, user_id=user_id)
     if budget is not None:
         personal = _budget_line(
             "person",
@@ -735,7 +737,7 @@ def my_spend(
             my_held,
         )
     team_line: BudgetLine | None = None
-    team_budget = budget_for(db, team_id, None)
+    team_budget = budget_for(db, team_id=team_id, user_id=None)
     if team_budget is not None:
         team_spent, team_held = _team_month(db, team_id, since)
         team_line = _budget_line(
@@ -825,7 +827,7 @@ def report_scope(
             raise Forbidden("Members can see only their own costs; ask a manager for others'.")
         return Scope(team_id, caller_id)
     if user_id is not None:
-        require_member(db, team_id, user_id)
+        require_member(db, team_id=team_id, user_id=user_id)
     return Scope(team_id, user_id)
 
 

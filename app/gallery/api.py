@@ -40,7 +40,7 @@ _PROMPT_CURSOR_RE = re.compile(r"p(\d{1,9})")
     responses=error_responses(404, 422),
 )
 def image_metadata(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> ImageOut:
-    detail = get_detail(db, actor.team_id, job_id, actor.user_id)
+    detail = get_detail(db, team_id=actor.team_id, job_id=job_id, viewer_id=actor.user_id)
     if detail.image is None:
         raise StudioError(
             404,
@@ -51,7 +51,7 @@ def image_metadata(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> Im
 
 
 def _serve(db: Session, actor_team: uuid.UUID, job_id: uuid.UUID, variant: str) -> Response:
-    found = image_file(db, actor_team, job_id, variant)
+    found = image_file(db, team_id=actor_team, job_id=job_id, variant=variant)
     try:
         data = get_storage().get(found.key)
     except ObjectMissing:
@@ -195,7 +195,7 @@ def prompts(
     responses=error_responses(404, 422),
 )
 def prompt_reuse(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> PromptReuse:
-    job = team_job(db, actor.team_id, job_id)
+    job = team_job(db, team_id=actor.team_id, job_id=job_id)
     params = {
         k: v
         for k, v in shown_params(job.params).items()

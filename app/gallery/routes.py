@@ -61,7 +61,7 @@ def _more_url(filters: service.GalleryFilters, cursor: str | None) -> str | None
 @router.get("/gallery", response_class=HTMLResponse, summary="Team gallery")
 def gallery(request: Request, actor: CurrentActor, db: SessionDep) -> Response:
     filters, problems = _filters(request)
-    page = service.list_gallery(db, actor.team_id, actor.user_id, filters)
+    page = service.list_gallery(db, team_id=actor.team_id, viewer_id=actor.user_id, filters=filters)
     context: dict[str, Any] = {
         "actor": actor,
         "filters": filters,
@@ -91,7 +91,11 @@ def gallery_more(request: Request, actor: CurrentActor, db: SessionDep) -> Respo
         return HTMLResponse("")
     try:
         page = service.list_gallery(
-            db, actor.team_id, actor.user_id, filters, after=request.query_params.get("after")
+            db,
+            team_id=actor.team_id,
+            viewer_id=actor.user_id,
+            filters=filters,
+            after=request.query_params.get("after"),
         )
     except service.GalleryInputError as exc:
         return HTMLResponse(f'<p class="notice">{exc.message}</p>')
@@ -104,7 +108,9 @@ def gallery_more(request: Request, actor: CurrentActor, db: SessionDep) -> Respo
 
 @router.get("/gallery/{job_id}", response_class=HTMLResponse, summary="One image in detail")
 def detail(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
-    found = service.get_detail(db, actor.team_id, _job_id(job_id), actor.user_id)
+    found = service.get_detail(
+        db, team_id=actor.team_id, job_id=_job_id(job_id), viewer_id=actor.user_id
+    )
     can_delete = found.job.user_id == actor.user_id or actor.is_manager
     context = {
         "actor": actor,
@@ -122,7 +128,7 @@ def detail(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -
 @router.post("/gallery/{job_id}/favourite", response_class=HTMLResponse, summary="Favourite")
 def favourite(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
     jid = _job_id(job_id)
-    on = service.toggle_favourite(db, actor.team_id, actor.user_id, jid)
+    on = service.toggle_favourite(db, team_id=actor.team_id, user_id=actor.user_id, job_id=jid)
     return templates.TemplateResponse(
         request, "gallery/_favourite.html", {"job_id": jid, "favourite": on}
     )
@@ -130,7 +136,7 @@ def favourite(request: Request, job_id: str, actor: ChangingActor, db: SessionDe
 
 @router.post("/gallery/{job_id}/vary", response_class=HTMLResponse, summary="Same, new seed")
 def vary(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
-    job = service.team_job(db, actor.team_id, _job_id(job_id))
+    job = service.team_job(db, team_id=actor.team_id, job_id=_job_id(job_id))
     answer_refusals_with(request, lambda exc: _refused_vary(request, exc))
     jobs = vary_job(db, job, team_id=actor.team_id, user_id=actor.user_id)
     return templates.TemplateResponse(
@@ -154,8 +160,8 @@ def _refused_vary(request: Request, exc: StudioError) -> Response | None:
 def delete(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
     service.delete_job(
         db,
-        actor.team_id,
-        _job_id(job_id),
+        team_id=actor.team_id,
+        job_id=_job_id(job_id),
         user_id=actor.user_id,
         is_manager=actor.is_manager,
     )
@@ -167,7 +173,7 @@ def delete(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) 
 def _serve(
     request: Request, actor: CurrentActor, db: SessionDep, job_id: str, variant: str
 ) -> Response:
-    found = service.image_file(db, actor.team_id, _job_id(job_id), variant)
+    found = service.image_file(db, team_id=actor.team_id, job_id=_job_id(job_id), variant=variant)
     etag = f'"{job_id}-{variant}"'
     headers = {"Cache-Control": _IMAGE_CACHE, "ETag": etag}
     if request.headers.get("if-none-match") == etag:

@@ -111,7 +111,7 @@ class GalleryTile:
 
     @property
     def has_image(self) -> bool:
-        return self.status == JobStatus.READY.value
+        return self.status == JobStatus.READY
 
 
 @dataclass(frozen=True)
@@ -239,10 +239,10 @@ SEARCH_WALK_ROWS = 3_000
 
 def list_gallery(
     db: Session,
+    *,
     team_id: uuid.UUID,
     viewer_id: uuid.UUID,
     filters: GalleryFilters | None = None,
-    *,
     after: str | None = None,
     limit: int = PAGE_SIZE,
     search_walk_rows: int = SEARCH_WALK_ROWS,
@@ -438,7 +438,7 @@ def team_people(db: Session, team_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
     return [(r.id, r.name) for r in rows]
 
 
-def team_job(db: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+def team_job(db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     """The team's (not deleted) job with this id; NotFound for any other team's or a gone one."""
     job = db.scalars(
         select(Job).where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
@@ -449,7 +449,7 @@ def team_job(db: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
 
 
 def get_detail(
-    db: Session, team_id: uuid.UUID, job_id: uuid.UUID, viewer_id: uuid.UUID
+    db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, viewer_id: uuid.UUID
 ) -> GalleryDetail:
     """The detail page's data in one query; NotFound outside the team or after delete."""
     favourites = (
@@ -487,10 +487,10 @@ def shown_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def set_favourite(
-    db: Session, team_id: uuid.UUID, user_id: uuid.UUID, job_id: uuid.UUID, on: bool
+    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, job_id: uuid.UUID, on: bool
 ) -> bool:
     """Mark or unmark a job as one of the person's favourites; returns the new state."""
-    team_job(db, team_id, job_id)
+    team_job(db, team_id=team_id, job_id=job_id)
     if on:
         db.execute(
             insert(Favourite)
@@ -506,18 +506,18 @@ def set_favourite(
 
 
 def toggle_favourite(
-    db: Session, team_id: uuid.UUID, user_id: uuid.UUID, job_id: uuid.UUID
+    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, job_id: uuid.UUID
 ) -> bool:
     """Flip the person's favourite mark on a job; returns the new state."""
-    team_job(db, team_id, job_id)
+    team_job(db, team_id=team_id, job_id=job_id)
     current = db.scalar(
         select(exists().where(Favourite.user_id == user_id, Favourite.job_id == job_id))
     )
-    return set_favourite(db, team_id, user_id, job_id, not current)
+    return set_favourite(db, team_id=team_id, user_id=user_id, job_id=job_id, on=not current)
 
 
 def delete_job(
-    db: Session, team_id: uuid.UUID, job_id: uuid.UUID, *, user_id: uuid.UUID, is_manager: bool
+    db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, user_id: uuid.UUID, is_manager: bool
 ) -> None:
     """Hide a job from the gallery (soft delete). Its author or a manager may do it.
 
@@ -525,10 +525,10 @@ def delete_job(
     A job still waiting in the queue is cancelled first, so deleting it spends nothing; one
     already at BFL is paid for either way and finishes out of sight.
     """
-    job = team_job(db, team_id, job_id)
+    job = team_job(db, team_id=team_id, job_id=job_id)
     if job.user_id != user_id and not is_manager:
         raise Forbidden("Only the person who made this image or a manager can delete it.")
-    if job.status == JobStatus.QUEUED.value:
+    if job.status == JobStatus.QUEUED:
         # A worker may claim it meanwhile; then the guarded update does nothing, as it should.
         state.cancel(db, job.id, by_name="" if job.user_id == user_id else "a manager")
     db.execute(
@@ -539,7 +539,7 @@ def delete_job(
     db.flush()
 
 
-def image_file(db: Session, team_id: uuid.UUID, job_id: uuid.UUID, variant: str) -> ImageFile:
+def image_file(db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, variant: str) -> ImageFile:
     """The stored original or thumbnail of the team's job; NotFound otherwise."""
     row = db.execute(
         select(
@@ -573,7 +573,7 @@ def image_file(db: Session, team_id: uuid.UUID, job_id: uuid.UUID, variant: str)
 
 
 def recent_jobs(
-    db: Session, team_id: uuid.UUID, user_id: uuid.UUID, *, limit: int = 12
+    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, limit: int = 12
 ) -> list[Job]:
     """The person's latest jobs in the team, for the cards under the generate form."""
     return list(

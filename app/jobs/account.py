@@ -68,7 +68,7 @@ def peek(db: Session) -> BFLAccountState | None:
 
 
 def _pending_at_bfl(db: Session) -> int:
-    return db.scalar(select(func.count()).where(Job.status == JobStatus.PENDING.value)) or 0
+    return db.scalar(select(func.count()).where(Job.status == JobStatus.PENDING)) or 0
 
 
 def effective_cap(state: BFLAccountState | None, settings: Settings, now: datetime) -> int:
@@ -151,7 +151,7 @@ def probe_backoff(failures: int, settings: Settings) -> float:
     """Seconds before the next probe after `failures` failed ones: doubling, jittered, capped."""
     ceiling = settings.BFL_PROBE_MAX_INTERVAL_S
     # Jitter keeps several studios on one account (or one after a restart) from probing in step.
-    return min(ceiling, random.uniform(0.75, 1.0) * FIRST_PROBE_S * 2 ** min(failures, 10))
+    return min(ceiling, random.uniform(0.75, 1.0) * FIRST_PROBE_S * 2.0 ** min(failures, 10))
 
 
 def note_unreachable(db: Session, settings: Settings, reason: str, now: datetime) -> datetime:
@@ -318,7 +318,7 @@ def _waiting(count: int) -> str:
 def status(db: Session, settings: Settings, now: datetime) -> AccountStatus:
     """What the studio knows of the BFL account right now (read only, no lock)."""
     state = peek(db)
-    waiting = db.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED.value)) or 0
+    waiting = db.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED)) or 0
     configured = settings.BFL_MAX_ACTIVE_TASKS
     cap = effective_cap(state, settings, now)
     if state is not None and state.outage_since is not None:
@@ -372,7 +372,7 @@ def next_try_at(job: Job, state: BFLAccountState | None, now: datetime) -> datet
 
     None for a job that is not queued or may go as soon as a slot is free.
     """
-    if job.status != JobStatus.QUEUED.value:
+    if job.status != JobStatus.QUEUED:
         return None
     times = [job.not_before] if job.not_before is not None else []
     if state is not None:

@@ -40,7 +40,7 @@ ANSWER_TTL_S = 24 * 3600
 class KeptAnswer:
     """BFL's answer to one job's POST: its task id, polling URL, cost (credits) and when."""
 
-    bfl_id: str
+    bfl_task_id: str
     polling_url: str | None
     cost_credits: Decimal
     accepted_at: datetime
@@ -71,7 +71,7 @@ def keep(job_id: uuid.UUID, answer: KeptAnswer) -> bool:
         pipe.hset(
             _key(job_id),
             mapping={
-                "bfl_id": answer.bfl_id,
+                "bfl_task_id": answer.bfl_task_id,
                 "polling_url": answer.polling_url or "",
                 "cost_credits": str(answer.cost_credits),
                 "accepted_at": answer.accepted_at.isoformat(),
@@ -83,7 +83,7 @@ def keep(job_id: uuid.UUID, answer: KeptAnswer) -> bool:
         log.warning(
             "could not keep BFL's answer for job %s (task %s) in Redis (%s); using the journal",
             job_id,
-            answer.bfl_id,
+            answer.bfl_task_id,
             exc,
         )
     else:
@@ -94,7 +94,7 @@ def keep(job_id: uuid.UUID, answer: KeptAnswer) -> bool:
         log.error(
             "could not keep BFL's answer for job %s (task %s) anywhere: %s",
             job_id,
-            answer.bfl_id,
+            answer.bfl_task_id,
             exc,
         )
         return False
@@ -180,7 +180,7 @@ def _journal_lock() -> Iterator[None]:
 def _journal_line(job_id: uuid.UUID, answer: KeptAnswer) -> str:
     entry = {
         "job_id": str(job_id),
-        "bfl_id": answer.bfl_id,
+        "bfl_task_id": answer.bfl_task_id,
         "polling_url": answer.polling_url or "",
         "cost_credits": str(answer.cost_credits),
         "accepted_at": answer.accepted_at.isoformat(),
@@ -227,8 +227,9 @@ def forget(job_id: uuid.UUID) -> None:
 
 def _parse(raw: dict[bytes, bytes]) -> KeptAnswer | None:
     text = {k.decode(): v.decode() for k, v in raw.items()}
-    bfl_id = text.get("bfl_id", "")
-    if not bfl_id:
+    # Answers kept before the field was renamed say `bfl_id`; they live at most a few hours.
+    bfl_task_id = text.get("bfl_task_id") or text.get("bfl_id", "")
+    if not bfl_task_id:
         return None
     try:
         cost = Decimal(text.get("cost_credits", ""))
@@ -239,4 +240,4 @@ def _parse(raw: dict[bytes, bytes]) -> KeptAnswer | None:
         return None
     if accepted_at.tzinfo is None:
         accepted_at = accepted_at.replace(tzinfo=UTC)
-    return KeptAnswer(bfl_id, text.get("polling_url") or None, cost, accepted_at)
+    return KeptAnswer(bfl_task_id, text.get("polling_url") or None, cost, accepted_at)

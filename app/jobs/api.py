@@ -429,7 +429,14 @@ def list_jobs(
             Cursor.decode(cursor)
     except GalleryInputError as exc:
         raise _invalid(_gallery_field(exc.field), exc.message) from None
-    page = list_gallery(db, actor.team_id, actor.user_id, filters, after=cursor, limit=limit)
+    page = list_gallery(
+        db,
+        team_id=actor.team_id,
+        viewer_id=actor.user_id,
+        filters=filters,
+        after=cursor,
+        limit=limit,
+    )
     items = jobs_out(db, actor, [tile.job_id for tile in page.tiles])
     return JobPage(items=items, next_cursor=page.next_cursor)
 
@@ -441,7 +448,7 @@ def list_jobs(
     responses=error_responses(404, 422),
 )
 def get_one(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> JobOut:
-    detail = get_detail(db, actor.team_id, job_id, actor.user_id)
+    detail = get_detail(db, team_id=actor.team_id, job_id=job_id, viewer_id=actor.user_id)
     return JobOut.of(
         detail.job,
         image=detail.image,
@@ -505,7 +512,7 @@ def vary(
         earlier = _replay(db, actor, response, idempotency_key, fingerprint)
         if earlier is not None:
             return earlier
-    job = team_job(db, actor.team_id, job_id)
+    job = team_job(db, team_id=actor.team_id, job_id=job_id)
     jobs = vary_job(db, job, team_id=actor.team_id, user_id=actor.user_id)
     if idempotency_key is not None:
         idempotency.remember_jobs(db, user_id=actor.user_id, key=idempotency_key, jobs=jobs)
@@ -520,7 +527,7 @@ def vary(
 )
 def favourite_on(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobOut:
     """Idempotent: marking it again changes nothing. Favourites are each person's own."""
-    set_favourite(db, actor.team_id, actor.user_id, job_id, True)
+    set_favourite(db, team_id=actor.team_id, user_id=actor.user_id, job_id=job_id, on=True)
     return jobs_out(db, actor, [job_id])[0]
 
 
@@ -532,7 +539,7 @@ def favourite_on(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> Job
 )
 def favourite_off(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobOut:
     """Idempotent: unmarking a job that is not a favourite changes nothing."""
-    set_favourite(db, actor.team_id, actor.user_id, job_id, False)
+    set_favourite(db, team_id=actor.team_id, user_id=actor.user_id, job_id=job_id, on=False)
     return jobs_out(db, actor, [job_id])[0]
 
 
@@ -547,7 +554,9 @@ def delete_one(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobOu
 
     The answer is the job as it was deleted, with `deleted_at` set.
     """
-    delete_job(db, actor.team_id, job_id, user_id=actor.user_id, is_manager=actor.is_manager)
+    delete_job(
+        db, team_id=actor.team_id, job_id=job_id, user_id=actor.user_id, is_manager=actor.is_manager
+    )
     return jobs_out(db, actor, [job_id])[0]
 
 

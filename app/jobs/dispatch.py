@@ -18,7 +18,7 @@ from app.bfl.catalogue import UnknownModel, get_model
 from app.bfl.client import BFLClient
 from app.db import session_scope, utcnow
 from app.jobs import account, messages, state
-from app.jobs.models import Job, JobStatus
+from app.jobs.models import ACTIVE_STATUSES, Job, JobStatus, status_sql
 from app.jobs.outcomes import ACTIVE_VALUES, Outcome
 from app.jobs.submission import Claimed, submit_claimed
 from app.ops.logs import bind_context
@@ -43,27 +43,28 @@ def model_cap(model: str, account_cap: int) -> int:
 
 # Fair choice: each user's oldest eligible job; among those, the user with the fewest jobs at
 # BFL right now goes first, then the oldest. A 200-image batch then takes turns with a
-# teammate's single image instead of going first in full.
+# teammate's single image instead of going first in full. The statuses are JobStatus literals
+# (never input), so the planner can match them against the partial index ix_jobs_outstanding.
 _PICK_FAIR = text(
-    """
+    f"""
     WITH eligible AS (
         SELECT DISTINCT ON (user_id) id, user_id, created_at
         FROM jobs
-        WHERE status = 'queued'
+        WHERE status = '{JobStatus.QUEUED}'
           AND (not_before IS NULL OR not_before <= :now)
           AND NOT (model = ANY(:blocked))
         ORDER BY user_id, created_at, id
     ), load AS (
         SELECT user_id, count(*) AS active
         FROM jobs
-        WHERE status IN ('submitting', 'pending')
+        WHERE status IN ({status_sql(ACTIVE_STATUSES)})
         GROUP BY user_id
     )
     SELECT e.id
     FROM eligible e LEFT JOIN load l ON l.user_id = e.user_id
     ORDER BY coalesce(l.active, 0), e.created_at, e.id
     LIMIT 1
-    """
+    """  # noqa: S608
 )
 
 
@@ -135,7 +136,7 @@ def claim_next(db: Session, settings: Settings, now: datetime) -> tuple[Job | No
 def _earliest_backoff(db: Session) -> datetime | None:
     return db.scalar(
         select(func.min(Job.not_before)).where(
-            Job.status == JobStatus.QUEUED.value, Job.not_before.is_not(None)
+            Job.status == JobStatus.QUEUED, Job.not_before.is_not(None)
         )
     )
 
@@ -203,9 +204,7 @@ def _probe(client: BFLClient, settings: Settings) -> Outcome:
         if over:
             cap = account.effective_cap(account.peek(db), settings, now)
             active = db.scalar(select(func.count()).where(Job.status.in_(ACTIVE_VALUES))) or 0
-            queued = (
-                db.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED.value)) or 0
-            )
+            queued = db.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED)) or 0
             messages.wake_dispatcher(db, min(queued, max(cap - active, 0)), burst=True)
         elif next_probe is not None:
             log.info("BFL still unreachable (%s); next probe in %.1f s", reason, _secs(next_probe))

@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     Computed,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -48,7 +49,21 @@ TERMINAL_STATUSES = frozenset(
 #: States that occupy a slot of the account's active-task cap at BFL.
 ACTIVE_STATUSES = frozenset({JobStatus.SUBMITTING, JobStatus.PENDING})
 
-_STATUS_SQL = ", ".join(f"'{s.value}'" for s in JobStatus)
+#: States the dispatcher and sweeper still have work for (the partial index ix_jobs_outstanding).
+OUTSTANDING_STATUSES = (JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.PENDING)
+
+
+def status_sql(statuses: tuple[JobStatus, ...] | frozenset[JobStatus]) -> str:
+    """`statuses` as an SQL list of literals, e.g. `'queued', 'pending'`, in declaration order.
+
+    For SQL text and partial-index predicates: literals (not bound parameters) so PostgreSQL
+    can match a query's predicate against a partial index's with any plan.
+    """
+    return ", ".join(f"'{s.value}'" for s in JobStatus if s in statuses)
+
+
+def _status_values(enum_class: type[JobStatus]) -> list[str]:
+    return [member.value for member in enum_class]
 
 
 class Job(Timestamped, Base):
@@ -56,7 +71,6 @@ class Job(Timestamped, Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint(f"status IN ({_STATUS_SQL})", name="status_valid"),
         # Gallery: newest first within a team, keyset on (created_at, id).
         Index("ix_jobs_team_created", "team_id", text("created_at DESC"), text("id DESC")),
         Index("ix_jobs_team_user_created", "team_id", "user_id", text("created_at DESC")),
@@ -65,7 +79,7 @@ class Job(Timestamped, Base):
             "ix_jobs_outstanding",
             "status",
             "created_at",
-            postgresql_where=text("status IN ('queued', 'submitting', 'pending')"),
+            postgresql_where=text(f"status IN ({status_sql(OUTSTANDING_STATUSES)})"),
         ),
         # Search: one GIN index over the team, the person (one-element arrays: built-in
         # array_ops, no extension) and the prompt's words, so a search reads only the asking
@@ -87,7 +101,23 @@ class Job(Timestamped, Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     )
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default=JobStatus.QUEUED.value)
+    # A CHECK-constrained VARCHAR rather than a native PostgreSQL enum: a new state is a new
+    # CHECK (drop and add in one migration), with no ALTER TYPE ... ADD VALUE, which cannot run
+    # inside a transaction block on older servers and can never remove a value. The constraint
+    # keeps its historic name (ck_jobs_status_valid) and stores the lower-case values.
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(
+            JobStatus,
+            name="status_valid",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=_status_values,
+            validate_strings=True,
+        ),
+        nullable=False,
+        default=JobStatus.QUEUED,
+    )
     model: Mapped[str] = mapped_column(String(64), nullable=False)
     prompt: Mapped[str] = mapped_column(Text, nullable=False)
     prompt_tsv: Mapped[Any] = mapped_column(
@@ -114,7 +144,7 @@ class Job(Timestamped, Base):
     #: The cost BFL reported when it accepted the task: the truth for the ledger.
     cost_credits: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
 
-    bfl_id: Mapped[str | None] = mapped_column(String(128))
+    bfl_task_id: Mapped[str | None] = mapped_column(String(128))
     polling_url: Mapped[str | None] = mapped_column(Text)
     progress: Mapped[float | None] = mapped_column(Float)
     result_seed: Mapped[int | None] = mapped_column(BigInteger)

@@ -18,8 +18,8 @@ from app.settings import Settings
 
 #: A job whose polls crashed (or were killed) this many times in a row is given up.
 MAX_UNFINISHED_POLLS = 3
-#: Job statuses that hold a slot of the account's active-task cap, as stored.
-ACTIVE_VALUES = tuple(s.value for s in ACTIVE_STATUSES)
+#: Job statuses that hold a slot of the account's active-task cap, in a stable order (for SQL).
+ACTIVE_VALUES = tuple(s for s in JobStatus if s in ACTIVE_STATUSES)
 
 #: What people read when a job ends badly, by error code. `{detail}` is BFL's own words (or
 #: what happened); a parenthesised part whose value is missing is left out, and BFL words that
@@ -149,7 +149,7 @@ def deadline_message(settings: Settings, reason: str) -> str:
 class Polled:
     id: uuid.UUID
     team_id: uuid.UUID
-    bfl_id: str
+    bfl_task_id: str
     polling_url: str | None
     submitted_at: datetime
     poll_count: int

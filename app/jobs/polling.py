@@ -87,7 +87,7 @@ def poll_job(client: BFLClient, job_id: uuid.UUID, *, force: bool = False) -> Ou
         return claimed
     polled = claimed
     try:
-        result = client.poll(polled.polling_url, polled.bfl_id)
+        result = client.poll(polled.polling_url, polled.bfl_task_id)
     except BFLError as exc:
         # Reads are safe to repeat; a failing BFL is waited out until JOB_MAX_PENDING_S.
         log.warning("poll of job %s failed: %s", polled.id, exc)
@@ -129,7 +129,12 @@ def _claim_due_poll(job_id: uuid.UUID, settings: Settings, *, force: bool) -> Po
             fail_timed_out(db, job.id, settings)
             return Outcome.FAILED
         return Polled(
-            job.id, job.team_id, job.bfl_id or "", job.polling_url, submitted_at, job.poll_count
+            job.id,
+            job.team_id,
+            job.bfl_task_id or "",
+            job.polling_url,
+            submitted_at,
+            job.poll_count,
         )
 
 

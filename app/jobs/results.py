@@ -76,7 +76,7 @@ def warm_up_imaging() -> None:
         image.convert("RGB").save(io.BytesIO(), "WEBP", quality=80, method=2)
 
 
-def store_image(team_id: uuid.UUID, job_id: uuid.UUID, fetched: FetchedImage) -> StoredImage:
+def store_image(*, team_id: uuid.UUID, job_id: uuid.UUID, fetched: FetchedImage) -> StoredImage:
     """Keep the original under our own key and a WebP thumbnail beside it."""
     from PIL import Image as PILImage
 
@@ -115,7 +115,7 @@ def finish_ready(
     assert result.sample_url is not None
     try:
         fetched = client.fetch_image(result.sample_url)
-        stored = store_image(polled.team_id, polled.id, fetched)
+        stored = store_image(team_id=polled.team_id, job_id=polled.id, fetched=fetched)
     except ResultUnavailable:
         return fail_pending(polled.id, "result_expired", human_message("result_expired"))
     except UnreadableImage as exc:

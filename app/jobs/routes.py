@@ -39,7 +39,7 @@ from app.errors import (
 )
 from app.gallery.service import credits_text, recent_jobs
 from app.jobs import account
-from app.jobs.models import BFLAccountState, Job, JobStatus
+from app.jobs.models import BFLAccountState, Job
 from app.jobs.service import (
     STORED_PREFIX,
     JobError,
@@ -364,7 +364,9 @@ def _page_context(
         "estimate": _estimate_context(state, len(uploads), [image_size(f) for f in uploads]),
         "jobs": [
             card(job, bfl_state)
-            for job in recent_jobs(db, actor.team_id, actor.user_id, limit=_RECENT_CARDS)
+            for job in recent_jobs(
+                db, team_id=actor.team_id, user_id=actor.user_id, limit=_RECENT_CARDS
+            )
         ],
         "bfl_account": bfl_account if bfl_account.kind != "ok" else None,
     }
@@ -382,7 +384,7 @@ def generate_page(
     from_id = request.query_params.get("from")
     state = GenerateForm(values=_defaults(_spec_or_default(model)))
     if from_id:
-        job = get_job(db, actor.team_id, _uuid_or_404(from_id))
+        job = get_job(db, team_id=actor.team_id, job_id=_uuid_or_404(from_id))
         if job is None:
             raise NotFound("That job")
         state = _form_from_job(job, actor.team_id)
@@ -512,7 +514,7 @@ class JobCard:
 
     @property
     def terminal(self) -> bool:
-        return JobStatus(self.job.status).terminal
+        return self.job.status.terminal
 
     @property
     def percent(self) -> int | None:
@@ -552,7 +554,7 @@ def _card_response(request: Request, actor: Actor, cards: list[JobCard]) -> Resp
 
 @router.get("/jobs/{job_id}/card", response_class=HTMLResponse, summary="One live job card")
 def job_card(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
-    job = get_job(db, actor.team_id, _uuid_or_404(job_id))
+    job = get_job(db, team_id=actor.team_id, job_id=_uuid_or_404(job_id))
     if job is None:
         raise NotFound("That job")
     return _card_response(request, actor, [card(job, account.peek(db))])
@@ -577,7 +579,7 @@ def retry(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -
     old_id = _uuid_or_404(job_id)
     answer_refusals_with(request, lambda exc: _refused_card(request, old_id, exc))
     jobs = retry_job(db, job_id=old_id, team_id=actor.team_id, user_id=actor.user_id)
-    old = get_job(db, actor.team_id, old_id)
+    old = get_job(db, team_id=actor.team_id, job_id=old_id)
     cards = [card(job) for job in jobs] + ([card(old)] if old is not None else [])
     return _card_response(request, actor, cards)
 
@@ -595,7 +597,7 @@ def _refused_card(request: Request, job_id: uuid.UUID, exc: StudioError) -> Resp
     if exc.status_code == 404:
         return error_page(request, 404, NotFound("That job").message)
     with session_scope() as db:
-        current = get_job(db, actor.team_id, job_id)
+        current = get_job(db, team_id=actor.team_id, job_id=job_id)
         if current is None:
             return error_page(request, 404, NotFound("That job").message)
         return templates.TemplateResponse(

@@ -78,7 +78,7 @@ def request_path(field: str) -> str:
     return f"params.{field}"
 
 
-def get_job(db: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
+def get_job(db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
     """The team's job with this id, or None: another team's job is as good as missing."""
     return db.scalars(
         select(Job).where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
@@ -343,7 +343,7 @@ def _create_jobs(
                 id=uuid.uuid4(),
                 team_id=team_id,
                 user_id=user_id,
-                status=JobStatus.QUEUED.value,
+                status=JobStatus.QUEUED,
                 model=model,
                 prompt=str(payload.get("prompt", "")),
                 params=job_params,
@@ -368,7 +368,7 @@ def _create_jobs(
 
 
 def _find(db: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    job = get_job(db, team_id, job_id)
+    job = get_job(db, team_id=team_id, job_id=job_id)
     if job is None:
         raise JobError("No such job in your team.", "not_found")
     return job
@@ -388,7 +388,7 @@ def cancel_job(
         raise JobError(
             "Only the person who queued this job or a manager can cancel it.", "forbidden"
         )
-    if job.status != JobStatus.QUEUED.value:
+    if job.status != JobStatus.QUEUED:
         raise JobError(_not_cancellable(job.status), "not_cancellable")
     done = state.cancel(db, job.id, by_name="" if job.user_id == user_id else "a manager")
     if done is None:
@@ -399,9 +399,9 @@ def cancel_job(
 
 
 def _not_cancellable(status: str) -> str:
-    if status in (JobStatus.SUBMITTING.value, JobStatus.PENDING.value):
+    if status in (JobStatus.SUBMITTING, JobStatus.PENDING):
         return "This job was already sent to BFL and cannot be cancelled; it will finish soon."
-    if status == JobStatus.CANCELLED.value:
+    if status == JobStatus.CANCELLED:
         return "This job is already cancelled."
     return "This job has already finished, so there is nothing to cancel."
 

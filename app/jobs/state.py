@@ -55,8 +55,8 @@ def _guarded(
         raise IllegalTransition(f"a job cannot go from {expected} to {target}")
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status == expected.value, *extra_where)
-        .values(status=target.value, **values)
+        .where(Job.id == job_id, Job.status == expected, *extra_where)
+        .values(status=target, **values)
         .returning(Job)
         .execution_options(populate_existing=True, synchronize_session=False)
     )
@@ -110,7 +110,7 @@ def clear_waits(db: Session) -> int:
     """
     result = db.execute(
         update(Job)
-        .where(Job.status == JobStatus.QUEUED.value, Job.not_before.is_not(None))
+        .where(Job.status == JobStatus.QUEUED, Job.not_before.is_not(None))
         .values(not_before=None)
         .execution_options(synchronize_session=False)
     )
@@ -121,7 +121,7 @@ def mark_pending(
     db: Session,
     job_id: uuid.UUID,
     *,
-    bfl_id: str,
+    bfl_task_id: str,
     polling_url: str | None,
     cost_credits: Decimal,
     next_poll_at: datetime,
@@ -134,7 +134,7 @@ def mark_pending(
         JobStatus.SUBMITTING,
         JobStatus.PENDING,
         {
-            "bfl_id": bfl_id,
+            "bfl_task_id": bfl_task_id,
             "polling_url": polling_url,
             "cost_credits": cost_credits,
             "submitted_at": now or utcnow(),
@@ -161,7 +161,7 @@ def claim_poll(
         update(Job)
         .where(
             Job.id == job_id,
-            Job.status == JobStatus.PENDING.value,
+            Job.status == JobStatus.PENDING,
             (Job.next_poll_at.is_(None)) | (Job.next_poll_at <= due_by),
         )
         .values(
@@ -195,7 +195,7 @@ def reschedule_poll(
         values["progress"] = progress
     stmt = (
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.PENDING.value)
+        .where(Job.id == job_id, Job.status == JobStatus.PENDING)
         .values(**values)
         .returning(Job)
         .execution_options(populate_existing=True, synchronize_session=False)
@@ -276,7 +276,7 @@ def note_late_acceptance(
     db: Session,
     job_id: uuid.UUID,
     *,
-    bfl_id: str,
+    bfl_task_id: str,
     cost_credits: Decimal | None,
     error_message: str | None = None,
 ) -> Job | None:
@@ -291,16 +291,16 @@ def note_late_acceptance(
     said no answer came. Returns the job, or None when it was not in that state (the id was
     recorded already, or the job ended some other way).
     """
-    values: dict[str, Any] = {"bfl_id": bfl_id, "cost_credits": cost_credits}
+    values: dict[str, Any] = {"bfl_task_id": bfl_task_id, "cost_credits": cost_credits}
     if error_message is not None:
         values["error_message"] = error_message
     stmt = (
         update(Job)
         .where(
             Job.id == job_id,
-            Job.status == JobStatus.FAILED.value,
+            Job.status == JobStatus.FAILED,
             Job.error_code == "submission_unknown",
-            Job.bfl_id.is_(None),
+            Job.bfl_task_id.is_(None),
         )
         .values(**values)
         .returning(Job)

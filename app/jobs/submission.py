@@ -192,7 +192,7 @@ def _unknown_cause(exc: BFLError, settings: Settings) -> str:
 def _backoff(attempts: int, *, base: float, ceiling: float) -> float:
     """Seconds to wait before try `attempts + 1`: doubling from `base` up to `ceiling`, with
     full jitter so many waiting workers do not come back in the same instant."""
-    return random.uniform(0.5, 1.0) * min(ceiling, base * 2 ** min(attempts, 10))
+    return random.uniform(0.5, 1.0) * min(ceiling, base * 2.0 ** min(attempts, 10))
 
 
 def _first_poll_delay(settings: Settings) -> float:
@@ -217,7 +217,7 @@ def apply_answer(
     job = state.mark_pending(
         db,
         job_id,
-        bfl_id=answer.bfl_id,
+        bfl_task_id=answer.bfl_task_id,
         polling_url=answer.polling_url,
         cost_credits=answer.cost_credits,
         next_poll_at=utcnow() + timedelta(seconds=first_poll),
@@ -254,7 +254,7 @@ def record_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: S
                     "PostgreSQL did not take BFL's answer for job %s (task %s) in %d tries; "
                     "the sweeper will apply the copy kept in Redis",
                     job_id,
-                    answer.bfl_id,
+                    answer.bfl_task_id,
                     tries,
                 )
                 return Outcome.DEFERRED
@@ -263,7 +263,7 @@ def record_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: S
                 "PostgreSQL did not take BFL's answer for job %s (task %s): %s; "
                 "trying again in %.1f s",
                 job_id,
-                answer.bfl_id,
+                answer.bfl_task_id,
                 type(exc.orig or exc).__name__,
                 delay,
             )
@@ -273,7 +273,7 @@ def record_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: S
             log.info(
                 "BFL's answer for job %s (task %s) reached PostgreSQL after %d tries",
                 job_id,
-                answer.bfl_id,
+                answer.bfl_task_id,
                 tries,
             )
         return outcome
@@ -288,11 +288,11 @@ def _write_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: S
         else:
             outcome = Outcome.LOST_RACE
             current = db.get(Job, job_id)
-            if current is not None and current.bfl_id == answer.bfl_id:
+            if current is not None and current.bfl_task_id == answer.bfl_task_id:
                 # Applied already: by the sweeper from the kept copy, or by an earlier try
                 # whose COMMIT went through before its connection broke (its poll message
                 # may then be lost, so one more poll is asked for; a duplicate is a no-op).
-                if current.status == JobStatus.PENDING.value:
+                if current.status == JobStatus.PENDING:
                     messages.schedule_poll(db, job_id, first_poll)
             else:
                 # The sweeper gave up on this POST before its answer came (it took longer
@@ -300,12 +300,14 @@ def _write_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: S
                 # accept and charge it: keep its id and charge it (settling the budget
                 # hold), but do not poll it.
                 log.warning(
-                    "BFL accepted job %s (task %s) after it was reconciled", job_id, answer.bfl_id
+                    "BFL accepted job %s (task %s) after it was reconciled",
+                    job_id,
+                    answer.bfl_task_id,
                 )
                 state.note_late_acceptance(
                     db,
                     job_id,
-                    bfl_id=answer.bfl_id,
+                    bfl_task_id=answer.bfl_task_id,
                     cost_credits=answer.cost_credits,
                     error_message=human_message(
                         "accepted_late", credits=credits_text(answer.cost_credits)

@@ -92,7 +92,7 @@ def _end_timed_out(
     expired = db.scalars(
         select(Job.id)
         .where(
-            Job.status == JobStatus.PENDING.value,
+            Job.status == JobStatus.PENDING,
             Job.submitted_at < now - timedelta(seconds=settings.JOB_MAX_PENDING_S),
         )
         .limit(batch)
@@ -107,7 +107,7 @@ def _restart_overdue_polls(db: Session, now: datetime, batch: int, report: Sweep
     overdue = db.scalars(
         select(Job.id)
         .where(
-            Job.status == JobStatus.PENDING.value,
+            Job.status == JobStatus.PENDING,
             (Job.next_poll_at.is_(None))
             | (Job.next_poll_at < now - timedelta(seconds=OVERDUE_GRACE_S)),
         )
@@ -126,7 +126,7 @@ def _expire_queued(
     too_old = db.scalars(
         select(Job.id)
         .where(
-            Job.status == JobStatus.QUEUED.value,
+            Job.status == JobStatus.QUEUED,
             Job.created_at < now - timedelta(seconds=settings.QUEUE_DEADLINE_S),
         )
         .limit(batch)
@@ -157,9 +157,7 @@ def _forget_applied(applied: list[uuid.UUID]) -> None:
         answers.forget(job_id)
     if answers.journal_path().exists():
         with session_scope() as db:
-            outstanding = db.scalars(
-                select(Job.id).where(Job.status == JobStatus.SUBMITTING.value)
-            ).all()
+            outstanding = db.scalars(select(Job.id).where(Job.status == JobStatus.SUBMITTING)).all()
         answers.prune_journal(outstanding)
 
 
@@ -189,7 +187,7 @@ def _wake_dispatchers(
     eligible = (
         db.scalar(
             select(func.count()).where(
-                Job.status == JobStatus.QUEUED.value,
+                Job.status == JobStatus.QUEUED,
                 (Job.not_before.is_(None)) | (Job.not_before <= now),
             )
         )
@@ -218,7 +216,7 @@ def _reconcile_submitting(
     """Apply BFL's kept answers to jobs in submitting; end stale ones that have none."""
     rows = db.execute(
         select(Job.id, Job.claimed_at, Job.estimated_credits)
-        .where(Job.status == JobStatus.SUBMITTING.value)
+        .where(Job.status == JobStatus.SUBMITTING)
         .order_by(Job.claimed_at)
         .limit(batch)
     ).all()
@@ -240,7 +238,9 @@ def _reconcile_submitting(
         if answer is not None:
             # Poll at once: BFL has been working on it since it answered.
             if apply_answer(db, row.id, answer, first_poll=0.0) is not None:
-                log.info("applied BFL's kept answer to job %s (task %s)", row.id, answer.bfl_id)
+                log.info(
+                    "applied BFL's kept answer to job %s (task %s)", row.id, answer.bfl_task_id
+                )
                 report.answers_applied += 1
                 applied.append(row.id)
             continue

@@ -31,7 +31,7 @@ log = get_logger("app.requests")
 def request_id_from(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == REQUEST_ID_HEADER.encode():
-            candidate = value.decode("latin-1").strip()
+            candidate: str = value.decode("latin-1").strip()
             if _ACCEPTED_ID.fullmatch(candidate):
                 return candidate
             break

@@ -53,7 +53,7 @@ def _status_counts(db: Session) -> dict[tuple[str, str], int]:
 
 
 def _oldest_queued_age(db: Session, now: datetime) -> float:
-    oldest = db.scalar(select(func.min(Job.created_at)).where(Job.status == JobStatus.QUEUED.value))
+    oldest = db.scalar(select(func.min(Job.created_at)).where(Job.status == JobStatus.QUEUED))
     return max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
 
 
@@ -88,7 +88,7 @@ def scrape_figures() -> ScrapeFigures:
     workers = _workers_alive()
     return ScrapeFigures(
         jobs_by_status_model=counts,
-        queued=sum(n for (s, _), n in counts.items() if s == JobStatus.QUEUED.value),
+        queued=sum(n for (s, _), n in counts.items() if s == JobStatus.QUEUED),
         oldest_queued_age_s=oldest,
         active=sum(n for (s, _), n in counts.items() if s in ACTIVE_STATUSES),
         cap=get_settings().BFL_MAX_ACTIVE_TASKS,
@@ -181,7 +181,7 @@ def _percentiles(
 
 
 def _longest(
-    db: Session, statuses: list[str], team_id: uuid.UUID, now: datetime, *, at_bfl: bool
+    db: Session, statuses: list[JobStatus], team_id: uuid.UUID, now: datetime, *, at_bfl: bool
 ) -> list[WaitingJob]:
     """The oldest jobs in `statuses`: by queueing time, or by submission time when at BFL."""
     since_col = func.coalesce(Job.submitted_at, Job.created_at) if at_bfl else Job.created_at
@@ -222,7 +222,7 @@ def ops_snapshot(db: Session, team_id: uuid.UUID) -> OpsSnapshot:
     failures = db.execute(
         select(Job.error_code, func.count())
         .where(
-            Job.status.in_([JobStatus.FAILED.value, JobStatus.MODERATED.value]),
+            Job.status.in_([JobStatus.FAILED, JobStatus.MODERATED]),
             Job.finished_at >= since,
         )
         .group_by(Job.error_code)
@@ -246,20 +246,20 @@ def ops_snapshot(db: Session, team_id: uuid.UUID) -> OpsSnapshot:
         notes.append(bfl_account.message)
     return OpsSnapshot(
         now=now,
-        queued=by_status.get(JobStatus.QUEUED.value, 0),
-        active=sum(by_status.get(s.value, 0) for s in ACTIVE_STATUSES),
+        queued=by_status.get(JobStatus.QUEUED, 0),
+        active=sum(by_status.get(s, 0) for s in ACTIVE_STATUSES),
         cap=bfl_account.cap,
         by_status=by_status,
         workers=workers,
         beats=beats,
-        waiting_longest=_longest(db, [JobStatus.QUEUED.value], team_id, now, at_bfl=False),
-        running_longest=_longest(db, [s.value for s in ACTIVE_STATUSES], team_id, now, at_bfl=True),
+        waiting_longest=_longest(db, [JobStatus.QUEUED], team_id, now, at_bfl=False),
+        running_longest=_longest(
+            db, [s for s in JobStatus if s in ACTIVE_STATUSES], team_id, now, at_bfl=True
+        ),
         failures_by_code=[(code or "unknown", int(n)) for code, n in failures],
         finished_recent={str(s): int(n) for s, n in finished},
         bfl_latency=_percentiles(db, Job.submitted_at, Job.bfl_ready_at, since),
-        ready_to_stored=_percentiles(
-            db, Job.bfl_ready_at, Job.finished_at, since, JobStatus.READY.value
-        ),
+        ready_to_stored=_percentiles(db, Job.bfl_ready_at, Job.finished_at, since, JobStatus.READY),
         queue_wait=_percentiles(db, Job.created_at, Job.submitted_at, since),
         credit_balance=balance.credits if balance is not None else None,
         credit_checked_at=balance.checked_at if balance is not None else None,

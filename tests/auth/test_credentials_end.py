@@ -62,7 +62,7 @@ def test_removal_ends_tokens_for_good_and_the_person_can_rejoin(
     browser = _as(client_factory, member)
     assert _me(client_factory, secret).status_code == 200
 
-    remove_member(db, admin.team.id, member.user.id)
+    remove_member(db, team_id=admin.team.id, user_id=member.user.id)
     # Committed (to the test's savepoint): a refused request rolls back what is not.
     db.commit()
     assert _me(client_factory, secret).status_code == 401
@@ -89,7 +89,7 @@ def test_removal_ends_tokens_for_good_and_the_person_can_rejoin(
     db.commit()
     joined = _join_with_account(fresh, raw, member.user.email, PASSWORD)
     assert joined.status_code == 303, joined.text[:300]
-    assert membership_of(db, member.user.id, admin.team.id) is not None
+    assert membership_of(db, user_id=member.user.id, team_id=admin.team.id) is not None
     assert COOKIE in fresh.cookies
     assert fresh.get("/account").status_code == 200
     # ...but the token made before the removal stays dead.
@@ -107,12 +107,12 @@ def test_joining_with_an_account_needs_its_password_and_keeps_the_link(
     wrong = _join_with_account(client, raw, other.user.email, "not the password")
     assert wrong.status_code == 400
     assert "email or password is wrong" in wrong.text
-    assert membership_of(db, other.user.id, admin.team.id) is None
+    assert membership_of(db, user_id=other.user.id, team_id=admin.team.id) is None
     db.refresh(invite)
     assert invite.accepted_at is None, "a failed attempt does not use up the link"
     assert invite.refused_attempts == 1, "but it counts against the link's attempts"
     assert _join_with_account(client, raw, other.user.email, PASSWORD).status_code == 303
-    assert membership_of(db, other.user.id, admin.team.id) is not None
+    assert membership_of(db, user_id=other.user.id, team_id=admin.team.id) is not None
 
 
 def test_an_account_with_a_second_factor_cannot_join_with_its_password_alone(
@@ -127,7 +127,7 @@ def test_an_account_with_a_second_factor_cannot_join_with_its_password_alone(
     refused = _join_with_account(client_factory(), raw, other.user.email, PASSWORD)
     assert refused.status_code == 409
     assert "sign in first" in refused.text
-    assert membership_of(db, other.user.id, admin.team.id) is None
+    assert membership_of(db, user_id=other.user.id, team_id=admin.team.id) is None
 
 
 def test_the_new_account_form_points_an_existing_email_to_the_account_form(

@@ -76,7 +76,7 @@ def test_new_person_joins_with_the_invited_role_and_is_signed_in(
     assert response.status_code == 303
     user = find_user_by_email(db, "new.person@example.com")
     assert user is not None and user.name == "New Person"
-    assert membership_of(db, user.id, admin.team.id).role == "manager"  # type: ignore[union-attr]
+    assert membership_of(db, user_id=user.id, team_id=admin.team.id).role == "manager"  # type: ignore[union-attr]
     session = db.get(AuthSession, token_hash(newcomer.cookies.get(COOKIE) or ""))
     assert session is not None and session.team_id == admin.team.id
     db.refresh(invite)
@@ -106,7 +106,7 @@ def test_an_invite_works_once(db: Session, client_factory: Callable[..., TestCli
     assert find_user_by_email(db, "second@example.com") is None
     existing = make_person(db)
     assert _post_join(_as(client_factory, existing), raw).status_code == 404
-    assert membership_of(db, existing.user.id, admin.team.id) is None
+    assert membership_of(db, user_id=existing.user.id, team_id=admin.team.id) is None
 
 
 def _post_join(client: TestClient, raw: str):
@@ -136,8 +136,8 @@ def test_a_signed_in_person_joins_and_switches_to_the_team(
     client = _as(client_factory, elsewhere)
     assert "Join " + admin.team.name in client.get(f"/invite/{raw}").text
     assert _post_join(client, raw).status_code == 303
-    assert membership_of(db, elsewhere.user.id, admin.team.id).role == "member"  # type: ignore[union-attr]
-    assert membership_of(db, elsewhere.user.id, elsewhere.team.id) is not None
+    assert membership_of(db, user_id=elsewhere.user.id, team_id=admin.team.id).role == "member"  # type: ignore[union-attr]
+    assert membership_of(db, user_id=elsewhere.user.id, team_id=elsewhere.team.id) is not None
     session = db.get(AuthSession, token_hash(client.cookies.get(COOKIE) or ""))
     assert session is not None
     db.refresh(session)

@@ -86,8 +86,8 @@ def test_only_admins_may_see_or_change_the_team(
         ]
         for path, data in changes:
             assert _post(client, path, data).status_code == 403, path
-    db.refresh(membership_of(db, admin.user.id, admin.team.id))
-    assert membership_of(db, admin.user.id, admin.team.id).role == "admin"  # type: ignore[union-attr]
+    db.refresh(membership_of(db, user_id=admin.user.id, team_id=admin.team.id))
+    assert membership_of(db, user_id=admin.user.id, team_id=admin.team.id).role == "admin"  # type: ignore[union-attr]
 
 
 def test_admin_changes_a_role_and_removes_a_member(
@@ -103,11 +103,11 @@ def test_admin_changes_a_role_and_removes_a_member(
         _post(client, f"/team/members/{member.user.id}/role", {"role": "manager"}).status_code
         == 303
     )
-    assert membership_of(db, member.user.id, admin.team.id).role == "manager"  # type: ignore[union-attr]
+    assert membership_of(db, user_id=member.user.id, team_id=admin.team.id).role == "manager"  # type: ignore[union-attr]
     bad = _post(client, f"/team/members/{member.user.id}/role", {"role": "owner"})
     assert bad.status_code == 400 and "choose member, manager or admin" in bad.text
     assert _post(client, f"/team/members/{member.user.id}/remove").status_code == 303
-    assert membership_of(db, member.user.id, admin.team.id) is None
+    assert membership_of(db, user_id=member.user.id, team_id=admin.team.id) is None
     # The removed person's browser is out of the team at once.
     assert member_client.get("/account", follow_redirects=False).status_code == 303
 
@@ -121,7 +121,7 @@ def test_the_last_admin_cannot_be_demoted_or_removed(
     assert demote.status_code == 409 and "at least one admin" in demote.text
     remove = _post(client, f"/team/members/{admin.user.id}/remove")
     assert remove.status_code == 409 and "last admin" in remove.text
-    assert membership_of(db, admin.user.id, admin.team.id).role == "admin"  # type: ignore[union-attr]
+    assert membership_of(db, user_id=admin.user.id, team_id=admin.team.id).role == "admin"  # type: ignore[union-attr]
     # With a second admin, stepping down is fine.
     make_person(db, team=admin.team, role=Role.ADMIN)
     assert (
@@ -139,9 +139,9 @@ def test_admin_creates_a_team_and_works_in_it(
     session = _session(db, client)
     team = db.get(Team, session.team_id)
     assert team is not None and team.name == "Night shift"
-    assert membership_of(db, admin.user.id, team.id).role == "admin"  # type: ignore[union-attr]
+    assert membership_of(db, user_id=admin.user.id, team_id=team.id).role == "admin"  # type: ignore[union-attr]
     # The original team is still theirs.
-    assert membership_of(db, admin.user.id, admin.team.id) is not None
+    assert membership_of(db, user_id=admin.user.id, team_id=admin.team.id) is not None
 
 
 def test_team_b_admin_gets_404_for_team_a_people_and_invites(
@@ -165,7 +165,7 @@ def test_team_b_admin_gets_404_for_team_a_people_and_invites(
     ]
     for path, data in replays:
         assert _post(b_client, path, data).status_code == 404, path
-    assert membership_of(db, a_member.user.id, a_admin.team.id).role == "member"  # type: ignore[union-attr]
+    assert membership_of(db, user_id=a_member.user.id, team_id=a_admin.team.id).role == "member"  # type: ignore[union-attr]
     assert open_invites(db, a_admin.team.id) == [a_invite]
     assert a_member.user.email not in b_client.get("/team").text
 

@@ -29,7 +29,7 @@ def make_job(
     estimated: Decimal | str = "3",
     status: JobStatus = JobStatus.QUEUED,
     cost: Decimal | str | None = None,
-    bfl_id: str | None = None,
+    bfl_task_id: str | None = None,
     error_code: str | None = None,
 ) -> Job:
     job = Job(
@@ -44,7 +44,7 @@ def make_job(
         height=1024,
         estimated_credits=Decimal(estimated),
         cost_credits=Decimal(cost) if cost is not None else None,
-        bfl_id=bfl_id,
+        bfl_task_id=bfl_task_id,
         error_code=error_code,
     )
     db.add(job)
@@ -71,7 +71,7 @@ def make_charge(
         estimated=credits,
         status=status,
         cost=credits,
-        bfl_id=f"bfl-{uuid.uuid4().hex[:12]}",
+        bfl_task_id=f"bfl-{uuid.uuid4().hex[:12]}",
     )
     assert record_charge(db, job)
     if at is not None:
@@ -86,9 +86,9 @@ def make_budget(
 ) -> None:
     set_budget(
         db,
-        person_or_team.team.id,
-        person_or_team.user.id if personal else None,
-        Decimal(credits) if credits is not None else None,
+        team_id=person_or_team.team.id,
+        user_id=person_or_team.user.id if personal else None,
+        monthly_credits=Decimal(credits) if credits is not None else None,
     )
 
 

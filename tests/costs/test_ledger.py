@@ -53,7 +53,7 @@ def accept(db: Session, job: Job, cost: str | None) -> Job:
     pending = state.mark_pending(
         db,
         job.id,
-        bfl_id=f"task-{job.id.hex[:8]}",
+        bfl_task_id=f"task-{job.id.hex[:8]}",
         polling_url="https://api.bfl.ai/v1/get_result",
         cost_credits=Decimal(cost) if cost is not None else None,  # type: ignore[arg-type]
         next_poll_at=utcnow(),
@@ -71,8 +71,11 @@ def test_submission_holds_the_estimate(db: Session) -> None:
         assert held.credits == job.estimated_credits > 0
     since = month_start()
     expected = sum(j.estimated_credits for j in jobs)
-    assert committed_credits(db, person.team.id, person.user.id, since) == expected
-    assert committed_credits(db, person.team.id, None, since) == expected
+    assert (
+        committed_credits(db, team_id=person.team.id, user_id=person.user.id, since=since)
+        == expected
+    )
+    assert committed_credits(db, team_id=person.team.id, user_id=None, since=since) == expected
 
 
 def test_charged_job_settles_to_the_reported_cost(db: Session) -> None:
@@ -89,7 +92,9 @@ def test_charged_job_settles_to_the_reported_cost(db: Session) -> None:
         "flux-2-pro",
     )
     # The budget now counts the real cost, not the estimate as well.
-    assert committed_credits(db, person.team.id, person.user.id, month_start()) == Decimal("4.5")
+    assert committed_credits(
+        db, team_id=person.team.id, user_id=person.user.id, since=month_start()
+    ) == Decimal("4.5")
     ready = state.mark_ready(db, job.id, result_seed=7, bfl_ready_at=utcnow())
     assert ready is not None
     assert reservation(db, job).state == ReservationState.SETTLED.value
@@ -120,7 +125,10 @@ def test_cancelled_job_releases_its_reservation(db: Session) -> None:
     held = reservation(db, job)
     assert held.state == ReservationState.RELEASED.value
     assert held.resolved_at is not None
-    assert committed_credits(db, person.team.id, person.user.id, month_start()) == 0
+    assert (
+        committed_credits(db, team_id=person.team.id, user_id=person.user.id, since=month_start())
+        == 0
+    )
     assert db.scalar(select(func.count()).select_from(Charge)) == 0
 
 
@@ -138,7 +146,7 @@ def test_failed_before_bfl_releases_its_reservation(db: Session) -> None:
     )
     assert failed is not None
     assert reservation(db, job).state == ReservationState.RELEASED.value
-    assert committed_credits(db, person.team.id, None, month_start()) == 0
+    assert committed_credits(db, team_id=person.team.id, user_id=None, since=month_start()) == 0
 
 
 def test_submission_unknown_stays_held(db: Session) -> None:
@@ -156,21 +164,21 @@ def test_submission_unknown_stays_held(db: Session) -> None:
     assert failed is not None
     held = reservation(db, job)
     assert held.state == ReservationState.HELD.value
-    assert committed_credits(db, person.team.id, person.user.id, month_start()) == (
-        job.estimated_credits
-    )
+    assert committed_credits(
+        db, team_id=person.team.id, user_id=person.user.id, since=month_start()
+    ) == (job.estimated_credits)
 
 
 def test_accepted_job_without_a_recorded_charge_is_charged_at_the_end(db: Session) -> None:
     person = make_person(db)
-    job = make_job(db, person, status=JobStatus.FAILED, bfl_id="task-1", cost="2.5")
+    job = make_job(db, person, status=JobStatus.FAILED, bfl_task_id="task-1", cost="2.5")
     on_job_terminal(db, job)
     assert db.scalar(select(Charge.credits).where(Charge.job_id == job.id)) == Decimal("2.5")
 
 
 def test_charge_is_written_once_per_job(db: Session) -> None:
     person = make_person(db)
-    job = make_job(db, person, status=JobStatus.PENDING, bfl_id="task-2", cost="3")
+    job = make_job(db, person, status=JobStatus.PENDING, bfl_task_id="task-2", cost="3")
     assert record_charge(db, job) is True
     assert record_charge(db, job) is False
     on_job_terminal(db, job)
@@ -214,7 +222,7 @@ def test_ledger_total_equals_the_jobs_costs(db: Session) -> None:
     (cancelled,) = submit(db, other, prompt="never sent")
     state.cancel(db, cancelled.id)
     # The same accepted job reported twice (a redelivered message) is still one row.
-    first = db.scalars(select(Job).where(Job.bfl_id.is_not(None))).first()
+    first = db.scalars(select(Job).where(Job.bfl_task_id.is_not(None))).first()
     assert first is not None
     record_charge(db, first)
 
@@ -268,7 +276,7 @@ def test_team_budget_counts_everyone(db: Session) -> None:
 
 def test_last_months_spend_does_not_count(db: Session) -> None:
     person = make_person(db)
-    job = make_job(db, person, status=JobStatus.READY, bfl_id="old", cost="50")
+    job = make_job(db, person, status=JobStatus.READY, bfl_task_id="old", cost="50")
     record_charge(db, job)
     from sqlalchemy import update
 
@@ -278,5 +286,8 @@ def test_last_months_spend_does_not_count(db: Session) -> None:
         .values(created_at=month_start() - timedelta(days=2))
     )
     make_budget(db, person, "10", personal=True)
-    assert committed_credits(db, person.team.id, person.user.id, month_start()) == 0
+    assert (
+        committed_credits(db, team_id=person.team.id, user_id=person.user.id, since=month_start())
+        == 0
+    )
     submit(db, person)

@@ -28,7 +28,9 @@ def test_pages_walk_newest_first_without_gaps_or_repeats(db: Session) -> None:
     after = None
     pages = 0
     while True:
-        page = service.list_gallery(db, alice.team.id, alice.user.id, after=after, limit=4)
+        page = service.list_gallery(
+            db, team_id=alice.team.id, viewer_id=alice.user.id, after=after, limit=4
+        )
         seen.extend(str(t.job_id) for t in page.tiles)
         pages += 1
         if page.next_cursor is None:
@@ -45,13 +47,15 @@ def test_other_teams_and_deleted_jobs_stay_out(db: Session) -> None:
     mine = add_job(db, alice, "ours")
     gone = add_job(db, alice, "deleted one")
     add_job(db, mallory, "theirs")
-    service.delete_job(db, alice.team.id, gone.id, user_id=alice.user.id, is_manager=False)
-    page = service.list_gallery(db, alice.team.id, alice.user.id)
+    service.delete_job(
+        db, team_id=alice.team.id, job_id=gone.id, user_id=alice.user.id, is_manager=False
+    )
+    page = service.list_gallery(db, team_id=alice.team.id, viewer_id=alice.user.id)
     assert [t.job_id for t in page.tiles] == [mine.id]
     with pytest.raises(NotFound):
-        service.get_detail(db, mallory.team.id, mine.id, mallory.user.id)
+        service.get_detail(db, team_id=mallory.team.id, job_id=mine.id, viewer_id=mallory.user.id)
     with pytest.raises(NotFound):
-        service.get_detail(db, alice.team.id, gone.id, alice.user.id)
+        service.get_detail(db, team_id=alice.team.id, job_id=gone.id, viewer_id=alice.user.id)
 
 
 def test_filters_combine(db: Session) -> None:
@@ -71,7 +75,10 @@ def test_filters_combine(db: Session) -> None:
     def ids(**kw: object) -> set[object]:
         filters = service.parse_filters(**kw)  # type: ignore[arg-type]
         return {
-            t.job_id for t in service.list_gallery(db, alice.team.id, alice.user.id, filters).tiles
+            t.job_id
+            for t in service.list_gallery(
+                db, team_id=alice.team.id, viewer_id=alice.user.id, filters=filters
+            ).tiles
         }
 
     assert ids(model="flux-2-flex") == {a1.id, b1.id}
@@ -82,7 +89,7 @@ def test_filters_combine(db: Session) -> None:
     assert ids(q='"red fox"') == {a1.id}
     assert ids(date_from="2025-03-02", date_to="2025-03-02") == {whale.id}
     assert ids(date_to=date(2025, 3, 1).isoformat()) == {a1.id}
-    service.set_favourite(db, alice.team.id, alice.user.id, b1.id, True)
+    service.set_favourite(db, team_id=alice.team.id, user_id=alice.user.id, job_id=b1.id, on=True)
     assert ids(favourites="1") == {b1.id}
     assert ids(favourites="1", q="fox") == set()
 
@@ -104,12 +111,27 @@ def test_favourite_toggle_is_per_person(db: Session) -> None:
     alice = make_person(db)
     bob = make_person(db, team=alice.team)
     job = add_job(db, alice)
-    assert service.toggle_favourite(db, alice.team.id, alice.user.id, job.id) is True
-    assert service.get_detail(db, alice.team.id, job.id, alice.user.id).favourite
-    assert not service.get_detail(db, alice.team.id, job.id, bob.user.id).favourite
-    assert service.get_detail(db, alice.team.id, job.id, bob.user.id).favourite_count == 1
-    assert service.toggle_favourite(db, alice.team.id, alice.user.id, job.id) is False
-    tile = service.list_gallery(db, alice.team.id, alice.user.id).tiles[0]
+    assert (
+        service.toggle_favourite(db, team_id=alice.team.id, user_id=alice.user.id, job_id=job.id)
+        is True
+    )
+    assert service.get_detail(
+        db, team_id=alice.team.id, job_id=job.id, viewer_id=alice.user.id
+    ).favourite
+    assert not service.get_detail(
+        db, team_id=alice.team.id, job_id=job.id, viewer_id=bob.user.id
+    ).favourite
+    assert (
+        service.get_detail(
+            db, team_id=alice.team.id, job_id=job.id, viewer_id=bob.user.id
+        ).favourite_count
+        == 1
+    )
+    assert (
+        service.toggle_favourite(db, team_id=alice.team.id, user_id=alice.user.id, job_id=job.id)
+        is False
+    )
+    tile = service.list_gallery(db, team_id=alice.team.id, viewer_id=alice.user.id).tiles[0]
     assert tile.favourite is False
 
 
@@ -119,10 +141,14 @@ def test_delete_needs_author_or_manager(db: Session) -> None:
     boss = make_person(db, team=alice.team, role=Role.MANAGER)
     job = add_job(db, alice)
     with pytest.raises(Forbidden):
-        service.delete_job(db, alice.team.id, job.id, user_id=bob.user.id, is_manager=False)
-    service.delete_job(db, alice.team.id, job.id, user_id=boss.user.id, is_manager=True)
+        service.delete_job(
+            db, team_id=alice.team.id, job_id=job.id, user_id=bob.user.id, is_manager=False
+        )
+    service.delete_job(
+        db, team_id=alice.team.id, job_id=job.id, user_id=boss.user.id, is_manager=True
+    )
     with pytest.raises(NotFound):
-        service.team_job(db, alice.team.id, job.id)
+        service.team_job(db, team_id=alice.team.id, job_id=job.id)
 
 
 def test_image_file_is_team_scoped_and_named(db: Session) -> None:
@@ -130,12 +156,15 @@ def test_image_file_is_team_scoped_and_named(db: Session) -> None:
     mallory = make_person(db)
     job = add_job(db, alice)
     add_image(db, job)
-    original = service.image_file(db, alice.team.id, job.id, "original")
+    original = service.image_file(db, team_id=alice.team.id, job_id=job.id, variant="original")
     assert original.content_type == "image/jpeg"
     assert original.filename.endswith(".jpg") and original.filename.startswith("flux-2-pro-")
-    assert service.image_file(db, alice.team.id, job.id, "thumb").content_type == "image/webp"
+    assert (
+        service.image_file(db, team_id=alice.team.id, job_id=job.id, variant="thumb").content_type
+        == "image/webp"
+    )
     with pytest.raises(NotFound):
-        service.image_file(db, mallory.team.id, job.id, "original")
+        service.image_file(db, team_id=mallory.team.id, job_id=job.id, variant="original")
 
 
 def _search_all(db: Session, person: Person, walk_rows: int, **filters: str) -> list[object]:
@@ -146,9 +175,9 @@ def _search_all(db: Session, person: Person, walk_rows: int, **filters: str) -> 
     while True:
         page = service.list_gallery(
             db,
-            person.team.id,
-            person.user.id,
-            parsed,
+            team_id=person.team.id,
+            viewer_id=person.user.id,
+            filters=parsed,
             after=after,
             limit=3,
             search_walk_rows=walk_rows,
@@ -172,7 +201,9 @@ def test_search_finds_the_same_pages_by_walk_or_by_index(db: Session) -> None:
         add_job(db, who, f"{words[i % 4]} number {i}", model=model, created_at=T0 + timedelta(i))
         add_job(db, mallory, f"red fox {i}", created_at=T0 + timedelta(i, seconds=1))
     favourite = add_job(db, alice, "red fox, by the sea", created_at=T0 - timedelta(days=1))
-    service.set_favourite(db, alice.team.id, alice.user.id, favourite.id, True)
+    service.set_favourite(
+        db, team_id=alice.team.id, user_id=alice.user.id, job_id=favourite.id, on=True
+    )
 
     searches: list[dict[str, str]] = [
         {"q": "red"},

@@ -518,13 +518,13 @@ def test_studio_on_six_hosts_survives_losing_a_worker_host_and_a_web_host(studio
     def watch() -> dict[str, int]:
         nonlocal peak_in_db
         counts = _counts(studio.engine, studio.team_id)
-        active = counts.get(JobStatus.SUBMITTING.value, 0) + counts.get(JobStatus.PENDING.value, 0)
+        active = counts.get(JobStatus.SUBMITTING, 0) + counts.get(JobStatus.PENDING, 0)
         peak_in_db = max(peak_in_db, active)
         return counts
 
     def wait_ready(at_least: int, timeout: float) -> None:
         _wait(
-            lambda: watch().get(JobStatus.READY.value, 0) >= at_least,
+            lambda: watch().get(JobStatus.READY, 0) >= at_least,
             timeout,
             f"{at_least} ready jobs",
             studio.logs,
@@ -564,7 +564,7 @@ def test_studio_on_six_hosts_survives_losing_a_worker_host_and_a_web_host(studio
 
     killed_worker = hosts["worker1"].kill_all()
     counts_at_kill = watch()
-    wait_ready(counts_at_kill.get(JobStatus.READY.value, 0) + 16, 120)
+    wait_ready(counts_at_kill.get(JobStatus.READY, 0) + 16, 120)
 
     # More jobs come in while web1 dies: the balancer routes around it, and a request that was
     # in flight there is sent again under its Idempotency-Key.
@@ -586,8 +586,8 @@ def test_studio_on_six_hosts_survives_losing_a_worker_host_and_a_web_host(studio
         rows = db.scalars(select(Job).where(Job.team_id == studio.team_id)).all()
     assert sorted(r.id for r in rows) == sorted(jobs)
     outcomes = [(r.status, r.error_code) for r in rows]
-    interrupted = outcomes.count((JobStatus.FAILED.value, "submission_unknown"))
-    ready = [r for r in rows if r.status == JobStatus.READY.value]
+    interrupted = outcomes.count((JobStatus.FAILED, "submission_unknown"))
+    ready = [r for r in rows if r.status == JobStatus.READY]
     # Only a POST in flight on the killed worker host may end unknown (never sent again); at
     # most one per pool process there.
     assert interrupted <= WORKER_CONCURRENCY, outcomes

@@ -43,7 +43,7 @@ def _pending(db: Session, jobs: list[Job], now: datetime) -> None:
         state.mark_pending(
             db,
             job.id,
-            bfl_id=f"task-{job.id}",
+            bfl_task_id=f"task-{job.id}",
             polling_url=None,
             cost_credits=job.estimated_credits,
             next_poll_at=now + timedelta(seconds=1),

@@ -312,7 +312,7 @@ def test_an_answer_that_comes_after_the_sweeper_gave_up_is_charged_once(
     (done,) = job_rows(engine, [job.id])
     # Still failed (nobody polls it), but with BFL's id and the cost BFL charged.
     assert (done.status, done.error_code) == (JobStatus.FAILED, "submission_unknown")
-    assert done.bfl_id == bfl_task["id"]
+    assert done.bfl_task_id == bfl_task["id"]
     # The message no longer says that no answer came: it says when it came and what it cost.
     assert done.error_message == (
         f"BFL accepted the request and charged {done.cost_credits.normalize():f} credits, "
@@ -327,7 +327,8 @@ def test_an_answer_that_comes_after_the_sweeper_gave_up_is_charged_once(
     assert reservation is not None and reservation.state == "settled"
     # A second late answer for the same job (a redelivered message) changes nothing.
     assert (
-        state.note_late_acceptance(committed_db, job.id, bfl_id="again", cost_credits=None) is None
+        state.note_late_acceptance(committed_db, job.id, bfl_task_id="again", cost_credits=None)
+        is None
     )
     committed_db.rollback()
     assert len(emulator.submissions()) == 1
@@ -348,7 +349,7 @@ def test_a_job_bfl_never_finishes_times_out_through_a_running_worker(
         (done,) = wait_for_terminal(engine, [job.id], timeout=40)
     assert (done.status, done.error_code) == (JobStatus.FAILED, "timed_out")
     assert done.error_message == "BFL did not finish within 10 seconds; try again."
-    assert done.bfl_id is not None and done.poll_count >= 2
+    assert done.bfl_task_id is not None and done.poll_count >= 2
     assert _posts(emulator, "[[slow]] a glacier") == 1
     # BFL accepted it, so it stays charged.
     from app.costs.models import Reservation

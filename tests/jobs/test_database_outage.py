@@ -100,13 +100,13 @@ def test_an_answer_that_arrives_while_postgresql_is_down_is_kept_and_charged_onc
         # The answer came while the database was away, and is kept until it is back.
         kept = _kept(job.id)
         (task,) = emulator.submissions()
-        assert kept is not None and kept.bfl_id == task["id"]
+        assert kept is not None and kept.bfl_task_id == task["id"]
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))
         studio.pg.start()
         (done,) = wait_for_terminal(studio.engine, [job.id], timeout=60)
         log = worker.log()
     assert (done.status, done.error_code) == (JobStatus.READY, None), done.error_message
-    assert done.bfl_id == task["id"]
+    assert done.bfl_task_id == task["id"]
     assert studio.charges(job.id) == [Decimal(str(task["cost"]))]
     assert studio.has_image(job.id)
     assert len(emulator.submissions()) == 1
@@ -134,7 +134,7 @@ def test_the_sweeper_applies_the_kept_answer_of_a_worker_killed_before_postgresq
     studio.pg.start()
     (task,) = emulator.submissions()
     (waiting,) = job_rows(studio.engine, [job.id])
-    assert (waiting.status, waiting.bfl_id) == (JobStatus.SUBMITTING, None)
+    assert (waiting.status, waiting.bfl_task_id) == (JobStatus.SUBMITTING, None)
     assert studio.charges(job.id) == []
     assert _kept(job.id) is not None
     time.sleep(max(0.0, 6.0 - (time.monotonic() - queued)))  # now stale for the sweeper
@@ -143,7 +143,7 @@ def test_the_sweeper_applies_the_kept_answer_of_a_worker_killed_before_postgresq
         (done,) = wait_for_terminal(studio.engine, [job.id], timeout=60)
         log = successor.log()
     assert (done.status, done.error_code) == (JobStatus.READY, None), done.error_message
-    assert done.bfl_id == task["id"]
+    assert done.bfl_task_id == task["id"]
     assert studio.charges(job.id) == [Decimal(str(task["cost"]))]
     assert studio.has_image(job.id)
     assert len(emulator.submissions()) == 1

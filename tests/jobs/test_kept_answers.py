@@ -46,9 +46,9 @@ def _charges(db: Session, job_id: uuid.UUID) -> list[Decimal]:
     return list(db.scalars(select(Charge.credits).where(Charge.job_id == job_id)))
 
 
-def _answer(bfl_id: str = "task-kept") -> answers.KeptAnswer:
+def _answer(bfl_task_id: str = "task-kept") -> answers.KeptAnswer:
     return answers.KeptAnswer(
-        bfl_id, "https://api.bfl.ai/v1/get_result?id=x", Decimal("3"), utcnow()
+        bfl_task_id, "https://api.bfl.ai/v1/get_result?id=x", Decimal("3"), utcnow()
     )
 
 
@@ -63,7 +63,7 @@ def test_sweeper_applies_a_kept_answer_then_the_worker_s_retry_changes_nothing(
     report = sweeper.sweep()
     assert (report.answers_applied, report.submissions_reconciled) == (1, 0)
     (pending,) = job_rows(engine, [job.id])
-    assert (pending.status, pending.bfl_id, pending.cost_credits) == (
+    assert (pending.status, pending.bfl_task_id, pending.cost_credits) == (
         JobStatus.PENDING,
         "task-kept",
         Decimal("3"),
@@ -94,7 +94,7 @@ def test_worker_applies_first_then_a_leftover_copy_is_ignored_by_the_sweeper(
     report = sweeper.sweep(now=later)
     assert (report.answers_applied, report.submissions_reconciled) == (0, 0)
     (pending,) = job_rows(engine, [job.id])
-    assert (pending.status, pending.bfl_id) == (JobStatus.PENDING, "task-first")
+    assert (pending.status, pending.bfl_task_id) == (JobStatus.PENDING, "task-first")
     assert _charges(committed_db, job.id) == [Decimal("3")]
 
 
@@ -106,7 +106,7 @@ def test_a_stale_submission_with_no_answer_ends_unknown_and_says_what_happened(
     later = utcnow() + timedelta(seconds=get_settings().SUBMITTING_STALE_S + 1)
     assert sweeper.sweep(now=later).submissions_reconciled == 1
     (done,) = job_rows(engine, [job.id])
-    assert (done.status, done.error_code, done.bfl_id) == (
+    assert (done.status, done.error_code, done.bfl_task_id) == (
         JobStatus.FAILED,
         "submission_unknown",
         None,
@@ -159,7 +159,7 @@ def test_without_redis_the_answer_goes_to_the_journal_and_the_sweeper_applies_it
     report = sweeper.sweep(now=later)
     assert (report.answers_applied, report.submissions_reconciled) == (1, 0)
     pending, waiting = job_rows(engine, [job.id, other.id])
-    assert (pending.status, pending.bfl_id) == (JobStatus.PENDING, "task-journal")
+    assert (pending.status, pending.bfl_task_id) == (JobStatus.PENDING, "task-journal")
     assert waiting.status == JobStatus.SUBMITTING
     assert _charges(committed_db, job.id) == [Decimal("3")]
     # Applied entries leave the journal; a second sweep applies nothing again.

@@ -267,7 +267,7 @@ def test_bfl_down_for_minutes_every_queued_job_waits_and_the_queue_drains_at_onc
         assert [j.status for j in done] == [JobStatus.READY] * 20, [j.error_message for j in done]
         accepted = bfl.submissions()
         assert len(accepted) == 20
-        assert {s["id"] for s in accepted} == {j.bfl_id for j in done}
+        assert {s["id"] for s in accepted} == {j.bfl_task_id for j in done}
         drained = (max(j.finished_at for j in done) - back).total_seconds()  # type: ignore[type-var]
         # The first probe after BFL returns comes within BFL_PROBE_MAX_INTERVAL_S; after it the
         # queue drains as fast as an undisturbed run (plus a margin for a busy machine).

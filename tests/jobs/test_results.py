@@ -39,7 +39,7 @@ def test_happy_path_stores_image_thumbnail_seed_cost_and_timings(
     for job in done:
         assert job.result_seed == job.seed
         assert job.cost_credits == Decimal("3.0000")
-        assert job.bfl_id and job.error_code is None
+        assert job.bfl_task_id and job.error_code is None
         assert job.created_at <= job.claimed_at <= job.submitted_at  # type: ignore[operator]
         assert job.submitted_at <= job.bfl_ready_at <= job.finished_at  # type: ignore[operator]
         image = committed_db.scalars(select(Image).where(Image.job_id == job.id)).one()

@@ -158,8 +158,8 @@ def test_get_job_is_scoped_by_team(db: Session) -> None:
     person = make_person(db)
     (job,) = _create(db, person)
     stranger = make_person(db)
-    assert get_job(db, person.team.id, job.id) is job
-    assert get_job(db, stranger.team.id, job.id) is None
+    assert get_job(db, team_id=person.team.id, job_id=job.id) is job
+    assert get_job(db, team_id=stranger.team.id, job_id=job.id) is None
 
 
 def test_cancel_only_queued_jobs_and_only_own_or_as_manager(db: Session) -> None:
@@ -233,7 +233,7 @@ def test_transitions_are_guarded_and_happen_once(db: Session) -> None:
     moved = state.mark_pending(
         db,
         job.id,
-        bfl_id="task-1",
+        bfl_task_id="task-1",
         polling_url=None,
         cost_credits=Decimal("3"),
         next_poll_at=utcnow(),
@@ -243,14 +243,14 @@ def test_transitions_are_guarded_and_happen_once(db: Session) -> None:
         state.mark_pending(
             db,
             job.id,
-            bfl_id="task-2",
+            bfl_task_id="task-2",
             polling_url=None,
             cost_credits=Decimal("3"),
             next_poll_at=utcnow(),
         )
         is None
     )
-    assert db.get(Job, job.id).bfl_id == "task-1"  # type: ignore[union-attr]
+    assert db.get(Job, job.id).bfl_task_id == "task-1"  # type: ignore[union-attr]
     with pytest.raises(state.IllegalTransition):
         state.finish_unsuccessfully(
             db,
@@ -280,7 +280,7 @@ def test_a_late_answer_is_recorded_only_on_a_job_reconciled_as_unknown(db: Sessi
     (job,) = _create(db, make_person(db))
     state.claim(db, job.id)
     # Still submitting: the answer goes through mark_pending, not here.
-    assert state.note_late_acceptance(db, job.id, bfl_id="t", cost_credits=None) is None
+    assert state.note_late_acceptance(db, job.id, bfl_task_id="t", cost_credits=None) is None
     state.finish_unsuccessfully(
         db,
         job.id,
@@ -290,8 +290,8 @@ def test_a_late_answer_is_recorded_only_on_a_job_reconciled_as_unknown(db: Sessi
         error_message="x",
     )
     # Failed for a reason that proves BFL made no task: nothing to record.
-    assert state.note_late_acceptance(db, job.id, bfl_id="t", cost_credits=None) is None
-    assert db.get(Job, job.id).bfl_id is None  # type: ignore[union-attr]
+    assert state.note_late_acceptance(db, job.id, bfl_task_id="t", cost_credits=None) is None
+    assert db.get(Job, job.id).bfl_task_id is None  # type: ignore[union-attr]
 
 
 def test_an_explicit_prompt_upsampling_off_is_kept_for_bfl(db: Session) -> None:

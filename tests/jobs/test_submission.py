@@ -108,7 +108,7 @@ def test_every_line_of_a_submission_carries_its_job_id(
     assert all(j.status == JobStatus.READY for j in done)
     lines = _log_lines(worker)
     for job in done:
-        (submitted,) = [e for e in lines if e.get("bfl_task_id") == job.bfl_id]
+        (submitted,) = [e for e in lines if e.get("bfl_task_id") == job.bfl_task_id]
         assert submitted["event"] == "bfl task submitted"
         assert (submitted.get("job_id"), submitted.get("task")) == (str(job.id), "jobs.submit_next")
         # Celery's own line for that task names the job too.

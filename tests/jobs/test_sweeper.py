@@ -74,7 +74,7 @@ def test_sweeper_restarts_polling_of_a_pending_job_nobody_polls(
     state.mark_pending(
         committed_db,
         job.id,
-        bfl_id=submission.id,
+        bfl_task_id=submission.id,
         polling_url=submission.polling_url,
         cost_credits=submission.cost or job.estimated_credits,
         # Due a while ago: its poll message was lost.
@@ -102,7 +102,7 @@ def test_a_poll_that_keeps_crashing_is_given_up(
     state.mark_pending(
         committed_db,
         job.id,
-        bfl_id="crashy-task",
+        bfl_task_id="crashy-task",
         polling_url=None,
         cost_credits=job.estimated_credits,
         next_poll_at=utcnow() - timedelta(seconds=10),
@@ -137,7 +137,7 @@ def test_a_job_pending_too_long_is_timed_out_by_the_sweeper(
     state.mark_pending(
         committed_db,
         job.id,
-        bfl_id="never-finishes",
+        bfl_task_id="never-finishes",
         polling_url=None,
         cost_credits=job.estimated_credits,
         next_poll_at=utcnow() + timedelta(hours=1),
