@@ -327,7 +327,9 @@ def worker(
 ) -> None:
     """Run a Celery worker."""
     refuse_dev_secret_key("worker")
-    from worker.celery_app import app as celery_app
+    # Imported when the command runs: building the Celery app reads the settings and
+    # connects its signals, which the other commands have no use for.
+    from app.celery_app import app as celery_app
 
     argv = [
         "worker",
@@ -351,7 +353,9 @@ def worker(
 def beat() -> None:
     """Run Celery beat: the sweeper and the credit balance refresh."""
     refuse_dev_secret_key("beat")
-    from worker.celery_app import app as celery_app
+    # Imported when the command runs: building the Celery app reads the settings and
+    # connects its signals, which the other commands have no use for.
+    from app.celery_app import app as celery_app
 
     settings = get_settings()
     settings.DATA_DIR.mkdir(parents=True, exist_ok=True)

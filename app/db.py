@@ -115,10 +115,3 @@ def database_unavailable(error: BaseException) -> bool:
     sqlstate = getattr(error.orig, "sqlstate", None)
     # Failures to connect at all carry no SQLSTATE: the server never answered.
     return sqlstate is None or str(sqlstate).startswith(_UNAVAILABLE_SQLSTATES)
-
-
-def import_all_models() -> None:
-    """Import every feature's models so the metadata is complete (Alembic, tests)."""
-    import app.auth.models
-    import app.costs.models
-    import app.jobs.models  # noqa: F401

@@ -18,8 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.bfl.catalogue import MAX_REFERENCE_IMAGES, catalogue_as_dict
-from app.errors import FieldProblem, StudioError, error_json, error_page, wants_json
+from app.errors import FieldProblem, StudioError, error_json, wants_json
 from app.settings import Settings, get_settings
+from app.templating import error_page
+from app.units import size_text
 
 #: Routes that queue jobs: the only ones whose bodies may carry reference images.
 JOB_ROUTES = frozenset({("POST", "/api/v1/jobs"), ("POST", "/generate")})
@@ -71,15 +73,6 @@ class BodyLimit:
             f"The request body is larger than {size}, the most this studio accepts here "
             f"({self.setting}); send a smaller body."
         )
-
-
-def size_text(n: int) -> str:
-    """Bytes as people read them: `32 MiB`, `256 KiB`, `900 bytes`."""
-    for unit, factor in (("MiB", 1024 * 1024), ("KiB", 1024)):
-        if n >= factor:
-            value = n / factor
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def body_limit_for(method: str, path: str) -> BodyLimit:

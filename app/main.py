@@ -10,7 +10,7 @@ from app.api.openapi import install_openapi
 from app.auth import api_tokens_page
 from app.auth import routes as auth_routes
 from app.costs import routes as costs_routes
-from app.errors import install_error_handlers
+from app.error_handlers import install_error_handlers
 from app.gallery import routes as gallery_routes
 from app.headers import SecurityHeadersMiddleware, install_docs
 from app.jobs import routes as jobs_routes

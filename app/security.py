@@ -12,6 +12,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from zxcvbn import zxcvbn
 
+from app.settings import get_settings
+
 # OWASP ASVS floor is m=19 MiB, t=2, p=1; we sit above it.
 _hasher = PasswordHasher(time_cost=2, memory_cost=32 * 1024, parallelism=1)
 
@@ -100,7 +102,5 @@ def constant_time_equal(a: str, b: str) -> bool:
 def signature(purpose: str, value: str) -> str:
     """HMAC-SHA256 of `value` under SECRET_KEY, bound to `purpose` so one signature never
     stands in for another kind (a login-form token is no webhook token)."""
-    from app.settings import get_settings
-
     key = get_settings().SECRET_KEY.get_secret_value().encode()
     return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).hexdigest()

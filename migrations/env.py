@@ -5,11 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from app.db import Base, import_all_models
+from app.models import metadata
 from app.settings import get_settings, normalize_database_url
 
-import_all_models()
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _url() -> str:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
-from pydantic import BeforeValidator, StringConstraints
-from sqlalchemy.orm import Session
 
-from app.auth.deps import Actor, ChangingActor, CurrentActor, ManagerActor
+from app.auth.deps import ChangingActor, CurrentActor, ManagerActor
 from app.costs import service
-from app.costs.export import ledger_csv
+from app.costs.export import csv_response
+from app.costs.params import (
+    EndQuery,
+    ModelQuery,
+    PeriodQuery,
+    StartQuery,
+    UserQuery,
+    caller_scope,
+)
 from app.costs.schemas import (
     BudgetIn,
     BudgetLine,
@@ -23,7 +25,6 @@ from app.costs.schemas import (
     LedgerPage,
     MySpend,
 )
-from app.db import session_scope
 from app.deps import SessionDep
 from app.errors import ErrorResponse
 
@@ -35,46 +36,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Not found in the caller's team"},
     422: {"model": ErrorResponse, "description": "Invalid parameters; `fields` names them"},
 }
-
-
-def _blank_is_none(value: Any) -> Any:
-    # HTML forms send empty fields as "": treat them as not given.
-    return None if value == "" else value
-
-
-Blank = BeforeValidator(_blank_is_none)
-
-PeriodQuery = Annotated[
-    Literal["month", "30d"] | None,
-    Query(description="month: this calendar month (UTC); 30d: the last 30 days."),
-]
-StartQuery = Annotated[
-    date | None, Blank, Query(description="First UTC day, YYYY-MM-DD (default: 1st of this month).")
-]
-EndQuery = Annotated[
-    date | None, Blank, Query(description="Last UTC day, included (default: today).")
-]
-UserQuery = Annotated[
-    uuid.UUID | None,
-    Blank,
-    Query(description="Only this person's charges; members may only give their own id."),
-]
-ModelQuery = Annotated[
-    Annotated[str, StringConstraints(max_length=64)] | None,
-    Blank,
-    Query(description="Only this model's charges."),
-]
-
-
-def caller_scope(db: Session, actor: Actor, user_id: uuid.UUID | None) -> service.Scope:
-    """Whose figures a report shows: the caller's own, or (managers) the team's or one person's."""
-    return service.report_scope(
-        db,
-        team_id=actor.team_id,
-        caller_id=actor.user_id,
-        is_manager=actor.is_manager,
-        user_id=user_id,
-    )
 
 
 @router.get("/costs/summary", response_model=CostSummary, responses=_ERRORS)
@@ -124,24 +85,6 @@ def cost_ledger(
         total=service.spend_total(db, scope, period, model),
         rows=rows,
         next_offset=next_offset,
-    )
-
-
-def csv_response(
-    scope: service.Scope, period: service.Period, model: str | None
-) -> StreamingResponse:
-    """The filtered ledger as a CSV download, streamed from its own read-only session."""
-
-    def chunks() -> Iterator[str]:
-        # The request's session may be closed before the body is sent; use a session of our own.
-        with session_scope() as db:
-            yield from ledger_csv(service.iter_ledger(db, scope, period, model))
-
-    name = f"ledger-{period.first_day.isoformat()}-{period.last_day.isoformat()}.csv"
-    return StreamingResponse(
-        chunks(),
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="{name}"'},
     )
 
 

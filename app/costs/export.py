@@ -6,7 +6,11 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 
+from fastapi.responses import StreamingResponse
+
+from app.costs import service
 from app.costs.schemas import LedgerRow
+from app.db import session_scope
 from app.timestamps import as_utc
 
 COLUMNS = (
@@ -56,3 +60,21 @@ def ledger_csv(rows: Iterable[LedgerRow]) -> Iterator[str]:
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+def csv_response(
+    scope: service.Scope, period: service.Period, model: str | None
+) -> StreamingResponse:
+    """The filtered ledger as a CSV download, streamed from its own read-only session."""
+
+    def chunks() -> Iterator[str]:
+        # The request's session may be closed before the body is sent; use a session of our own.
+        with session_scope() as db:
+            yield from ledger_csv(service.iter_ledger(db, scope, period, model))
+
+    name = f"ledger-{period.first_day.isoformat()}-{period.last_day.isoformat()}.csv"
+    return StreamingResponse(
+        chunks(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )

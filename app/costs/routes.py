@@ -11,13 +11,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.deps import Actor, ChangingActor, CurrentActor, ManagerActor
 from app.costs import service
-from app.costs.api import (
+from app.costs.export import csv_response
+from app.costs.params import (
     EndQuery,
     ModelQuery,
     StartQuery,
     UserQuery,
     caller_scope,
-    csv_response,
 )
 from app.costs.schemas import CostSummary
 from app.db import utcnow

@@ -12,12 +12,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.auth.deps import ChangingActor, CurrentActor
 from app.bfl.catalogue import list_models
 from app.deps import SessionDep
-from app.errors import NotFound, StudioError, answer_refusals_with, error_page
+from app.errors import NotFound, StudioError, answer_refusals_with
 from app.gallery import service
 from app.jobs.routes import card
 from app.jobs.service import vary_job
 from app.storage import ObjectMissing, get_storage
-from app.templating import templates
+from app.templating import error_page, templates
 
 router = APIRouter(tags=["pages"])
 

@@ -15,27 +15,24 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app import celery_app
+
+# The task and queue names are defined with the feature's package; re-exported here for the
+# modules that send messages.
+from app.jobs import DISPATCH_QUEUE as DISPATCH_QUEUE
+from app.jobs import MAX_COUNTDOWN_S as MAX_COUNTDOWN_S
+from app.jobs import POLL as POLL
+from app.jobs import POLL_QUEUE as POLL_QUEUE
+from app.jobs import SUBMIT_NEXT as SUBMIT_NEXT
+from app.jobs import SWEEP as SWEEP
+from app.ops.celery_hooks import JOB_ID_HEADER
+
 log = logging.getLogger(__name__)
 
-SUBMIT_NEXT = "jobs.submit_next"
-POLL = "jobs.poll"
-SWEEP = "jobs.sweep"
-
-#: Submissions and polls travel on separate queues, so a burst of wake-ups from a big batch
-#: does not sit in front of polls whose images are ready.
-DISPATCH_QUEUE = "studio.dispatch"
-POLL_QUEUE = "studio.poll"
 
 _OUTBOX = "jobs.outbox"
 #: Immediate wake-ups of the dispatcher one commit sends at most (see wake_dispatcher).
 MAX_WAKEUPS_PER_COMMIT = 2
-#: The longest countdown any message gets. Redis redelivers a message its consumer has not
-#: acknowledged within the broker's visibility timeout (worker/celery_app.py), and a message
-#: waiting for its ETA sits unacknowledged in a worker: every countdown must stay far below it.
-#: Longer waits live in PostgreSQL (a job's not_before, the account's next probe, a poll's
-#: next_poll_at); a wake-up that comes early finds nothing due, and the sweeper re-drives the
-#: rest when it is due.
-MAX_COUNTDOWN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -119,16 +116,14 @@ def send_now(messages: list[Message]) -> int:
     """
     if not messages:
         return 0
-    from app.ops.celery_hooks import JOB_ID_HEADER
-    from worker.celery_app import app as celery_app
-
     sent = 0
     for message in messages:
         # A wake-up names no job: an empty header keeps the sender's job id (a poll that just
         # freed a slot, say) off the lines of the task that receives it.
         headers = {} if message.args else {JOB_ID_HEADER: ""}
         try:
-            celery_app.send_task(
+            # Looked up at each send: a test may swap in an app with another broker.
+            celery_app.app.send_task(
                 message.task,
                 args=list(message.args),
                 kwargs=dict(message.kwargs),

@@ -35,7 +35,6 @@ from app.errors import (
     RequestInvalid,
     StudioError,
     answer_refusals_with,
-    error_page,
 )
 from app.gallery.service import credits_text, recent_jobs
 from app.jobs import account
@@ -53,7 +52,7 @@ from app.jobs.service import (
 )
 from app.limits import advertised_catalogue, read_form
 from app.settings import get_settings
-from app.templating import templates
+from app.templating import error_page, templates
 
 router = APIRouter(tags=["pages"])
 

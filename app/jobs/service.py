@@ -29,9 +29,9 @@ from app.costs.service import reserve_for_jobs
 from app.errors import FieldError, FieldProblem, RequestInvalid, StudioError, status_for
 from app.jobs import messages, state
 from app.jobs.models import Job, JobStatus
-from app.limits import size_text
 from app.settings import get_settings
 from app.storage import get_storage
+from app.units import size_text
 
 #: Reference images are kept in storage; params hold `stored:<key>` in their place, and the
 #: worker swaps the bytes back in (base64) just before the POST.

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -30,10 +29,13 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client import generate_latest as _generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.orm import Session
+
+from app.security import constant_time_equal
+from app.settings import get_settings
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -225,96 +227,6 @@ def mark_process_dead(pid: int | None = None) -> None:
         multiprocess.mark_process_dead(pid if pid is not None else os.getpid())
 
 
-# --- figures Postgres knows exactly, read at scrape time ----------------------------------------
-
-
-class StudioCollector(Collector):
-    """Jobs by state and model, queue depth, active tasks against the cap, credits and workers."""
-
-    def collect(self) -> Iterable[Metric]:
-        from app.ops import service
-
-        up = GaugeMetricFamily(
-            "studio_database_up", "1 when the scrape could read the studio's figures from Postgres."
-        )
-        try:
-            figures = service.scrape_figures()
-        except Exception:
-            # A scrape must still answer (process metrics, this gauge) when Postgres is down.
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-
-        jobs = GaugeMetricFamily(
-            "studio_jobs", "Jobs in Postgres by state and model.", labels=["status", "model"]
-        )
-        for (status, model), count in sorted(figures.jobs_by_status_model.items()):
-            jobs.add_metric([status, model], count)
-        yield jobs
-
-        yield _gauge(
-            "studio_queue_depth", "Jobs queued in Postgres, waiting for a slot.", figures.queued
-        )
-        yield _gauge(
-            "studio_queue_oldest_age_seconds",
-            "Age of the longest-waiting queued job (0 when none waits).",
-            figures.oldest_queued_age_s,
-        )
-        yield _gauge(
-            "studio_bfl_active_tasks",
-            "Jobs submitting or pending at BFL: the slots of the account's cap in use.",
-            figures.active,
-        )
-        yield _gauge(
-            "studio_bfl_active_tasks_cap",
-            "The account's cap on active BFL tasks (BFL_MAX_ACTIVE_TASKS).",
-            figures.cap,
-        )
-        yield _gauge(
-            "studio_bfl_effective_cap",
-            "The cap the dispatcher uses: BFL_MAX_ACTIVE_TASKS, or lower as learned from 429s.",
-            figures.effective_cap,
-        )
-        yield _gauge(
-            "studio_bfl_outage",
-            "1 while BFL is unreachable for the account and nothing is sent, else 0.",
-            int(figures.bfl_outage),
-        )
-        yield _gauge(
-            "studio_bfl_rate_limited",
-            "1 while a 429 (or X-RateLimit-Remaining 0) pauses sending, else 0.",
-            int(figures.bfl_rate_limited),
-        )
-        spent = CounterMetricFamily(
-            "studio_credits_spent",
-            "BFL credits charged, from the studio's ledger, by model.",
-            labels=["model"],
-        )
-        for model, credits in sorted(figures.credits_by_model.items()):
-            spent.add_metric([model], float(credits))
-        yield spent
-        if figures.credit_balance is not None:
-            yield _gauge(
-                "studio_bfl_credit_balance",
-                "The BFL account's credit balance as last read.",
-                figures.credit_balance,
-            )
-        if figures.workers_alive is not None:
-            yield _gauge(
-                "studio_workers_alive",
-                "Celery workers whose heartbeat is fresh in Redis.",
-                figures.workers_alive,
-            )
-
-
-def _gauge(name: str, documentation: str, value: float | int | Decimal) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation)
-    family.add_metric([], float(value))
-    return family
-
-
 class _ThisProcess(Collector):
     """The in-process registry, when multiprocess mode is off (a single process, tests)."""
 
@@ -322,15 +234,16 @@ class _ThisProcess(Collector):
         return REGISTRY.collect()
 
 
-def render_metrics(*, include_studio: bool = True) -> bytes:
-    """The Prometheus text exposition of every process's samples plus the studio's figures."""
+def render_metrics(*extra: Collector) -> bytes:
+    """The Prometheus text exposition of every process's samples, plus `extra` collectors'
+    (the web app adds the studio's figures from Postgres, app/ops/figures.py)."""
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess_dir() is not None:
         multiprocess.MultiProcessCollector(registry)
     else:
         registry.register(_ThisProcess())
-    if include_studio:
-        registry.register(StudioCollector())
+    for collector in extra:
+        registry.register(collector)
     return _generate_latest(registry)
 
 
@@ -340,9 +253,6 @@ def scrape_refusal(authorization: str, client_host: str | None) -> tuple[int, st
     With METRICS_TOKEN set, only `Authorization: Bearer <token>` passes, from anywhere; unset,
     only loopback clients may scrape.
     """
-    from app.security import constant_time_equal
-    from app.settings import get_settings
-
     token = get_settings().METRICS_TOKEN
     if token is not None and token.get_secret_value():
         scheme, _, sent = authorization.partition(" ")
@@ -394,7 +304,7 @@ def start_metrics_server(port: int, host: str = "0.0.0.0") -> WSGIServer:  # noq
             start_response(f"{status} {'Unauthorized' if status == 401 else 'Forbidden'}", headers)
             return [message.encode()]
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
-        return [render_metrics(include_studio=False)]
+        return [render_metrics()]
 
     server = make_server(host, port, app, handler_class=QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True).start()

@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.auth.deps import AdminActor
 from app.deps import SessionDep
 from app.ops import metrics
+from app.ops.figures import StudioCollector
 from app.ops.service import ops_snapshot
 from app.templating import templates
 
@@ -31,7 +32,9 @@ def prometheus_metrics(request: Request) -> Response:
         status, message = refusal
         headers = {"WWW-Authenticate": 'Bearer realm="metrics"'} if status == 401 else None
         return Response(message, status_code=status, media_type="text/plain", headers=headers)
-    return Response(metrics.render_metrics(), media_type=metrics.CONTENT_TYPE_LATEST)
+    return Response(
+        metrics.render_metrics(StudioCollector()), media_type=metrics.CONTENT_TYPE_LATEST
+    )
 
 
 @router.get("/ops", response_class=HTMLResponse, summary="Live operations page (admins)")

@@ -56,8 +56,8 @@ def test_purge_counts_time_from_the_given_moment(db: Session) -> None:
 
 
 def test_the_purge_runs_hourly_from_beat(committed_db: Session) -> None:
+    from app.celery_app import app
     from worker import auth_tasks
-    from worker.celery_app import app
 
     entries = [e for e in app.conf.beat_schedule.values() if e["task"] == PURGE_SESSIONS_TASK]
     assert len(entries) == 1 and entries[0]["schedule"] == 3600

@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from app.db import Base, import_all_models
+from app.models import metadata
 from app.templating import ROOT
 
 
@@ -40,13 +40,12 @@ def _config(url: str) -> Config:
 
 
 def test_upgrade_head_matches_models_and_downgrade_to_base(scratch_url: str) -> None:
-    import_all_models()
     config = _config(scratch_url)
     command.upgrade(config, "head")
     engine = create_engine(scratch_url)
     try:
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
         assert diff == [], f"models and migrations differ: {diff}"
         tables = set(inspect(engine).get_table_names())
         assert {"jobs", "users", "teams", "charges", "budgets"} <= tables

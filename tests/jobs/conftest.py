@@ -34,7 +34,7 @@ def worker(emulator_server: EmulatorServer) -> Iterator[WorkerProcess]:
     """A real `studio worker --concurrency 2` for the module, on this run's Redis prefix."""
     # Wake-ups and polls earlier modules' workers left unhandled (this run's queues only)
     # would otherwise reach this module's jobs.
-    import worker.celery_app as celery_module
+    import app.celery_app as celery_module
 
     celery_module.app.control.purge()
     with WorkerProcess(pipeline_env(emulator_server), concurrency=2) as process:

@@ -235,7 +235,7 @@ def test_no_countdown_exceeds_the_cap_whatever_a_caller_asks(db: Session) -> Non
     countdowns = [m.countdown for m in messages.pending_messages(db)]
     messages.discard_pending(db)
     assert countdowns == [messages.MAX_COUNTDOWN_S, messages.MAX_COUNTDOWN_S, 0.0]
-    from worker.celery_app import VISIBILITY_TIMEOUT_S, app
+    from app.celery_app import VISIBILITY_TIMEOUT_S, app
 
     assert app.conf.broker_transport_options["visibility_timeout"] == VISIBILITY_TIMEOUT_S
     assert messages.MAX_COUNTDOWN_S < VISIBILITY_TIMEOUT_S / 10

@@ -18,7 +18,7 @@ import redis
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-import worker.celery_app as celery_module
+import app.celery_app as celery_module
 from app.db import utcnow
 from app.embedded import EmbeddedRedis
 from app.emulator import EmulatorServer

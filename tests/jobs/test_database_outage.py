@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
-import worker.celery_app as celery_module
+import app.celery_app as celery_module
 from app.costs.models import Charge
 from app.emulator import EmulatorServer
 from app.jobs import answers

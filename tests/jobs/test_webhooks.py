@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-import worker.celery_app as celery_module
+import app.celery_app as celery_module
 from app.bfl.webhooks import sign_webhook_token
 from app.embedded import free_port
 from app.emulator import EmulatorServer

@@ -1,0 +1,54 @@
+"""Report parameters the cost pages and the cost API share: query fields and whose figures."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import Query
+from pydantic import BeforeValidator, StringConstraints
+from sqlalchemy.orm import Session
+
+from app.auth.deps import Actor
+from app.costs import service
+
+
+def _blank_is_none(value: Any) -> Any:
+    # HTML forms send empty fields as "": treat them as not given.
+    return None if value == "" else value
+
+
+Blank = BeforeValidator(_blank_is_none)
+
+PeriodQuery = Annotated[
+    Literal["month", "30d"] | None,
+    Query(description="month: this calendar month (UTC); 30d: the last 30 days."),
+]
+StartQuery = Annotated[
+    date | None, Blank, Query(description="First UTC day, YYYY-MM-DD (default: 1st of this month).")
+]
+EndQuery = Annotated[
+    date | None, Blank, Query(description="Last UTC day, included (default: today).")
+]
+UserQuery = Annotated[
+    uuid.UUID | None,
+    Blank,
+    Query(description="Only this person's charges; members may only give their own id."),
+]
+ModelQuery = Annotated[
+    Annotated[str, StringConstraints(max_length=64)] | None,
+    Blank,
+    Query(description="Only this model's charges."),
+]
+
+
+def caller_scope(db: Session, actor: Actor, user_id: uuid.UUID | None) -> service.Scope:
+    """Whose figures a report shows: the caller's own, or (managers) the team's or one person's."""
+    return service.report_scope(
+        db,
+        team_id=actor.team_id,
+        caller_id=actor.user_id,
+        is_manager=actor.is_manager,
+        user_id=user_id,
+    )
