@@ -51,6 +51,8 @@ from app.costs.schemas import (
 from app.db import utcnow
 from app.errors import FieldProblem, Forbidden, NotFound, StudioError, status_for
 from app.jobs.models import Job, JobStatus
+from app.projects.models import ChargeDay
+from app.projects.service import get_project
 from app.settings import get_settings
 
 #: Share of a budget at which people are warned.
@@ -197,9 +199,27 @@ def committed_credits(
     return Decimal(total or 0)
 
 
-def budget_for(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID | None) -> Budget | None:
-    stmt = select(Budget).where(Budget.team_id == team_id)
-    stmt = stmt.where(Budget.user_id.is_(None) if user_id is None else Budget.user_id == user_id)
+def _budget_scope(
+    user_id: uuid.UUID | None, project_id: uuid.UUID | None
+) -> list[ColumnElement[bool]]:
+    """The WHERE of one budget: the team's own, a person's or a project's."""
+    if user_id is not None and project_id is not None:
+        raise ValueError("a budget is for a person or for a project, not both")
+    return [
+        Budget.user_id.is_(None) if user_id is None else Budget.user_id == user_id,
+        Budget.project_id.is_(None) if project_id is None else Budget.project_id == project_id,
+    ]
+
+
+def budget_for(
+    db: Session,
+    *,
+    team_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    project_id: uuid.UUID | None = None,
+) -> Budget | None:
+    """The team's budget (both ids None), a person's or a project's; None when not set."""
+    stmt = select(Budget).where(Budget.team_id == team_id, *_budget_scope(user_id, project_id))
     return db.scalars(stmt).first()
 
 
@@ -244,6 +264,7 @@ def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
                 job_id=job.id,
                 team_id=team_id,
                 user_id=user_id,
+                project_id=job.project_id,
                 credits=Decimal(job.estimated_credits or 0),
             )
         )
@@ -266,23 +287,78 @@ def record_charge(db: Session, job: Job) -> bool:
             .values(cost_credits=credits)
         )
         set_committed_value(job, "cost_credits", credits)
-    written = db.scalar(
+    written = db.execute(
         insert(Charge)
         .values(
             id=uuid.uuid4(),
             job_id=job.id,
             team_id=job.team_id,
             user_id=job.user_id,
+            project_id=job.project_id,
             model=job.model,
             credits=credits,
             usd=credits_to_usd(credits),
             created_at=utcnow(),
         )
         .on_conflict_do_nothing(index_elements=[Charge.job_id])
-        .returning(Charge.id)
-    )
+        .returning(Charge.id, Charge.created_at)
+    ).first()
+    if written is not None:
+        _roll_up(db, job, credits, day=written.created_at.astimezone(UTC).date())
     _resolve(db, job.id, ReservationState.SETTLED)
     return written is not None
+
+
+def _roll_up(db: Session, job: Job, credits: Decimal, *, day: date) -> None:
+    """Add one charge to its day's rollup row (`charge_days`), in the ledger's transaction."""
+    stmt = insert(ChargeDay).values(
+        team_id=job.team_id,
+        day=day,
+        project_id=job.project_id,
+        user_id=job.user_id,
+        model=job.model,
+        credits=credits,
+        charges=1,
+    )
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[
+                ChargeDay.team_id,
+                ChargeDay.day,
+                ChargeDay.project_id,
+                ChargeDay.user_id,
+                ChargeDay.model,
+            ],
+            set_={
+                "credits": ChargeDay.credits + stmt.excluded.credits,
+                "charges": ChargeDay.charges + 1,
+            },
+        )
+    )
+
+
+def rebuild_rollup(db: Session, *, team_id: uuid.UUID) -> None:
+    """Recompute the team's `charge_days` from its ledger rows (after rows were loaded or
+    re-dated outside `record_charge`, e.g. an import). Flushes."""
+    db.execute(delete(ChargeDay).where(ChargeDay.team_id == team_id))
+    day = cast(func.timezone("UTC", Charge.created_at), Date)
+    db.execute(
+        insert(ChargeDay).from_select(
+            ["team_id", "day", "project_id", "user_id", "model", "credits", "charges"],
+            select(
+                Charge.team_id,
+                day,
+                Charge.project_id,
+                Charge.user_id,
+                Charge.model,
+                func.sum(Charge.credits),
+                func.count(),
+            )
+            .where(Charge.team_id == team_id)
+            .group_by(Charge.team_id, day, Charge.project_id, Charge.user_id, Charge.model),
+        )
+    )
+    db.flush()
 
 
 def on_job_terminal(db: Session, job: Job) -> None:
@@ -598,7 +674,7 @@ def budget_lines(db: Session, team_id: uuid.UUID, now: datetime | None = None) -
     budgets = db.execute(
         select(Budget, User.name)
         .outerjoin(User, User.id == Budget.user_id)
-        .where(Budget.team_id == team_id)
+        .where(Budget.team_id == team_id, Budget.project_id.is_(None))
         .order_by(Budget.user_id.is_not(None), User.name)
     ).all()
     if not budgets:
@@ -673,16 +749,17 @@ def set_budget(
     user_id: uuid.UUID | None,
     monthly_credits: Decimal | None,
     set_by: uuid.UUID | None = None,
+    project_id: uuid.UUID | None = None,
 ) -> Budget | None:
-    """Set the team's (user_id None) or one member's monthly budget; None removes it."""
+    """Set the team's (both ids None), one member's or one project's monthly budget, in
+    credits; None removes it. Raises NotFound for a person or project outside the team."""
     if user_id is not None:
         require_member(db, team_id=team_id, user_id=user_id)
+    if project_id is not None:
+        get_project(db, team_id=team_id, project_id=project_id)
     if monthly_credits is None:
         db.execute(
-            delete(Budget).where(
-                Budget.team_id == team_id,
-                Budget.user_id.is_(None) if user_id is None else Budget.user_id == user_id,
-            )
+            delete(Budget).where(Budget.team_id == team_id, *_budget_scope(user_id, project_id))
         )
         db.flush()
         return None
@@ -693,14 +770,21 @@ def set_budget(
         id=uuid.uuid4(),
         team_id=team_id,
         user_id=user_id,
+        project_id=project_id,
         monthly_credits=monthly_credits,
         updated_by_id=set_by,
         created_at=utcnow(),
     )
-    if user_id is None:
+    if project_id is not None:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Budget.team_id, Budget.project_id],
+            index_where=Budget.project_id.is_not(None),
+            set_={"monthly_credits": monthly_credits, "updated_by_id": set_by},
+        )
+    elif user_id is None:
         stmt = stmt.on_conflict_do_update(
             index_elements=[Budget.team_id],
-            index_where=Budget.user_id.is_(None),
+            index_where=Budget.user_id.is_(None) & Budget.project_id.is_(None),
             set_={"monthly_credits": monthly_credits, "updated_by_id": set_by},
         )
     else:
