@@ -20,5 +20,6 @@ router = APIRouter(
 )
 router.include_router(auth_api.router)
 router.include_router(jobs_api.router)
+router.include_router(jobs_api.images_router)
 router.include_router(gallery_api.router)
 router.include_router(costs_api.router)
