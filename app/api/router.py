@@ -21,6 +21,7 @@ router = APIRouter(
 )
 router.include_router(auth_api.router)
 router.include_router(jobs_api.router)
+router.include_router(jobs_api.images_router)
 router.include_router(gallery_api.router)
 router.include_router(costs_api.router)
 router.include_router(projects_api.router)

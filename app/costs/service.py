@@ -27,7 +27,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit.service import record
 from app.auth.models import Membership, User
@@ -52,6 +51,7 @@ from app.costs.schemas import (
 )
 from app.db import utcnow
 from app.errors import FieldProblem, Forbidden, NotFound, StudioError, status_for
+from app.jobs.costing import cost_or_estimate
 from app.jobs.models import Job, JobStatus
 from app.projects.models import ChargeDay, Project
 from app.projects.service import get_project
@@ -336,15 +336,7 @@ def record_charge(db: Session, job: Job) -> bool:
     too, so the ledger always equals the sum of the jobs' costs. Returns True when this call
     wrote the row (False: the job was charged already).
     """
-    credits = job.cost_credits
-    if credits is None:
-        credits = Decimal(job.estimated_credits or 0)
-        db.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.cost_credits.is_(None))
-            .values(cost_credits=credits)
-        )
-        set_committed_value(job, "cost_credits", credits)
+    credits = cost_or_estimate(db, job)
     written = db.execute(
         insert(Charge)
         .values(

@@ -36,15 +36,15 @@ from app.errors import (
     StudioError,
     answer_refusals_with,
 )
-from app.gallery.service import credits_text, recent_jobs
 from app.jobs import account
+from app.jobs.errors import JobNotFound
 from app.jobs.models import BFLAccountState, Job
+from app.jobs.queries import recent_jobs, team_job
 from app.jobs.service import (
     STORED_PREFIX,
     JobError,
     cancel_job,
     create_jobs,
-    get_job,
     image_size,
     reference_size,
     retry_job,
@@ -54,6 +54,7 @@ from app.limits import advertised_catalogue, read_form
 from app.projects.service import last_used_project, list_projects
 from app.settings import get_settings
 from app.templating import error_page, templates
+from app.units import credits_text
 
 router = APIRouter(tags=["pages"])
 
@@ -408,9 +409,7 @@ def generate_page(
     from_id = request.query_params.get("from")
     state = GenerateForm(values=_defaults(_spec_or_default(model)))
     if from_id:
-        job = get_job(db, team_id=actor.team_id, job_id=_uuid_or_404(from_id))
-        if job is None:
-            raise NotFound("That job")
+        job = team_job(db, team_id=actor.team_id, job_id=_uuid_or_404(from_id))
         state = _form_from_job(job, actor.team_id)
     if prompt:
         state.values["prompt"] = prompt
@@ -580,9 +579,7 @@ def _card_response(request: Request, actor: Actor, cards: list[JobCard]) -> Resp
 
 @router.get("/jobs/{job_id}/card", response_class=HTMLResponse, summary="One live job card")
 def job_card(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
-    job = get_job(db, team_id=actor.team_id, job_id=_uuid_or_404(job_id))
-    if job is None:
-        raise NotFound("That job")
+    job = team_job(db, team_id=actor.team_id, job_id=_uuid_or_404(job_id))
     return _card_response(request, actor, [card(job, account.peek(db))])
 
 
@@ -605,8 +602,8 @@ def retry(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -
     old_id = _uuid_or_404(job_id)
     answer_refusals_with(request, lambda exc: _refused_card(request, old_id, exc))
     jobs = retry_job(db, job_id=old_id, team_id=actor.team_id, user_id=actor.user_id)
-    old = get_job(db, team_id=actor.team_id, job_id=old_id)
-    cards = [card(job) for job in jobs] + ([card(old)] if old is not None else [])
+    old = team_job(db, team_id=actor.team_id, job_id=old_id)
+    cards = [card(job) for job in jobs] + [card(old)]
     return _card_response(request, actor, cards)
 
 
@@ -623,9 +620,11 @@ def _refused_card(request: Request, job_id: uuid.UUID, exc: StudioError) -> Resp
     if exc.status_code == 404:
         return error_page(request, 404, NotFound("That job").message)
     with session_scope() as db:
-        current = get_job(db, team_id=actor.team_id, job_id=job_id)
-        if current is None:
-            return error_page(request, 404, NotFound("That job").message)
+        try:
+            current = team_job(db, team_id=actor.team_id, job_id=job_id)
+        except JobNotFound as gone:
+            # Deleted since the refusal: the page a missing job gets.
+            return error_page(request, 404, gone.message)
         return templates.TemplateResponse(
             request,
             "jobs/_cards.html",
