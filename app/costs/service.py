@@ -921,33 +921,15 @@ def require_member(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID) -> Us
     return user
 
 
-def set_budget(
+def _upsert_budget(
     db: Session,
-    *,
     team_id: uuid.UUID,
     user_id: uuid.UUID | None,
-    monthly_credits: Decimal | None,
-    set_by: uuid.UUID | None = None,
-    project_id: uuid.UUID | None = None,
-) -> Budget | None:
-    """Set the team's (both ids None), one member's or one project's monthly budget, in
-    credits; None removes it. Raises NotFound for a person or project outside the team."""
-    if user_id is not None:
-        require_member(db, team_id=team_id, user_id=user_id)
-    if project_id is not None:
-        get_project(db, team_id=team_id, project_id=project_id)
-    before = budget_for(db, team_id=team_id, user_id=user_id, project_id=project_id)
-    before_values = None if before is None else {"monthly_credits": before.monthly_credits}
-    if monthly_credits is None:
-        db.execute(
-            delete(Budget).where(Budget.team_id == team_id, *_budget_scope(user_id, project_id))
-        )
-        db.flush()
-        if before is not None:
-            _audit_budget(db, team_id, set_by, "budget.remove", before, before_values, None)
-        return None
-    if monthly_credits < 0:
-        raise ValueError("a monthly budget cannot be negative")
+    project_id: uuid.UUID | None,
+    monthly_credits: Decimal,
+    set_by: uuid.UUID | None,
+) -> uuid.UUID:
+    """Insert or update one budget row; returns its id."""
     # Upsert on the partial unique index, so two managers saving at once cannot collide.
     stmt = insert(Budget).values(
         id=uuid.uuid4(),
@@ -977,6 +959,38 @@ def set_budget(
             set_={"monthly_credits": monthly_credits, "updated_by_id": set_by},
         )
     budget_id = db.scalar(stmt.returning(Budget.id))
+    assert budget_id is not None
+    return uuid.UUID(str(budget_id))
+
+
+def set_budget(
+    db: Session,
+    *,
+    team_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    monthly_credits: Decimal | None,
+    set_by: uuid.UUID | None = None,
+    project_id: uuid.UUID | None = None,
+) -> Budget | None:
+    """Set the team's (both ids None), one member's or one project's monthly budget, in
+    credits; None removes it. Raises NotFound for a person or project outside the team."""
+    if user_id is not None:
+        require_member(db, team_id=team_id, user_id=user_id)
+    if project_id is not None:
+        get_project(db, team_id=team_id, project_id=project_id)
+    before = budget_for(db, team_id=team_id, user_id=user_id, project_id=project_id)
+    before_values = None if before is None else {"monthly_credits": before.monthly_credits}
+    if monthly_credits is None:
+        db.execute(
+            delete(Budget).where(Budget.team_id == team_id, *_budget_scope(user_id, project_id))
+        )
+        db.flush()
+        if before is not None:
+            _audit_budget(db, team_id, set_by, "budget.remove", before, before_values, None)
+        return None
+    if monthly_credits < 0:
+        raise ValueError("a monthly budget cannot be negative")
+    budget_id = _upsert_budget(db, team_id, user_id, project_id, monthly_credits, set_by)
     db.flush()
     budget = db.get(Budget, budget_id, populate_existing=True)
     assert budget is not None
