@@ -118,6 +118,11 @@ class JobCreate(BaseModel):
         "input_image_2, ... in order; each model's own limit is its max_reference_images.",
         json_schema_extra={"maxItems": MAX_REFERENCE_IMAGES},
     )
+    project_id: uuid.UUID | None = Field(
+        default=None,
+        description="The team's project (GET /api/v1/projects) the jobs are paid from; "
+        "omitted: the project you last used, else the team's default project.",
+    )
 
     @field_validator("params")
     @classmethod
@@ -148,6 +153,9 @@ class JobCreateForm(BaseModel):
         },
         description="Image files (JPEG, PNG or WebP).",
     )
+    project_id: uuid.UUID | None = Field(
+        default=None, description="The team's project the jobs are paid from."
+    )
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,7 @@ class JobRequest:
     params: dict[str, Any]
     count: int
     reference_images: list[bytes]
+    project_id: uuid.UUID | None = None
 
 
 def _invalid(field: str, message: str) -> RequestInvalid:
@@ -188,7 +197,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 async def _form_body(request: Request) -> tuple[dict[str, Any], list[bytes]]:
     form = await read_form(request)
     data: dict[str, Any] = {}
-    for name in ("model", "prompt", "count"):
+    for name in ("model", "prompt", "count", "project_id"):
         value = form.get(name)
         if isinstance(value, str):
             data[name] = value
@@ -236,6 +245,7 @@ async def read_job_request(request: Request) -> JobRequest:
         params={**body.params, "prompt": body.prompt},
         count=body.count,
         reference_images=[*references, *uploads],
+        project_id=body.project_id,
     )
 
 
@@ -334,7 +344,7 @@ def _advertise_batch_size(document: dict[str, Any], settings: Settings) -> None:
     response_model=JobBatchOut,
     summary="Queue one image or a batch",
     openapi_extra=_JOB_CREATE_BODY,
-    responses={**_REPLAY_RESPONSE, **error_responses(400, 402, 409, 413, 415, 422)},
+    responses={**_REPLAY_RESPONSE, **error_responses(400, 402, 404, 409, 413, 415, 422)},
 )
 def create(
     actor: ChangingActor,
@@ -362,6 +372,7 @@ def create(
         params=job_request.params,
         count=job_request.count,
         reference_images=job_request.reference_images,
+        project_id=job_request.project_id,
     )
     if idempotency_key is not None:
         idempotency.remember_jobs(db, user_id=actor.user_id, key=idempotency_key, jobs=jobs)

@@ -51,6 +51,7 @@ from app.jobs.service import (
     upload_size_problem,
 )
 from app.limits import advertised_catalogue, read_form
+from app.projects.service import last_used_project, list_projects
 from app.settings import get_settings
 from app.templating import error_page, templates
 from app.units import credits_text
@@ -177,7 +178,7 @@ def _text(form: FormData, name: str) -> str:
 def read_generate_form(form: FormData, team_id: uuid.UUID) -> GenerateForm:
     """The submitted form as text values, keeping everything so the page can show it again."""
     state = GenerateForm()
-    for name in ("model", "prompt", "seed_mode", "seed", "count", "aspect_preset"):
+    for name in ("model", "prompt", "seed_mode", "seed", "count", "aspect_preset", "project_id"):
         state.values[name] = _text(form, name)
     raw_prompt = form.get("prompt")
     # Browsers send a textarea's line breaks as CRLF but count each as one character against
@@ -369,7 +370,31 @@ def _page_context(
             )
         ],
         "bfl_account": bfl_account if bfl_account.kind != "ok" else None,
+        **_project_choice(db, actor, state),
     }
+
+
+def _project_choice(db: Session, actor: Actor | ActorView, state: GenerateForm) -> dict[str, Any]:
+    """The team's active projects and the one selected: as sent, else the last used one."""
+    chosen = state.get("project_id") or str(
+        last_used_project(db, team_id=actor.team_id, user_id=actor.user_id).id
+    )
+    return {
+        "projects": list_projects(db, team_id=actor.team_id, include_archived=False),
+        "selected_project": chosen,
+    }
+
+
+def _project_id(state: GenerateForm) -> uuid.UUID | None:
+    """The form's project as an id (None: not chosen); a malformed one is a field error."""
+    text = state.get("project_id").strip()
+    if not text:
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        state.errors["project_id"] = "choose one of the team's projects"
+        return None
 
 
 @router.get("/", response_class=HTMLResponse, summary="Generate page")
@@ -427,6 +452,7 @@ async def generate(request: Request, actor: ChangingActor, db: SessionDep) -> Re
     state = read_generate_form(form, actor.team_id)
     files = await _uploads(form, state)
     params, count = request_params(state)
+    project_id = _project_id(state)
     jobs: list[Job] = []
     # A refusal by the service is shown on the form, next to the fields it names.
     answer_refusals_with(request, lambda exc: _refused_form(request, state, files, exc))
@@ -439,6 +465,7 @@ async def generate(request: Request, actor: ChangingActor, db: SessionDep) -> Re
             params=params,
             count=count,
             reference_images=files,
+            project_id=project_id,
         )
     return _form_answer(request, actor, db, state, files, jobs)
 

@@ -68,6 +68,7 @@ class JobOut(BaseModel):
     batch_index: int
     retry_of_id: uuid.UUID | None
     user_id: uuid.UUID
+    project_id: uuid.UUID = Field(description="The team's project the job is paid from.")
     author: str | None = Field(description="Name of the person who queued the job.")
     favourite: bool = Field(description="Whether the caller marked this job as a favourite.")
     estimated_credits: Decimal
@@ -121,6 +122,7 @@ class JobOut(BaseModel):
             batch_index=job.batch_index,
             retry_of_id=job.retry_of_id,
             user_id=job.user_id,
+            project_id=job.project_id,
             author=author,
             favourite=favourite,
             estimated_credits=_credits(job.estimated_credits),

@@ -34,6 +34,7 @@ from app.jobs.errors import JobError as JobError
 from app.jobs.errors import JobNotFound
 from app.jobs.models import Favourite, Job, JobStatus
 from app.jobs.queries import team_job
+from app.projects.service import project_for_new_jobs
 from app.settings import get_settings
 from app.storage import get_storage
 from app.units import size_text
@@ -60,7 +61,7 @@ RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.MODERATED, JobStatus
 
 #: The arguments of `create_jobs` a refusal names as they are; every other field is one of
 #: the model's request fields, under `params`.
-_TOP_LEVEL_FIELDS = frozenset({"model", "prompt", "count", "reference_images"})
+_TOP_LEVEL_FIELDS = frozenset({"model", "prompt", "count", "reference_images", "project_id"})
 
 
 def request_path(field: str) -> str:
@@ -233,8 +234,14 @@ def create_jobs(
     count: int = 1,
     reference_images: Sequence[bytes] = (),
     retry_of: Job | None = None,
+    project_id: uuid.UUID | None = None,
 ) -> list[Job]:
     """Queue `count` images of one request, each with its own seed, as one batch.
+
+    The jobs belong to the team's project `project_id` (None: the person's last used project,
+    else the team's default; see `app.projects.service.project_for_new_jobs`), which is
+    remembered as their last used one. Raises `NotFound` (404) for a project outside the team
+    and `RequestInvalid` (`project_id`) for an archived one.
 
     Every limit is checked here, for the API and the page alike: the catalogue's (prompt
     length, fields, reference images per model) and the settings' (MAX_BATCH_SIZE, image
@@ -252,6 +259,7 @@ def create_jobs(
             count=count,
             reference_images=reference_images,
             retry_of=retry_of,
+            project_id=project_id,
         )
     except RequestInvalid as exc:
         raise exc.at_paths(request_path) from None
@@ -267,8 +275,10 @@ def _create_jobs(
     count: int = 1,
     reference_images: Sequence[bytes] = (),
     retry_of: Job | None = None,
+    project_id: uuid.UUID | None = None,
 ) -> list[Job]:
     count = _check_count(count)
+    project = project_for_new_jobs(db, team_id=team_id, user_id=user_id, project_id=project_id)
     given = dict(params)
     for name in _INTERNAL_FIELDS:
         if given.get(name) not in (None, ""):
@@ -331,6 +341,7 @@ def _create_jobs(
                 id=uuid.uuid4(),
                 team_id=team_id,
                 user_id=user_id,
+                project_id=project.id,
                 status=JobStatus.QUEUED,
                 model=model,
                 prompt=str(payload.get("prompt", "")),
@@ -405,6 +416,7 @@ def retry_job(
         params=job.params,
         count=1,
         retry_of=job,
+        project_id=job.project_id,
     )
 
 
@@ -421,7 +433,13 @@ def vary_job(db: Session, job: Job, *, team_id: uuid.UUID, user_id: uuid.UUID) -
     # Without a seed, create_jobs draws a fresh random one.
     params = {k: v for k, v in (job.params or {}).items() if k != "seed"}
     return create_jobs(
-        db, user_id=user_id, team_id=team_id, model=job.model, params=params, count=1
+        db,
+        user_id=user_id,
+        team_id=team_id,
+        model=job.model,
+        params=params,
+        count=1,
+        project_id=job.project_id,
     )
 
 
