@@ -142,8 +142,8 @@ class LedgerRow(BaseModel):
     job_id: uuid.UUID
     user_id: uuid.UUID
     person: str
-    project_id: uuid.UUID
-    project: str
+    project_id: uuid.UUID | None = Field(default=None, description="The charge's project.")
+    project: str = Field(default="", description="The project's name.")
     model: str
     credits: Decimal
     usd: Decimal
