@@ -39,6 +39,7 @@ from app.errors import (
 from app.gallery.service import credits_text, recent_jobs
 from app.jobs import account
 from app.jobs.models import BFLAccountState, Job
+from app.jobs.queue_view import QueueEntry, entry_for, team_queue
 from app.jobs.service import (
     STORED_PREFIX,
     JobError,
@@ -343,6 +344,7 @@ def _page_context(
     bfl_state = account.peek(db)
     bfl_account = account.status(db, settings, utcnow())
     catalogue = advertised_catalogue(settings)
+    entries = queue_entries(db, actor.team_id)
     return {
         "actor": actor,
         "form": state,
@@ -361,12 +363,14 @@ def _page_context(
         "catalogue_json": json.dumps(catalogue),
         "job_limits": catalogue["limits"],
         "estimate": _estimate_context(state, len(uploads), [image_size(f) for f in uploads]),
-        "jobs": [
-            card(job, bfl_state)
-            for job in recent_jobs(
-                db, team_id=actor.team_id, user_id=actor.user_id, limit=_RECENT_CARDS
-            )
-        ],
+        "groups": group_cards(
+            [
+                card(job, bfl_state, entries.get(job.id))
+                for job in recent_jobs(
+                    db, team_id=actor.team_id, user_id=actor.user_id, limit=_RECENT_CARDS
+                )
+            ]
+        ),
         "bfl_account": bfl_account if bfl_account.kind != "ok" else None,
     }
 
@@ -461,7 +465,8 @@ def _form_answer(
         context = _page_context(request, actor, db, state, files)
         return templates.TemplateResponse(request, "jobs/generate.html", context, status_code=422)
     context = _page_context(request, actor, db, state, files)
-    context["new_jobs"] = [card(job) for job in jobs]
+    entries = queue_entries(db, actor.team_id) if jobs else {}
+    context["new_groups"] = group_cards([card(job, None, entries.get(job.id)) for job in jobs])
     # htmx swaps 2xx answers only; field errors are a normal outcome of this form.
     return templates.TemplateResponse(request, "jobs/_generate_response.html", context)
 
@@ -510,6 +515,14 @@ class JobCard:
     estimate: str
     #: For a queued job that waits for BFL: when it will be tried next ("14:05:10 UTC").
     next_try: str | None = None
+    #: For a queued job: its position, estimated start and why it waits.
+    queue: QueueEntry | None = None
+
+    @property
+    def starts(self) -> str | None:
+        """The queued job's estimated start as "14:05:10 UTC", or None when unknown."""
+        when = self.queue.estimated_start if self.queue is not None else None
+        return when.strftime("%H:%M:%S UTC") if when is not None else None
 
     @property
     def terminal(self) -> bool:
@@ -526,8 +539,11 @@ class JobCard:
         return self.job.status in ("failed", "moderated", "cancelled")
 
 
-def card(job: Job, bfl_account: BFLAccountState | None = None) -> JobCard:
-    """A job's card; pass the account state to show when a waiting job is tried next."""
+def card(
+    job: Job, bfl_account: BFLAccountState | None = None, entry: QueueEntry | None = None
+) -> JobCard:
+    """A job's card; pass the account state to show when a waiting job is tried next, and
+    its queue entry (app.jobs.queue_view) to show its position and why it waits."""
     now = utcnow()
     end = job.finished_at or now
     next_try = account.next_try_at(job, bfl_account, now)
@@ -537,7 +553,55 @@ def card(job: Job, bfl_account: BFLAccountState | None = None) -> JobCard:
         cost=credits_text(job.cost_credits),
         estimate=credits_text(job.estimated_credits),
         next_try=next_try.strftime("%H:%M:%S UTC") if next_try is not None else None,
+        queue=entry,
     )
+
+
+@dataclass
+class CardGroup:
+    """Cards shown together: one batch (more than one image of one request) or a single job."""
+
+    batch_id: uuid.UUID | None
+    cards: list[JobCard]
+
+    @property
+    def is_batch(self) -> bool:
+        return len(self.cards) > 1
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for c in self.cards if c.job.status == "queued")
+
+    @property
+    def retryable(self) -> int:
+        return sum(1 for c in self.cards if c.retryable)
+
+    @property
+    def live(self) -> bool:
+        """Whether any job of the group may still change (the group then refreshes itself)."""
+        return any(not c.terminal for c in self.cards)
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for c in self.cards if c.job.status == "ready")
+
+
+def group_cards(cards: Sequence[JobCard]) -> list[CardGroup]:
+    """Cards grouped by batch, in the order each batch first appears; a batch's cards in
+    batch order."""
+    groups: dict[object, CardGroup] = {}
+    for c in cards:
+        key: object = c.job.batch_id or c.job.id
+        groups.setdefault(key, CardGroup(batch_id=c.job.batch_id, cards=[])).cards.append(c)
+    for group in groups.values():
+        group.cards.sort(key=lambda c: c.job.batch_index)
+    return list(groups.values())
+
+
+def queue_entries(db: Session, team_id: uuid.UUID) -> dict[uuid.UUID, QueueEntry]:
+    """The team's queued jobs' entries by job id (one look at the whole queue)."""
+    view = team_queue(db, get_settings(), team_id, utcnow())
+    return {e.job.id: e for e in view.entries}
 
 
 def _uuid_or_404(raw: str) -> uuid.UUID:
@@ -556,7 +620,8 @@ def job_card(request: Request, job_id: str, actor: CurrentActor, db: SessionDep)
     job = get_job(db, team_id=actor.team_id, job_id=_uuid_or_404(job_id))
     if job is None:
         raise NotFound("That job")
-    return _card_response(request, actor, [card(job, account.peek(db))])
+    entry = entry_for(db, get_settings(), job, utcnow())
+    return _card_response(request, actor, [card(job, account.peek(db), entry)])
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse, summary="Cancel a queued job")
@@ -606,4 +671,13 @@ def _refused_card(request: Request, job_id: uuid.UUID, exc: StudioError) -> Resp
         )
 
 
-__all__ = ["GenerateForm", "JobCard", "card", "read_generate_form", "request_params", "router"]
+__all__ = [
+    "CardGroup",
+    "GenerateForm",
+    "JobCard",
+    "card",
+    "group_cards",
+    "read_generate_form",
+    "request_params",
+    "router",
+]
