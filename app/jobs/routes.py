@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 
@@ -129,8 +130,10 @@ def _defaults(spec: ModelSpec) -> dict[str, str]:
     return values
 
 
-def _form_from_job(job: Job, team_id: uuid.UUID) -> GenerateForm:
-    """The form filled with a past job's settings ("use these settings")."""
+def _form_from_job(job: Job, team_id: uuid.UUID, batch: Sequence[Job] = ()) -> GenerateForm:
+    """The form filled with a past job's settings ("use these settings"): model, prompt, every
+    request field, its own reference images, and from its batch (`batch`, the jobs of one
+    request) the number of images and the first image's seed, so the same request comes out."""
     spec = _spec_or_default(job.model)
     values = _defaults(spec)
     stored: list[str] = []
@@ -142,12 +145,26 @@ def _form_from_job(job: Job, team_id: uuid.UUID) -> GenerateForm:
         if name in ("webhook_url", "webhook_secret") or value is None:
             continue
         values[name] = ("true" if value else "") if isinstance(value, bool) else str(value)
-    seed = job.result_seed if job.result_seed is not None else job.seed
+    first = min(batch, key=lambda j: j.batch_index) if batch else job
+    seed = first.result_seed if first.result_seed is not None else first.seed
+    if batch:
+        values["count"] = str(len(batch))
     if seed is not None:
         values["seed_mode"], values["seed"] = "fixed", str(seed)
     values["prompt"] = job.prompt
     values["aspect_preset"] = _preset_for(values.get("width"), values.get("height"))
     return GenerateForm(values=values, stored_references=stored)
+
+
+def batch_of(db: Session, job: Job) -> list[Job]:
+    """The jobs of `job`'s batch in its team (just `job` when it has none)."""
+    if job.batch_id is None:
+        return [job]
+    return list(
+        db.scalars(
+            select(Job).where(Job.team_id == job.team_id, Job.batch_id == job.batch_id)
+        ).all()
+    )
 
 
 def _preset_for(width: str | None, height: str | None) -> str:
@@ -390,7 +407,7 @@ def generate_page(
         job = get_job(db, team_id=actor.team_id, job_id=_uuid_or_404(from_id))
         if job is None:
             raise NotFound("That job")
-        state = _form_from_job(job, actor.team_id)
+        state = _form_from_job(job, actor.team_id, batch_of(db, job))
     if prompt:
         state.values["prompt"] = prompt
     return templates.TemplateResponse(

@@ -115,4 +115,3 @@ def test_pause_front_back_and_a_team_pause_keep_the_cap_and_one_post_per_job(
     # Ann's job moved back went after her other unpaused jobs.
     ann_order = [j.id for j in claimed if j.user_id == ann.user.id]
     assert ann_order[-1] == ann_jobs[3].id
-
