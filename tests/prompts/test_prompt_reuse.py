@@ -1,4 +1,4 @@
-""""Use" in the prompt history restores every setting: the form it opens, sent back as a
+""" "Use" in the prompt history restores every setting: the form it opens, sent back as a
 browser sends it, queues exactly the same request (model, size, steps, guidance, seeds,
 upsampling, output format, safety, count and reference images)."""
 
