@@ -122,7 +122,7 @@ def queue_job(
 
 
 def _cards(request: Request, actor: Actor, db: SessionDep, jobs: list[Job]) -> Response:
-    entries = queue_entries(db, actor.team_id)
+    entries = queue_entries(db, actor.team_id, jobs)
     state = account.peek(db)
     cards = [card(j, state, entries.get(j.id)) for j in jobs]
     return templates.TemplateResponse(
@@ -133,9 +133,9 @@ def _cards(request: Request, actor: Actor, db: SessionDep, jobs: list[Job]) -> R
 def _group(
     request: Request, actor: Actor, db: SessionDep, batch_id: uuid.UUID, extra: list[Job]
 ) -> Response:
-    entries = queue_entries(db, actor.team_id)
     state = account.peek(db)
     jobs = batch_jobs(db, team_id=actor.team_id, batch_id=batch_id)
+    entries = queue_entries(db, actor.team_id, [*jobs, *extra])
     groups = group_cards([card(j, state, entries.get(j.id)) for j in jobs])
     new = group_cards([card(j, state, entries.get(j.id)) for j in extra])
     return templates.TemplateResponse(

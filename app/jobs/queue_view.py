@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -226,9 +227,16 @@ def _facts(db: Session, settings: Settings, team_id: uuid.UUID, now: datetime) -
     )
 
 
-def team_queue(db: Session, settings: Settings, team_id: uuid.UUID, now: datetime) -> QueueView:
-    """Every queued job of `team_id` in the order it will be sent (paused ones last), each
-    with its position, estimated start and reason (see `QueueEntry`)."""
+def team_queue(
+    db: Session,
+    settings: Settings,
+    team_id: uuid.UUID,
+    now: datetime,
+    only: Sequence[uuid.UUID] | None = None,
+) -> QueueView:
+    """Every queued job of `team_id` (or just those of `only`, for cards) in the order it will
+    be sent (paused ones last), each with its position, estimated start and reason (see
+    `QueueEntry`)."""
     facts = _facts(db, settings, team_id, now)
     order, _ = _order(db)
     positions: dict[uuid.UUID, tuple[int, int]] = {}
@@ -240,7 +248,12 @@ def team_queue(db: Session, settings: Settings, team_id: uuid.UUID, now: datetim
     jobs = db.execute(
         select(Job, User.name)
         .join(User, User.id == Job.user_id)
-        .where(Job.team_id == team_id, Job.status == JobStatus.QUEUED, Job.deleted_at.is_(None))
+        .where(
+            Job.team_id == team_id,
+            Job.status == JobStatus.QUEUED,
+            Job.deleted_at.is_(None),
+            *([Job.id.in_(list(only))] if only is not None else []),
+        )
     ).all()
     entries = []
     for job, name in jobs:
@@ -272,5 +285,5 @@ def entry_for(db: Session, settings: Settings, job: Job, now: datetime) -> Queue
     """The queue entry of one queued job (for its card), or None once it left the queue."""
     if job.status != JobStatus.QUEUED:
         return None
-    view = team_queue(db, settings, job.team_id, now)
+    view = team_queue(db, settings, job.team_id, now, only=[job.id])
     return next((e for e in view.entries if e.job.id == job.id), None)

@@ -361,7 +361,8 @@ def _page_context(
     bfl_state = account.peek(db)
     bfl_account = account.status(db, settings, utcnow())
     catalogue = advertised_catalogue(settings)
-    entries = queue_entries(db, actor.team_id)
+    recent = recent_jobs(db, team_id=actor.team_id, user_id=actor.user_id, limit=_RECENT_CARDS)
+    entries = queue_entries(db, actor.team_id, recent)
     return {
         "actor": actor,
         "form": state,
@@ -380,14 +381,7 @@ def _page_context(
         "catalogue_json": json.dumps(catalogue),
         "job_limits": catalogue["limits"],
         "estimate": _estimate_context(state, len(uploads), [image_size(f) for f in uploads]),
-        "groups": group_cards(
-            [
-                card(job, bfl_state, entries.get(job.id))
-                for job in recent_jobs(
-                    db, team_id=actor.team_id, user_id=actor.user_id, limit=_RECENT_CARDS
-                )
-            ]
-        ),
+        "groups": group_cards([card(job, bfl_state, entries.get(job.id)) for job in recent]),
         "bfl_account": bfl_account if bfl_account.kind != "ok" else None,
     }
 
@@ -482,7 +476,7 @@ def _form_answer(
         context = _page_context(request, actor, db, state, files)
         return templates.TemplateResponse(request, "jobs/generate.html", context, status_code=422)
     context = _page_context(request, actor, db, state, files)
-    entries = queue_entries(db, actor.team_id) if jobs else {}
+    entries = queue_entries(db, actor.team_id, jobs)
     context["new_groups"] = group_cards([card(job, None, entries.get(job.id)) for job in jobs])
     # htmx swaps 2xx answers only; field errors are a normal outcome of this form.
     return templates.TemplateResponse(request, "jobs/_generate_response.html", context)
@@ -615,9 +609,14 @@ def group_cards(cards: Sequence[JobCard]) -> list[CardGroup]:
     return list(groups.values())
 
 
-def queue_entries(db: Session, team_id: uuid.UUID) -> dict[uuid.UUID, QueueEntry]:
-    """The team's queued jobs' entries by job id (one look at the whole queue)."""
-    view = team_queue(db, get_settings(), team_id, utcnow())
+def queue_entries(
+    db: Session, team_id: uuid.UUID, jobs: Sequence[Job]
+) -> dict[uuid.UUID, QueueEntry]:
+    """The queue entries of those of `jobs` still queued, by job id (one look at the queue)."""
+    queued = [j.id for j in jobs if j.status == "queued"]
+    if not queued:
+        return {}
+    view = team_queue(db, get_settings(), team_id, utcnow(), only=queued)
     return {e.job.id: e for e in view.entries}
 
 
