@@ -85,7 +85,7 @@ class _Row:
 
     def key(self, active: int) -> tuple[object, ...]:
         front_place = self.place.timestamp() if self.front else 0.0
-        return (not self.front, front_place, active, self.place, self.batch_index, str(self.id))
+        return (not self.front, front_place, active, self.place, self.batch_index, self.id)
 
 
 def observed_latency(db: Session) -> float:
@@ -131,7 +131,7 @@ def _order(db: Session) -> tuple[list[_Row], dict[uuid.UUID, int]]:
     for r in rows:
         lines.setdefault(r[2], []).append(_Row(*r))
     for line in lines.values():
-        line.sort(key=lambda row: (not row.front, row.place, row.batch_index, str(row.id)))
+        line.sort(key=lambda row: (not row.front, row.place, row.batch_index, row.id))
         line.reverse()  # pop() from the end takes the head
     load = dict(active)
     heap = [(line[-1].key(load.get(user, 0)), user) for user, line in lines.items()]
