@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.db import utcnow
 from app.jobs import messages, state
+from app.jobs.errors import JobError
 from app.jobs.models import Job, JobStatus, TeamQueuePause
-from app.jobs.service import RETRYABLE_STATUSES, JobError, create_jobs
+from app.jobs.service import RETRYABLE_STATUSES, create_jobs
 from app.settings import get_settings
 
 

@@ -9,7 +9,6 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.api.schemas import JobBatchOut, JobOut
 from app.auth.deps import Actor, ChangingActor, CurrentActor
 from app.db import utcnow
 from app.deps import SessionDep
@@ -26,6 +25,7 @@ from app.jobs.queue import (
     retry_batch,
 )
 from app.jobs.queue_view import REASONS, QueueEntry, team_queue
+from app.jobs.schemas import JobBatchOut, JobOut
 from app.settings import get_settings
 from app.timestamps import UtcDatetime
 
