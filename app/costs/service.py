@@ -203,13 +203,14 @@ def budget_for(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID | None) ->
     return db.scalars(stmt).first()
 
 
-def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
+def reserve_for_jobs(db: Session, jobs: Sequence[Job], *, enforce: bool = True) -> None:
     """Hold each job's estimated cost against the team's and the person's monthly budgets.
 
     Call inside the transaction that creates the jobs, then commit: the team's advisory lock is
     held until then, so concurrent submissions are checked one after another. Raises
     BudgetExceeded, before anything is held, when the request would cross either budget; the
-    caller should roll back so the jobs vanish with it.
+    caller should roll back so the jobs vanish with it. `enforce=False` (a request a manager
+    approved) holds the estimate without checking the budgets.
     """
     if not jobs:
         return
@@ -221,7 +222,7 @@ def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
     needed = sum((Decimal(job.estimated_credits or 0) for job in jobs), _ZERO)
     _lock_team_budgets(db, team_id)
     since = month_start()
-    for scope, scoped_user in (("person", user_id), ("team", None)):
+    for scope, scoped_user in (("person", user_id), ("team", None)) if enforce else ():
         budget = budget_for(db, team_id=team_id, user_id=scoped_user)
         if budget is None:
             continue
