@@ -214,6 +214,17 @@ def caller_access(
     return limits, models
 
 
+def mark_catalogue(catalogue: dict[str, Any], models: Sequence[ModelAccess]) -> dict[str, Any]:
+    """Add `available` and `unavailable_reason` to each model of an advertised catalogue
+    (GET /api/v1/models and the generate page's script read the same), in place."""
+    by_name = {entry.name: entry for entry in models}
+    for model in catalogue["models"]:
+        entry = by_name.get(model["name"])
+        model["available"] = entry.available if entry is not None else True
+        model["unavailable_reason"] = entry.reason if entry is not None else None
+    return catalogue
+
+
 # --- managers' changes -----------------------------------------------------------------------
 
 

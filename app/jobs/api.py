@@ -671,12 +671,7 @@ def models(actor: CurrentActor, db: SessionDep) -> CatalogueOut:
     team's rules for the caller (`access`, and each model's `available`)."""
     catalogue = advertised_catalogue(get_settings())
     limits, access = policy.caller_access(db, team_id=actor.team_id, user_id=actor.user_id)
-    by_name = {entry.name: entry for entry in access}
-    for model in catalogue["models"]:
-        entry = by_name.get(model["name"])
-        if entry is not None:
-            model["available"] = entry.available
-            model["unavailable_reason"] = entry.reason
+    policy.mark_catalogue(catalogue, access)
     caller = CallerAccessOut(
         role="member" if limits.role == "member" else "manager",
         max_megapixels=limits.max_megapixels,

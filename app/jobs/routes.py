@@ -345,8 +345,11 @@ def _page_context(
     settings = get_settings()
     bfl_state = account.peek(db)
     bfl_account = account.status(db, settings, utcnow())
-    catalogue = advertised_catalogue(settings)
-    return _access_context(db, actor) | {
+    access = _access_context(db, actor)
+    catalogue = policy.mark_catalogue(
+        advertised_catalogue(settings), list(access["model_access"].values())
+    )
+    return access | {
         "actor": actor,
         "form": state,
         "models": list_models(),
