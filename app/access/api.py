@@ -112,7 +112,7 @@ def ask(actor: ChangingActor, job_request: JobRequestDep, db: SessionDep) -> App
     return approvals.view(db, request, actor.user.name)
 
 
-@router.get("/approvals", response_model=list[ApprovalOut])
+@router.get("/approvals", response_model=list[ApprovalOut], responses=error_responses(422))
 def list_approvals(
     actor: CurrentActor,
     db: SessionDep,
@@ -129,7 +129,9 @@ def list_approvals(
     return [approvals.view(db, request, name) for request, name in rows]
 
 
-@router.get("/approvals/{approval_id}", response_model=ApprovalOut, responses=error_responses(404))
+@router.get(
+    "/approvals/{approval_id}", response_model=ApprovalOut, responses=error_responses(404, 422)
+)
 def get_approval(approval_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> ApprovalOut:
     """One request and its outcome (the requester's own, or any for managers)."""
     request = approvals.get(

@@ -291,6 +291,36 @@ def _subject(
     return role, None
 
 
+def _upsert_rule(
+    db: Session,
+    team_id: uuid.UUID,
+    role: str | None,
+    user_id: uuid.UUID | None,
+    values: dict[str, Any],
+) -> AccessRule:
+    # Upsert on the partial unique index, so two managers saving at once cannot collide.
+    stmt = insert(AccessRule).values(
+        id=uuid.uuid4(), team_id=team_id, role=role, user_id=user_id, created_at=utcnow(), **values
+    )
+    if user_id is None:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[AccessRule.team_id, AccessRule.role],
+            index_where=AccessRule.user_id.is_(None),
+            set_=values,
+        )
+    else:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[AccessRule.team_id, AccessRule.user_id],
+            index_where=AccessRule.user_id.is_not(None),
+            set_=values,
+        )
+    rule_id = db.scalar(stmt.returning(AccessRule.id))
+    db.flush()
+    rule = db.get(AccessRule, rule_id, populate_existing=True)
+    assert rule is not None
+    return rule
+
+
 def set_rule(
     db: Session,
     *,
@@ -312,58 +342,29 @@ def set_rule(
     models = _check_models(allowed_models) if allowed_models is not None else None
     existing = _find_rule(db, team_id, role, user_id)
     before = _rule_values(existing)
-    target = str(user_id) if user_id is not None else f"role:{role}"
+    rule: AccessRule | None = None
     if models is None and max_megapixels is None and max_side is None and max_count is None:
-        if existing is not None:
-            db.delete(existing)
-            db.flush()
-            audit.record(
-                db,
-                team_id=team_id,
-                actor_id=by.id,
-                actor_email=by.email,
-                action="access.rule_removed",
-                target_type="access_rule",
-                target_id=target,
-                before=before,
-                after=None,
-            )
-        return None
-    values = {
-        "allowed_models": models,
-        "max_megapixels": max_megapixels,
-        "max_side": max_side,
-        "max_count": max_count,
-        "updated_by_id": by.id,
-    }
-    # Upsert on the partial unique index, so two managers saving at once cannot collide.
-    stmt = insert(AccessRule).values(
-        id=uuid.uuid4(), team_id=team_id, role=role, user_id=user_id, created_at=utcnow(), **values
-    )
-    if user_id is None:
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[AccessRule.team_id, AccessRule.role],
-            index_where=AccessRule.user_id.is_(None),
-            set_=values,
-        )
+        if existing is None:
+            return None
+        db.delete(existing)
+        db.flush()
     else:
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[AccessRule.team_id, AccessRule.user_id],
-            index_where=AccessRule.user_id.is_not(None),
-            set_=values,
-        )
-    rule_id = db.scalar(stmt.returning(AccessRule.id))
-    db.flush()
-    rule = db.get(AccessRule, rule_id, populate_existing=True)
-    assert rule is not None
+        values = {
+            "allowed_models": models,
+            "max_megapixels": max_megapixels,
+            "max_side": max_side,
+            "max_count": max_count,
+            "updated_by_id": by.id,
+        }
+        rule = _upsert_rule(db, team_id, role, user_id, values)
     audit.record(
         db,
         team_id=team_id,
         actor_id=by.id,
         actor_email=by.email,
-        action="access.rule_set",
+        action="access.rule_set" if rule is not None else "access.rule_removed",
         target_type="access_rule",
-        target_id=target,
+        target_id=str(user_id) if user_id is not None else f"role:{role}",
         before=before,
         after=_rule_values(rule),
     )
