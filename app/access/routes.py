@@ -40,6 +40,8 @@ def _number(raw: str, field: str, kind: type[int] | type[Decimal], top: int) -> 
         value = kind(text)
     except (ValueError, InvalidOperation):
         raise _invalid(field, f"{field} must be a number, or blank for no limit.") from None
+    if isinstance(value, Decimal) and (not value.is_finite() or value != round(value, 2)):
+        raise _invalid(field, f"{field} must be a number with at most 2 decimals.")
     if not 0 < value <= top:
         raise _invalid(field, f"{field} must be more than 0 and at most {top}.")
     return value

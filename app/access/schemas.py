@@ -35,7 +35,11 @@ class AccessRuleIn(BaseModel):
         "null: every model.",
     )
     max_megapixels: Decimal | None = Field(
-        default=None, gt=0, le=100, description="Most megapixels (1 MP = 1,048,576 pixels)."
+        default=None,
+        gt=0,
+        le=100,
+        decimal_places=2,
+        description="Most megapixels (1 MP = 1,048,576 pixels).",
     )
     max_side: int | None = Field(
         default=None, ge=1, le=MAX_RULE_SIDE, description="Longest image side, in pixels."
@@ -64,7 +68,11 @@ class QuotaIn(BaseModel):
 
     user_id: uuid.UUID
     monthly_credits: Decimal | None = Field(
-        default=None, ge=0, le=10_000_000, description="Credits per calendar month (UTC)."
+        default=None,
+        ge=0,
+        le=10_000_000,
+        decimal_places=4,
+        description="Credits per calendar month (UTC).",
     )
 
 

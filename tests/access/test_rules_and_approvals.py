@@ -455,3 +455,23 @@ def test_two_managers_approving_at_once_create_the_jobs_once(
         select(func.count(AuditEntry.id)).where(AuditEntry.action == "approval.approved")
     )
     assert approved == 1
+
+
+def test_the_access_page_refuses_bad_input_in_words_and_members_cannot_open_it(
+    team: Team, sign_in: SignIn
+) -> None:
+    manager_page = sign_in(team.manager)
+    assert manager_page.get("/access").status_code == 200
+    for form, words in (
+        ({"subject": "role:member", "max_side": "abc"}, "max_side must be a number"),
+        ({"subject": "role:member", "max_megapixels": "NaN"}, "at most 2 decimals"),
+        ({"subject": "role:member", "max_megapixels": "0.001"}, "at most 2 decimals"),
+        ({"subject": "role:member", "max_count": "0"}, "max_count must be more than 0"),
+        ({"subject": "nobody"}, "Choose a role or a person"),
+    ):
+        answer = manager_page.post("/access/rules", data=form)
+        assert answer.status_code == 422, (form, answer.text[:200])
+        assert words in answer.text, form
+    member_page = sign_in(team.member)
+    assert member_page.get("/access").status_code == 403
+    assert member_page.post("/access/rules", data={"subject": "role:member"}).status_code == 403
