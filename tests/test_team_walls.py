@@ -448,6 +448,7 @@ def test_team_a_itself_reaches_its_objects(committed_db: Session, team_a: TeamA)
             f"/api/v1/jobs/{team_a.ready.id}",
             f"/api/v1/images/{team_a.ready.id}/original",
             f"/api/v1/prompts/{team_a.failed.id}",
+            f"/api/v1/approvals/{team_a.approval.id}",
         ):
             assert client.get(path, headers=token).status_code == 200, path
 
