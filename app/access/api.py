@@ -108,6 +108,7 @@ def ask(actor: ChangingActor, job_request: JobRequestDep, db: SessionDep) -> App
         params=job_request.params,
         count=job_request.count,
         reference_images=job_request.reference_images,
+        project_id=job_request.project_id,
     )
     return approvals.view(db, request, actor.user.name)
 

@@ -52,6 +52,7 @@ def _trial(
     count: int,
     reference_images: Sequence[bytes] = (),
     approved: bool,
+    project_id: uuid.UUID | None = None,
 ) -> list[Job]:
     """Run `create_jobs` in a savepoint that is always rolled back, keeping no message."""
     held = messages.discard_pending(db)
@@ -66,6 +67,7 @@ def _trial(
             count=count,
             reference_images=reference_images,
             approved=approved,
+            project_id=project_id,
         )
     finally:
         savepoint.rollback()
@@ -83,6 +85,7 @@ def ask(
     params: Mapping[str, Any],
     count: int = 1,
     reference_images: Sequence[bytes] = (),
+    project_id: uuid.UUID | None = None,
 ) -> ApprovalRequest:
     """Keep a request the studio refuses for budget, quota or access, for a manager to decide.
 
@@ -100,6 +103,7 @@ def ask(
         count=count,
         reference_images=reference_images,
         approved=True,
+        project_id=project_id,
     )
     kept = {k: v for k, v in jobs[0].params.items() if k != "seed"}
     if params.get("seed") not in (None, ""):
@@ -114,6 +118,7 @@ def ask(
             params=kept,
             count=count,
             approved=False,
+            project_id=project_id,
         )
     except APPROVABLE as refusal:
         request = ApprovalRequest(
@@ -126,6 +131,7 @@ def ask(
             refused_code=refusal.code,
             refused_reason=refusal.message[:500],
             status=ApprovalStatus.PENDING.value,
+            project_id=project_id,
         )
         db.add(request)
         db.flush()
@@ -245,6 +251,7 @@ def decide(
             params=request.params,
             count=request.count,
             approved=True,
+            project_id=request.project_id,
         )
         request.batch_id = jobs[0].batch_id
         db.flush()
@@ -290,6 +297,7 @@ def view(db: Session, request: ApprovalRequest, requester: str) -> ApprovalOut:
         model=request.model,
         prompt=str(request.params.get("prompt", "")),
         count=request.count,
+        project_id=request.project_id,
         params=dict(request.params),
         estimated_credits=request.estimated_credits,
         refused_code=request.refused_code,

@@ -109,5 +109,9 @@ class ApprovalRequest(Timestamped, Base):
     )
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     note: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    #: The team's project the jobs are paid from (None: the requester's last used one).
+    project_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="SET NULL"), nullable=True
+    )
     #: The batch the approval created.
     batch_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)

@@ -141,6 +141,11 @@ async def ask(request: Request, actor: ChangingActor, db: SessionDep) -> Respons
     params, count = request_params(state)
     if count is None:
         raise _invalid("count", "count must be a whole number.")
+    project = state.get("project_id").strip()
+    try:
+        project_id = uuid.UUID(project) if project else None
+    except ValueError:
+        raise _invalid("project_id", "Choose one of the team's projects.") from None
     kept = approvals.ask(
         db,
         team_id=actor.team_id,
@@ -148,6 +153,7 @@ async def ask(request: Request, actor: ChangingActor, db: SessionDep) -> Respons
         model=state.get("model"),
         params=params,
         count=count,
+        project_id=project_id,
     )
     target = f"/approvals?asked={kept.id}"
     if request.headers.get("hx-request"):

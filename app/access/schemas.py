@@ -120,6 +120,9 @@ class ApprovalOut(BaseModel):
     model: str
     prompt: str
     count: int
+    project_id: uuid.UUID | None = Field(
+        description="The project the jobs are paid from (null: the requester's last used one)."
+    )
     params: dict[str, object] = Field(description="The validated request fields.")
     estimated_credits: Decimal = Field(description="Estimated credits for the whole request.")
     refused_code: str = Field(description="budget_exceeded or access_limited.")
