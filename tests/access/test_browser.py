@@ -104,7 +104,9 @@ def test_a_manager_restricts_and_approves_and_the_member_gets_the_image(
         worker.select_option("#aspect_preset", "1:1")
         worker.click("button[type=submit]")
         worker.wait_for_selector("#form-problems")
-        assert "Your budget has 1.00 of 1.00 credits left this month" in worker.inner_text("#form-problems")
+        assert "Your budget has 1.00 of 1.00 credits left this month" in worker.inner_text(
+            "#form-problems"
+        )
         worker.click("[data-ask-approval]")
         worker.wait_for_url(f"{base}/approvals?asked=*")
         worker.wait_for_selector("#approval-asked")

@@ -265,7 +265,9 @@ def test_a_monthly_quota_counts_held_credits_and_refuses_at_both_doors(
     assert first.status_code == 201, first.text  # 3 credits held of 5
     refused = api.post("/api/v1/jobs", headers=team.member_api.headers, json=body)
     assert refused.status_code == 402, refused.text
-    assert "Your budget has 2.00 of 5.00 credits left this month" in refused.json()["error"]["message"]
+    assert (
+        "Your budget has 2.00 of 5.00 credits left this month" in refused.json()["error"]["message"]
+    )
     page = sign_in(team.member).post("/generate", data=_form(), headers={"hx-request": "true"})
     assert "Your budget has 2.00 of 5.00 credits left this month" in page.text
     assert "data-ask-approval" in page.text
