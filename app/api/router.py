@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from app.access import api as access_api
 from app.api.ratelimit import enforce_rate_limit
 from app.auth import api as auth_api
 from app.costs import api as costs_api
@@ -26,4 +27,5 @@ router.include_router(jobs_api.images_router)
 router.include_router(queue_api.router)
 router.include_router(gallery_api.router)
 router.include_router(costs_api.router)
+router.include_router(access_api.router)
 router.include_router(projects_api.router)
