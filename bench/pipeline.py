@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import statistics
 import sys
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "MAX_BATCH_SIZE": "16",
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "json",
+            # Workers and the web process refuse the built-in development key.
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(48),
         }
     )
     os.environ.pop("BFL_API_KEY", None)
@@ -244,7 +247,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with engine.connect() as conn:
             while not stop.is_set():
                 active = conn.execute(
-                    text("SELECT count(*) FROM jobs WHERE status IN ('submitting', 'pending')")
+                    text(
+                        "SELECT count(*) FROM jobs WHERE status IN ('submitting', 'pending')"
+                        " AND bfl_ready_at IS NULL"
+                    )
                 ).scalar_one()
                 conn.rollback()
                 peak = max(peak, int(active))

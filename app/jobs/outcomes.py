@@ -153,6 +153,7 @@ class Polled:
     polling_url: str | None
     submitted_at: datetime
     poll_count: int
+    model: str = ""
 
 
 def still_pending(
