@@ -104,6 +104,8 @@ class Job(Timestamped, Base):
             postgresql_using="gin",
         ),
         Index("ix_jobs_batch", "batch_id"),
+        # Prompt history: every use of a page's prompts, by the prompt (any length: hash).
+        Index("ix_jobs_prompt_hash", "prompt", postgresql_using="hash"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
