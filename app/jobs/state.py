@@ -10,7 +10,8 @@ poll, a cancel racing a claim). Callers treat None as "someone else did it: do n
       └──▶ cancelled, failed (queue deadline)
 
 Terminal transitions call the cost hook in the same transaction, and transitions that free a
-slot of the active-task cap wake the dispatcher after commit.
+slot of the active-task cap wake the dispatcher after commit. A pending job frees its slot when
+BFL says Ready (`release_slot`), before its image is stored: the cap counts tasks at BFL.
 """
 
 from __future__ import annotations
@@ -184,8 +185,8 @@ def reschedule_poll(
     next_poll_at: datetime,
     progress: float | None,
     clean: bool = True,
-) -> Job | None:
-    """pending → pending: the next poll is due at `next_poll_at`.
+) -> bool:
+    """pending → pending: the next poll is due at `next_poll_at` (False: no longer pending).
 
     `clean` says this poll ended normally (BFL still working); a poll that hit trouble it
     will retry (a failed download, storage down) keeps its count in `unfinished_polls`.
@@ -199,10 +200,10 @@ def reschedule_poll(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.PENDING)
         .values(**values)
-        .returning(Job)
-        .execution_options(populate_existing=True, synchronize_session=False)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
     )
-    return db.execute(stmt).scalar_one_or_none()
+    return db.execute(stmt).scalar_one_or_none() is not None
 
 
 def release_slot(db: Session, job_id: uuid.UUID, *, bfl_ready_at: datetime) -> bool:
