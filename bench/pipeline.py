@@ -2,6 +2,11 @@
 
     .venv/bin/python -m bench.pipeline --jobs 500 --latency 3 --cap 24 [--webhooks]
     .venv/bin/python -m bench.pipeline --jobs 60 --outage-at 5 --outage-for 30
+    .venv/bin/python -m bench.pipeline --scale [--jobs 2000]
+
+`--scale` is the scale run: 10,000 jobs from 50 people in mixed batches (1-16), cap 100,
+latency 5 s ± 1 s, 4 worker processes; it also prints each person's wait for their first job
+(min/p50/max) and PostgreSQL's connections and the workers' memory sampled through the run.
 
 With `--outage-at S --outage-for D`, BFL (the emulator) answers every call 503 from S seconds
 after the jobs were queued, for D seconds; the result then also says how long the queue took
@@ -11,8 +16,9 @@ against an undisturbed run and records both in bench/RESULTS.md).
 Runs in a database, Redis and media folder of its own (dropped afterwards), with the emulator
 in a process of its own. Prints and writes bench/results/pipeline.json (pipeline-webhooks.json
 with --webhooks): jobs/s against the ideal cap / latency, the time from BFL's Ready to the
-image stored (p50/p95), polls per job, the peak of jobs at BFL and the CPU seconds each kind
-of process used. `--dump-jobs FILE` also keeps every job's timestamps and the processes' logs.
+image stored (p50/p95), polls per job, the peak of jobs at BFL (the studio's count and the
+emulator's), POSTs per job, the CPU each kind of process used (workers, beat, web, emulator;
+also in ms per job), and checks: the cap never exceeded, every job POSTed exactly once. `--dump-jobs FILE` also keeps every job's timestamps and the processes' logs.
 """
 
 from __future__ import annotations
