@@ -18,7 +18,8 @@ in a process of its own. Prints and writes bench/results/pipeline.json (pipeline
 with --webhooks): jobs/s against the ideal cap / latency, the time from BFL's Ready to the
 image stored (p50/p95), polls per job, the peak of jobs at BFL (the studio's count and the
 emulator's), POSTs per job, the CPU each kind of process used (workers, beat, web, emulator;
-also in ms per job), and checks: the cap never exceeded, every job POSTed exactly once. `--dump-jobs FILE` also keeps every job's timestamps and the processes' logs.
+also in ms per job), and checks: the cap never exceeded, every job POSTed exactly once.
+`--dump-jobs FILE` also keeps every job's timestamps and the processes' logs.
 """
 
 from __future__ import annotations
