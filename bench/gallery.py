@@ -634,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
                 "LOG_FORMAT": "json",
                 "LOG_LEVEL": "INFO",
                 "API_RATE_LIMIT_PER_MINUTE": "0",
+                # The web process refuses the built-in development key.
+                "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(48),
             }
         )
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select, tuple_
+from sqlalchemy import func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
@@ -73,17 +73,34 @@ def _prompts_newest_first(
         .where(*scope)
         .order_by(*newest_first)
         .limit(WALK_ROWS)
-        .subquery("walk")
+        .cte("walk")
     )
+    # Each prompt where the walk first meets it (its latest use), and the walk's last row,
+    # so only the page's prompts leave the database.
+    at_edge = walk.c.n == WALK_ROWS
+    first = func.min(walk.c.n)
     rows = db.execute(
-        select(walk.c.prompt, walk.c.id, walk.c.created_at, walk.c.hit, walk.c.n)
-        .where(or_(walk.c.hit, walk.c.n == WALK_ROWS))
-        .order_by(walk.c.n)
+        select(
+            walk.c.prompt,
+            first.label("first"),
+            select(walk.c.created_at).where(at_edge).scalar_subquery().label("edge_at"),
+            select(walk.c.id).where(at_edge).scalar_subquery().label("edge_id"),
+        )
+        .where(walk.c.hit)
+        .group_by(walk.c.prompt)
+        .order_by(first)
+        .limit(wanted)
     ).all()
-    order = list(dict.fromkeys(r.prompt for r in rows if r.hit))
-    edge = next((r for r in rows if r.n == WALK_ROWS), None)
-    if len(order) >= wanted or edge is None:
-        return order[:wanted]
+    order = [r.prompt for r in rows]
+    if len(order) >= wanted:
+        return order
+    if rows:
+        edge_at, edge_id = rows[0].edge_at, rows[0].edge_id
+    else:
+        edge_row = db.execute(select(walk.c.created_at, walk.c.id).where(at_edge)).first()
+        edge_at, edge_id = (edge_row.created_at, edge_row.id) if edge_row else (None, None)
+    if edge_at is None:
+        return order  # the walk saw every job in scope
     index_scope: list[Any] = list(scope)
     if q:
         index_scope = [
@@ -96,7 +113,7 @@ def _prompts_newest_first(
     last_used = func.max(Job.created_at)
     older = db.scalars(
         select(Job.prompt)
-        .where(*index_scope, tuple_(Job.created_at, Job.id) < (edge.created_at, edge.id))
+        .where(*index_scope, tuple_(Job.created_at, Job.id) < (edge_at, edge_id))
         .group_by(Job.prompt)
         .order_by(last_used.desc(), Job.prompt)
         .limit(wanted)
