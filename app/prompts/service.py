@@ -39,8 +39,54 @@ class PromptPage:
 
 
 #: Newest jobs in scope read in order (and tested against a search) before older ones are
-#: asked of the indexes: a page of prompts is nearly always among them.
+#: asked of the indexes: a page of prompts is nearly always among them. A short walk first,
+#: which is enough without a search or for a common word.
+FIRST_WALK_ROWS = 300
 WALK_ROWS = 3_000
+
+
+def _walk(
+    db: Session, scope: list[Any], hit: Any, wanted: int, walk_rows: int
+) -> tuple[list[str], tuple[datetime, uuid.UUID] | None]:
+    """The first `wanted` distinct prompts among the newest `walk_rows` jobs in `scope` that
+    satisfy `hit`, in order of their latest use, and the walk's last job as (created_at, id)
+    when there may be older ones (None: the walk saw every job in scope)."""
+    newest_first = (Job.created_at.desc(), Job.id.desc())
+    walk = (
+        select(
+            Job.prompt,
+            Job.id,
+            Job.created_at,
+            hit.label("hit"),
+            func.row_number().over(order_by=newest_first).label("n"),
+        )
+        .where(*scope)
+        .order_by(*newest_first)
+        .limit(walk_rows)
+        .cte("walk")
+    )
+    # Each prompt where the walk first meets it (its latest use), and the walk's last row,
+    # so only the page's prompts leave the database.
+    at_edge = walk.c.n == walk_rows
+    first = func.min(walk.c.n)
+    rows = db.execute(
+        select(
+            walk.c.prompt,
+            select(walk.c.created_at).where(at_edge).scalar_subquery().label("edge_at"),
+            select(walk.c.id).where(at_edge).scalar_subquery().label("edge_id"),
+        )
+        .where(walk.c.hit)
+        .group_by(walk.c.prompt)
+        .order_by(first)
+        .limit(wanted)
+    ).all()
+    if rows:
+        edge_at, edge_id = rows[0].edge_at, rows[0].edge_id
+    else:
+        last = db.execute(select(walk.c.created_at, walk.c.id).where(at_edge)).first()
+        edge_at, edge_id = (last.created_at, last.id) if last is not None else (None, None)
+    edge = (edge_at, edge_id) if edge_at is not None else None
+    return [r.prompt for r in rows], edge
 
 
 def _prompts_newest_first(
@@ -55,52 +101,18 @@ def _prompts_newest_first(
 
     Grouping every matching job by prompt read tens of thousands of rows at 1M jobs (0.5-1 s).
     A prompt's latest use is its first in a newest-first walk, so this walks the newest
-    WALK_ROWS jobs (ix_jobs_team_created, each row tested against `q`) and stops there when
-    they hold enough prompts, as they nearly always do; otherwise the prompts only older jobs
-    use are grouped from what the indexes give (ix_jobs_team_search for a search), as the
-    gallery's search does (app/gallery/service.py `_search_page`).
+    FIRST_WALK_ROWS, then WALK_ROWS jobs (ix_jobs_team_created, each row tested against `q`),
+    and stops there when they hold enough prompts, as they nearly always do; otherwise the
+    prompts only older jobs use are grouped from what the indexes give (ix_jobs_team_search
+    for a search), as the gallery's search does (app/gallery/service.py `_search_page`).
     """
     hit: Any = prompt_matches(q) if q else literal(True)
-    newest_first = (Job.created_at.desc(), Job.id.desc())
-    walk = (
-        select(
-            Job.prompt,
-            Job.id,
-            Job.created_at,
-            hit.label("hit"),
-            func.row_number().over(order_by=newest_first).label("n"),
-        )
-        .where(*scope)
-        .order_by(*newest_first)
-        .limit(WALK_ROWS)
-        .cte("walk")
-    )
-    # Each prompt where the walk first meets it (its latest use), and the walk's last row,
-    # so only the page's prompts leave the database.
-    at_edge = walk.c.n == WALK_ROWS
-    first = func.min(walk.c.n)
-    rows = db.execute(
-        select(
-            walk.c.prompt,
-            first.label("first"),
-            select(walk.c.created_at).where(at_edge).scalar_subquery().label("edge_at"),
-            select(walk.c.id).where(at_edge).scalar_subquery().label("edge_id"),
-        )
-        .where(walk.c.hit)
-        .group_by(walk.c.prompt)
-        .order_by(first)
-        .limit(wanted)
-    ).all()
-    order = [r.prompt for r in rows]
-    if len(order) >= wanted:
-        return order
-    if rows:
-        edge_at, edge_id = rows[0].edge_at, rows[0].edge_id
-    else:
-        edge_row = db.execute(select(walk.c.created_at, walk.c.id).where(at_edge)).first()
-        edge_at, edge_id = (edge_row.created_at, edge_row.id) if edge_row else (None, None)
-    if edge_at is None:
-        return order  # the walk saw every job in scope
+    order: list[str] = []
+    edge: tuple[datetime, uuid.UUID] | None = None
+    for walk_rows in (FIRST_WALK_ROWS, WALK_ROWS):
+        order, edge = _walk(db, scope, hit, wanted, walk_rows)
+        if len(order) >= wanted or edge is None:
+            return order  # enough prompts, or the walk saw every job in scope
     index_scope: list[Any] = list(scope)
     if q:
         index_scope = [
@@ -113,7 +125,7 @@ def _prompts_newest_first(
     last_used = func.max(Job.created_at)
     older = db.scalars(
         select(Job.prompt)
-        .where(*index_scope, tuple_(Job.created_at, Job.id) < (edge_at, edge_id))
+        .where(*index_scope, tuple_(Job.created_at, Job.id) < edge)
         .group_by(Job.prompt)
         .order_by(last_used.desc(), Job.prompt)
         .limit(wanted)
