@@ -101,18 +101,23 @@ def _prompts_newest_first(
 
     Grouping every matching job by prompt read tens of thousands of rows at 1M jobs (0.5-1 s).
     A prompt's latest use is its first in a newest-first walk, so this walks the newest
-    FIRST_WALK_ROWS, then WALK_ROWS jobs (ix_jobs_team_created, each row tested against `q`),
-    and stops there when they hold enough prompts, as they nearly always do; otherwise the
-    prompts only older jobs use are grouped from what the indexes give (ix_jobs_team_search
-    for a search), as the gallery's search does (app/gallery/service.py `_search_page`).
+    FIRST_WALK_ROWS jobs (ix_jobs_team_created, each row tested against `q`), then as many
+    more as their share of prompts says a page needs (at most WALK_ROWS), and stops there
+    when they hold enough prompts; otherwise the prompts only older jobs use are grouped from
+    what the indexes give (ix_jobs_team_search for a search), as the gallery's search does
+    (app/gallery/service.py `_search_page`).
     """
     hit: Any = prompt_matches(q) if q else literal(True)
-    order: list[str] = []
-    edge: tuple[datetime, uuid.UUID] | None = None
-    for walk_rows in (FIRST_WALK_ROWS, WALK_ROWS):
-        order, edge = _walk(db, scope, hit, wanted, walk_rows)
+    order, edge = _walk(db, scope, hit, wanted, FIRST_WALK_ROWS)
+    if len(order) >= wanted or edge is None:
+        return order  # enough prompts, or the walk saw every job in scope
+    # The short walk's share of prompts says how far a longer one must go; a word too rare
+    # for WALK_ROWS goes to the index at once.
+    needed = int(1.5 * FIRST_WALK_ROWS * wanted / len(order)) + 1 if order else WALK_ROWS + 1
+    if needed <= WALK_ROWS:
+        order, edge = _walk(db, scope, hit, wanted, needed)
         if len(order) >= wanted or edge is None:
-            return order  # enough prompts, or the walk saw every job in scope
+            return order
     index_scope: list[Any] = list(scope)
     if q:
         index_scope = [
