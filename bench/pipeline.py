@@ -29,6 +29,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -314,6 +315,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="also write every job's timestamps and the processes' log files' paths here",
     )
     args = parser.parse_args(argv)
+    # Stopped from outside (timeout, kill): still stop the processes and drop the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.scale:
         given = set(argv if argv is not None else sys.argv[1:])
         for flag, value in _SCALE.items():
