@@ -1,7 +1,7 @@
 """prompt lookup index
 
 Revision ID: 0018
-Revises: 0013
+Revises: 0015
 
 A hash index on jobs.prompt: the prompt history finds every use of a page's prompts by the
 prompt itself (equality only; a hash index takes prompts of any length, a B-tree does not).
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0018"
-down_revision: str | None = "0013"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
