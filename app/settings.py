@@ -184,7 +184,11 @@ class Settings(BaseSettings):
     )
 
     # Pipeline tuning.
-    POLL_MIN_INTERVAL_S: float = Field(default=0.5, gt=0, description="First poll delay.")
+    POLL_MIN_INTERVAL_S: float = Field(
+        default=0.5,
+        gt=0,
+        description="First poll delay (for a model whose run time is not known yet).",
+    )
     POLL_MAX_INTERVAL_S: float = Field(default=5.0, gt=0, description="Longest poll delay.")
     JOB_MAX_PENDING_S: int = Field(
         default=900, ge=10, description="A job pending longer than this fails as timed out."

@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    ColumnElement,
     Computed,
     DateTime,
     Enum,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    and_,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
@@ -47,7 +49,9 @@ class JobStatus(enum.StrEnum):
 TERMINAL_STATUSES = frozenset(
     {JobStatus.READY, JobStatus.MODERATED, JobStatus.FAILED, JobStatus.CANCELLED}
 )
-#: States that occupy a slot of the account's active-task cap at BFL.
+#: States that occupy a slot of the account's active-task cap at BFL, until BFL says Ready:
+#: a pending job with `bfl_ready_at` set is only being downloaded and stored, and no longer
+#: counts (`holds_slot`).
 ACTIVE_STATUSES = frozenset({JobStatus.SUBMITTING, JobStatus.PENDING})
 
 #: States the dispatcher and sweeper still have work for (the partial index ix_jobs_outstanding).
@@ -61,6 +65,14 @@ def status_sql(statuses: tuple[JobStatus, ...] | frozenset[JobStatus]) -> str:
     can match a query's predicate against a partial index's with any plan.
     """
     return ", ".join(f"'{s.value}'" for s in JobStatus if s in statuses)
+
+
+def holds_slot() -> ColumnElement[bool]:
+    """SQL: the job holds a slot of the active-task cap (at BFL, and BFL has not said Ready)."""
+    return and_(
+        Job.status.in_(tuple(s for s in JobStatus if s in ACTIVE_STATUSES)),
+        Job.bfl_ready_at.is_(None),
+    )
 
 
 def _status_values(enum_class: type[JobStatus]) -> list[str]:
@@ -104,6 +116,8 @@ class Job(Timestamped, Base):
         Index("ix_jobs_batch", "batch_id"),
         # Gallery and prompt history filtered by project.
         Index("ix_jobs_team_project_created", "team_id", "project_id", text("created_at DESC")),
+        # Prompt history: every use of a page's prompts, by the prompt (any length: hash).
+        Index("ix_jobs_prompt_hash", "prompt", postgresql_using="hash"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
