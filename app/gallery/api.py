@@ -17,6 +17,7 @@ from app.auth.deps import CurrentActor
 from app.deps import SessionDep
 from app.errors import FieldProblem, StudioError, error_responses
 from app.gallery.service import MAX_PAGE_SIZE, get_detail, image_file, shown_params, team_job
+from app.jobs.references import reference_file
 from app.prompts.service import prompt_history
 from app.storage import ObjectMissing, StorageError, get_storage
 from app.timestamps import UtcDatetime
@@ -102,6 +103,51 @@ def image_original(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> Re
 )
 def image_thumbnail(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> Response:
     return _serve(db, actor.team_id, job_id, "thumb")
+
+
+@router.get(
+    "/references/{sha256}",
+    response_class=Response,
+    tags=["images"],
+    summary="A stored reference image",
+    responses={
+        200: {
+            "description": "The reference as stored and sent to BFL (EXIF orientation applied).",
+            "content": {t: _BINARY for t in _IMAGE_TYPES},
+        },
+        **error_responses(404),
+    },
+)
+def reference_original(sha256: str, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve_reference(db, actor.team_id, sha256, "original")
+
+
+@router.get(
+    "/references/{sha256}/thumbnail",
+    response_class=Response,
+    tags=["images"],
+    summary="A stored reference image's WebP thumbnail",
+    responses={
+        200: {"description": "A small WebP preview.", "content": {"image/webp": _BINARY}},
+        **error_responses(404),
+    },
+)
+def reference_thumbnail(sha256: str, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve_reference(db, actor.team_id, sha256, "thumb")
+
+
+def _serve_reference(db: Session, team_id: uuid.UUID, sha256: str, variant: str) -> Response:
+    found = reference_file(db, team_id, sha256, variant)
+    return Response(
+        content=found.data,
+        media_type=found.content_type,
+        headers={
+            # Named by its content: the bytes under one name never change.
+            "Cache-Control": "private, max-age=86400, immutable",
+            "Content-Disposition": f'inline; filename="{found.filename}"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 # --- prompt history ----------------------------------------------------------------------

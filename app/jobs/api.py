@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 import uuid
@@ -48,6 +46,7 @@ from app.gallery.service import (
 )
 from app.jobs import account
 from app.jobs.models import Favourite, Image, Job, JobStatus
+from app.jobs.references import references_of
 from app.jobs.service import (
     cancel_job,
     create_jobs,
@@ -166,21 +165,11 @@ class JobRequest:
     model: str
     params: dict[str, Any]
     count: int
-    reference_images: list[bytes]
+    reference_images: list[bytes | str]
 
 
 def _invalid(field: str, message: str) -> RequestInvalid:
     return RequestInvalid([FieldError(field, message)])
-
-
-def _decode_reference(index: int, text: str) -> bytes:
-    data = text.strip()
-    if data.startswith("data:") and "," in data:
-        data = data.split(",", 1)[1]
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise _invalid(f"reference_images.{index}", "must be base64-encoded image data") from None
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -239,12 +228,12 @@ async def read_job_request(request: Request) -> JobRequest:
         body = JobCreate.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    references = [_decode_reference(i, text) for i, text in enumerate(body.reference_images)]
+    # Base64 is decoded by the job service, as every other way in is (one decoding function).
     return JobRequest(
         model=body.model,
         params={**body.params, "prompt": body.prompt},
         count=body.count,
-        reference_images=[*references, *uploads],
+        reference_images=[*body.reference_images, *uploads],
     )
 
 
@@ -265,6 +254,7 @@ def jobs_out(db: Session, actor: Actor, job_ids: Sequence[uuid.UUID]) -> list[Jo
     ).all()
     bfl_state = account.peek(db)
     now = utcnow()
+    refs = references_of(db, actor.team_id, list(job_ids))
     by_id = {
         job.id: JobOut.of(
             job,
@@ -272,6 +262,7 @@ def jobs_out(db: Session, actor: Actor, job_ids: Sequence[uuid.UUID]) -> list[Jo
             author=author,
             favourite=bool(fav),
             next_try_at=account.next_try_at(job, bfl_state, now),
+            references=refs.get(job.id, []),
         )
         for job, image, author, fav in rows
     }
@@ -455,6 +446,7 @@ def get_one(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> JobOut:
         author=detail.author,
         favourite=detail.favourite,
         next_try_at=account.next_try_at(detail.job, account.peek(db), utcnow()),
+        references=detail.references,
     )
 
 
