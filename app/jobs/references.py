@@ -139,7 +139,7 @@ def decode_reference(
     is applied and an image above `max_input_pixels` (the model's input limit, pixels) is
     downscaled to fit. Raises `RequestInvalid` naming `field` and saying what to change.
     """
-    label = f"reference image {position}"
+    label = f"reference image {position} ({_slot(position)})"
     data = value if isinstance(value, bytes) else _base64_bytes(value, field, label)
     settings = get_settings()
     if not data:
@@ -218,6 +218,10 @@ def _too_many_pixels(label: str, size: tuple[int, int] | None) -> str:
         f"{label} declares more than {limit:,} pixels{declared} "
         "(MAX_REFERENCE_IMAGE_PIXELS); use a smaller image"
     )
+
+
+def _slot(position: int) -> str:
+    return "input_image" if position == 1 else f"input_image_{position}"
 
 
 def reference_keys(team_id: uuid.UUID, sha256: str, extension: str) -> tuple[str, str]:

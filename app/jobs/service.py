@@ -184,8 +184,10 @@ def _store_references(
     for position, name in enumerate(reference_field_names(MAX_REFERENCE_IMAGES), start=1):
         value = inline.get(name, given.get(name))
         if name in inline:
+            # A field of the request is named as sent; a file of `reference_images` by the list.
+            field = name if references.is_inline(given.get(name)) else "reference_images"
             decoded = references.decode_reference(
-                inline[name], field=name, position=position, max_input_pixels=max_pixels
+                inline[name], field=field, position=position, max_input_pixels=max_pixels
             )
             ref = references.store_reference(db, team_id, decoded)
         elif isinstance(value, str) and value.startswith(STORED_PREFIX):
