@@ -112,7 +112,7 @@ class TeamA:
             self.invite.id,
             self.session.id,
         ]
-        return [str(i) for i in every]
+        return [str(i) for i in every] + [self.reference_key.rsplit("/", 1)[-1].split(".")[0]]
 
 
 @dataclass
@@ -324,6 +324,9 @@ def _values_for(param: str, a: TeamA) -> list[str]:
         # NOT_TEAM_OBJECTS: A's invite id where the secret link token belongs.
         "token": [a.invite.id],
     }
+    if param == "sha256":
+        # Reference images are named by content: team A's stored reference.
+        return [a.reference_key.rsplit("/", 1)[-1].split(".")[0]]
     if param not in by_name:
         raise AssertionError(
             f"path parameter {{{param}}} is not in the team-wall map: add which of team A's "
