@@ -46,7 +46,7 @@ from app.gallery.service import (
 )
 from app.jobs import account
 from app.jobs.models import Favourite, Image, Job, JobStatus
-from app.jobs.references import references_of
+from app.jobs.references import reference_bytes, references_of
 from app.jobs.service import (
     cancel_job,
     create_jobs,
@@ -228,12 +228,16 @@ async def read_job_request(request: Request) -> JobRequest:
         body = JobCreate.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    # Base64 is decoded by the job service, as every other way in is (one decoding function).
+    # The service's own base64 reading, naming this body's field (`reference_images.0`).
+    encoded = [
+        reference_bytes(text, field=f"reference_images.{i}", position=i + 1)
+        for i, text in enumerate(body.reference_images)
+    ]
     return JobRequest(
         model=body.model,
         params={**body.params, "prompt": body.prompt},
         count=body.count,
-        reference_images=[*body.reference_images, *uploads],
+        reference_images=[*encoded, *uploads],
     )
 
 

@@ -92,6 +92,12 @@ def _invalid(field: str, message: str) -> RequestInvalid:
     return RequestInvalid([FieldError(field, message)])
 
 
+def reference_bytes(text: str, *, field: str, position: int) -> bytes:
+    """The bytes of one base64 reference (`decode_reference`'s reading of text), for a way
+    in that names its own fields (the API's `reference_images.0`). Raises `RequestInvalid`."""
+    return _base64_bytes(text, field, f"reference image {position} ({_slot(position)})")
+
+
 def _base64_bytes(text: str, field: str, label: str) -> bytes:
     """The bytes of base64 text, with or without a `data:image/...;base64,` prefix and line
     breaks (76-character lines from `base64` included)."""
@@ -102,7 +108,11 @@ def _base64_bytes(text: str, field: str, label: str) -> bytes:
     body = _WHITESPACE.sub("", body)
     limit = get_settings().MAX_REFERENCE_IMAGE_BYTES
     if len(body) * 3 // 4 > limit + 2:
-        raise _invalid(field, f"{label} is larger than {size_text(limit)}; use a smaller image")
+        raise _invalid(
+            field,
+            f"{label} is larger than {size_text(limit)} (MAX_REFERENCE_IMAGE_BYTES); "
+            "use a smaller image",
+        )
     try:
         return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
     except (binascii.Error, ValueError):
@@ -155,7 +165,7 @@ def decode_reference(
 
 def _normalise(data: bytes, field: str, label: str, max_input_pixels: int) -> DecodedReference:
     from PIL import Image as PILImage
-    from PIL import ImageOps
+    from PIL import ImageOps, UnidentifiedImageError
 
     max_pixels = get_settings().MAX_REFERENCE_IMAGE_PIXELS
     try:
@@ -179,6 +189,8 @@ def _normalise(data: bytes, field: str, label: str, max_input_pixels: int) -> De
                 return _fitted(picture, data, kind, rotated, max_input_pixels)
     except RequestInvalid:
         raise
+    except UnidentifiedImageError:
+        raise _invalid(field, f"{label} must be a JPEG, PNG or WebP image") from None
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
         raise _invalid(field, _too_many_pixels(label, None)) from None
     except Exception:
