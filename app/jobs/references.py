@@ -37,6 +37,8 @@ from app.units import size_text
 #: Reference images are kept in storage; a job's params hold `stored:<key>` in their place,
 #: and the worker swaps the bytes back in (base64) just before the POST.
 STORED_PREFIX = "stored:"
+#: How long a reference no job uses is kept (an upload waiting for its form), in seconds.
+UNUSED_GRACE_S = 24 * 3600
 #: Longest side of a reference's thumbnail, in pixels.
 THUMB_SIZE = 256
 #: Formats BFL takes as references: Pillow's name -> (content type, file extension).
@@ -508,3 +510,16 @@ def rows_for_keys(db: Session, team_id: uuid.UUID, keys: Sequence[str]) -> list[
     ).all()
     by_key = {r.storage_key: r for r in rows}
     return [by_key[k] for k in keys if k in by_key]
+
+
+def purge_unused_references() -> int:
+    """Remove references no job uses and nobody stored or reused for `UNUSED_GRACE_S`: rows
+    first (committed), then their objects. Returns how many objects were removed."""
+    from datetime import timedelta
+
+    from app.db import session_scope
+
+    with session_scope() as db:
+        keys = purge_unused(db, before=utcnow() - timedelta(seconds=UNUSED_GRACE_S))
+    with session_scope() as db:
+        return remove_objects(db, keys)
