@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from app.jobs.models import Job, JobReference, ReferenceImage
+from app.projects.service import default_project
 from app.storage import get_storage
 from tests.factories import make_person
 from tests.foundation.test_migrations import _config, scratch_url  # noqa: F401 (fixture)
@@ -26,7 +27,7 @@ def _png(colour: tuple[int, int, int]) -> bytes:
 
 def test_inline_references_of_older_jobs_are_stored_and_linked(scratch_url: str) -> None:  # noqa: F811
     config = _config(scratch_url)
-    command.upgrade(config, "0012")
+    command.upgrade(config, "0013")
     engine = create_engine(scratch_url)
     inline, stored = _png((250, 10, 10)), _png((10, 250, 10))
     try:
@@ -38,6 +39,7 @@ def test_inline_references_of_older_jobs_are_stored_and_linked(scratch_url: str)
                 id=uuid.uuid4(),
                 team_id=person.team.id,
                 user_id=person.user.id,
+                project_id=default_project(db, team_id=person.team.id).id,
                 status="queued",
                 model="flux-2-pro",
                 prompt="older",
