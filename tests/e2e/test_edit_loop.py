@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from app.bfl.catalogue import estimate_cost, follow_input_size
 from app.emulator import EmulatorConfig, EmulatorServer
-from app.gallery.service import credits_text
 from app.jobs.models import Job, ReferenceImage
+from app.units import credits_text
 from tests.browser import ARTIFACTS, chromium
 from tests.factories import make_person
 from tests.pipeline_support import WebProcess, WorkerProcess, pipeline_env
