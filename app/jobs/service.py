@@ -31,7 +31,7 @@ from app.jobs.errors import JobError as JobError
 from app.jobs.errors import JobNotFound
 from app.jobs.models import Favourite, Job, JobStatus, ReferenceImage
 from app.jobs.queries import team_job
-from app.jobs.references import STORED_PREFIX
+from app.jobs.references import STORED_PREFIX as STORED_PREFIX
 from app.projects.service import project_for_new_jobs
 from app.settings import get_settings
 from app.units import size_text
