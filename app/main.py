@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.access import routes as access_routes
 from app.api import router as api_router
 from app.api.openapi import install_openapi
 from app.auth import api_tokens_page
@@ -13,6 +14,7 @@ from app.costs import routes as costs_routes
 from app.error_handlers import install_error_handlers
 from app.gallery import routes as gallery_routes
 from app.headers import SecurityHeadersMiddleware, install_docs
+from app.jobs import queue_routes
 from app.jobs import routes as jobs_routes
 from app.jobs import webhooks as job_webhooks
 from app.limits import RequestSizeLimit, form_limits
@@ -52,9 +54,11 @@ def create_app() -> FastAPI:
     app.include_router(auth_routes.router)
     app.include_router(api_tokens_page.router)
     app.include_router(jobs_routes.router)
+    app.include_router(queue_routes.router)
     app.include_router(gallery_routes.router)
     app.include_router(prompts_routes.router)
     app.include_router(costs_routes.router)
+    app.include_router(access_routes.router)
     app.include_router(projects_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(job_webhooks.router)

@@ -28,6 +28,8 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.access import approvals, policy
+from app.access.models import AccessRule, ApprovalRequest
 from app.auth.models import (
     ApiToken,
     AuthSession,
@@ -73,6 +75,10 @@ ROLE_GATED_BEFORE_LOOKUP = {
     ("POST", "/team/members/{user_id}/remove"),
     ("POST", "/team/invites/{invite_id}/revoke"),
     ("POST", "/team/members/{user_id}/two-factor/reset"),
+    ("POST", "/approvals/{approval_id}/approve"),
+    ("POST", "/approvals/{approval_id}/decline"),
+    ("POST", "/api/v1/approvals/{approval_id}/approve"),
+    ("POST", "/api/v1/approvals/{approval_id}/decline"),
     ("PATCH", "/api/v1/projects/{project_id}"),
     ("POST", "/projects/{project_id}/rename"),
     ("POST", "/projects/{project_id}/archive"),
@@ -83,7 +89,12 @@ ROLE_GATED_BEFORE_LOOKUP = {
 #:   may join, by design); replaying team A's invite *id* in its place must find nothing.
 #: - {token} of /bfl/webhook/{job_id}/{token}: BFL calls it without any session; the HMAC of
 #:   the job id opens it, so team A's job id with any other token must be a 404.
-NOT_TEAM_OBJECTS = {"token": "a secret link token, replayed as team A's invite id"}
+NOT_TEAM_OBJECTS = {
+    "token": "a secret link token, replayed as team A's invite id",
+    "move": "a queue action (pause, resume, front, back) applied to A's job or batch",
+}
+#: The values replayed for parameters that name no object: every queue action.
+NOT_TEAM_OBJECTS_VALUES = {"move": ["pause", "resume", "front", "back"]}
 
 
 @dataclass
@@ -100,6 +111,7 @@ class TeamA:
     reference_key: str
     invite: Invite
     session: AuthSession
+    approval: ApprovalRequest
     project: Project
 
     @property
@@ -118,6 +130,7 @@ class TeamA:
             self.member_token.token_id,
             self.invite.id,
             self.session.id,
+            self.approval.id,
             self.project.id,
         ]
         return [str(i) for i in every] + [self.reference_key.rsplit("/", 1)[-1].split(".")[0]]
@@ -209,6 +222,22 @@ def team_a(committed_db: Session) -> TeamA:
         reference_images=[_picture()],
     )
     reference_key = with_reference.params["input_image"]
+    # flux-2-max for managers only, and the member's refused request waiting for approval.
+    policy.set_rule(
+        db,
+        team_id=team.id,
+        by=admin.user,
+        role="member",
+        allowed_models=["flux-2-pro"],
+        max_count=2,
+    )
+    approval = approvals.ask(
+        db,
+        team_id=team.id,
+        user_id=member.user.id,
+        model="flux-2-max",
+        params={"prompt": "a zanzibar lighthouse, approved please"},
+    )
     messages.discard_pending(db)  # no worker runs here; nothing to wake
     _, invite = create_invite(db, team_id=team.id, created_by=admin.user, role=Role.MEMBER)
     _, session = start_session(db, member.user, team_id=team.id)
@@ -230,6 +259,7 @@ def team_a(committed_db: Session) -> TeamA:
         reference_key=reference_key,
         invite=invite,
         session=session,
+        approval=approval,
         project=project,
     )
 
@@ -260,7 +290,18 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
     a_users = a.user_ids
     rows: dict[str, Any] = {
         "jobs": db.execute(
-            select(Job.id, Job.status, Job.deleted_at, Job.user_id, Job.prompt, Job.team_id)
+            select(
+                Job.id,
+                Job.status,
+                Job.deleted_at,
+                Job.user_id,
+                Job.prompt,
+                Job.team_id,
+                Job.paused_at,
+                Job.queue_front,
+                Job.queue_key,
+                Job.batch_id,
+            )
             .where(Job.team_id == a.team.id)
             .order_by(Job.id)
         ).all(),
@@ -320,6 +361,19 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
             .where(Project.team_id == a.team.id)
             .order_by(Project.id)
         ).all(),
+        "approvals": db.execute(
+            select(ApprovalRequest.id, ApprovalRequest.status, ApprovalRequest.batch_id).where(
+                ApprovalRequest.team_id == a.team.id
+            )
+        ).all(),
+        "access_rules": db.execute(
+            select(
+                AccessRule.role,
+                AccessRule.user_id,
+                AccessRule.allowed_models,
+                AccessRule.max_count,
+            ).where(AccessRule.team_id == a.team.id)
+        ).all(),
         "team_name": db.scalar(select(Team.name).where(Team.id == a.team.id)),
         "team_policy": db.scalar(select(Team.require_two_factor).where(Team.id == a.team.id)),
         "recovery_codes": db.execute(
@@ -350,10 +404,14 @@ def _values_for(param: str, a: TeamA) -> list[str]:
         "session_id": [a.session.id],
         "invite_id": [a.invite.id],
         "team_id": [a.team.id],
+        "approval_id": [a.approval.id],
         "project_id": [a.project.id],
         # NOT_TEAM_OBJECTS: A's invite id where the secret link token belongs.
         "token": [a.invite.id],
+        "batch_id": [j.batch_id for j in (a.queued, a.failed) if j.batch_id is not None],
     }
+    if param in NOT_TEAM_OBJECTS_VALUES:
+        return NOT_TEAM_OBJECTS_VALUES[param]
     if param == "sha256":
         # Reference images are named by content: team A's stored reference.
         return [a.reference_key.rsplit("/", 1)[-1].split(".")[0]]
@@ -413,6 +471,11 @@ def test_the_route_map_is_not_empty_and_knows_every_parameter(team_a: TeamA) -> 
         ("DELETE", "/api/v1/jobs/{job_id}/favourite"),
         ("DELETE", "/api/v1/jobs/{job_id}"),
         ("POST", "/api/v1/jobs/{job_id}/vary"),
+        ("GET", "/api/v1/approvals/{approval_id}"),
+        ("POST", "/api/v1/approvals/{approval_id}/approve"),
+        ("POST", "/api/v1/approvals/{approval_id}/decline"),
+        ("POST", "/approvals/{approval_id}/approve"),
+        ("POST", "/approvals/{approval_id}/decline"),
     ):
         assert action in methods, action
     assert len(replayed) >= 60
@@ -437,6 +500,7 @@ def test_team_a_itself_reaches_its_objects(committed_db: Session, team_a: TeamA)
             f"/api/v1/jobs/{team_a.ready.id}",
             f"/api/v1/images/{team_a.ready.id}/original",
             f"/api/v1/prompts/{team_a.failed.id}",
+            f"/api/v1/approvals/{team_a.approval.id}",
         ):
             assert client.get(path, headers=token).status_code == 200, path
 
@@ -493,6 +557,9 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
         ("/api/v1/prompts", {"q": "obsidian"}),
         ("/generate/estimate", {"stored_reference": team_a.reference_key}),
         ("/", {"prompt": "", "model": "flux-2-pro"}),
+        ("/queue", {}),
+        ("/queue/rows", {}),
+        ("/api/v1/queue", {}),
     ):
         response = team_b.send("GET", path, params=params)
         assert response.status_code == 200, (path, params, response.text[:200])
@@ -536,6 +603,27 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
         "PUT", "/api/v1/costs/budgets", json={"user_id": a_user, "monthly_credits": "1"}
     )
     assert api.status_code == (404 if b_is_manager else 403), api.text[:200]
+
+    # Access rules and quotas for one of A's people: 404 for managers, 403 for members.
+    for method, path, body in (
+        ("PUT", "/api/v1/access/rules", {"user_id": a_user, "max_count": 1}),
+        ("PUT", "/api/v1/access/quotas", {"user_id": a_user, "monthly_credits": "1"}),
+    ):
+        answer = team_b.send(method, path, json=body)
+        assert answer.status_code == (404 if b_is_manager else 403), (path, answer.text[:200])
+        _assert_nothing_of_a(answer, team_a, f"{method} {path}")
+    for path, form_data in (
+        ("/access/rules", {"subject": a_user, "max_count": "1"}),
+        ("/access/quotas", {"user_id": a_user, "monthly_credits": "1"}),
+    ):
+        answer = team_b.send("POST", path, data=form_data)
+        assert answer.status_code == (404 if b_is_manager else 403), (path, answer.text[:200])
+        _assert_nothing_of_a(answer, team_a, f"POST {path}")
+    # A's waiting requests are not in B's lists.
+    for path in ("/approvals", "/api/v1/approvals"):
+        listed = team_b.send("GET", path)
+        assert listed.status_code == 200, path
+        _assert_nothing_of_a(listed, team_a, f"GET {path}")
 
     # Switching the session into A's team.
     switch = team_b.send("POST", "/teams/switch", data={"team_id": str(team_a.team.id)})

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from app.access import api as access_api
 from app.api.ratelimit import enforce_rate_limit
 from app.auth import api as auth_api
 from app.costs import api as costs_api
 from app.errors import error_responses
 from app.gallery import api as gallery_api
 from app.jobs import api as jobs_api
+from app.jobs import queue_api
 from app.projects import api as projects_api
 
 # Every API route needs a caller, counts against its token's rate limit, and (as a last line
@@ -22,6 +24,8 @@ router = APIRouter(
 router.include_router(auth_api.router)
 router.include_router(jobs_api.router)
 router.include_router(jobs_api.images_router)
+router.include_router(queue_api.router)
 router.include_router(gallery_api.router)
 router.include_router(costs_api.router)
+router.include_router(access_api.router)
 router.include_router(projects_api.router)

@@ -286,7 +286,7 @@ def budget_checks(
     return checks
 
 
-def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
+def reserve_for_jobs(db: Session, jobs: Sequence[Job], *, enforce: bool = True) -> None:
     """Hold each job's estimated cost against the person's, the project's and the team's
     monthly budgets.
 
@@ -294,6 +294,7 @@ def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
     held until then, so concurrent submissions are checked one after another. Raises
     BudgetExceeded, before anything is held, when the request would cross any budget; the
     tightest one (least left) is the one named. The caller should roll back so the jobs vanish.
+    `enforce=False` (a request a manager approved) holds the estimate without checking budgets.
     """
     if not jobs:
         return
@@ -306,7 +307,11 @@ def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
     db.flush()
     needed = sum((Decimal(job.estimated_credits or 0) for job in jobs), _ZERO)
     _lock_team_budgets(db, team_id)
-    checks = budget_checks(db, team_id=team_id, user_id=user_id, project_id=project_id)
+    checks = (
+        budget_checks(db, team_id=team_id, user_id=user_id, project_id=project_id)
+        if enforce
+        else []
+    )
     short = [check for check in checks if needed > check.remaining]
     if short:
         tightest = min(short, key=lambda check: check.remaining)

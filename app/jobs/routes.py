@@ -11,9 +11,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 from starlette.datastructures import FormData, UploadFile
 
+from app.access import approvals, policy
 from app.auth.deps import Actor, ActorView, ChangingActor, CurrentActor
 from app.bfl.catalogue import (
     ASPECT_PRESETS,
@@ -41,6 +43,7 @@ from app.jobs import account, references
 from app.jobs.errors import JobNotFound
 from app.jobs.models import BFLAccountState, Job, ReferenceImage
 from app.jobs.queries import recent_jobs, team_job
+from app.jobs.queue_view import QueueEntry, entry_for, team_queue
 from app.jobs.references import STORED_PREFIX
 from app.jobs.service import (
     JobError,
@@ -84,6 +87,8 @@ class GenerateForm:
     stored_references: list[str] = field(default_factory=list)
     #: The stored references' rows, in order, for their thumbnails (filled by `_with_rows`).
     reference_rows: list[ReferenceImage] = field(default_factory=list)
+    #: The refusal was for budget, quota or access: a manager may approve the request.
+    approvable: bool = False
 
     def get(self, name: str, default: Any = "") -> str:
         value = self.values.get(name)
@@ -132,8 +137,13 @@ def _defaults(spec: ModelSpec) -> dict[str, str]:
     return values
 
 
-def _form_from_job(db: Session, job: Job, team_id: uuid.UUID) -> GenerateForm:
-    """The form filled with a past job's settings and references ("use these settings")."""
+def _form_from_job(
+    db: Session, job: Job, team_id: uuid.UUID, batch: Sequence[Job] = ()
+) -> GenerateForm:
+    """The form filled with a past job's settings ("use these settings"): model, prompt, every
+    request field, its reference images (in order, from `job_references`), and from its batch
+    (`batch`, the jobs of one request) the number of images and the first image's seed, so the
+    same request comes out."""
     spec = _spec_or_default(job.model)
     values = _defaults(spec)
     for name, value in (job.params or {}).items():
@@ -146,7 +156,10 @@ def _form_from_job(db: Session, job: Job, team_id: uuid.UUID) -> GenerateForm:
     if rows and "width" not in (job.params or {}) and "height" not in (job.params or {}):
         # An edit that followed its first reference's size does so again.
         values["width"] = values["height"] = ""
-    seed = job.result_seed if job.result_seed is not None else job.seed
+    first = min(batch, key=lambda j: j.batch_index) if batch else job
+    seed = first.result_seed if first.result_seed is not None else first.seed
+    if batch:
+        values["count"] = str(len(batch))
     if seed is not None:
         values["seed_mode"], values["seed"] = "fixed", str(seed)
     values["prompt"] = job.prompt
@@ -165,6 +178,17 @@ def _with_rows(db: Session, state: GenerateForm, team_id: uuid.UUID) -> Generate
     state.reference_rows = rows
     state.stored_references = [STORED_PREFIX + r.storage_key for r in rows]
     return state
+
+
+def batch_of(db: Session, job: Job) -> list[Job]:
+    """The jobs of `job`'s batch in its team (just `job` when it has none)."""
+    if job.batch_id is None:
+        return [job]
+    return list(
+        db.scalars(
+            select(Job).where(Job.team_id == job.team_id, Job.batch_id == job.batch_id)
+        ).all()
+    )
 
 
 def _preset_for(width: str | None, height: str | None) -> str:
@@ -380,8 +404,13 @@ def _page_context(
     state = _with_rows(db, state, actor.team_id)
     bfl_state = account.peek(db)
     bfl_account = account.status(db, settings, utcnow())
-    catalogue = advertised_catalogue(settings)
-    return {
+    access = _access_context(db, actor)
+    catalogue = policy.mark_catalogue(
+        advertised_catalogue(settings), list(access["model_access"].values())
+    )
+    recent = recent_jobs(db, team_id=actor.team_id, user_id=actor.user_id, limit=_RECENT_CARDS)
+    entries = queue_entries(db, actor.team_id, recent)
+    return access | {
         "actor": actor,
         "form": state,
         "models": list_models(),
@@ -399,14 +428,26 @@ def _page_context(
         "catalogue_json": json.dumps(catalogue),
         "job_limits": catalogue["limits"],
         "estimate": _estimate_context(state, len(uploads), [image_size(f) for f in uploads]),
-        "jobs": [
-            card(job, bfl_state)
-            for job in recent_jobs(
-                db, team_id=actor.team_id, user_id=actor.user_id, limit=_RECENT_CARDS
-            )
-        ],
+        "groups": group_cards([card(job, bfl_state, entries.get(job.id)) for job in recent]),
         "bfl_account": bfl_account if bfl_account.kind != "ok" else None,
         **_project_choice(db, actor, state),
+    }
+
+
+def _access_context(db: Session, actor: Actor | ActorView) -> dict[str, Any]:
+    """The team's rules for the caller (which models, caps) and their recent approval requests."""
+    limits, models = policy.caller_access(db, team_id=actor.team_id, user_id=actor.user_id)
+    count_cap = get_settings().MAX_BATCH_SIZE
+    if limits.max_count is not None:
+        count_cap = min(count_cap, limits.max_count)
+    mine = approvals.listing(
+        db, team_id=actor.team_id, caller_id=actor.user_id, is_manager=False, limit=5
+    )
+    return {
+        "model_access": {m.name: m for m in models},
+        "caps": limits,
+        "count_cap": count_cap,
+        "my_approvals": [approvals.view(db, request, name) for request, name in mine],
     }
 
 
@@ -448,11 +489,17 @@ def generate_page(
     state = GenerateForm(values=_defaults(_spec_or_default(model)))
     if from_id:
         job = team_job(db, team_id=actor.team_id, job_id=_uuid_or_404(from_id))
-        state = _form_from_job(db, job, actor.team_id)
+        state = _form_from_job(db, job, actor.team_id, batch_of(db, job))
     elif edit_id:
         state = _edit_form(db, actor.team_id, _uuid_or_404(edit_id), model)
     if prompt:
         state.values["prompt"] = prompt
+    limits = policy.limits_for(db, team_id=actor.team_id, user_id=actor.user_id)
+    if policy.model_problem(limits, state.model.name) is not None:
+        # Start on a model the person may use; the others are listed, disabled, with why.
+        usable = [m for m in list_models() if policy.model_problem(limits, m.name) is None]
+        if usable and not from_id:
+            state = GenerateForm(values={**_defaults(usable[0]), "prompt": state.get("prompt")})
     return templates.TemplateResponse(
         request, "jobs/generate.html", _page_context(request, actor, db, state)
     )
@@ -581,7 +628,8 @@ def _form_answer(
         context = _page_context(request, actor, db, state, files)
         return templates.TemplateResponse(request, "jobs/generate.html", context, status_code=422)
     context = _page_context(request, actor, db, state, files)
-    context["new_jobs"] = [card(job) for job in jobs]
+    entries = queue_entries(db, actor.team_id, jobs)
+    context["new_groups"] = group_cards([card(job, None, entries.get(job.id)) for job in jobs])
     # htmx swaps 2xx answers only; field errors are a normal outcome of this form.
     return templates.TemplateResponse(request, "jobs/_generate_response.html", context)
 
@@ -595,7 +643,7 @@ def _refused_form(
     the recent jobs are read in a session of its own and the caller from its plain view.
     """
     actor = getattr(request.state, "actor_view", None)
-    if actor is None or exc.status_code not in (402, 409, 422):
+    if actor is None or exc.status_code not in (402, 403, 409, 422):
         return None
     _record_refusal(state, exc)
     with session_scope() as db:
@@ -603,6 +651,7 @@ def _refused_form(
 
 
 def _record_refusal(state: GenerateForm, exc: StudioError) -> None:
+    state.approvable = exc.code in ("budget_exceeded", "access_limited")
     if isinstance(exc, RequestInvalid):
         for problem in exc.errors:
             state.errors.setdefault(_field_of(problem.field), problem.message)
@@ -632,6 +681,14 @@ class JobCard:
     next_try: str | None = None
     #: The job's reference images, position 1 first.
     references: Sequence[ReferenceImage] = ()
+    #: For a queued job: its position, estimated start and why it waits.
+    queue: QueueEntry | None = None
+
+    @property
+    def starts(self) -> str | None:
+        """The queued job's estimated start as "14:05:10 UTC", or None when unknown."""
+        when = self.queue.estimated_start if self.queue is not None else None
+        return when.strftime("%H:%M:%S UTC") if when is not None else None
 
     @property
     def terminal(self) -> bool:
@@ -648,8 +705,11 @@ class JobCard:
         return self.job.status in ("failed", "moderated", "cancelled")
 
 
-def card(job: Job, bfl_account: BFLAccountState | None = None) -> JobCard:
-    """A job's card; pass the account state to show when a waiting job is tried next."""
+def card(
+    job: Job, bfl_account: BFLAccountState | None = None, entry: QueueEntry | None = None
+) -> JobCard:
+    """A job's card; pass the account state to show when a waiting job is tried next, and
+    its queue entry (app.jobs.queue_view) to show its position and why it waits."""
     now = utcnow()
     db = object_session(job)
     refs = references.references_of(db, job.team_id, [job.id]).get(job.id, []) if db else []
@@ -662,7 +722,60 @@ def card(job: Job, bfl_account: BFLAccountState | None = None) -> JobCard:
         estimate=credits_text(job.estimated_credits),
         next_try=next_try.strftime("%H:%M:%S UTC") if next_try is not None else None,
         references=refs,
+        queue=entry,
     )
+
+
+@dataclass
+class CardGroup:
+    """Cards shown together: one batch (more than one image of one request) or a single job."""
+
+    batch_id: uuid.UUID | None
+    cards: list[JobCard]
+
+    @property
+    def is_batch(self) -> bool:
+        return len(self.cards) > 1
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for c in self.cards if c.job.status == "queued")
+
+    @property
+    def retryable(self) -> int:
+        return sum(1 for c in self.cards if c.retryable)
+
+    @property
+    def live(self) -> bool:
+        """Whether any job of the group may still change (the group then refreshes itself)."""
+        return any(not c.terminal for c in self.cards)
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for c in self.cards if c.job.status == "ready")
+
+
+def group_cards(cards: Sequence[JobCard]) -> list[CardGroup]:
+    """Cards grouped by batch, in the order each batch first appears; a batch's cards in
+    batch order."""
+    groups: dict[object, CardGroup] = {}
+    for c in cards:
+        key: object = c.job.batch_id or c.job.id
+        groups.setdefault(key, CardGroup(batch_id=c.job.batch_id, cards=[])).cards.append(c)
+    for group in groups.values():
+        group.cards.sort(key=lambda c: c.job.batch_index)
+    return list(groups.values())
+
+
+def queue_entries(
+    db: Session, team_id: uuid.UUID, jobs: Sequence[Job]
+) -> dict[uuid.UUID, QueueEntry]:
+    """The queue entries of those of `jobs` still queued, by job id (one look at the queue)."""
+    queued = [j.id for j in jobs if j.status == "queued"]
+    if not queued:
+        return {}
+    view = team_queue(db, get_settings(), team_id, utcnow(), only=queued)
+    return {e.job.id: e for e in view.entries}
 
 
 def _uuid_or_404(raw: str) -> uuid.UUID:
@@ -679,7 +792,8 @@ def _card_response(request: Request, actor: Actor, cards: list[JobCard]) -> Resp
 @router.get("/jobs/{job_id}/card", response_class=HTMLResponse, summary="One live job card")
 def job_card(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
     job = team_job(db, team_id=actor.team_id, job_id=_uuid_or_404(job_id))
-    return _card_response(request, actor, [card(job, account.peek(db))])
+    entry = entry_for(db, get_settings(), job, utcnow())
+    return _card_response(request, actor, [card(job, account.peek(db), entry)])
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse, summary="Cancel a queued job")
@@ -731,4 +845,13 @@ def _refused_card(request: Request, job_id: uuid.UUID, exc: StudioError) -> Resp
         )
 
 
-__all__ = ["GenerateForm", "JobCard", "card", "read_generate_form", "request_params", "router"]
+__all__ = [
+    "CardGroup",
+    "GenerateForm",
+    "JobCard",
+    "card",
+    "group_cards",
+    "read_generate_form",
+    "request_params",
+    "router",
+]

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from app.access import policy
 from app.bfl.catalogue import (
     MAX_REFERENCE_IMAGES,
     count_reference_images,
@@ -227,6 +228,7 @@ def create_jobs(
     count: int = 1,
     reference_images: Sequence[bytes | str] = (),
     retry_of: Job | None = None,
+    approved: bool = False,
     project_id: uuid.UUID | None = None,
 ) -> list[Job]:
     """Queue `count` images of one request, each with its own seed, as one batch.
@@ -239,8 +241,11 @@ def create_jobs(
     Every limit is checked here, for the API and the page alike: the catalogue's (prompt
     length, fields, reference images per model) and the settings' (MAX_BATCH_SIZE, image
     bytes and pixels). Raises `RequestInvalid` naming each field by its path (`prompt`,
-    `count`, `reference_images`, `params.width`) and `app.costs.service.BudgetExceeded`.
-    Flushes; the caller's commit sends the wake-ups.
+    `count`, `reference_images`, `params.width`), `app.access.policy.AccessLimited` (the
+    team's rules for this person: models, sizes, batch size) and
+    `app.costs.service.BudgetExceeded`. `approved`: a manager approved this very request,
+    so neither the access rules nor the budgets refuse it (its cost is still held and
+    charged). Flushes; the caller's commit sends the wake-ups.
     """
     try:
         return _create_jobs(
@@ -252,6 +257,7 @@ def create_jobs(
             count=count,
             reference_images=reference_images,
             retry_of=retry_of,
+            approved=approved,
             project_id=project_id,
         )
     except RequestInvalid as exc:
@@ -268,6 +274,7 @@ def _create_jobs(
     count: int = 1,
     reference_images: Sequence[bytes | str] = (),
     retry_of: Job | None = None,
+    approved: bool = False,
     project_id: uuid.UUID | None = None,
 ) -> list[Job]:
     count = _check_count(count)
@@ -289,6 +296,17 @@ def _create_jobs(
         if payload.get(name)
     ]
     width, height = output_size(model, payload, sizes[0] if sizes else None)
+    if not approved:
+        # Before anything is reserved or sent: the team's rules for this person.
+        policy.check_request(
+            db,
+            team_id=team_id,
+            user_id=user_id,
+            model=model,
+            width=width,
+            height=height,
+            count=count,
+        )
     estimate = estimate_payload_cost(
         model, payload, reference_sizes=sizes, credit_price_usd=get_settings().CREDIT_PRICE_USD
     ).credits
@@ -323,7 +341,7 @@ def _create_jobs(
             jobs.append(job)
         db.flush()
         references.link_references(db, jobs, [ref for _, ref in refs])
-        reserve_for_jobs(db, jobs)
+        reserve_for_jobs(db, jobs, enforce=not approved)
     # One wake-up per job, capped: each one that claims a job chains the next while slots
     # are free, so more than the cap would only be messages that find nothing to do.
     messages.wake_dispatcher(db, min(len(jobs), get_settings().BFL_MAX_ACTIVE_TASKS))

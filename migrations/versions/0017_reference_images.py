@@ -1,7 +1,7 @@
 """reference images stored once and linked to jobs
 
 Revision ID: 0017
-Revises: 0013
+Revises: 0015
 
 Reference images get their own table (one row per team and sha256 of the normalised bytes)
 and jobs point at theirs, in order, through job_references. Jobs made before keep working:
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017"
-down_revision: str | None = "0013"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -75,6 +75,7 @@ class Sweep:
                 "token": "x" * 20,
                 "token_id": str(uuid.uuid4()),
                 "sha256": "0" * 64,
+                "approval_id": str(uuid.uuid4()),
             }
         )
         url = f"{path}?{query}"

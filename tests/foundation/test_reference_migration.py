@@ -27,7 +27,7 @@ def _png(colour: tuple[int, int, int]) -> bytes:
 
 def test_inline_references_of_older_jobs_are_stored_and_linked(scratch_url: str) -> None:  # noqa: F811
     config = _config(scratch_url)
-    command.upgrade(config, "0013")
+    command.upgrade(config, "0015")
     engine = create_engine(scratch_url)
     inline, stored = _png((250, 10, 10)), _png((10, 250, 10))
     try:
