@@ -76,6 +76,7 @@ class Sweep:
                 "token_id": str(uuid.uuid4()),
                 "sha256": "0" * 64,
                 "approval_id": str(uuid.uuid4()),
+                "batch_id": str(uuid.uuid4()),
             }
         )
         url = f"{path}?{query}"
