@@ -575,10 +575,23 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
 
     # Reports, lists and new jobs naming one of A's projects: 404, never a figure of A.
     a_project = str(team_a.project.id)
-    for path in ("/costs/export.csv", "/api/v1/costs/ledger", "/api/v1/costs/summary"):
+    for path in (
+        "/costs/export.csv",
+        "/api/v1/costs/ledger",
+        "/api/v1/costs/summary",
+        "/api/v1/costs/review",
+        "/costs/review",
+    ):
         response = team_b.send("GET", path, params={"project": a_project})
         assert response.status_code == 404, (path, response.status_code, response.text)
         _assert_nothing_of_a(response, team_a, f"GET {path}?project=A")
+    for path in ("/api/v1/jobs", "/api/v1/prompts", "/gallery", "/prompts"):
+        listed = team_b.send("GET", path, params={"project": a_project})
+        assert listed.status_code == 200, (path, listed.text[:200])
+        _assert_nothing_of_a(listed, team_a, f"GET {path}?project=A")
+    projects = team_b.send("GET", "/api/v1/projects")
+    assert projects.status_code == 200
+    _assert_nothing_of_a(projects, team_a, "GET /api/v1/projects")
     into_a = team_b.send(
         "POST",
         "/api/v1/jobs",
