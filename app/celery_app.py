@@ -15,6 +15,7 @@ from app.jobs import (
     MAX_COUNTDOWN_S,
     POLL,
     POLL_QUEUE,
+    PURGE_REFERENCES,
     SUBMIT_NEXT,
     SWEEP,
 )
@@ -113,6 +114,12 @@ def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         # The API's idempotency keys past their lifetime.
         "purge-idempotency-keys": {
             "task": PURGE_KEYS_TASK,
+            "schedule": 3600,
+            "options": {"expires": 3600},
+        },
+        # Reference images no job uses (uploads never queued) after their grace period.
+        "purge-unused-references": {
+            "task": PURGE_REFERENCES,
             "schedule": 3600,
             "options": {"expires": 3600},
         },

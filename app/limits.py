@@ -23,14 +23,15 @@ from app.settings import Settings, get_settings
 from app.templating import error_page
 from app.units import size_text
 
-#: Routes that queue jobs: the only ones whose bodies may carry reference images.
-#: Asking for approval sends the same body as queuing the jobs.
+#: Routes that queue jobs (and the generate form's reference upload): the only ones whose
+#: bodies may carry reference images. Asking for approval sends the same body as queuing.
 JOB_ROUTES = frozenset(
     {
         ("POST", "/api/v1/jobs"),
         ("POST", "/generate"),
         ("POST", "/api/v1/approvals"),
         ("POST", "/approvals"),
+        ("POST", "/references"),
     }
 )
 

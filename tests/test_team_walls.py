@@ -133,7 +133,7 @@ class TeamA:
             self.approval.id,
             self.project.id,
         ]
-        return [str(i) for i in every]
+        return [str(i) for i in every] + [self.reference_key.rsplit("/", 1)[-1].split(".")[0]]
 
 
 @dataclass
@@ -412,6 +412,9 @@ def _values_for(param: str, a: TeamA) -> list[str]:
     }
     if param in NOT_TEAM_OBJECTS_VALUES:
         return NOT_TEAM_OBJECTS_VALUES[param]
+    if param == "sha256":
+        # Reference images are named by content: team A's stored reference.
+        return [a.reference_key.rsplit("/", 1)[-1].split(".")[0]]
     if param not in by_name:
         raise AssertionError(
             f"path parameter {{{param}}} is not in the team-wall map: add which of team A's "

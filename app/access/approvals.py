@@ -51,7 +51,7 @@ def _trial(
     model: str,
     params: Mapping[str, Any],
     count: int,
-    reference_images: Sequence[bytes] = (),
+    reference_images: Sequence[bytes | str] = (),
     approved: bool,
     project_id: uuid.UUID | None = None,
 ) -> list[Job]:
@@ -85,7 +85,7 @@ def ask(
     model: str,
     params: Mapping[str, Any],
     count: int = 1,
-    reference_images: Sequence[bytes] = (),
+    reference_images: Sequence[bytes | str] = (),
     project_id: uuid.UUID | None = None,
 ) -> ApprovalRequest:
     """Keep a request the studio refuses for budget, quota or access, for a manager to decide.

@@ -8,6 +8,7 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from app.auth.deps import ChangingActor, CurrentActor
 from app.bfl.catalogue import list_models
@@ -15,6 +16,7 @@ from app.deps import SessionDep
 from app.errors import NotFound, StudioError, answer_refusals_with
 from app.gallery import service
 from app.jobs.queries import get_detail, image_file, team_job
+from app.jobs.references import reference_file
 from app.jobs.routes import card
 from app.jobs.service import delete_job, toggle_favourite, vary_job
 from app.projects.service import list_projects
@@ -201,3 +203,23 @@ def original(request: Request, job_id: str, actor: CurrentActor, db: SessionDep)
 @router.get("/images/{job_id}/thumb", summary="The stored thumbnail")
 def thumb(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
     return _serve(request, actor, db, job_id, "thumb")
+
+
+@router.get("/references/{sha256}", summary="A stored reference image")
+def reference_original(sha256: str, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve_reference(db, actor.team_id, sha256, "original")
+
+
+@router.get("/references/{sha256}/thumb", summary="A stored reference image's thumbnail")
+def reference_thumb(sha256: str, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve_reference(db, actor.team_id, sha256, "thumb")
+
+
+def _serve_reference(db: Session, team_id: uuid.UUID, sha256: str, variant: str) -> Response:
+    found = reference_file(db, team_id, sha256, variant)
+    headers = {
+        "Cache-Control": _IMAGE_CACHE,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'inline; filename="{found.filename}"',
+    }
+    return Response(content=found.data, media_type=found.content_type, headers=headers)

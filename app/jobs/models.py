@@ -23,6 +23,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    UniqueConstraint,
     and_,
     text,
 )
@@ -235,6 +236,45 @@ class Image(Timestamped, Base):
     size_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
 
     job: Mapped[Job] = relationship(back_populates="image")
+
+
+class ReferenceImage(Timestamped, Base):
+    """A reference image stored once per team, named by the sha256 of its normalised bytes.
+
+    Jobs point at it through `JobReference`; it is kept while any job (deleted or not) does,
+    and only an unused one past its grace period is removed (`app.jobs.references`).
+    """
+
+    __tablename__ = "reference_images"
+    __table_args__ = (UniqueConstraint("team_id", "sha256", name="uq_reference_images_team_sha"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    storage_key: Mapped[str] = mapped_column(Text, nullable=False)
+    thumb_key: Mapped[str] = mapped_column(Text, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class JobReference(Base):
+    """Reference image `position` (1 = input_image, 2 = input_image_2, ...) of a job."""
+
+    __tablename__ = "job_references"
+    __table_args__ = (Index("ix_job_references_reference", "reference_id"),)
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # RESTRICT: a reference some job uses can never be removed from under it.
+    reference_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("reference_images.id", ondelete="RESTRICT"), nullable=False
+    )
 
 
 class Favourite(Timestamped, Base):

@@ -41,7 +41,7 @@ from app.jobs import account, answers, messages, state
 from app.jobs.models import Job, JobStatus
 from app.jobs.outcomes import Outcome, credits_text, deadline_message, human_message
 from app.jobs.polling import first_poll_delay
-from app.jobs.service import STORED_PREFIX
+from app.jobs.references import STORED_PREFIX
 from app.settings import Settings, get_settings
 from app.storage import get_storage
 
