@@ -18,6 +18,7 @@ from app.deps import SessionDep
 from app.errors import FieldProblem, StudioError, error_responses
 from app.gallery.service import MAX_PAGE_SIZE, get_detail, image_file, shown_params, team_job
 from app.prompts.service import prompt_history
+from app.recipes.service import original_download
 from app.storage import ObjectMissing, StorageError, get_storage
 from app.timestamps import UtcDatetime
 
@@ -53,7 +54,11 @@ def image_metadata(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> Im
 def _serve(db: Session, actor_team: uuid.UUID, job_id: uuid.UUID, variant: str) -> Response:
     found = image_file(db, team_id=actor_team, job_id=job_id, variant=variant)
     try:
-        data = get_storage().get(found.key)
+        if variant == "original":
+            # The original carries its recipe, as every download does (app/recipes).
+            data = original_download(db, team_id=actor_team, job_id=job_id).data
+        else:
+            data = get_storage().get(found.key)
     except ObjectMissing:
         raise StudioError(
             404, "not_found", "The image file is missing from storage; ask an admin."

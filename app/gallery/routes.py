@@ -16,6 +16,7 @@ from app.errors import NotFound, StudioError, answer_refusals_with
 from app.gallery import service
 from app.jobs.routes import card
 from app.jobs.service import vary_job
+from app.recipes.service import original_download
 from app.storage import ObjectMissing, get_storage
 from app.templating import error_page, templates
 
@@ -174,12 +175,16 @@ def _serve(
     request: Request, actor: CurrentActor, db: SessionDep, job_id: str, variant: str
 ) -> Response:
     found = service.image_file(db, team_id=actor.team_id, job_id=_job_id(job_id), variant=variant)
-    etag = f'"{job_id}-{variant}"'
+    etag = f'"{job_id}-{variant}-r1"'
     headers = {"Cache-Control": _IMAGE_CACHE, "ETag": etag}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     try:
-        data = get_storage().get(found.key)
+        if variant == "original":
+            # Every download of an original carries its recipe (app/recipes).
+            data = original_download(db, team_id=actor.team_id, job_id=_job_id(job_id)).data
+        else:
+            data = get_storage().get(found.key)
     except ObjectMissing:
         raise NotFound("That image file") from None
     disposition = "attachment" if request.query_params.get("download") else "inline"

@@ -389,8 +389,24 @@ def generate_page(
         state = _form_from_job(job, actor.team_id)
     if prompt:
         state.values["prompt"] = prompt
+    _fill_from_query(state, request.query_params)
     return templates.TemplateResponse(
         request, "jobs/generate.html", _page_context(request, actor, db, state)
+    )
+
+
+def _fill_from_query(state: GenerateForm, query: Any) -> None:
+    """Settings named in the address ("/?model=flux-2-flex&steps=30&seed=7", what an imported
+    recipe leads to) fill the form; the service checks them when it is sent."""
+    names = {f.name for f in state.model.fields if not f.internal and f.type is not FieldType.IMAGE}
+    for name in sorted(names - {"prompt"}):
+        value = query.get(name)
+        if value is not None:
+            state.values[name] = value.strip()[:200]
+    if (query.get("seed") or "").strip():
+        state.values["seed_mode"] = "fixed"
+    state.values["aspect_preset"] = _preset_for(
+        state.values.get("width"), state.values.get("height")
     )
 
 
