@@ -9,6 +9,7 @@ from sqlalchemy import MetaData
 
 import app.audit.models
 import app.auth.models
+import app.boards.models
 import app.costs.models
 import app.jobs.models  # noqa: F401 (registers its tables)
 from app.db import Base

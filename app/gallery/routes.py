@@ -46,6 +46,7 @@ def _filters(request: Request) -> tuple[service.GalleryFilters, dict[str, str]]:
             date_to=q.get("to"),
             favourites=q.get("favourites"),
             q=q.get("q"),
+            board=q.get("board"),
         )
     except service.GalleryInputError as exc:
         problems[exc.field] = exc.message

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.orm import Session
 
 from app.auth.models import Membership, User
+from app.boards.models import Board, BoardItem
 from app.db import utcnow
 from app.errors import Forbidden, NotFound
 from app.jobs import state
@@ -78,6 +79,8 @@ class GalleryFilters:
     date_to: date | None = None
     favourites: bool = False
     q: str | None = None
+    #: Only images on this board (app/boards); the team is checked on the board too.
+    board_id: uuid.UUID | None = None
 
     @property
     def active(self) -> bool:
@@ -90,6 +93,7 @@ class GalleryFilters:
                 self.date_to,
                 self.favourites,
                 self.q,
+                self.board_id,
             )
         )
 
@@ -160,6 +164,7 @@ def parse_filters(
     date_to: str | None = None,
     favourites: str | bool | None = None,
     q: str | None = None,
+    board: str | None = None,
 ) -> GalleryFilters:
     """Filters from query-string values; blank means "any". Raises GalleryInputError."""
 
@@ -187,6 +192,13 @@ def parse_filters(
         except ValueError:
             raise GalleryInputError(name, f"{name} must be a date like 2025-01-31") from None
 
+    board_id = None
+    if not blank(board):
+        assert board is not None
+        try:
+            board_id = uuid.UUID(board.strip())
+        except ValueError:
+            raise GalleryInputError("board", "choose a board from the list") from None
     start, end = day("from", date_from), day("to", date_to)
     if start and end and start > end:
         raise GalleryInputError("to", "the end date is before the start date; swap them")
@@ -199,6 +211,7 @@ def parse_filters(
         date_to=end,
         favourites=fav,
         q=None if blank(q) else (q or "").strip()[:500],
+        board_id=board_id,
     )
 
 
@@ -267,6 +280,8 @@ def list_gallery(
         scope.append(Job.created_at >= _day_start(filters.date_from))
     if filters.date_to:
         scope.append(Job.created_at < _day_start(filters.date_to + timedelta(days=1)))
+    if filters.board_id:
+        scope.append(on_board(team_id, filters.board_id))
     if after:
         cursor = Cursor.decode(after)
         scope.append(tuple_(Job.created_at, Job.id) < (cursor.created_at, cursor.job_id))
@@ -353,6 +368,20 @@ def list_gallery(
         last = tiles[-1]
         next_cursor = Cursor(last.created_at, last.job_id).encode()
     return GalleryPage(tiles=tiles, next_cursor=next_cursor)
+
+
+def on_board(team_id: uuid.UUID, board_id: uuid.UUID) -> Any:
+    """The job is on the team's board `board_id` (an EXISTS through the board items' key)."""
+    return (
+        exists()
+        .where(
+            BoardItem.board_id == board_id,
+            BoardItem.job_id == Job.id,
+            Board.id == BoardItem.board_id,
+            Board.team_id == team_id,
+        )
+        .correlate(Job)
+    )
 
 
 def _search_page(
@@ -603,6 +632,8 @@ def filters_query(filters: GalleryFilters) -> dict[str, str]:
         values["favourites"] = "1"
     if filters.q:
         values["q"] = filters.q
+    if filters.board_id:
+        values["board"] = str(filters.board_id)
     return values
 
 
