@@ -14,10 +14,11 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import IO, Any, cast
 
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -25,7 +26,7 @@ from app.auth.models import User
 from app.jobs.models import Image, Job
 from app.recipes.embed import NotAnImage, embed_recipe
 from app.recipes.recipe import Recipe, recipe_of
-from app.storage import Storage, StorageError
+from app.storage import Storage, StorageError, get_storage
 
 #: Rows read from PostgreSQL at a time while the archive's list is built.
 _CHUNK = 500
@@ -202,4 +203,18 @@ def stream_archive(plan: ArchivePlan, storage: Storage) -> Iterator[bytes]:
     yield sink.take()
 
 
-__all__ = ["ArchivePlan", "Entry", "plan_archive", "stream_archive"]
+def zip_response(plan: ArchivePlan) -> StreamingResponse:
+    """The archive streamed as an attachment named after the moment it was made."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return StreamingResponse(
+        stream_archive(plan, get_storage()),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="flux-studio-{stamp}.zip"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+__all__ = ["ArchivePlan", "Entry", "plan_archive", "stream_archive", "zip_response"]

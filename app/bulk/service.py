@@ -15,14 +15,21 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.boards.service import ItemRefusal, ItemsChanged, add_images
+from app.boards.service import ItemRefusal, ItemsChanged, add_images, remove_images
 from app.db import utcnow
 from app.errors import FieldError, RequestInvalid, StudioError
-from app.gallery.service import MAX_PAGE_SIZE, GalleryFilters, delete_job, list_gallery
+from app.gallery.service import (
+    MAX_PAGE_SIZE,
+    GalleryFilters,
+    GalleryInputError,
+    delete_job,
+    list_gallery,
+    parse_filters,
+)
 from app.jobs.models import Favourite, Job
 from app.settings import get_settings
 
-ACTIONS = ("board", "favourite", "unfavourite", "delete")
+ACTIONS = ("board", "unboard", "favourite", "unfavourite", "delete")
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,31 @@ class Selection:
 
     job_ids: tuple[uuid.UUID, ...] = ()
     filters: GalleryFilters | None = None
+
+
+def selection_from(
+    values: dict[str, str], all_matching: bool, job_ids: tuple[uuid.UUID, ...]
+) -> Selection:
+    """A selection from request values: every image the filter values match, or the ids.
+
+    Raises RequestInvalid naming the filter at fault.
+    """
+    if not all_matching:
+        return Selection(job_ids=job_ids)
+    try:
+        filters = parse_filters(
+            model=values.get("model"),
+            user=values.get("user"),
+            status=values.get("status"),
+            date_from=values.get("from"),
+            date_to=values.get("to"),
+            favourites=values.get("favourites"),
+            q=values.get("q"),
+            board=values.get("board"),
+        )
+    except GalleryInputError as exc:
+        raise RequestInvalid([FieldError(f"filters.{exc.field}", exc.message)]) from None
+    return Selection(filters=filters)
 
 
 def parse_ids(raw: Iterable[str]) -> tuple[uuid.UUID, ...]:
@@ -163,12 +195,20 @@ def run(
     job_ids: list[uuid.UUID],
     board_id: uuid.UUID | None = None,
 ) -> ItemsChanged:
-    """One bulk action over resolved ids: `board` (needs board_id), `favourite`,
-    `unfavourite` or `delete`. RequestInvalid (`action`, `board_id`) for a bad request."""
+    """One bulk action over resolved ids: `board` / `unboard` (add to or take off the board
+    `board_id`), `favourite`, `unfavourite` or `delete`.
+
+    Raises RequestInvalid (`action`, `board_id`) for a bad request, NotFound for a board
+    outside the team.
+    """
     if action == "board":
         if board_id is None:
             raise RequestInvalid([FieldError("board_id", "choose the board to add them to")])
         return add_images(db, team_id=team_id, board_id=board_id, user_id=user_id, job_ids=job_ids)
+    if action == "unboard":
+        if board_id is None:
+            raise RequestInvalid([FieldError("board_id", "choose the board to take them off")])
+        return remove_images(db, team_id=team_id, board_id=board_id, job_ids=job_ids)
     if action in ("favourite", "unfavourite"):
         return set_favourites(
             db, team_id=team_id, user_id=user_id, job_ids=job_ids, on=action == "favourite"
@@ -184,6 +224,7 @@ def summary(action: str, result: ItemsChanged) -> str:
     """One sentence people read about a bulk action's outcome, refusals grouped by reason."""
     verbs = {
         "board": "Added to the board",
+        "unboard": "Taken off the board",
         "favourite": "Marked as favourite",
         "unfavourite": "Unmarked",
         "delete": "Deleted",

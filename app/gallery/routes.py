@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -11,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.deps import ChangingActor, CurrentActor
 from app.bfl.catalogue import list_models
+from app.boards.service import BoardSummary, boards_of_job, list_boards
 from app.deps import SessionDep
 from app.errors import NotFound, StudioError, answer_refusals_with
 from app.gallery import service
@@ -62,9 +64,28 @@ def _more_url(filters: service.GalleryFilters, cursor: str | None) -> str | None
 
 @router.get("/gallery", response_class=HTMLResponse, summary="Team gallery")
 def gallery(request: Request, actor: CurrentActor, db: SessionDep) -> Response:
+    return gallery_page(request, actor, db)
+
+
+def gallery_page(
+    request: Request,
+    actor: CurrentActor,
+    db: SessionDep,
+    *,
+    board: BoardSummary | None = None,
+) -> Response:
+    """The gallery grid, or a board's page: the same grid, filters and search, limited to the
+    board's images (`board`), so a board never lists images in a way of its own."""
     filters, problems = _filters(request)
+    if board is not None:
+        filters = replace(filters, board_id=board.id)
     page = service.list_gallery(db, team_id=actor.team_id, viewer_id=actor.user_id, filters=filters)
+    boards = list_boards(db, team_id=actor.team_id)
     context: dict[str, Any] = {
+        "board": board,
+        "boards": boards,
+        "page_url": f"/boards/{board.id}" if board is not None else "/gallery",
+        "filters_query": service.filters_query(filters),
         "actor": actor,
         "filters": filters,
         "problems": problems,
@@ -123,6 +144,8 @@ def detail(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -
         "cost": service.credits_text(found.job.cost_credits),
         "estimate": service.credits_text(found.job.estimated_credits),
         "search_url": "/gallery?" + urlencode({"q": found.job.prompt[:200]}),
+        "boards": list_boards(db, team_id=actor.team_id),
+        "on_boards": boards_of_job(db, team_id=actor.team_id, job_id=found.job.id),
     }
     return templates.TemplateResponse(request, "gallery/detail.html", context)
 
