@@ -6,6 +6,8 @@ from fastapi import APIRouter, Depends
 
 from app.api.ratelimit import enforce_rate_limit
 from app.auth import api as auth_api
+from app.boards import api as boards_api
+from app.bulk import api as bulk_api
 from app.costs import api as costs_api
 from app.errors import error_responses
 from app.gallery import api as gallery_api
@@ -21,4 +23,6 @@ router = APIRouter(
 router.include_router(auth_api.router)
 router.include_router(jobs_api.router)
 router.include_router(gallery_api.router)
+router.include_router(boards_api.router)
+router.include_router(bulk_api.router)
 router.include_router(costs_api.router)

@@ -413,6 +413,9 @@ def list_jobs(
         Query(max_length=80, pattern=NO_NUL, description="`next_cursor` of the previous page."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    board: Annotated[
+        uuid.UUID | None, Query(description="Only images on this board (GET /api/v1/boards).")
+    ] = None,
 ) -> JobPage:
     """Newest first, with filters that combine; keyset-paged so pages never shift or repeat."""
     try:
@@ -424,6 +427,7 @@ def list_jobs(
             date_to=date_to.isoformat() if date_to else None,
             favourites=favourites,
             q=q,
+            board=str(board) if board else None,
         )
         if cursor:
             Cursor.decode(cursor)
