@@ -66,7 +66,9 @@ class BoardPatch(BaseModel):
 
 
 class ImagesIn(BaseModel):
-    job_ids: list[uuid.UUID] = Field(min_length=1, description="Job ids of the team's images.")
+    job_ids: list[uuid.UUID] = Field(
+        default_factory=list, description="Job ids of the team's images (at least one)."
+    )
 
 
 class RefusalOut(BaseModel):

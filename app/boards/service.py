@@ -303,6 +303,8 @@ def add_images(
     """
     board = _board(db, team_id, board_id)
     wanted = list(dict.fromkeys(job_ids))
+    if not wanted:
+        raise RequestInvalid([FieldError("job_ids", "choose at least one image to add")])
     found = _team_jobs(db, team_id, wanted)
     refused = [ItemRefusal(j, "not found in this team") for j in wanted if j not in found]
     changed = 0

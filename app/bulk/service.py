@@ -96,7 +96,7 @@ def resolve(
 ) -> list[uuid.UUID]:
     """The selection's job ids, newest first for a filter; at most MAX_BULK_IMAGES.
 
-    Raises RequestInvalid (`job_ids`) for an empty or too large selection. Picked ids are
+    Raises RequestInvalid (`job_ids`, `filters`) for an empty or too large selection. Picked ids are
     returned as given: each action checks the team (and rights) per item.
     """
     limit = get_settings().MAX_BULK_IMAGES
@@ -121,6 +121,8 @@ def resolve(
         if len(ids) > limit:
             raise _too_many(limit)
         if page.next_cursor is None:
+            if not ids:
+                raise RequestInvalid([FieldError("filters", "no image matches the filter")])
             return ids
         after = page.next_cursor
 
