@@ -42,8 +42,8 @@ from app.auth.models import (
 )
 from app.auth.service import create_invite, start_session
 from app.auth.tokens import issue_token
-from app.boards.models import Board, BoardItem
 from app.auth.two_factor import begin_setup, confirm_setup
+from app.boards.models import Board, BoardItem
 from app.costs.models import Budget, Charge, Reservation
 from app.costs.service import record_charge, set_budget
 from app.jobs import messages
