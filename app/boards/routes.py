@@ -11,7 +11,7 @@ from app.auth.deps import Actor, ActorView, ChangingActor, CurrentActor
 from app.boards import service
 from app.db import session_scope
 from app.deps import SessionDep
-from app.errors import NotFound, StudioError, answer_refusals_with
+from app.errors import FieldError, NotFound, RequestInvalid, StudioError, answer_refusals_with
 from app.gallery.routes import gallery_page
 from app.limits import read_form
 from app.templating import templates
@@ -49,6 +49,18 @@ def _list_page(
         "boards/index.html",
         {"actor": actor, "boards": boards, "error": error, "typed": typed},
         status_code=422 if error else 200,
+    )
+
+
+def _notice(request: Request, exc: StudioError) -> Response | None:
+    """A refusal answered in place (htmx) with its reason, for the bulk bar's buttons."""
+    if not request.headers.get("hx-request") or exc.status_code not in (403, 404, 422):
+        return None
+    message = exc.fields[0].message if exc.fields else exc.message
+    return templates.TemplateResponse(
+        request,
+        "partials/notice.html",
+        {"message": f"Nothing changed: {message}.", "kind": "error"},
     )
 
 
@@ -94,8 +106,14 @@ async def rename(request: Request, board_id: str, actor: ChangingActor, db: Sess
 
 @router.post("/boards/{board_id}/cover", summary="Choose a board's cover")
 async def cover(request: Request, board_id: str, actor: ChangingActor, db: SessionDep) -> Response:
+    answer_refusals_with(request, lambda exc: _notice(request, exc))
     bid = board_id_or_404(board_id)
+    # One image: `job_id` from the board's own form, or the one tile picked in the bulk bar.
     raw = (await _field(request, "job_id")).strip()
+    picked = [p for p in (await _field(request, "job_ids")).split(",") if p.strip()]
+    if not raw and len(picked) > 1:
+        raise RequestInvalid([FieldError("job_id", "pick one image to be the cover")])
+    raw = raw or (picked[0] if picked else "")
     job_id = board_id_or_404(raw, "That image") if raw else None
     service.set_cover(
         db, team_id=actor.team_id, board_id=bid, editor=editor_of(actor), job_id=job_id

@@ -153,6 +153,27 @@ def test_board_pages_reuse_the_gallery_grid_and_the_gallery_filters_by_board(
     assert f"tile-{kept.id}" in gallery.text and f"tile-{other.id}" not in gallery.text
     assert "choose a board from the list" in client.get("/gallery?board=nope").text
 
+    # The cover: the one tile picked in the bulk bar; two picked is one too many.
+    hx = {"hx-request": "true"}
+    two = client.post(
+        f"/boards/{board_id}/cover", data={"job_ids": f"{kept.id},{other.id}"}, headers=hx
+    )
+    assert "pick one image to be the cover" in two.text
+    client.post(
+        "/gallery/bulk",
+        data={"action": "board", "board_id": board_id, "job_ids": str(other.id)},
+        headers=hx,
+    )
+    chosen = client.post(f"/boards/{board_id}/cover", data={"job_ids": str(other.id)}, headers=hx)
+    assert "Cover chosen." in chosen.text
+    assert f"/images/{other.id}/thumb" in client.get("/boards").text
+    client.post(f"/boards/{board_id}/cover", data={"job_id": ""})  # back to the first added
+    client.post(
+        "/gallery/bulk",
+        data={"action": "unboard", "board_id": board_id, "job_ids": str(other.id)},
+        headers=hx,
+    )
+
     listing = client.get("/boards")
     assert "Coast" in listing.text and f"/images/{kept.id}/thumb" in listing.text  # cover
     client.post(f"/boards/{board_id}/rename", data={"name": "Shore"})
