@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.auth.deps import ChangingActor, CurrentActor
@@ -159,14 +159,14 @@ def update_board(
 
 @router.delete(
     "/boards/{board_id}",
-    status_code=204,
-    response_class=Response,
-    summary="Delete a board (its images stay in the gallery)",
+    response_model=BoardOut,
+    summary="Delete a board (its images stay in the gallery); answers the board as it was",
     responses=error_responses(403, 404, 422),
 )
-def delete_board(board_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> Response:
+def delete_board(board_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> BoardOut:
+    board = service.get_board(db, team_id=actor.team_id, board_id=board_id)
     service.delete_board(db, team_id=actor.team_id, board_id=board_id, editor=_editor(actor))
-    return Response(status_code=204)
+    return BoardOut.of(board)
 
 
 @router.post(
