@@ -22,11 +22,11 @@ from app.gallery.service import (
     MAX_PAGE_SIZE,
     GalleryFilters,
     GalleryInputError,
-    delete_job,
     list_gallery,
     parse_filters,
 )
 from app.jobs.models import Favourite, Job
+from app.jobs.service import delete_job
 from app.settings import get_settings
 
 ACTIONS = ("board", "unboard", "favourite", "unfavourite", "delete")

@@ -13,7 +13,7 @@ from PIL import UnidentifiedImageError
 from sqlalchemy.orm import Session
 
 from app.errors import FieldError, RequestInvalid
-from app.gallery.service import image_file, team_job
+from app.jobs.queries import image_file, team_job
 from app.recipes.embed import NotAnImage, embed_recipe, read_recipe
 from app.recipes.recipe import RECIPE_KEY, recipe_of
 from app.storage import get_storage

@@ -1,7 +1,7 @@
 """boards
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0013
 
 Boards (named, shared collections of a team's images) and the images on them. Items refer to
 jobs; removing a board removes its items, never the jobs.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
