@@ -182,6 +182,11 @@ class Settings(BaseSettings):
     MAX_FORM_FIELD_BYTES: int = Field(
         default=256 * 1024, ge=1024, description="Largest single non-file form field in bytes."
     )
+    MAX_BULK_IMAGES: int = Field(
+        default=5000,
+        ge=1,
+        description="Most images one bulk action (board, favourite, delete, ZIP) may touch.",
+    )
 
     # Pipeline tuning.
     POLL_MIN_INTERVAL_S: float = Field(

@@ -14,7 +14,9 @@ afterwards every row of team A must be exactly as it was.
 from __future__ import annotations
 
 import io
+import json
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -43,6 +45,7 @@ from app.auth.models import (
 from app.auth.service import create_invite, start_session
 from app.auth.tokens import issue_token
 from app.auth.two_factor import begin_setup, confirm_setup
+from app.boards.models import Board, BoardItem
 from app.costs.models import Budget, Charge, Reservation
 from app.costs.service import record_charge, set_budget
 from app.jobs import messages
@@ -65,6 +68,7 @@ A_SECRETS = (
     "Walled Garden Ltd",
     "Ottoline Quist",
     "Barnaby Fennimore",
+    "Zephyr Moodboard",
     "Project Quincunx",
 )
 
@@ -112,6 +116,7 @@ class TeamA:
     invite: Invite
     session: AuthSession
     approval: ApprovalRequest
+    board: Board
     project: Project
 
     @property
@@ -131,6 +136,7 @@ class TeamA:
             self.invite.id,
             self.session.id,
             self.approval.id,
+            self.board.id,
             self.project.id,
         ]
         return [str(i) for i in every] + [self.reference_key.rsplit("/", 1)[-1].split(".")[0]]
@@ -245,6 +251,10 @@ def team_a(committed_db: Session) -> TeamA:
     enrolment = begin_setup(db, manager.user)
     confirm_setup(db, manager.user, pyotp.TOTP(enrolment.secret).now())
     team.require_two_factor = True
+    board = Board(team_id=team.id, created_by_id=member.user.id, name="Zephyr Moodboard")
+    db.add(board)
+    db.flush()
+    db.add(BoardItem(board_id=board.id, job_id=ready.id, added_by_id=member.user.id))
     db.commit()
     return TeamA(
         team=team,
@@ -260,6 +270,7 @@ def team_a(committed_db: Session) -> TeamA:
         invite=invite,
         session=session,
         approval=approval,
+        board=board,
         project=project,
     )
 
@@ -374,6 +385,17 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
                 AccessRule.max_count,
             ).where(AccessRule.team_id == a.team.id)
         ).all(),
+        "boards": db.execute(
+            select(Board.id, Board.name, Board.cover_job_id, Board.updated_at)
+            .where(Board.team_id == a.team.id)
+            .order_by(Board.id)
+        ).all(),
+        "board_items": db.execute(
+            select(BoardItem.board_id, BoardItem.job_id)
+            .where(BoardItem.job_id.in_(a.job_ids))
+            .order_by(BoardItem.board_id, BoardItem.job_id)
+        ).all(),
+        "b_boards": db.execute(select(Board.id).where(Board.team_id == b.person.team.id)).all(),
         "team_name": db.scalar(select(Team.name).where(Team.id == a.team.id)),
         "team_policy": db.scalar(select(Team.require_two_factor).where(Team.id == a.team.id)),
         "recovery_codes": db.execute(
@@ -405,6 +427,7 @@ def _values_for(param: str, a: TeamA) -> list[str]:
         "invite_id": [a.invite.id],
         "team_id": [a.team.id],
         "approval_id": [a.approval.id],
+        "board_id": [a.board.id],
         "project_id": [a.project.id],
         # NOT_TEAM_OBJECTS: A's invite id where the secret link token belongs.
         "token": [a.invite.id],
@@ -456,6 +479,9 @@ def test_the_route_map_is_not_empty_and_knows_every_parameter(team_a: TeamA) -> 
     # Pages and the API alike, and every kind of object.
     for expected in (
         "/gallery/{job_id}",
+        "/boards/{board_id}",
+        "/api/v1/boards/{board_id}",
+        "/api/v1/boards/{board_id}/images/{job_id}",
         "/api/v1/jobs/{job_id}",
         "/api/v1/tokens/{token_id}",
         "/team/members/{user_id}/role",
@@ -670,6 +696,8 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
     assert borrowed.json()["error"]["fields"][0]["field"] == "params.input_image"
     messages.discard_pending(committed_db)
 
+    _boards_and_bulk_reveal_and_change_nothing(team_a, team_b)
+
     after = _snapshot(committed_db, team_a, team_b)
     # The form's own job (without A's image) is the one thing B may have made.
     b_jobs = committed_db.scalars(select(Job).where(Job.team_id == team_b.person.team.id)).all()
@@ -677,3 +705,49 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
     assert all(job.prompt == "borrowing" for job in b_jobs)
     after["b_jobs"] = before["b_jobs"]
     assert after == before
+
+
+def _boards_and_bulk_reveal_and_change_nothing(a: TeamA, b: TeamB) -> None:
+    """A's board as a filter, A's images and board in bulk actions and ZIPs: nothing of A."""
+    a_board, a_jobs = str(a.board.id), [str(j) for j in a.job_ids]
+    for path, params in (
+        ("/gallery", {"board": a_board}),
+        ("/gallery/more", {"board": a_board}),
+        ("/api/v1/jobs", {"board": a_board}),
+        ("/boards", {}),
+        ("/api/v1/boards", {}),
+    ):
+        response = b.send("GET", path, params=params)
+        assert response.status_code == 200, (path, response.text[:200])
+        _assert_nothing_of_a(response, a, f"GET {path} {params}")
+        if path == "/api/v1/jobs":
+            assert response.json()["items"] == []
+    # Onto A's board: the board is not found. B's own actions on A's images: each refused.
+    page = b.send(
+        "POST",
+        "/gallery/bulk",
+        data={"action": "board", "board_id": a_board, "job_ids": ",".join(a_jobs)},
+        headers={"hx-request": "true"},
+    )
+    assert "was not found in this team" in page.text
+    _assert_nothing_of_a(page, a, "POST /gallery/bulk onto A's board")
+    for action in ("favourite", "delete"):
+        api = b.send("POST", "/api/v1/images/bulk", json={"action": action, "job_ids": a_jobs})
+        assert api.status_code == 200 and api.json()["changed"] == 0, api.text
+        assert {r["reason"] for r in api.json()["refused"]} == {"not found in this team"}
+    everything = b.send(
+        "POST", "/api/v1/images/bulk", json={"action": "favourite", "filters": {"board": a_board}}
+    )
+    assert everything.status_code == 422  # nothing matches: A's board holds nothing for B
+    for door, kwargs in (
+        ("/api/v1/images/archive", {"json": {"job_ids": a_jobs}}),
+        ("/gallery/bulk/zip", {"data": {"job_ids": ",".join(a_jobs)}}),
+    ):
+        response = b.send("POST", door, **kwargs)
+        assert response.status_code == 200, (door, response.text[:200])
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            assert archive.namelist() == ["manifest.csv", "manifest.json"]
+            manifest = json.loads(archive.read("manifest.json"))
+            assert manifest["images"] == []
+            for secret in A_SECRETS:
+                assert secret.encode() not in archive.read("manifest.csv")

@@ -7,6 +7,8 @@ from fastapi import APIRouter, Depends
 from app.access import api as access_api
 from app.api.ratelimit import enforce_rate_limit
 from app.auth import api as auth_api
+from app.boards import api as boards_api
+from app.bulk import api as bulk_api
 from app.costs import api as costs_api
 from app.errors import error_responses
 from app.gallery import api as gallery_api
@@ -26,6 +28,8 @@ router.include_router(jobs_api.router)
 router.include_router(jobs_api.images_router)
 router.include_router(queue_api.router)
 router.include_router(gallery_api.router)
+router.include_router(boards_api.router)
+router.include_router(bulk_api.router)
 router.include_router(costs_api.router)
 router.include_router(access_api.router)
 router.include_router(projects_api.router)

@@ -42,6 +42,7 @@ from app.jobs.service import (
     vary_job,
 )
 from app.limits import advertised_catalogue, read_form
+from app.recipes.service import original_download
 from app.settings import Settings, get_settings
 from app.storage import ObjectMissing, StorageError, get_storage
 
@@ -520,7 +521,11 @@ def image_metadata(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> Im
 def _serve(db: Session, actor_team: uuid.UUID, job_id: uuid.UUID, variant: str) -> Response:
     found = image_file(db, team_id=actor_team, job_id=job_id, variant=variant)
     try:
-        data = get_storage().get(found.key)
+        if variant == "original":
+            # The original carries its recipe, as every download does (app/recipes).
+            data = original_download(db, team_id=actor_team, job_id=job_id).data
+        else:
+            data = get_storage().get(found.key)
     except ObjectMissing:
         raise StudioError(
             404, "not_found", "The image file is missing from storage; ask an admin."

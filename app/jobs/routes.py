@@ -500,6 +500,7 @@ def generate_page(
         usable = [m for m in list_models() if policy.model_problem(limits, m.name) is None]
         if usable and not from_id:
             state = GenerateForm(values={**_defaults(usable[0]), "prompt": state.get("prompt")})
+    _fill_from_query(state, request.query_params)
     return templates.TemplateResponse(
         request, "jobs/generate.html", _page_context(request, actor, db, state)
     )
@@ -556,6 +557,21 @@ def _reference_json(ref: ReferenceImage) -> dict[str, Any]:
         "width": ref.width,
         "height": ref.height,
     }
+
+
+def _fill_from_query(state: GenerateForm, query: Any) -> None:
+    """Settings named in the address ("/?model=flux-2-flex&steps=30&seed=7", what an imported
+    recipe leads to) fill the form; the service checks them when it is sent."""
+    names = {f.name for f in state.model.fields if not f.internal and f.type is not FieldType.IMAGE}
+    for name in sorted(names - {"prompt"}):
+        value = query.get(name)
+        if value is not None:
+            state.values[name] = value.strip()[:200]
+    if (query.get("seed") or "").strip():
+        state.values["seed_mode"] = "fixed"
+    state.values["aspect_preset"] = _preset_for(
+        state.values.get("width"), state.values.get("height")
+    )
 
 
 @router.get("/generate/estimate", response_class=HTMLResponse, summary="Cost estimate fragment")
