@@ -7,6 +7,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api import router as api_router
 from app.api.openapi import install_openapi
+from app.audit import routes as audit_routes
 from app.auth import api_tokens_page
 from app.auth import routes as auth_routes
 from app.costs import routes as costs_routes
@@ -54,6 +55,7 @@ def create_app() -> FastAPI:
     app.include_router(gallery_routes.router)
     app.include_router(prompts_routes.router)
     app.include_router(costs_routes.router)
+    app.include_router(audit_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(job_webhooks.router)
     return app

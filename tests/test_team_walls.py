@@ -25,7 +25,7 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image as PILImage
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.auth.models import (
@@ -38,6 +38,7 @@ from app.auth.models import (
     Team,
     User,
 )
+from app.audit.models import AuditEntry
 from app.auth.service import create_invite, start_session
 from app.auth.tokens import issue_token
 from app.auth.two_factor import begin_setup, confirm_setup
@@ -176,7 +177,7 @@ def team_a(committed_db: Session) -> TeamA:
         team_id=team.id,
         user_id=member.user.id,
         monthly_credits=Decimal("500"),
-        set_by=admin.user.id,
+        by=admin.user,
     )
     # A queued job made the studio's way: a stored reference image and a held reservation.
     (with_reference,) = create_jobs(
@@ -472,6 +473,24 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
         response = team_b.send("GET", path, params={"user_id": a_user})
         assert response.status_code == expected, (path, response.status_code, response.text)
         _assert_nothing_of_a(response, team_a, f"GET {path}?user_id=A")
+
+    # The audit log filtered by A's person or A's objects: nothing of A (members: 403). Team
+    # A's log is not empty: its admin set a budget.
+    assert committed_db.scalar(
+        select(func.count()).select_from(AuditEntry).where(AuditEntry.team_id == team_a.team.id)
+    )
+    for path in (
+        "/audit",
+        "/audit/export.csv",
+        "/audit/export.json",
+        "/api/v1/audit",
+        "/api/v1/audit/export.csv",
+        "/api/v1/audit/export.json",
+    ):
+        for params in ({"person": a_user}, {"target_id": a_user}, {}):
+            response = team_b.send("GET", path, params=params)
+            assert response.status_code == (200 if b_is_manager else 403), (path, params)
+            _assert_nothing_of_a(response, team_a, f"GET {path} {params}")
 
     # A job of A's as the template of the generate form.
     response = team_b.send("GET", "/", params={"from": a_job})

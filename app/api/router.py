@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from app.api.ratelimit import enforce_rate_limit
+from app.audit import api as audit_api
 from app.auth import api as auth_api
 from app.costs import api as costs_api
 from app.errors import error_responses
@@ -22,3 +23,4 @@ router.include_router(auth_api.router)
 router.include_router(jobs_api.router)
 router.include_router(gallery_api.router)
 router.include_router(costs_api.router)
+router.include_router(audit_api.router)

@@ -770,7 +770,9 @@ def team_change_role(
             status_code=400,
         )
     try:
-        service.change_role(db, team_id=actor.team_id, user_id=member_id, role=new_role)
+        service.change_role(
+            db, team_id=actor.team_id, user_id=member_id, role=new_role, by=actor.user
+        )
     except NotInTeam as exc:
         raise NotFound("That person") from exc
     except AccountError as exc:
@@ -787,7 +789,7 @@ def team_remove_member(
     _require_admin(actor)
     member_id = _uuid(user_id, "That person")
     try:
-        service.remove_member(db, team_id=actor.team_id, user_id=member_id)
+        service.remove_member(db, team_id=actor.team_id, user_id=member_id, by=actor.user)
     except NotInTeam as exc:
         raise NotFound("That person") from exc
     except AccountError as exc:
@@ -802,7 +804,7 @@ def team_reset_two_factor(user_id: str, db: SessionDep, actor: SessionActor) -> 
     _require_admin(actor)
     try:
         two_factor.reset_for_member(
-            db, team_id=actor.team_id, user_id=_uuid(user_id, "That person")
+            db, team_id=actor.team_id, user_id=_uuid(user_id, "That person"), by=actor.user
         )
     except NotInTeam as exc:
         raise NotFound("That person") from exc
@@ -812,7 +814,7 @@ def team_reset_two_factor(user_id: str, db: SessionDep, actor: SessionActor) -> 
 @router.post("/team/two-factor")
 def team_two_factor_policy(db: SessionDep, actor: SessionActor, required: FormStr = "") -> Response:
     _require_admin(actor)
-    two_factor.set_team_policy(db, actor.team, required=required == "on")
+    two_factor.set_team_policy(db, actor.team, required=required == "on", by=actor.user)
     # The admin who turns it on without a second factor is sent to set one up at once.
     return _redirect("/team", "two-factor-policy")
 
@@ -861,7 +863,12 @@ def team_invite(
 def team_revoke_invite(invite_id: str, db: SessionDep, actor: SessionActor) -> Response:
     _require_admin(actor)
     try:
-        service.revoke_invite(db, team_id=actor.team_id, invite_id=_uuid(invite_id, "That invite"))
+        service.revoke_invite(
+            db,
+            team_id=actor.team_id,
+            invite_id=_uuid(invite_id, "That invite"),
+            by=actor.user,
+        )
     except NotInTeam as exc:
         raise NotFound("That invite") from exc
     return _redirect("/team", "revoked")

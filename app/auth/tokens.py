@@ -10,7 +10,8 @@ from typing import Final, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.auth.models import ApiToken
+from app.audit.service import record
+from app.auth.models import ApiToken, User
 from app.db import utcnow
 from app.security import new_token, token_hash
 
@@ -155,13 +156,28 @@ def find_token(
 def revoke_token(
     db: Session, *, token_id: uuid.UUID, user_id: uuid.UUID, team_id: uuid.UUID
 ) -> ApiToken | None:
-    """Revoke the person's token (repeating it is harmless); None when it is not theirs."""
+    """Revoke the person's token (repeating it is harmless); None when it is not theirs.
+
+    The first revocation is audited as "token.revoked" (by the token's owner).
+    """
     token = find_token(db, token_id=token_id, user_id=user_id, team_id=team_id)
     if token is None:
         return None
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         db.flush()
+        owner = db.get(User, user_id)
+        record(
+            db,
+            team_id=team_id,
+            actor_id=user_id,
+            actor_email=owner.email if owner else "",
+            action="token.revoked",
+            target_type="api_token",
+            target_id=token.id,
+            before={"name": token.name, "owner": owner.email if owner else None, "revoked": False},
+            after={"revoked": True},
+        )
     return token
 
 

@@ -110,7 +110,7 @@ def put_budget(
         team_id=actor.team_id,
         user_id=body.user_id,
         monthly_credits=body.monthly_credits,
-        set_by=changing.user_id,
+        by=changing.user,
     )
     return service.budget_lines(db, actor.team_id)
 

@@ -138,7 +138,7 @@ def save_budget(
     except ValueError as exc:
         return _page(request, db, actor, None, budget_error=str(exc), status_code=422)
     service.set_budget(
-        db, team_id=actor.team_id, user_id=person, monthly_credits=credits, set_by=changing.user_id
+        db, team_id=actor.team_id, user_id=person, monthly_credits=credits, by=changing.user
     )
     return RedirectResponse("/costs?saved=1#budgets", status_code=303)
 

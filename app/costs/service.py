@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app.audit.service import record
 from app.auth.models import Membership, User
 from app.bfl.client import BFLClient
 from app.costs.models import Budget, Charge, CreditBalance, Reservation, ReservationState
@@ -672,11 +673,56 @@ def set_budget(
     team_id: uuid.UUID,
     user_id: uuid.UUID | None,
     monthly_credits: Decimal | None,
-    set_by: uuid.UUID | None = None,
+    by: User,
 ) -> Budget | None:
-    """Set the team's (user_id None) or one member's monthly budget; None removes it."""
-    if user_id is not None:
-        require_member(db, team_id=team_id, user_id=user_id)
+    """Set the team's (user_id None) or one member's monthly budget (credits); None removes it.
+
+    Audited as `by`'s "budget.set" or "budget.removed" with the credits before and after.
+    Raises NotFound (not a member) or ValueError (negative credits).
+    """
+    member = require_member(db, team_id=team_id, user_id=user_id) if user_id else None
+    # One change at a time per team, so "before" is the value this change replaced.
+    _lock_team_budgets(db, team_id)
+    before = budget_for(db, team_id=team_id, user_id=user_id)
+    old = None if before is None else before.monthly_credits
+    budget = _write_budget(db, team_id=team_id, user_id=user_id, credits=monthly_credits, by=by)
+    new = None if budget is None else budget.monthly_credits
+    if old != new:
+        record(
+            db,
+            team_id=team_id,
+            actor_id=by.id,
+            actor_email=by.email,
+            action="budget.removed" if budget is None else "budget.set",
+            target_type="budget",
+            target_id=user_id or "team",
+            before=None
+            if old is None
+            else {"monthly_credits": _plain(old), "person": _who(member)},
+            after=None if new is None else {"monthly_credits": _plain(new), "person": _who(member)},
+        )
+    return budget
+
+
+def _plain(credits: Decimal) -> str:
+    """Credits without trailing zeros: 500, 12.5."""
+    text = f"{credits:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _who(member: User | None) -> str:
+    return member.email if member is not None else "team"
+
+
+def _write_budget(
+    db: Session,
+    *,
+    team_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    credits: Decimal | None,
+    by: User,
+) -> Budget | None:
+    monthly_credits, set_by = credits, by.id
     if monthly_credits is None:
         db.execute(
             delete(Budget).where(

@@ -13,6 +13,7 @@ from sqlalchemy import and_, delete, exists, func, literal, or_, select, tuple_,
 from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.orm import Session
 
+from app.audit.service import record
 from app.auth.models import Membership, User
 from app.db import utcnow
 from app.errors import Forbidden, NotFound
@@ -531,12 +532,31 @@ def delete_job(
     if job.status == JobStatus.QUEUED:
         # A worker may claim it meanwhile; then the guarded update does nothing, as it should.
         state.cancel(db, job.id, by_name="" if job.user_id == user_id else "a manager")
-    db.execute(
+    deleted = db.execute(
         update(Job)
         .where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
         .values(deleted_at=utcnow())
-    )
+    ).rowcount  # type: ignore[attr-defined]
     db.flush()
+    if deleted and job.user_id != user_id:
+        _record_managers_deletion(db, job, user_id)
+
+
+def _record_managers_deletion(db: Session, job: Job, manager_id: uuid.UUID) -> None:
+    """A manager deleting someone else's job is audited as "job.deleted"."""
+    manager = db.get(User, manager_id)
+    owner = db.get(User, job.user_id)
+    record(
+        db,
+        team_id=job.team_id,
+        actor_id=manager_id,
+        actor_email=manager.email if manager else "",
+        action="job.deleted",
+        target_type="job",
+        target_id=job.id,
+        before={"owner": owner.email if owner else None, "status": job.status, "deleted": False},
+        after={"deleted": True},
+    )
 
 
 def image_file(db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, variant: str) -> ImageFile:

@@ -16,6 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from app.audit.service import record
+from app.auth.models import User
 from app.bfl.catalogue import (
     MAX_REFERENCE_IMAGES,
     count_reference_images,
@@ -395,7 +397,26 @@ def cancel_job(
         # A worker claimed it between our read and our update.
         db.refresh(job)
         raise JobError(_not_cancellable(job.status), "not_cancellable")
+    if job.user_id != user_id:
+        _record_managers_cancel(db, done, user_id)
     return done
+
+
+def _record_managers_cancel(db: Session, job: Job, manager_id: uuid.UUID) -> None:
+    """A manager cancelling someone else's queued job is audited as "job.cancelled"."""
+    manager = db.get(User, manager_id)
+    owner = db.get(User, job.user_id)
+    record(
+        db,
+        team_id=job.team_id,
+        actor_id=manager_id,
+        actor_email=manager.email if manager else "",
+        action="job.cancelled",
+        target_type="job",
+        target_id=job.id,
+        before={"owner": owner.email if owner else None, "status": JobStatus.QUEUED},
+        after={"status": JobStatus.CANCELLED},
+    )
 
 
 def _not_cancellable(status: str) -> str:

@@ -89,6 +89,7 @@ def make_budget(
         team_id=person_or_team.team.id,
         user_id=person_or_team.user.id if personal else None,
         monthly_credits=Decimal(credits) if credits is not None else None,
+        by=person_or_team.user,
     )
 
 
