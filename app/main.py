@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.alerts import routes as alerts_routes
 from app.api import router as api_router
 from app.api.openapi import install_openapi
 from app.audit import routes as audit_routes
@@ -56,6 +57,7 @@ def create_app() -> FastAPI:
     app.include_router(prompts_routes.router)
     app.include_router(costs_routes.router)
     app.include_router(audit_routes.router)
+    app.include_router(alerts_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(job_webhooks.router)
     return app

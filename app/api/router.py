@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from app.alerts import api as alerts_api
 from app.api.ratelimit import enforce_rate_limit
 from app.audit import api as audit_api
 from app.auth import api as auth_api
@@ -24,3 +25,4 @@ router.include_router(jobs_api.router)
 router.include_router(gallery_api.router)
 router.include_router(costs_api.router)
 router.include_router(audit_api.router)
+router.include_router(alerts_api.router)

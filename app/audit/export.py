@@ -11,7 +11,7 @@ from datetime import date
 
 from fastapi.responses import StreamingResponse
 
-from app.audit.queries import AuditFilters, iter_entries
+from app.audit.queries import AuditFilters, iter_entries, require_known_person
 from app.audit.schemas import AuditEntryOut
 from app.db import session_scope
 from app.timestamps import as_utc
@@ -76,7 +76,13 @@ def audit_download(
     team_id: uuid.UUID, filters: AuditFilters, kind: str, today: date
 ) -> StreamingResponse:
     """The team's filtered log as a CSV (`kind` "csv") or JSON download, streamed from a
-    read-only session of its own (the request's may close before the body is sent)."""
+    read-only session of its own (the request's may close before the body is sent).
+
+    Raises NotFound for a person neither in the team nor in its log (before streaming).
+    """
+    if filters.actor_id is not None:
+        with session_scope() as db:
+            require_known_person(db, team_id, filters.actor_id)
 
     def chunks() -> Iterator[str]:
         with session_scope() as db:

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEntry
 from app.audit.schemas import AuditEntryOut, AuditPage
-from app.errors import FieldError, RequestInvalid
+from app.auth.models import Membership
+from app.errors import FieldError, NotFound, RequestInvalid
 
 #: Entries on one page of /audit and GET /api/v1/audit.
 PAGE_SIZE = 50
@@ -104,6 +105,8 @@ def audit_page(
     Raises RequestInvalid for a bad filter or cursor.
     """
     stmt = _query(team_id, check_filters(filters))
+    if filters.actor_id is not None:
+        require_known_person(db, team_id, filters.actor_id)
     if after:
         at, entry_id = decode_cursor(after)
         stmt = stmt.where(tuple_(AuditEntry.at, AuditEntry.id) < tuple_(at, entry_id))
@@ -111,6 +114,21 @@ def audit_page(
     items = [AuditEntryOut.model_validate(row) for row in rows[:limit]]
     more = len(rows) > limit
     return AuditPage(items=items, next_cursor=encode_cursor(items[-1]) if more else None)
+
+
+def require_known_person(db: Session, team_id: uuid.UUID, person: uuid.UUID) -> None:
+    """NotFound unless `person` is in the team or acted in its log (someone since removed)."""
+    member = db.scalar(
+        select(Membership.user_id).where(
+            Membership.team_id == team_id, Membership.user_id == person
+        )
+    )
+    if member is None and not db.scalar(
+        select(AuditEntry.id)
+        .where(AuditEntry.team_id == team_id, AuditEntry.actor_id == person)
+        .limit(1)
+    ):
+        raise NotFound("That person")
 
 
 def iter_entries(
