@@ -28,6 +28,8 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.alerts.models import Notice
+from app.alerts.rules import fire
 from app.audit.models import AuditEntry
 from app.auth.models import (
     ApiToken,
@@ -95,6 +97,7 @@ class TeamA:
     reference_key: str
     invite: Invite
     session: AuthSession
+    notice: Notice
 
     @property
     def job_ids(self) -> list[uuid.UUID]:
@@ -112,6 +115,8 @@ class TeamA:
             self.member_token.token_id,
             self.invite.id,
             self.session.id,
+            self.notice.id,
+            self.notice.alert_id,
         ]
         return [str(i) for i in every]
 
@@ -196,6 +201,22 @@ def team_a(committed_db: Session) -> TeamA:
     enrolment = begin_setup(db, manager.user)
     confirm_setup(db, manager.user, pyotp.TOTP(enrolment.secret).now())
     team.require_two_factor = True
+    # An alert addressed to the member: their unread notice.
+    alert = fire(
+        db,
+        team_id=team.id,
+        kind="budget",
+        scope_type="person",
+        scope_id=str(member.user.id),
+        period="2026-11",
+        threshold=80,
+        title="Barnaby Fennimore's budget is at 80%",
+        body="400 of 500 credits of Barnaby Fennimore's budget are spent.",
+        details={},
+        recipients=[member.user.id],
+    )
+    assert alert is not None
+    notice = db.scalars(select(Notice).where(Notice.alert_id == alert.id)).one()
     db.commit()
     return TeamA(
         team=team,
@@ -210,6 +231,7 @@ def team_a(committed_db: Session) -> TeamA:
         reference_key=reference_key,
         invite=invite,
         session=session,
+        notice=notice,
     )
 
 
@@ -289,6 +311,9 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
             .where(Reservation.team_id == a.team.id)
             .order_by(Reservation.job_id)
         ).all(),
+        "notices": db.execute(
+            select(Notice.id, Notice.read_at).where(Notice.team_id == a.team.id)
+        ).all(),
         "budgets": db.execute(
             select(Budget.user_id, Budget.monthly_credits).where(Budget.team_id == a.team.id)
         ).all(),
@@ -321,6 +346,7 @@ def _values_for(param: str, a: TeamA) -> list[str]:
         "token_id": [a.member_token.token_id],
         "session_id": [a.session.id],
         "invite_id": [a.invite.id],
+        "notice_id": [a.notice.id],
         "team_id": [a.team.id],
         # NOT_TEAM_OBJECTS: A's invite id where the secret link token belongs.
         "token": [a.invite.id],
@@ -372,6 +398,8 @@ def test_the_route_map_is_not_empty_and_knows_every_parameter(team_a: TeamA) -> 
         "/account/sessions/{session_id}/end",
         "/team/invites/{invite_id}/revoke",
         "/team/members/{user_id}/two-factor/reset",
+        "/notices/{notice_id}/read",
+        "/api/v1/notices/{notice_id}/read",
     ):
         assert expected in templates
     # The API's gallery actions, each replayed (and so walled) like every other change.
@@ -391,6 +419,7 @@ def test_team_a_itself_reaches_its_objects(committed_db: Session, team_a: TeamA)
     app = create_app()
     with TestClient(app, base_url="https://testserver", follow_redirects=False) as client:
         sign_in(committed_db, client, team_a.member)
+        assert "Barnaby Fennimore&#39;s budget is at 80%" in client.get("/notices").text
         for path in (
             f"/gallery/{team_a.ready.id}",
             f"/images/{team_a.ready.id}/thumb",
@@ -500,6 +529,12 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
             assert found.json()["items"] == [] or all(
                 e["actor_id"] != a_user and e["target_id"] != a_user for e in found.json()["items"]
             ), target
+
+    # Notices: B's own list and count show nothing of A's notice.
+    for path in ("/notices", "/notices/badge", "/api/v1/notices"):
+        response = team_b.send("GET", path)
+        assert response.status_code == 200, path
+        _assert_nothing_of_a(response, team_a, f"GET {path}")
 
     # A job of A's as the template of the generate form.
     response = team_b.send("GET", "/", params={"from": a_job})

@@ -144,18 +144,26 @@ def deliver(alert_id: uuid.UUID) -> bool:
     alert = _claim(alert_id)
     if alert is None:
         return False
-    with session_scope() as db:
-        emails = _emails(db, alert)
     try:
-        send_email(emails, alert.title, alert.body)
-        if alert.kind != "digest":
+        if alert.emailed_at is None:
+            with session_scope() as db:
+                emails = _emails(db, alert)
+            send_email(emails, alert.title, alert.body)
+            _mark(alert.id, emailed_at=utcnow())
+        if alert.posted_at is None and alert.kind != "digest":
             post_webhook(webhook_payload(alert))
+            _mark(alert.id, posted_at=utcnow())
     except (smtplib.SMTPException, OSError, httpx.HTTPError) as exc:
         log.warning("alert %s not delivered (try %d): %s", alert.id, alert.delivery_attempts, exc)
         return False
-    with session_scope() as db:
-        db.execute(update(Alert).where(Alert.id == alert.id).values(delivered_at=utcnow()))
+    _mark(alert.id, delivered_at=utcnow())
     return True
+
+
+def _mark(alert_id: uuid.UUID, **values: Any) -> None:
+    """Record a channel's hand-over at once (its own transaction)."""
+    with session_scope() as db:
+        db.execute(update(Alert).where(Alert.id == alert_id).values(**values))
 
 
 def redeliver() -> int:

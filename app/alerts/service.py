@@ -18,9 +18,11 @@ def _deliver_all(alert_ids: list[uuid.UUID]) -> int:
 def run_evaluation(now: datetime | None = None) -> int:
     """Evaluate every rule for every team, commit the alerts that fired, then deliver them and
     any left undelivered earlier. Returns how many were delivered now."""
+    # Earlier alerts left undelivered first, so a try that just failed is not repeated at once.
+    redelivered = redeliver()
     with session_scope() as db:
         fired = [alert.id for alert in evaluate_all(db, now)]
-    return _deliver_all(fired) + redeliver()
+    return redelivered + _deliver_all(fired)
 
 
 def run_team_budgets(team_id: uuid.UUID, now: datetime | None = None) -> int:
