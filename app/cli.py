@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import typer
 
 from app.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, tcp_reachable
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 cli = typer.Typer(help="FLUX Team Studio", no_args_is_help=True, add_completion=False)
 users_cli = typer.Typer(help="Manage people", no_args_is_help=True)
@@ -187,15 +187,10 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = 
     return False
 
 
-@cli.command()
-def up(
-    host: str = typer.Option("127.0.0.1", help="Address the web app listens on."),
-    port: int = typer.Option(8000, help="Port the web app listens on."),
-    workers: int = typer.Option(0, help="Worker processes (default WORKER_CONCURRENCY)."),
-) -> None:
-    """Run the whole studio: database, Redis and emulator where unset, web, worker and beat."""
-    settings = get_settings()
-    data_dir = settings.DATA_DIR.resolve()
+def _studio_env(
+    settings: Settings, data_dir: Path, host: str, port: int
+) -> tuple[dict[str, str], str]:
+    """The environment every child process gets, and the studio's address to print."""
     env = dict(os.environ)
     env["DATA_DIR"] = str(data_dir)
     if not env.get(METRICS_DIR_ENV):
@@ -208,6 +203,66 @@ def up(
     if not settings.PUBLIC_URL:
         # Invite links need an address; locally it is this one (webhooks stay off).
         env["LOCAL_URL"] = url
+    return env, url
+
+
+def _start_emulator(settings: Settings, env: dict[str, str], supervisor: Supervisor) -> None:
+    """Start the BFL emulator on a free port and point `env` at it."""
+    emulator_url = urlparse(settings.EMULATOR_URL)
+    emu_port = emulator_url.port or 8765
+    if tcp_reachable("127.0.0.1", emu_port):
+        emu_port = free_port()
+    env["EMULATOR_URL"] = f"http://127.0.0.1:{emu_port}"
+    # The emulator hands out polling URLs on localhost (its regional host), which the
+    # BFL client follows only when allowed, like any host besides the API host.
+    hosts = [h.strip() for h in settings.BFL_ALLOWED_HOSTS.split(",")]
+    if "localhost" not in hosts:
+        env["BFL_ALLOWED_HOSTS"] = ",".join([*hosts, "localhost"])
+    _say(f"BFL_API_KEY unset: starting the BFL emulator on {env['EMULATOR_URL']}")
+    supervisor.start(
+        "emulator", [_python(), "-m", "app.cli", "emulator", "--port", str(emu_port)], env
+    )
+
+
+def _start_studio(
+    env: dict[str, str], supervisor: Supervisor, host: str, port: int, concurrency: int
+) -> None:
+    """Start web, worker and beat with `env`."""
+    supervisor.start(
+        "web", [_python(), "-m", "app.cli", "web", "--host", host, "--port", str(port)], env
+    )
+    supervisor.start(
+        "worker",
+        [_python(), "-m", "app.cli", "worker", "--concurrency", str(concurrency)],
+        env,
+    )
+    supervisor.start("beat", [_python(), "-m", "app.cli", "beat"], env)
+
+
+def _announce(
+    settings: Settings, url: str, data_dir: Path, creds: tuple[str, str] | None, stopping: bool
+) -> None:
+    """Tell the person where the studio runs and how to sign in."""
+    if creds:
+        typer.echo(f"First run: sign in as {creds[0]} with password {creds[1]}")
+        typer.echo(f"(also saved in {data_dir / 'first-admin.txt'}; change it under Account)")
+    elif not stopping:
+        typer.echo("Sign in with your account; `studio users create` adds people.")
+    if settings.bfl_emulated:
+        typer.echo("No BFL_API_KEY: images come from the built-in emulator (synthetic).")
+    typer.echo("Press Ctrl-C to stop.\n")
+
+
+@cli.command()
+def up(
+    host: str = typer.Option("127.0.0.1", help="Address the web app listens on."),
+    port: int = typer.Option(8000, help="Port the web app listens on."),
+    workers: int = typer.Option(0, help="Worker processes (default WORKER_CONCURRENCY)."),
+) -> None:
+    """Run the whole studio: database, Redis and emulator where unset, web, worker and beat."""
+    settings = get_settings()
+    data_dir = settings.DATA_DIR.resolve()
+    env, url = _studio_env(settings, data_dir, host, port)
     embedded_pg: EmbeddedPostgres | None = None
     embedded_redis: EmbeddedRedis | None = None
     supervisor = Supervisor()
@@ -230,52 +285,17 @@ def up(
             embedded_redis = EmbeddedRedis(data_dir / "redis").start()
             env["REDIS_URL"] = embedded_redis.url
         if settings.bfl_emulated:
-            emulator_url = urlparse(settings.EMULATOR_URL)
-            emu_port = emulator_url.port or 8765
-            if tcp_reachable("127.0.0.1", emu_port):
-                emu_port = free_port()
-            env["EMULATOR_URL"] = f"http://127.0.0.1:{emu_port}"
-            # The emulator hands out polling URLs on localhost (its regional host), which the
-            # BFL client follows only when allowed, like any host besides the API host.
-            hosts = [h.strip() for h in settings.BFL_ALLOWED_HOSTS.split(",")]
-            if "localhost" not in hosts:
-                env["BFL_ALLOWED_HOSTS"] = ",".join([*hosts, "localhost"])
-            _say(f"BFL_API_KEY unset: starting the BFL emulator on {env['EMULATOR_URL']}")
-            supervisor.start(
-                "emulator",
-                [_python(), "-m", "app.cli", "emulator", "--port", str(emu_port)],
-                env,
-            )
+            _start_emulator(settings, env, supervisor)
 
         os.environ.update(env)
         get_settings.cache_clear()
         _say("applying database migrations")
         migrate_database(env.get("DATABASE_URL"))
         creds = ensure_first_admin(data_dir)
-
-        concurrency = workers or settings.WORKER_CONCURRENCY
-        supervisor.start(
-            "web",
-            [_python(), "-m", "app.cli", "web", "--host", host, "--port", str(port)],
-            env,
-        )
-        supervisor.start(
-            "worker",
-            [_python(), "-m", "app.cli", "worker", "--concurrency", str(concurrency)],
-            env,
-        )
-        supervisor.start("beat", [_python(), "-m", "app.cli", "beat"], env)
-
+        _start_studio(env, supervisor, host, port, workers or settings.WORKER_CONCURRENCY)
         if _wait_http(f"http://127.0.0.1:{port}/healthz", 60, supervisor.children["web"]):
             typer.echo(f"\nFLUX Team Studio is running at {url}")
-        if creds:
-            typer.echo(f"First run: sign in as {creds[0]} with password {creds[1]}")
-            typer.echo(f"(also saved in {data_dir / 'first-admin.txt'}; change it under Account)")
-        elif not stopping:
-            typer.echo("Sign in with your account; `studio users create` adds people.")
-        if settings.bfl_emulated:
-            typer.echo("No BFL_API_KEY: images come from the built-in emulator (synthetic).")
-        typer.echo("Press Ctrl-C to stop.\n")
+        _announce(settings, url, data_dir, creds, stopping)
 
         while not stopping:
             exited = supervisor.first_exited()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from app.api.idempotency import PURGE_KEYS_TASK, purge_expired_keys
+from app.celery_app import app
 from app.db import session_scope
-from worker.celery_app import app
 
 log = logging.getLogger(__name__)
 

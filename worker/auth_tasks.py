@@ -6,8 +6,8 @@ import logging
 
 from app.auth import PURGE_SESSIONS_TASK
 from app.auth.service import purge_ended_sessions
+from app.celery_app import app
 from app.db import session_scope
-from worker.celery_app import app
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from app.bfl.client import BFLClient
 from app.bfl.errors import BFLError
+from app.celery_app import app
 from app.costs import REFRESH_CREDIT_BALANCE_TASK
 from app.costs import service as costs_service
 from app.db import session_scope
@@ -17,7 +18,6 @@ from app.jobs import dispatch, polling, results, sweeper
 from app.jobs.messages import POLL, SUBMIT_NEXT, SWEEP
 from app.ops.metrics import MeasuredTransport
 from app.settings import get_settings
-from worker.celery_app import app
 
 log = logging.getLogger(__name__)
 _client: BFLClient | None = None

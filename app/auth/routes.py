@@ -150,6 +150,31 @@ def login(
 ) -> Response:
     target = safe_next(next)
     email = email.strip()[:320]
+    refused = _form_refusal(request, target, email, password, csrf_token)
+    if refused is not None:
+        return refused
+    address = client_address(request)
+    throttle = LoginThrottle()
+    wait = throttle.wait_seconds(email, address)
+    if wait:
+        return _too_many(request, target, email, wait)
+    # An absurdly long password is never right; refuse it without hashing megabytes.
+    user = service.authenticate(db, email, password) if len(password) <= 4096 else None
+    if user is None:
+        wait = throttle.record_failure(email, address)
+        if wait:
+            return _too_many(request, target, email, wait, prefix=WRONG_CREDENTIALS + " ")
+        return _login_form(
+            request, next_path=target, email=email, error=WRONG_CREDENTIALS, status_code=400
+        )
+    throttle.record_success(email, address)
+    return _signed_in(request, db, user, target, address)
+
+
+def _form_refusal(
+    request: Request, target: str, email: str, password: str, csrf_token: str
+) -> Response | None:
+    """The sign-in form again with what to change, or None when the form is complete."""
     if not FormToken.is_valid(request, csrf_token):
         return _login_form(
             request,
@@ -166,21 +191,13 @@ def login(
             error="Enter your email and your password.",
             status_code=400,
         )
-    address = client_address(request)
-    throttle = LoginThrottle()
-    wait = throttle.wait_seconds(email, address)
-    if wait:
-        return _too_many(request, target, email, wait)
-    # An absurdly long password is never right; refuse it without hashing megabytes.
-    user = service.authenticate(db, email, password) if len(password) <= 4096 else None
-    if user is None:
-        wait = throttle.record_failure(email, address)
-        if wait:
-            return _too_many(request, target, email, wait, prefix=WRONG_CREDENTIALS + " ")
-        return _login_form(
-            request, next_path=target, email=email, error=WRONG_CREDENTIALS, status_code=400
-        )
-    throttle.record_success(email, address)
+    return None
+
+
+def _signed_in(
+    request: Request, db: SessionDep, user: User, target: str, address: str | None
+) -> Response:
+    """Start `user`'s session after a right password: on to `target`, or to the code step."""
     # A new id at every sign-in: whatever session cookie the browser had before is ended,
     # so an id planted before login can never become a signed-in one.
     previous = request.cookies.get(session_cookie_name())

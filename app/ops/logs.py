@@ -216,6 +216,12 @@ def configure_logging(process: str, *, force: bool = False, stream: Any = None) 
             renderer,
         ],
     )
+    _install_root_handler(formatter, stream, settings.LOG_LEVEL)
+    _configured_for = process
+
+
+def _install_root_handler(formatter: logging.Formatter, stream: Any, level: str) -> None:
+    """Make `formatter` on `stream` the root logger's one studio handler; quiet chatty libraries."""
     handler = logging.StreamHandler(stream)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
@@ -225,7 +231,7 @@ def configure_logging(process: str, *, force: bool = False, stream: Any = None) 
         if existing.get_name() == _HANDLER_NAME:
             root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(settings.LOG_LEVEL.upper())
+    root.setLevel(level.upper())
 
     # Servers and libraries log through the root handler, not handlers of their own.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task"):
@@ -235,7 +241,6 @@ def configure_logging(process: str, *, force: bool = False, stream: Any = None) 
     # httpx logs every URL at INFO, and BFL's result URLs are signed credentials.
     for name in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    _configured_for = process
 
 
 def bind_context(**values: Any) -> None:
