@@ -6,7 +6,7 @@ import uuid
 
 from app.alerts import EVALUATE_ALERTS_TASK, EVALUATE_TEAM_TASK, WEEKLY_DIGEST_TASK
 from app.alerts.service import run_evaluation, run_team_budgets, run_weekly_digest
-from worker.celery_app import app
+from app.celery_app import app
 
 
 @app.task(name=EVALUATE_ALERTS_TASK)

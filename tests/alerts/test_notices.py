@@ -4,8 +4,8 @@ charge having its team's budgets checked after the commit."""
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,8 +16,8 @@ from app.alerts.rules import fire
 from app.auth.models import Role
 from app.auth.service import start_session
 from app.auth.tokens import issue_token
-from app.deps import get_db
 from app.db import utcnow
+from app.deps import get_db
 from app.jobs import messages, state
 from app.jobs.models import JobStatus
 from app.main import create_app
@@ -76,9 +76,10 @@ def test_the_bell_counts_unread_and_the_list_marks_them_read(
     _alert(db, teammate, "Not for the manager")
     headers, csrf = _cookie(db, manager)
 
-    assert '<span class="badge" aria-label="2 unread">2</span>' in client.get(
-        "/notices/badge", headers=headers
-    ).text
+    assert (
+        '<span class="badge" aria-label="2 unread">2</span>'
+        in client.get("/notices/badge", headers=headers).text
+    )
     home = client.get("/", headers=headers).text
     assert 'hx-get="/notices/badge"' in home
     page = client.get("/notices", headers=headers).text
