@@ -73,6 +73,7 @@ ROLE_GATED_BEFORE_LOOKUP = {
     ("POST", "/team/members/{user_id}/remove"),
     ("POST", "/team/invites/{invite_id}/revoke"),
     ("POST", "/team/members/{user_id}/two-factor/reset"),
+    ("POST", "/team/members/{user_id}/tokens/revoke"),
 }
 
 #: Path parameters that are not team objects, and why (see `_values_for`):

@@ -29,7 +29,7 @@ from app.auth.deps import (
 from app.auth.models import AuthSession, Role, User
 from app.auth.service import AccountError, InviteRefused, NotInTeam
 from app.auth.throttle import LoginThrottle
-from app.auth.tokens import live_token_count, revoke_tokens_of
+from app.auth.tokens import live_token_count, revoke_member_tokens, revoke_tokens_of
 from app.deps import SessionDep
 from app.errors import Forbidden, NotFound
 from app.limits import read_form
@@ -59,6 +59,7 @@ NOTICES = {
     "revoked": "The invite was withdrawn.",
     "two-factor-off": "Two-factor sign-in is off. Your recovery codes no longer work.",
     "two-factor-reset": "Their two-factor sign-in was removed; they set it up again.",
+    "tokens-revoked": "Their API tokens for this team were revoked.",
     "two-factor-policy": "The team's two-factor rule was saved.",
 }
 
@@ -814,6 +815,19 @@ def team_remove_member(
     if member_id == actor.user_id:
         return _redirect("/")
     return _redirect("/team", "removed")
+
+
+@router.post("/team/members/{user_id}/tokens/revoke")
+def team_revoke_member_tokens(user_id: str, db: SessionDep, actor: SessionActor) -> Response:
+    """An admin ends every API token a member holds for this team."""
+    _require_admin(actor)
+    try:
+        revoke_member_tokens(
+            db, team_id=actor.team_id, user_id=_uuid(user_id, "That person"), by=actor.user
+        )
+    except LookupError as exc:
+        raise NotFound("That person") from exc
+    return _redirect("/team", "tokens-revoked")
 
 
 @router.post("/team/members/{user_id}/two-factor/reset")

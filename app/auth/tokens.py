@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.audit.service import record
-from app.auth.models import ApiToken, User
+from app.auth.models import ApiToken, Membership, User
 from app.db import utcnow
 from app.security import new_token, token_hash
 
@@ -191,6 +191,34 @@ def revoke_tokens_of(db: Session, *, user_id: uuid.UUID, team_id: uuid.UUID | No
         stmt = stmt.where(ApiToken.team_id == team_id)
     result = db.execute(stmt.values(revoked_at=utcnow()))
     return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+def revoke_member_tokens(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, by: User) -> int:
+    """An admin (`by`) revokes every live API token another member holds for this team (a
+    lost laptop, a leaked token); audited as "token.revoked_for_member". Returns how many.
+
+    Raises LookupError when the person is not in the team (the caller answers 404).
+    """
+    member = db.scalar(
+        select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.team_id == team_id, User.id == user_id)
+    )
+    if member is None:
+        raise LookupError("That person was not found in this team.")
+    revoked = revoke_tokens_of(db, user_id=user_id, team_id=team_id)
+    record(
+        db,
+        team_id=team_id,
+        actor_id=by.id,
+        actor_email=by.email,
+        action="token.revoked_for_member",
+        target_type="user",
+        target_id=user_id,
+        before={"owner": member.email, "live_tokens": revoked},
+        after={"live_tokens": 0},
+    )
+    return revoked
 
 
 def live_token_count(db: Session, user_id: uuid.UUID) -> int:

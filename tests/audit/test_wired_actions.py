@@ -147,6 +147,30 @@ def test_token_revocation_is_audited(db: Session, client, browser: SignIn) -> No
     assert entry.after == {"revoked": True}
 
 
+def test_an_admin_revoking_a_members_tokens_is_audited(
+    db: Session, client, browser: SignIn
+) -> None:  # type: ignore[no-untyped-def]
+    admin = make_person(db, role=Role.ADMIN)
+    member = make_person(db, admin.team)
+    issued = issue_token(db, user_id=member.user.id, team_id=admin.team.id, name="laptop")
+    issue_token(db, user_id=member.user.id, team_id=admin.team.id, name="ci")
+    db.commit()
+    assert browser(admin).post(f"/team/members/{member.user.id}/tokens/revoke").status_code == 303
+    gone = client.get("/api/v1/me", headers={"authorization": f"Bearer {issued.secret}"})
+    assert gone.status_code == 401
+    (entry,) = entries(db, "token.revoked_for_member")
+    assert (entry.actor_id, entry.target_id) == (admin.user.id, str(member.user.id))
+    assert entry.before == {"owner": member.user.email, "live_tokens": 2}
+    assert entry.after == {"live_tokens": 0}
+    # Managers may not; another team's person is not found.
+    manager = make_person(db, admin.team, Role.MANAGER)
+    assert browser(manager).post(f"/team/members/{member.user.id}/tokens/revoke").status_code == 403
+    stranger = make_person(db)
+    answer = browser(admin).post(f"/team/members/{stranger.user.id}/tokens/revoke")
+    assert answer.status_code == 404
+    assert len(entries(db, "token.revoked_for_member")) == 1
+
+
 def test_a_manager_deleting_or_cancelling_someone_elses_job_is_audited(
     db: Session, browser: SignIn
 ) -> None:
