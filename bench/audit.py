@@ -75,7 +75,7 @@ def _deep_cursor(db: Session, team_id: uuid.UUID, depth: int) -> str:
     return page.next_cursor
 
 
-def _figures(url: str, ids: dict[str, Any], runs: int) -> dict[str, Any]:
+def _figures(url: str, ids: dict[str, Any], runs: int, entries: int) -> dict[str, Any]:
     from app.audit.export import audit_csv
     from app.audit.queries import AuditFilters, audit_page, iter_entries
 
@@ -83,7 +83,7 @@ def _figures(url: str, ids: dict[str, Any], runs: int) -> dict[str, Any]:
     team = ids["team_id"]
     figures: dict[str, Any] = {}
     with Session(engine) as db:
-        deep = _deep_cursor(db, team, 40_000)
+        deep = _deep_cursor(db, team, min(40_000, entries // 5))
         one_action = AuditFilters(action="budget.set")
         calls: dict[str, Callable[[], object]] = {
             "first_page": lambda: audit_page(db, team_id=team, filters=AuditFilters()),
@@ -129,7 +129,7 @@ def main() -> None:
         from app.cli import migrate_database
 
         migrate_database(url)
-        figures = _figures(url, _seed(url, args.entries), args.runs)
+        figures = _figures(url, _seed(url, args.entries), args.runs, args.entries)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

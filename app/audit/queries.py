@@ -109,7 +109,10 @@ def audit_page(
         require_known_person(db, team_id, filters.actor_id)
     if after:
         at, entry_id = decode_cursor(after)
-        stmt = stmt.where(tuple_(AuditEntry.at, AuditEntry.id) < tuple_(at, entry_id))
+        # `at <= :at` bounds the index scan; the row comparison then breaks ties by id.
+        stmt = stmt.where(
+            AuditEntry.at <= at, tuple_(AuditEntry.at, AuditEntry.id) < tuple_(at, entry_id)
+        )
     rows = list(db.scalars(stmt.limit(limit + 1)))
     items = [AuditEntryOut.model_validate(row) for row in rows[:limit]]
     more = len(rows) > limit

@@ -4,7 +4,8 @@ Revision ID: 0020
 Revises: 0012
 
 Alerts that fired (each once per scope, period and threshold: a unique key, so racing
-evaluations cannot fire twice) and the in-app notices people read.
+evaluations cannot fire twice), the in-app notices people read, and indexes for the audit
+page's person and target filters.
 """
 
 from collections.abc import Sequence
@@ -75,9 +76,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_notices_user_team_read", "notices", ["user_id", "team_id", "read_at"])
+    # The audit page's person and target filters.
+    op.create_index(
+        "ix_audit_entries_team_actor_at", "audit_entries", ["team_id", "actor_id", "at"]
+    )
+    op.create_index(
+        "ix_audit_entries_team_target_at", "audit_entries", ["team_id", "target_id", "at"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_entries_team_target_at", table_name="audit_entries")
+    op.drop_index("ix_audit_entries_team_actor_at", table_name="audit_entries")
     op.drop_index("ix_notices_user_team_read", table_name="notices")
     op.drop_table("notices")
     op.drop_index("ix_alerts_undelivered", table_name="alerts")
