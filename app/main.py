@@ -22,6 +22,7 @@ from app.ops import health
 from app.ops import routes as ops_routes
 from app.ops.middleware import install_observability
 from app.ops.proxies import TrustedProxyMiddleware
+from app.projects import routes as projects_routes
 from app.prompts import routes as prompts_routes
 from app.templating import STATIC_DIR
 
@@ -58,6 +59,7 @@ def create_app() -> FastAPI:
     app.include_router(costs_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(alerts_routes.router)
+    app.include_router(projects_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(job_webhooks.router)
     return app

@@ -11,7 +11,8 @@ import app.alerts.models
 import app.audit.models
 import app.auth.models
 import app.costs.models
-import app.jobs.models  # noqa: F401 (registers its tables)
+import app.jobs.models
+import app.projects.models  # noqa: F401 (registers its tables)
 from app.db import Base
 
 #: Every table of the studio.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 
 def size_text(n: int) -> str:
     """Bytes as people read them: `32 MiB`, `256 KiB`, `900 bytes`."""
@@ -10,3 +12,11 @@ def size_text(n: int) -> str:
             value = n / factor
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{n} bytes"
+
+
+def credits_text(value: Decimal | None) -> str:
+    """A credit amount as people read it: 3, 4.5, 0.12 (two places at most); "—" for None."""
+    if value is None:
+        return "—"
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return text or "0"

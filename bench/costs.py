@@ -63,11 +63,12 @@ def _seed(url: str, charges: int) -> dict[str, Any]:
                     id, team_id, user_id, status, model, prompt, params, width, height, seed,
                     output_format, reference_count, batch_index, estimated_credits,
                     cost_credits, poll_count, attempts, requeues, unfinished_polls, bfl_task_id,
-                    created_at)
+                    created_at, project_id)
                 SELECT gen_random_uuid(), p.team_id, p.user_id, s.status, s.model, s.prompt,
                        '{{}}'::jsonb, 1024, 1024, s.g, 'jpeg', 0, 0, 3, 3 + (s.g % 4), 4, 1, 0,
                        0,
-                       'task-' || s.g, s.at
+                       'task-' || s.g, s.at,
+                       (SELECT id FROM projects WHERE team_id = p.team_id AND is_default)
                 FROM series s
                 JOIN people p ON p.team_n = s.g % 2 AND p.n = (s.g / 2) % {PEOPLE_PER_TEAM}
                 """  # noqa: S608 - built from this module's constants only
@@ -76,9 +77,10 @@ def _seed(url: str, charges: int) -> dict[str, Any]:
         )
         conn.execute(
             text(
-                "INSERT INTO charges (id, job_id, team_id, user_id, model, credits, usd, "
-                "created_at) SELECT gen_random_uuid(), id, team_id, user_id, model, "
-                "cost_credits, cost_credits * 0.01, created_at + interval '1 second' FROM jobs"
+                "INSERT INTO charges (id, job_id, team_id, user_id, project_id, model, credits, "
+                "usd, created_at) SELECT gen_random_uuid(), id, team_id, user_id, project_id, "
+                "model, cost_credits, cost_credits * 0.01, created_at + interval '1 second' "
+                "FROM jobs"
             )
         )
         conn.execute(

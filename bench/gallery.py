@@ -202,7 +202,7 @@ def seed(engine: Engine, jobs: int) -> dict[str, Any]:
                     output_format, reference_count, batch_index, estimated_credits,
                     cost_credits, poll_count, attempts, requeues, result_seed, error_code,
                     error_message, claimed_at, submitted_at, bfl_ready_at, finished_at,
-                    created_at{extra_columns})
+                    created_at, project_id{extra_columns})
                 SELECT gen_random_uuid(), p.team_id, p.user_id, s.status, s.model, s.prompt,
                        jsonb_build_object('prompt', s.prompt, 'width', 1024, 'height', 1024),
                        1024, 1024, s.g, 'jpeg', 0, 0, 3, 3, 4, 1, 0, s.g,
@@ -210,7 +210,8 @@ def seed(engine: Engine, jobs: int) -> dict[str, Any]:
                                      WHEN 'moderated' THEN 'request_moderated' END,
                        CASE WHEN s.status IN ('failed', 'moderated') THEN 'seeded' END,
                        s.at + interval '1 second', s.at + interval '1 second',
-                       s.at + interval '9 seconds', s.at + interval '10 seconds', s.at
+                       s.at + interval '9 seconds', s.at + interval '10 seconds', s.at,
+                       (SELECT id FROM projects WHERE team_id = p.team_id AND is_default)
                        {extra_values}
                 FROM series s
                 JOIN people p ON p.team_n = s.g % 2 AND p.n = (s.g / 2) % {PEOPLE_PER_TEAM}
@@ -280,6 +281,7 @@ _SEEDED_JOB_COLUMNS = frozenset(
         "id",
         "team_id",
         "user_id",
+        "project_id",
         "status",
         "model",
         "prompt",

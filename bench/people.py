@@ -22,6 +22,13 @@ def seed_teams_and_people(
         )
     )
     teams = [r[0] for r in conn.execute(text("SELECT id FROM teams ORDER BY name"))]
+    # Every team has its default project, as the studio's own team creation makes it.
+    conn.execute(
+        text(
+            "INSERT INTO projects (id, team_id, name, is_default, created_at) "
+            "SELECT gen_random_uuid(), id, 'General', true, now() FROM teams"
+        )
+    )
     conn.execute(
         text(
             "INSERT INTO users (id, email, name, password_hash, is_active, is_superuser, "

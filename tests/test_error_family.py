@@ -11,9 +11,12 @@ import pytest
 
 import app.bfl
 import app.bfl.errors
+from app.auth.tokens import TokenError
 from app.bfl.catalogue import validate_request
 from app.costs.service import BudgetExceeded
 from app.errors import STATUS_BY_CODE, FieldError, RequestInvalid, StudioError, status_for
+from app.gallery.service import GalleryInputError
+from app.jobs.errors import JobNotFound
 from app.jobs.service import JobError, request_path
 
 APP = Path(__file__).resolve().parents[1] / "app"
@@ -50,6 +53,30 @@ def test_budget_and_validation_errors_are_studio_errors() -> None:
     pathed = invalid.at_paths(request_path)
     assert [f.field for f in pathed.fields] == ["params.width"]
     assert "params.width" in pathed.message
+
+
+def test_job_not_found_is_the_one_missing_job() -> None:
+    missing = JobNotFound()
+    assert isinstance(missing, JobError)
+    assert (missing.status_code, missing.code) == (404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code", "fields"),
+    [
+        (GalleryInputError("from", "bad date"), 422, "invalid_request", ["from"]),
+        (TokenError("too long", "invalid_request", "name"), 422, "invalid_request", ["name"]),
+        (TokenError("too many", "too_many_tokens"), 409, "too_many_tokens", []),
+    ],
+)
+def test_input_and_token_errors_join_the_family(
+    error: StudioError, status: int, code: str, fields: list[str]
+) -> None:
+    # Their HTTP status comes from the one table, so no route maps them by hand.
+    assert isinstance(error, StudioError)
+    assert (error.status_code, error.code) == (status, code)
+    assert [f.field for f in error.fields] == fields
+    assert status_for(code) == status
 
 
 def test_request_paths_keep_top_level_fields() -> None:

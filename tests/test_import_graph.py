@@ -245,3 +245,29 @@ def test_services_never_reach_the_templates() -> None:
             if path is not None:
                 offenders.append(" -> ".join(path))
     assert not offenders, "services reaching the templates:\n" + "\n".join(offenders)
+
+
+def test_jobs_never_import_the_gallery() -> None:
+    """The Job has one home, app/jobs: the gallery browses jobs and reads them through
+    app.jobs.queries (and its commands through app.jobs.service); jobs never look back."""
+    graph = import_graph()
+    offenders = sorted(
+        f"{name} -> {target}"
+        for name, targets in graph.items()
+        if name == "app.jobs" or name.startswith("app.jobs.")
+        for target in targets
+        if target == "app.gallery" or target.startswith("app.gallery.")
+    )
+    assert offenders == []
+    assert "app.jobs.queries" in graph["app.gallery.routes"]
+
+
+def test_only_jobs_write_job_columns() -> None:
+    """No module of another feature writes the jobs table: no `update(Job)` outside app/jobs."""
+    offenders = []
+    for module in _modules().values():
+        if not module.name.startswith("app.") or module.name.startswith("app.jobs"):
+            continue
+        if "update(Job)" in module.path.read_text():
+            offenders.append(module.name)
+    assert offenders == []

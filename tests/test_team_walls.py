@@ -50,6 +50,8 @@ from app.jobs import messages
 from app.jobs.models import Favourite, Job, JobStatus
 from app.jobs.service import create_jobs
 from app.main import create_app
+from app.projects.models import Project
+from app.projects.service import Changer, create_project
 from app.settings import get_settings
 from tests.api.conftest import Caller, make_job, make_ready_job, sign_in
 from tests.factories import Person, make_person, make_team
@@ -64,6 +66,7 @@ A_SECRETS = (
     "Walled Garden Ltd",
     "Ottoline Quist",
     "Barnaby Fennimore",
+    "Project Quincunx",
 )
 
 #: Routes where a team B *member* is stopped by a role check before any lookup happens: the
@@ -74,6 +77,9 @@ ROLE_GATED_BEFORE_LOOKUP = {
     ("POST", "/team/invites/{invite_id}/revoke"),
     ("POST", "/team/members/{user_id}/two-factor/reset"),
     ("POST", "/team/members/{user_id}/tokens/revoke"),
+    ("PATCH", "/api/v1/projects/{project_id}"),
+    ("POST", "/projects/{project_id}/rename"),
+    ("POST", "/projects/{project_id}/archive"),
 }
 
 #: Path parameters that are not team objects, and why (see `_values_for`):
@@ -99,6 +105,7 @@ class TeamA:
     invite: Invite
     session: AuthSession
     notice: Notice
+    project: Project
 
     @property
     def job_ids(self) -> list[uuid.UUID]:
@@ -118,6 +125,7 @@ class TeamA:
             self.session.id,
             self.notice.id,
             self.notice.alert_id,
+            self.project.id,
         ]
         return [str(i) for i in every]
 
@@ -170,6 +178,19 @@ def team_a(committed_db: Session) -> TeamA:
     admin.user.name, member.user.name = "Ottoline Quist", "Barnaby Fennimore"
     db.commit()
     member_token = _caller(db, member)
+    project = create_project(
+        db,
+        Changer(team_id=team.id, user_id=admin.user.id, email=admin.user.email),
+        name="Project Quincunx",
+    )
+    set_budget(
+        db,
+        team_id=team.id,
+        user_id=None,
+        project_id=project.id,
+        monthly_credits=Decimal("700"),
+        set_by=admin.user.id,
+    )
 
     ready, _ = make_ready_job(db, member_token, prompt="a zanzibar lighthouse at dusk")
     queued = make_job(db, member_token, prompt="a quetzal harbour at dawn")
@@ -183,7 +204,7 @@ def team_a(committed_db: Session) -> TeamA:
         team_id=team.id,
         user_id=member.user.id,
         monthly_credits=Decimal("500"),
-        by=admin.user,
+        set_by=admin.user.id,
     )
     # A queued job made the studio's way: a stored reference image and a held reservation.
     (with_reference,) = create_jobs(
@@ -233,6 +254,7 @@ def team_a(committed_db: Session) -> TeamA:
         invite=invite,
         session=session,
         notice=notice,
+        project=project,
     )
 
 
@@ -316,7 +338,14 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
             select(Notice.id, Notice.read_at).where(Notice.team_id == a.team.id)
         ).all(),
         "budgets": db.execute(
-            select(Budget.user_id, Budget.monthly_credits).where(Budget.team_id == a.team.id)
+            select(Budget.user_id, Budget.project_id, Budget.monthly_credits)
+            .where(Budget.team_id == a.team.id)
+            .order_by(Budget.monthly_credits)
+        ).all(),
+        "projects": db.execute(
+            select(Project.id, Project.name, Project.archived, Project.team_id)
+            .where(Project.team_id == a.team.id)
+            .order_by(Project.id)
         ).all(),
         "team_name": db.scalar(select(Team.name).where(Team.id == a.team.id)),
         "team_policy": db.scalar(select(Team.require_two_factor).where(Team.id == a.team.id)),
@@ -349,6 +378,7 @@ def _values_for(param: str, a: TeamA) -> list[str]:
         "invite_id": [a.invite.id],
         "notice_id": [a.notice.id],
         "team_id": [a.team.id],
+        "project_id": [a.project.id],
         # NOT_TEAM_OBJECTS: A's invite id where the secret link token belongs.
         "token": [a.invite.id],
     }
@@ -536,6 +566,23 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
         response = team_b.send("GET", path)
         assert response.status_code == 200, path
         _assert_nothing_of_a(response, team_a, f"GET {path}")
+    # Reports, lists and new jobs naming one of A's projects: 404, never a figure of A.
+    a_project = str(team_a.project.id)
+    for path in ("/costs/export.csv", "/api/v1/costs/ledger", "/api/v1/costs/summary"):
+        response = team_b.send("GET", path, params={"project": a_project})
+        assert response.status_code == 404, (path, response.status_code, response.text)
+        _assert_nothing_of_a(response, team_a, f"GET {path}?project=A")
+    into_a = team_b.send(
+        "POST",
+        "/api/v1/jobs",
+        json={"model": "flux-2-pro", "prompt": "borrowing", "project_id": a_project},
+    )
+    assert into_a.status_code == 404, into_a.text
+    _assert_nothing_of_a(into_a, team_a, "POST /api/v1/jobs project_id=A")
+    budget = team_b.send(
+        "PUT", "/api/v1/costs/budgets", json={"project_id": a_project, "monthly_credits": "1"}
+    )
+    assert budget.status_code == (404 if b_is_manager else 403), budget.text[:200]
 
     # A job of A's as the template of the generate form.
     response = team_b.send("GET", "/", params={"from": a_job})

@@ -14,14 +14,13 @@ from app.auth.models import ApiToken, Role
 from app.auth.tokens import (
     DEFAULT_EXPIRY_DAYS,
     MAX_NAME_CHARS,
-    TokenError,
     issue_token,
     list_tokens,
     revoke_token,
     token_state,
 )
 from app.deps import SessionDep
-from app.errors import FieldProblem, NotFound, StudioError, error_responses
+from app.errors import NotFound, StudioError, error_responses
 from app.timestamps import UtcDatetime
 
 router = APIRouter(tags=["account"])
@@ -126,18 +125,13 @@ def create_token(body: TokenCreate, actor: ChangingActor, db: SessionDep) -> Tok
             "session_required",
             "API tokens can only be created from a signed-in session (the Account page).",
         )
-    try:
-        issued = issue_token(
-            db,
-            user_id=actor.user_id,
-            team_id=actor.team_id,
-            name=body.name,
-            expires_in_days=body.expires_in_days,
-        )
-    except TokenError as exc:
-        fields = [FieldProblem(field=exc.field, message=exc.message)] if exc.field else []
-        status = 422 if exc.field else 409
-        raise StudioError(status, exc.code, exc.message, fields) from None
+    issued = issue_token(
+        db,
+        user_id=actor.user_id,
+        team_id=actor.team_id,
+        name=body.name,
+        expires_in_days=body.expires_in_days,
+    )
     return TokenCreated(token=TokenOut.of(issued.token), secret=issued.secret)
 
 

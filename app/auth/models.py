@@ -96,6 +96,11 @@ class Membership(Timestamped, Base):
         ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
     )
     role: Mapped[str] = mapped_column(String(16), nullable=False, default=Role.MEMBER.value)
+    #: The project this person last queued jobs in, in this team: the generate page and the
+    #: API choose it when no project is named.
+    last_project_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="SET NULL")
+    )
 
     user: Mapped[User] = relationship(back_populates="memberships")
     team: Mapped[Team] = relationship(back_populates="memberships")

@@ -16,6 +16,7 @@ from app.audit.service import record
 from app.auth.models import AuthSession, Invite, Membership, Role, Team, User
 from app.auth.tokens import revoke_tokens_of
 from app.db import utcnow
+from app.projects.service import create_default_project
 from app.security import (
     hash_password,
     new_token,
@@ -67,6 +68,7 @@ def create_team(db: Session, name: str) -> Team:
     team = Team(name=name)
     db.add(team)
     db.flush()
+    create_default_project(db, team_id=team.id)
     return team
 
 

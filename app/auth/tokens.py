@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.auth.models import ApiToken, Membership, User
 from app.db import utcnow
+from app.errors import FieldProblem, StudioError, status_for
 from app.security import new_token, token_hash
 
 #: Characters of the token kept in clear so people can tell their tokens apart ("fts_AbC12345").
@@ -26,13 +27,15 @@ EXPIRY_CHOICES_DAYS: tuple[int | None, ...] = (30, 90, 365, None)
 DEFAULT_EXPIRY_DAYS: Final = 90
 
 
-class TokenError(ValueError):
-    """A token request that cannot be carried out; `field` names the input at fault."""
+class TokenError(StudioError, ValueError):
+    """A token request that cannot be carried out; `field` names the input at fault.
+
+    Its HTTP status comes from `code` in app.errors (422 "invalid_request", 409 otherwise).
+    """
 
     def __init__(self, message: str, code: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
+        fields = [FieldProblem(field=field, message=message)] if field else []
+        super().__init__(status_for(code), code, message, fields)
         self.field = field
 
 

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query
 
 from app.auth.deps import ChangingActor, CurrentActor, ManagerActor
 from app.costs import service
-from app.costs.export import csv_response
+from app.costs.export import csv_response, projects_csv_response
 from app.costs.params import (
     EndQuery,
     ModelQuery,
     PeriodQuery,
+    ProjectQuery,
     StartQuery,
     UserQuery,
     caller_scope,
@@ -46,9 +47,11 @@ def cost_summary(
     start: StartQuery = None,
     end: EndQuery = None,
     user_id: UserQuery = None,
+    project: ProjectQuery = None,
 ) -> CostSummary:
-    """The dashboard's figures: the team's for managers, the caller's own for members."""
-    scope = caller_scope(db, actor, user_id)
+    """The dashboard's figures: the team's for managers, the caller's own for members;
+    `by_project` gives the spend of each project."""
+    scope = caller_scope(db, actor, user_id, project)
     return service.cost_summary(db, scope, service.report_period(period, start, end))
 
 
@@ -67,22 +70,31 @@ def cost_ledger(
     end: EndQuery = None,
     user_id: UserQuery = None,
     model: ModelQuery = None,
-    format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
+    project: ProjectQuery = None,
+    format: Annotated[
+        Literal["json", "csv", "projects.csv"],
+        Query(description="json, csv (the rows) or projects.csv (per-project totals)"),
+    ] = "json",
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> Any:
-    """Ledger rows of a date range, oldest first; `total` covers the whole range, every page."""
-    scope = caller_scope(db, actor, user_id)
+    """Ledger rows of a date range, oldest first; `total` and `by_project` cover the whole
+    range, every page."""
+    scope = caller_scope(db, actor, user_id, project)
     period = service.report_period(None, start, end)
     if format == "csv":
         return csv_response(scope, period, model)
+    if format == "projects.csv":
+        return projects_csv_response(scope, period, model)
     rows, next_offset = service.ledger_page(db, scope, period, model, limit=limit, offset=offset)
     return LedgerPage(
         start=period.first_day,
         end=period.last_day,
         user_id=scope.user_id,
+        project_id=scope.project_id,
         model=model,
         total=service.spend_total(db, scope, period, model),
+        by_project=service.spend_by_project(db, scope, period, model),
         rows=rows,
         next_offset=next_offset,
     )
@@ -104,13 +116,15 @@ def list_budgets(actor: ManagerActor, db: SessionDep) -> list[BudgetLine]:
 def put_budget(
     body: BudgetIn, actor: ManagerActor, changing: ChangingActor, db: SessionDep
 ) -> list[BudgetLine]:
-    """Set the team's (no user_id) or one member's monthly budget; null credits removes it."""
+    """Set the team's (neither id), one member's (user_id) or one project's (project_id)
+    monthly budget in credits; null credits removes it. Each change is audited."""
     service.set_budget(
         db,
         team_id=actor.team_id,
         user_id=body.user_id,
+        project_id=body.project_id,
         monthly_credits=body.monthly_credits,
-        by=changing.user,
+        set_by=changing.user_id,
     )
     return service.budget_lines(db, actor.team_id)
 

@@ -19,6 +19,8 @@ COLUMNS = (
     "job_id",
     "user_id",
     "person",
+    "project_id",
+    "project",
     "model",
     "credits",
     "usd",
@@ -40,6 +42,8 @@ def _cells(row: LedgerRow) -> list[str]:
         str(row.job_id),
         str(row.user_id),
         _safe_text(row.person),
+        str(row.project_id),
+        _safe_text(row.project),
         _safe_text(row.model),
         f"{row.credits:f}",
         f"{row.usd:f}",
@@ -60,6 +64,40 @@ def ledger_csv(rows: Iterable[LedgerRow]) -> Iterator[str]:
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+PROJECT_COLUMNS = ("project_id", "project", "archived", "charges", "credits", "usd")
+
+
+def projects_csv_response(
+    scope: service.Scope, period: service.Period, model: str | None
+) -> StreamingResponse:
+    """Per-project totals of the filtered ledger as a CSV download (one line per project)."""
+
+    def chunks() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(PROJECT_COLUMNS)
+        with session_scope() as db:
+            for line in service.spend_by_project(db, scope, period, model):
+                writer.writerow(
+                    [
+                        str(line.project_id),
+                        _safe_text(line.name),
+                        "true" if line.archived else "false",
+                        line.charges,
+                        f"{line.credits:f}",
+                        f"{line.usd:f}",
+                    ]
+                )
+        yield buffer.getvalue()
+
+    name = f"projects-{period.first_day.isoformat()}-{period.last_day.isoformat()}.csv"
+    return StreamingResponse(
+        chunks(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
 
 
 def csv_response(

@@ -41,6 +41,14 @@ class Charge(Timestamped, Base):
             "created_at",
             postgresql_include=["credits"],
         ),
+        # Spend of one project (budgets, reports filtered by project).
+        Index(
+            "ix_charges_team_project_created",
+            "team_id",
+            "project_id",
+            "created_at",
+            postgresql_include=["credits"],
+        ),
         # Ledger export filtered by model.
         Index("ix_charges_team_model_created", "team_id", "model", "created_at"),
         # The account-wide burn rate behind "days of credit left" spans every team.
@@ -57,6 +65,9 @@ class Charge(Timestamped, Base):
     )
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="RESTRICT"), nullable=False
     )
     model: Mapped[str] = mapped_column(String(64), nullable=False)
     credits: Mapped[Decimal] = mapped_column(Numeric(12, 4), nullable=False)
@@ -81,6 +92,12 @@ class Reservation(Timestamped, Base):
             "user_id",
             postgresql_where=text("state = 'held'"),
         ),
+        Index(
+            "ix_reservations_held_project",
+            "team_id",
+            "project_id",
+            postgresql_where=text("state = 'held'"),
+        ),
     )
 
     job_id: Mapped[uuid.UUID] = mapped_column(
@@ -92,6 +109,9 @@ class Reservation(Timestamped, Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     )
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="RESTRICT"), nullable=False
+    )
     credits: Mapped[Decimal] = mapped_column(Numeric(12, 4), nullable=False)
     state: Mapped[str] = mapped_column(
         String(16), nullable=False, default=ReservationState.HELD.value
@@ -100,16 +120,25 @@ class Reservation(Timestamped, Base):
 
 
 class Budget(Timestamped, Base):
-    """A monthly credit limit for a whole team (user_id NULL) or for one person in it."""
+    """A monthly credit limit for a whole team (user_id and project_id NULL), one person in it
+    (user_id set) or one of its projects (project_id set)."""
 
     __tablename__ = "budgets"
     __table_args__ = (
         CheckConstraint("monthly_credits >= 0", name="non_negative"),
+        CheckConstraint("user_id IS NULL OR project_id IS NULL", name="one_scope"),
         Index(
             "uq_budgets_team",
             "team_id",
             unique=True,
-            postgresql_where=text("user_id IS NULL"),
+            postgresql_where=text("user_id IS NULL AND project_id IS NULL"),
+        ),
+        Index(
+            "uq_budgets_team_project",
+            "team_id",
+            "project_id",
+            unique=True,
+            postgresql_where=text("project_id IS NOT NULL"),
         ),
         Index(
             "uq_budgets_team_user",
@@ -125,6 +154,9 @@ class Budget(Timestamped, Base):
         ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
     )
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    project_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE")
+    )
     monthly_credits: Mapped[Decimal] = mapped_column(Numeric(12, 4), nullable=False)
     updated_by_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")

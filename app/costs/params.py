@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.deps import Actor
 from app.costs import service
+from app.projects.service import get_project
 
 
 def _blank_is_none(value: Any) -> Any:
@@ -43,12 +44,26 @@ ModelQuery = Annotated[
 ]
 
 
-def caller_scope(db: Session, actor: Actor, user_id: uuid.UUID | None) -> service.Scope:
-    """Whose figures a report shows: the caller's own, or (managers) the team's or one person's."""
-    return service.report_scope(
+ProjectQuery = Annotated[
+    uuid.UUID | None,
+    Blank,
+    Query(description="Only this project's charges (an id from GET /api/v1/projects)."),
+]
+
+
+def caller_scope(
+    db: Session, actor: Actor, user_id: uuid.UUID | None, project: uuid.UUID | None = None
+) -> service.Scope:
+    """Whose figures a report shows: the caller's own, or (managers) the team's or one person's;
+    narrowed to one of the team's projects when `project` is given (404 for any other id)."""
+    scope = service.report_scope(
         db,
         team_id=actor.team_id,
         caller_id=actor.user_id,
         is_manager=actor.is_manager,
         user_id=user_id,
     )
+    if project is None:
+        return scope
+    get_project(db, team_id=actor.team_id, project_id=project)
+    return service.Scope(scope.team_id, scope.user_id, project)

@@ -11,10 +11,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth.deps import Actor, ChangingActor, CurrentActor, ManagerActor
 from app.costs import service
-from app.costs.export import csv_response
+from app.costs.export import csv_response, projects_csv_response
 from app.costs.params import (
     EndQuery,
     ModelQuery,
+    ProjectQuery,
     StartQuery,
     UserQuery,
     caller_scope,
@@ -138,7 +139,7 @@ def save_budget(
     except ValueError as exc:
         return _page(request, db, actor, None, budget_error=str(exc), status_code=422)
     service.set_budget(
-        db, team_id=actor.team_id, user_id=person, monthly_credits=credits, by=changing.user
+        db, team_id=actor.team_id, user_id=person, monthly_credits=credits, set_by=changing.user_id
     )
     return RedirectResponse("/costs?saved=1#budgets", status_code=303)
 
@@ -151,7 +152,13 @@ def export_csv(
     end: EndQuery = None,
     user_id: UserQuery = None,
     model: ModelQuery = None,
+    project: ProjectQuery = None,
+    group: Annotated[Literal["project"] | None, Query()] = None,
 ) -> Response:
-    """The ledger of a date range as CSV; members get only their own rows."""
-    scope = caller_scope(db, actor, user_id)
-    return csv_response(scope, service.report_period(None, start, end), model or None)
+    """The ledger of a date range as CSV (with group=project: per-project totals); members get
+    only their own rows."""
+    scope = caller_scope(db, actor, user_id, project)
+    period = service.report_period(None, start, end)
+    if group == "project":
+        return projects_csv_response(scope, period, model or None)
+    return csv_response(scope, period, model or None)

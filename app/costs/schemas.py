@@ -7,7 +7,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from app.timestamps import UtcDatetime
 
@@ -51,6 +51,13 @@ class ModelSpend(Money):
     )
 
 
+class ProjectSpend(Money):
+    project_id: uuid.UUID
+    name: str
+    archived: bool
+    charges: int
+
+
 class DaySpend(Money):
     day: date
     charges: int
@@ -73,8 +80,12 @@ class CostSummary(BaseModel):
     period: PeriodOut
     scope: Literal["team", "person"]
     user_id: uuid.UUID | None = Field(description="Whose figures these are; null: whole team.")
+    project_id: uuid.UUID | None = Field(
+        default=None, description="Only this project's figures; null: every project."
+    )
     total: SpendTotal
     by_person: list[PersonSpend]
+    by_project: list[ProjectSpend] = Field(default_factory=list)
     by_model: list[ModelSpend]
     by_day: list[DaySpend]
     top_prompts: list[PromptSpend]
@@ -94,8 +105,9 @@ class CreditOutlook(BaseModel):
 class BudgetLine(BaseModel):
     """One monthly budget and how much of it this month has used or holds."""
 
-    scope: Literal["team", "person"]
+    scope: Literal["team", "person", "project"]
     user_id: uuid.UUID | None
+    project_id: uuid.UUID | None = Field(default=None, description="Set for a project budget.")
     name: str
     monthly_credits: Decimal
     spent: Decimal = Field(description="Credits charged this month.")
@@ -119,7 +131,7 @@ class MySpend(BaseModel):
     remaining: Decimal | None = Field(
         description="What this person may still spend this month; null: no budget applies."
     )
-    limited_by: Literal["person", "team"] | None
+    limited_by: Literal["person", "team", "project"] | None
     percent_used: Decimal | None
     state: BudgetState
 
@@ -130,6 +142,8 @@ class LedgerRow(BaseModel):
     job_id: uuid.UUID
     user_id: uuid.UUID
     person: str
+    project_id: uuid.UUID
+    project: str
     model: str
     credits: Decimal
     usd: Decimal
@@ -143,16 +157,30 @@ class LedgerPage(BaseModel):
     start: date
     end: date
     user_id: uuid.UUID | None
+    project_id: uuid.UUID | None = None
     model: str | None
     total: SpendTotal
+    by_project: list[ProjectSpend] = Field(
+        default_factory=list, description="Totals per project over the whole filtered range."
+    )
     rows: list[LedgerRow]
     next_offset: int | None
 
 
 class BudgetIn(BaseModel):
-    """Set (or, with monthly_credits null, remove) the team's or one person's monthly budget."""
+    """Set (or, with monthly_credits null, remove) the team's, one person's or one project's
+    monthly budget (give at most one of user_id and project_id)."""
 
     user_id: uuid.UUID | None = Field(default=None, description="null: the whole team's budget.")
+    project_id: uuid.UUID | None = Field(default=None, description="A project's budget.")
     monthly_credits: Decimal | None = Field(
         default=None, ge=0, le=Decimal("99999999"), decimal_places=4
     )
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> BudgetIn:
+        if self.user_id is not None and self.project_id is not None:
+            raise ValueError(
+                "give user_id (a person's budget) or project_id (a project's budget), not both"
+            )
+        return self

@@ -27,7 +27,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app.audit.service import record
 from app.auth.models import Membership, User
@@ -46,12 +45,16 @@ from app.costs.schemas import (
     OutcomeSpend,
     PeriodOut,
     PersonSpend,
+    ProjectSpend,
     PromptSpend,
     SpendTotal,
 )
 from app.db import utcnow
 from app.errors import FieldProblem, Forbidden, NotFound, StudioError, status_for
+from app.jobs.costing import cost_or_estimate
 from app.jobs.models import Job, JobStatus
+from app.projects.models import ChargeDay, Project
+from app.projects.service import get_project
 from app.settings import get_settings
 
 #: Share of a budget at which people are warned.
@@ -144,6 +147,8 @@ class Scope:
 
     team_id: uuid.UUID
     user_id: uuid.UUID | None = None
+    #: Only this project's charges (None: every project of the team).
+    project_id: uuid.UUID | None = None
 
     @property
     def kind(self) -> Literal["team", "person"]:
@@ -176,9 +181,15 @@ def _lock_team_budgets(db: Session, team_id: uuid.UUID) -> None:
 
 
 def committed_credits(
-    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID | None, since: datetime
+    db: Session,
+    *,
+    team_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    since: datetime,
+    project_id: uuid.UUID | None = None,
 ) -> Decimal:
-    """Credits charged since `since` plus credits still held for unfinished jobs.
+    """Credits charged since `since` plus credits still held for unfinished jobs, for the
+    team, one person (`user_id`) or one project (`project_id`).
 
     One statement, so one snapshot: a worker settling a reservation (charge written,
     reservation no longer held) between two separate reads would hide that job's cost.
@@ -194,57 +205,124 @@ def committed_credits(
     if user_id is not None:
         charged = charged.where(Charge.user_id == user_id)
         held = held.where(Reservation.user_id == user_id)
+    if project_id is not None:
+        charged = charged.where(Charge.project_id == project_id)
+        held = held.where(Reservation.project_id == project_id)
     total = db.scalar(select(charged.scalar_subquery() + held.scalar_subquery()))
     return Decimal(total or 0)
 
 
-def budget_for(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID | None) -> Budget | None:
-    stmt = select(Budget).where(Budget.team_id == team_id)
-    stmt = stmt.where(Budget.user_id.is_(None) if user_id is None else Budget.user_id == user_id)
+def _budget_scope(
+    user_id: uuid.UUID | None, project_id: uuid.UUID | None
+) -> list[ColumnElement[bool]]:
+    """The WHERE of one budget: the team's own, a person's or a project's."""
+    if user_id is not None and project_id is not None:
+        raise ValueError("a budget is for a person or for a project, not both")
+    return [
+        Budget.user_id.is_(None) if user_id is None else Budget.user_id == user_id,
+        Budget.project_id.is_(None) if project_id is None else Budget.project_id == project_id,
+    ]
+
+
+def budget_for(
+    db: Session,
+    *,
+    team_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    project_id: uuid.UUID | None = None,
+) -> Budget | None:
+    """The team's budget (both ids None), a person's or a project's; None when not set."""
+    stmt = select(Budget).where(Budget.team_id == team_id, *_budget_scope(user_id, project_id))
     return db.scalars(stmt).first()
 
 
+@dataclass(frozen=True)
+class BudgetCheck:
+    """One monthly budget a request is checked against, with what is left of it (credits)."""
+
+    scope: Literal["team", "person", "project"]
+    name: str
+    monthly: Decimal
+    remaining: Decimal
+
+    def refusal(self, needed: Decimal) -> str:
+        left = f"{max(self.remaining, _ZERO):.2f} of {self.monthly:.2f} credits left this month"
+        who = {
+            "team": "The team's budget has",
+            "person": "Your budget has",
+            "project": f"Project '{self.name}' has",
+        }[self.scope]
+        return (
+            f"{who} {left}; this request needs {needed:.2f}. Ask a manager to raise it, "
+            "or request fewer or smaller images."
+        )
+
+
+def budget_checks(
+    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, project_id: uuid.UUID
+) -> list[BudgetCheck]:
+    """The budgets a job of this person in this project must fit: the person's, the project's
+    and the team's, those that are set, each with what is left of it this month."""
+    since = month_start()
+    checks: list[BudgetCheck] = []
+    scopes: list[tuple[Literal["team", "person", "project"], Any, Any]] = [
+        ("person", user_id, None),
+        ("project", None, project_id),
+        ("team", None, None),
+    ]
+    for scope, scoped_user, scoped_project in scopes:
+        budget = budget_for(db, team_id=team_id, user_id=scoped_user, project_id=scoped_project)
+        if budget is None:
+            continue
+        used = committed_credits(
+            db, team_id=team_id, user_id=scoped_user, since=since, project_id=scoped_project
+        )
+        name = (
+            get_project(db, team_id=team_id, project_id=project_id).name if scoped_project else ""
+        )
+        checks.append(
+            BudgetCheck(scope, name, budget.monthly_credits, budget.monthly_credits - used)
+        )
+    return checks
+
+
 def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
-    """Hold each job's estimated cost against the team's and the person's monthly budgets.
+    """Hold each job's estimated cost against the person's, the project's and the team's
+    monthly budgets.
 
     Call inside the transaction that creates the jobs, then commit: the team's advisory lock is
     held until then, so concurrent submissions are checked one after another. Raises
-    BudgetExceeded, before anything is held, when the request would cross either budget; the
-    caller should roll back so the jobs vanish with it.
+    BudgetExceeded, before anything is held, when the request would cross any budget; the
+    tightest one (least left) is the one named. The caller should roll back so the jobs vanish.
     """
     if not jobs:
         return
-    team_id, user_id = jobs[0].team_id, jobs[0].user_id
-    if any(job.team_id != team_id or job.user_id != user_id for job in jobs):
-        raise ValueError("reserve_for_jobs takes the jobs of one person in one team")
+    team_id, user_id, project_id = jobs[0].team_id, jobs[0].user_id, jobs[0].project_id
+    if any(
+        (job.team_id, job.user_id, job.project_id) != (team_id, user_id, project_id) for job in jobs
+    ):
+        raise ValueError("reserve_for_jobs takes the jobs of one person in one project")
     # Reservations reference the jobs; make sure their rows exist first.
     db.flush()
     needed = sum((Decimal(job.estimated_credits or 0) for job in jobs), _ZERO)
     _lock_team_budgets(db, team_id)
-    since = month_start()
-    for scope, scoped_user in (("person", user_id), ("team", None)):
-        budget = budget_for(db, team_id=team_id, user_id=scoped_user)
-        if budget is None:
-            continue
-        remaining = budget.monthly_credits - committed_credits(
-            db, team_id=team_id, user_id=scoped_user, since=since
+    checks = budget_checks(db, team_id=team_id, user_id=user_id, project_id=project_id)
+    short = [check for check in checks if needed > check.remaining]
+    if short:
+        tightest = min(short, key=lambda check: check.remaining)
+        raise BudgetExceeded(
+            tightest.refusal(needed),
+            scope=tightest.scope,
+            remaining=tightest.remaining,
+            needed=needed,
         )
-        if needed > remaining:
-            whose = "your" if scope == "person" else "the team's"
-            raise BudgetExceeded(
-                f"This needs about {needed:.2f} credits but {whose} monthly budget has "
-                f"{max(remaining, _ZERO):.2f} left; ask a manager to raise it, "
-                "or request fewer or smaller images.",
-                scope=scope,
-                remaining=remaining,
-                needed=needed,
-            )
     for job in jobs:
         db.add(
             Reservation(
                 job_id=job.id,
                 team_id=team_id,
                 user_id=user_id,
+                project_id=project_id,
                 credits=Decimal(job.estimated_credits or 0),
             )
         )
@@ -258,32 +336,79 @@ def record_charge(db: Session, job: Job) -> bool:
     too, so the ledger always equals the sum of the jobs' costs. Returns True when this call
     wrote the row (False: the job was charged already).
     """
-    credits = job.cost_credits
-    if credits is None:
-        credits = Decimal(job.estimated_credits or 0)
-        db.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.cost_credits.is_(None))
-            .values(cost_credits=credits)
-        )
-        set_committed_value(job, "cost_credits", credits)
-    written = db.scalar(
+    credits = cost_or_estimate(db, job)
+    written = db.execute(
         insert(Charge)
         .values(
             id=uuid.uuid4(),
             job_id=job.id,
             team_id=job.team_id,
             user_id=job.user_id,
+            project_id=job.project_id,
             model=job.model,
             credits=credits,
             usd=credits_to_usd(credits),
             created_at=utcnow(),
         )
         .on_conflict_do_nothing(index_elements=[Charge.job_id])
-        .returning(Charge.id)
-    )
+        .returning(Charge.id, Charge.created_at)
+    ).first()
+    if written is not None:
+        _roll_up(db, job, credits, day=written.created_at.astimezone(UTC).date())
     _resolve(db, job.id, ReservationState.SETTLED)
     return written is not None
+
+
+def _roll_up(db: Session, job: Job, credits: Decimal, *, day: date) -> None:
+    """Add one charge to its day's rollup row (`charge_days`), in the ledger's transaction."""
+    stmt = insert(ChargeDay).values(
+        team_id=job.team_id,
+        day=day,
+        project_id=job.project_id,
+        user_id=job.user_id,
+        model=job.model,
+        credits=credits,
+        charges=1,
+    )
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[
+                ChargeDay.team_id,
+                ChargeDay.day,
+                ChargeDay.project_id,
+                ChargeDay.user_id,
+                ChargeDay.model,
+            ],
+            set_={
+                "credits": ChargeDay.credits + stmt.excluded.credits,
+                "charges": ChargeDay.charges + 1,
+            },
+        )
+    )
+
+
+def rebuild_rollup(db: Session, *, team_id: uuid.UUID) -> None:
+    """Recompute the team's `charge_days` from its ledger rows (after rows were loaded or
+    re-dated outside `record_charge`, e.g. an import). Flushes."""
+    db.execute(delete(ChargeDay).where(ChargeDay.team_id == team_id))
+    day = cast(func.timezone("UTC", Charge.created_at), Date)
+    db.execute(
+        insert(ChargeDay).from_select(
+            ["team_id", "day", "project_id", "user_id", "model", "credits", "charges"],
+            select(
+                Charge.team_id,
+                day,
+                Charge.project_id,
+                Charge.user_id,
+                Charge.model,
+                func.sum(Charge.credits),
+                func.count(),
+            )
+            .where(Charge.team_id == team_id)
+            .group_by(Charge.team_id, day, Charge.project_id, Charge.user_id, Charge.model),
+        )
+    )
+    db.flush()
 
 
 def on_job_terminal(db: Session, job: Job) -> None:
@@ -328,6 +453,8 @@ def _charge_filter(
     ]
     if scope.user_id is not None:
         conditions.append(Charge.user_id == scope.user_id)
+    if scope.project_id is not None:
+        conditions.append(Charge.project_id == scope.project_id)
     if model:
         conditions.append(Charge.model == model)
     return conditions
@@ -362,6 +489,30 @@ def spend_by_person(db: Session, scope: Scope, period: Period) -> list[PersonSpe
             **_money(credits).model_dump(),
         )
         for user_id, name, email, credits, count in rows
+    ]
+
+
+def spend_by_project(
+    db: Session, scope: Scope, period: Period, model: str | None = None
+) -> list[ProjectSpend]:
+    """Credits per project of the scope's team (most first), archived projects included."""
+    total = func.sum(Charge.credits)
+    rows = db.execute(
+        select(Charge.project_id, Project.name, Project.archived, total, func.count(Charge.id))
+        .join(Project, Project.id == Charge.project_id)
+        .where(*_charge_filter(scope, period, model), Project.team_id == scope.team_id)
+        .group_by(Charge.project_id, Project.name, Project.archived)
+        .order_by(total.desc(), Project.name)
+    ).all()
+    return [
+        ProjectSpend(
+            project_id=project_id,
+            name=name,
+            archived=archived,
+            charges=count,
+            **_money(credits).model_dump(),
+        )
+        for project_id, name, archived, credits, count in rows
     ]
 
 
@@ -469,8 +620,10 @@ def cost_summary(db: Session, scope: Scope, period: Period) -> CostSummary:
         period=period.out(),
         scope=scope.kind,
         user_id=scope.user_id,
+        project_id=scope.project_id,
         total=spend_total(db, scope, period),
         by_person=spend_by_person(db, scope, period) if scope.user_id is None else [],
+        by_project=spend_by_project(db, scope, period),
         by_model=_by_model(model_outcome),
         by_day=spend_by_day(db, scope, period),
         top_prompts=top_prompts(db, scope, period),
@@ -482,23 +635,28 @@ def cost_summary(db: Session, scope: Scope, period: Period) -> CostSummary:
 # --- the ledger ------------------------------------------------------------------------------
 
 
-def _ledger_query(scope: Scope, period: Period, model: str | None) -> Select[Charge, str, str, str]:
+def _ledger_query(
+    scope: Scope, period: Period, model: str | None
+) -> Select[Charge, str, str, str, str]:
     return (
-        select(Charge, User.name, Job.status, Job.prompt)
+        select(Charge, User.name, Job.status, Job.prompt, Project.name)
         .join(User, User.id == Charge.user_id)
         .join(Job, Job.id == Charge.job_id)
+        .join(Project, Project.id == Charge.project_id)
         .where(*_charge_filter(scope, period, model))
         .order_by(Charge.created_at, Charge.id)
     )
 
 
-def _ledger_row(charge: Charge, person: str, status: str, prompt: str) -> LedgerRow:
+def _ledger_row(charge: Charge, person: str, status: str, prompt: str, project: str) -> LedgerRow:
     return LedgerRow(
         id=charge.id,
         charged_at=charge.created_at,
         job_id=charge.job_id,
         user_id=charge.user_id,
         person=person,
+        project_id=charge.project_id,
+        project=project,
         model=charge.model,
         credits=charge.credits,
         usd=charge.usd,
@@ -544,7 +702,7 @@ def _budget_state(percent: Decimal) -> BudgetState:
 
 
 def _budget_line(
-    scope: Literal["team", "person"],
+    scope: Literal["team", "person", "project"],
     user_id: uuid.UUID | None,
     name: str,
     monthly: Decimal,
@@ -593,21 +751,55 @@ def _month_usage(
     return spent, held
 
 
+def _project_month(
+    db: Session, team_id: uuid.UUID, since: datetime
+) -> tuple[dict[uuid.UUID, Decimal], dict[uuid.UUID, Decimal]]:
+    """Credits charged and credits held since `since`, per project of the team."""
+    spent = db.execute(
+        select(Charge.project_id, func.sum(Charge.credits))
+        .where(Charge.team_id == team_id, Charge.created_at >= since)
+        .group_by(Charge.project_id)
+    ).all()
+    held = db.execute(
+        select(Reservation.project_id, func.sum(Reservation.credits))
+        .where(
+            Reservation.team_id == team_id,
+            Reservation.state == ReservationState.HELD.value,
+            Reservation.created_at >= since,
+        )
+        .group_by(Reservation.project_id)
+    ).all()
+    return ({p: Decimal(c) for p, c in spent}, {p: Decimal(c) for p, c in held})
+
+
 def budget_lines(db: Session, team_id: uuid.UUID, now: datetime | None = None) -> list[BudgetLine]:
-    """The team's budget first (if any), then each person's, with this month's use."""
+    """The team's budget first (if any), then each project's, then each person's, with this
+    month's use (credits charged and held)."""
     since = month_start(now)
     budgets = db.execute(
-        select(Budget, User.name)
+        select(Budget, User.name, Project.name)
         .outerjoin(User, User.id == Budget.user_id)
+        .outerjoin(Project, Project.id == Budget.project_id)
         .where(Budget.team_id == team_id)
-        .order_by(Budget.user_id.is_not(None), User.name)
+        .order_by(Budget.user_id.is_not(None), Budget.project_id.is_(None), Project.name, User.name)
     ).all()
     if not budgets:
         return []
     spent, held = _month_usage(db, team_id, since)
+    project_spent, project_held = _project_month(db, team_id, since)
     lines = []
-    for budget, name in budgets:
-        if budget.user_id is None:
+    for budget, name, project_name in budgets:
+        if budget.project_id is not None:
+            line = _budget_line(
+                "project",
+                None,
+                project_name or "",
+                budget.monthly_credits,
+                project_spent.get(budget.project_id, _ZERO),
+                project_held.get(budget.project_id, _ZERO),
+            )
+            lines.append(line.model_copy(update={"project_id": budget.project_id}))
+        elif budget.user_id is None:
             lines.append(
                 _budget_line(
                     "team",
@@ -673,64 +865,24 @@ def set_budget(
     team_id: uuid.UUID,
     user_id: uuid.UUID | None,
     monthly_credits: Decimal | None,
-    by: User,
+    set_by: uuid.UUID | None = None,
+    project_id: uuid.UUID | None = None,
 ) -> Budget | None:
-    """Set the team's (user_id None) or one member's monthly budget (credits); None removes it.
-
-    Audited as `by`'s "budget.set" or "budget.removed" with the credits before and after.
-    Raises NotFound (not a member) or ValueError (negative credits).
-    """
-    member = require_member(db, team_id=team_id, user_id=user_id) if user_id else None
-    # One change at a time per team, so "before" is the value this change replaced.
-    _lock_team_budgets(db, team_id)
-    before = budget_for(db, team_id=team_id, user_id=user_id)
-    old = None if before is None else before.monthly_credits
-    budget = _write_budget(db, team_id=team_id, user_id=user_id, credits=monthly_credits, by=by)
-    new = None if budget is None else budget.monthly_credits
-    if old != new:
-        record(
-            db,
-            team_id=team_id,
-            actor_id=by.id,
-            actor_email=by.email,
-            action="budget.removed" if budget is None else "budget.set",
-            target_type="budget",
-            target_id=user_id or "team",
-            before=None
-            if old is None
-            else {"monthly_credits": _plain(old), "person": _who(member)},
-            after=None if new is None else {"monthly_credits": _plain(new), "person": _who(member)},
-        )
-    return budget
-
-
-def _plain(credits: Decimal) -> str:
-    """Credits without trailing zeros: 500, 12.5."""
-    text = f"{credits:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _who(member: User | None) -> str:
-    return member.email if member is not None else "team"
-
-
-def _write_budget(
-    db: Session,
-    *,
-    team_id: uuid.UUID,
-    user_id: uuid.UUID | None,
-    credits: Decimal | None,
-    by: User,
-) -> Budget | None:
-    monthly_credits, set_by = credits, by.id
+    """Set the team's (both ids None), one member's or one project's monthly budget, in
+    credits; None removes it. Raises NotFound for a person or project outside the team."""
+    if user_id is not None:
+        require_member(db, team_id=team_id, user_id=user_id)
+    if project_id is not None:
+        get_project(db, team_id=team_id, project_id=project_id)
+    before = budget_for(db, team_id=team_id, user_id=user_id, project_id=project_id)
+    before_values = None if before is None else {"monthly_credits": before.monthly_credits}
     if monthly_credits is None:
         db.execute(
-            delete(Budget).where(
-                Budget.team_id == team_id,
-                Budget.user_id.is_(None) if user_id is None else Budget.user_id == user_id,
-            )
+            delete(Budget).where(Budget.team_id == team_id, *_budget_scope(user_id, project_id))
         )
         db.flush()
+        if before is not None:
+            _audit_budget(db, team_id, set_by, "budget.remove", before, before_values, None)
         return None
     if monthly_credits < 0:
         raise ValueError("a monthly budget cannot be negative")
@@ -739,14 +891,21 @@ def _write_budget(
         id=uuid.uuid4(),
         team_id=team_id,
         user_id=user_id,
+        project_id=project_id,
         monthly_credits=monthly_credits,
         updated_by_id=set_by,
         created_at=utcnow(),
     )
-    if user_id is None:
+    if project_id is not None:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Budget.team_id, Budget.project_id],
+            index_where=Budget.project_id.is_not(None),
+            set_={"monthly_credits": monthly_credits, "updated_by_id": set_by},
+        )
+    elif user_id is None:
         stmt = stmt.on_conflict_do_update(
             index_elements=[Budget.team_id],
-            index_where=Budget.user_id.is_(None),
+            index_where=Budget.user_id.is_(None) & Budget.project_id.is_(None),
             set_={"monthly_credits": monthly_credits, "updated_by_id": set_by},
         )
     else:
@@ -759,7 +918,47 @@ def _write_budget(
     db.flush()
     budget = db.get(Budget, budget_id, populate_existing=True)
     assert budget is not None
+    _audit_budget(
+        db,
+        team_id,
+        set_by,
+        "budget.set",
+        budget,
+        before_values,
+        {"monthly_credits": monthly_credits},
+    )
     return budget
+
+
+def _audit_budget(
+    db: Session,
+    team_id: uuid.UUID,
+    set_by: uuid.UUID | None,
+    action: str,
+    budget: Budget,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    """One audit entry for a budget change, in the change's transaction."""
+    actor = db.get(User, set_by) if set_by is not None else None
+    target = (
+        f"project:{budget.project_id}"
+        if budget.project_id is not None
+        else f"person:{budget.user_id}"
+        if budget.user_id is not None
+        else "team"
+    )
+    record(
+        db,
+        team_id=team_id,
+        actor_id=set_by,
+        actor_email=actor.email if actor is not None else "",
+        action=action,
+        target_type="budget",
+        target_id=target,
+        before=before,
+        after=after,
+    )
 
 
 def my_spend(

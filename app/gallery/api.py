@@ -1,107 +1,106 @@
-"""JSON API for the gallery: image metadata and files, and the team's shared prompt history."""
+"""JSON API for browsing: the team's jobs with filters and search, and its prompt history."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
-from app.api.schemas import ImageOut
 from app.auth.deps import CurrentActor
 from app.deps import SessionDep
-from app.errors import FieldProblem, StudioError, error_responses
-from app.gallery.service import MAX_PAGE_SIZE, get_detail, image_file, shown_params, team_job
+from app.errors import FieldError, FieldProblem, RequestInvalid, StudioError, error_responses
+from app.gallery.service import (
+    MAX_PAGE_SIZE,
+    Cursor,
+    GalleryInputError,
+    list_gallery,
+    parse_filters,
+)
+from app.jobs.api import jobs_out
+from app.jobs.models import JobStatus
+from app.jobs.queries import shown_params, team_job
+from app.jobs.schemas import JobPage
 from app.prompts.service import prompt_history
-from app.storage import ObjectMissing, StorageError, get_storage
 from app.timestamps import UtcDatetime
 
 router = APIRouter()
 
 NO_NUL = r"^[^\x00]*$"
-_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
 _PROMPT_CURSOR_RE = re.compile(r"p(\d{1,9})")
 
 
-# --- images ------------------------------------------------------------------------------
+# --- the team's jobs ---------------------------------------------------------------------
 
 
-@router.get(
-    "/images/{job_id}",
-    response_model=ImageOut,
-    tags=["images"],
-    summary="Metadata of a ready job's image",
-    responses=error_responses(404, 422),
-)
-def image_metadata(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> ImageOut:
-    detail = get_detail(db, team_id=actor.team_id, job_id=job_id, viewer_id=actor.user_id)
-    if detail.image is None:
-        raise StudioError(
-            404,
-            "not_found",
-            f"This job has no stored image (it is {detail.job.status}).",
-        )
-    return ImageOut.of(detail.image)
-
-
-def _serve(db: Session, actor_team: uuid.UUID, job_id: uuid.UUID, variant: str) -> Response:
-    found = image_file(db, team_id=actor_team, job_id=job_id, variant=variant)
-    try:
-        data = get_storage().get(found.key)
-    except ObjectMissing:
-        raise StudioError(
-            404, "not_found", "The image file is missing from storage; ask an admin."
-        ) from None
-    except (StorageError, OSError):
-        raise StudioError(
-            503, "storage_unavailable", "Image storage cannot be read right now; retry shortly."
-        ) from None
-    return Response(
-        content=data,
-        media_type=found.content_type,
-        headers={
-            # Stored images never change under their key, and they belong to one team.
-            "Cache-Control": "private, max-age=86400, immutable",
-            "Content-Disposition": f'inline; filename="{found.filename}"',
-        },
+def _gallery_field(field: str) -> str:
+    return {"after": "cursor", "from": "date_from", "to": "date_to", "user": "user"}.get(
+        field, field
     )
 
 
 @router.get(
-    "/images/{job_id}/original",
-    response_class=Response,
-    tags=["images"],
-    summary="The original image file",
-    responses={
-        200: {
-            "description": "The image as BFL made it.",
-            "content": {t: _BINARY for t in _IMAGE_TYPES},
-        },
-        **error_responses(404, 422, 503),
-    },
+    "/jobs",
+    response_model=JobPage,
+    tags=["jobs"],
+    summary="List the team's jobs",
+    responses=error_responses(422),
 )
-def image_original(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> Response:
-    return _serve(db, actor.team_id, job_id, "original")
-
-
-@router.get(
-    "/images/{job_id}/thumbnail",
-    response_class=Response,
-    tags=["images"],
-    summary="The WebP thumbnail",
-    responses={
-        200: {"description": "A small WebP preview.", "content": {"image/webp": _BINARY}},
-        **error_responses(404, 422, 503),
-    },
-)
-def image_thumbnail(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> Response:
-    return _serve(db, actor.team_id, job_id, "thumb")
+def list_jobs(
+    actor: CurrentActor,
+    db: SessionDep,
+    model: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model.")
+    ] = None,
+    user: Annotated[uuid.UUID | None, Query(description="Only this person's jobs.")] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    date_from: Annotated[
+        date | None, Query(description="Only jobs queued on or after this day (UTC).")
+    ] = None,
+    date_to: Annotated[
+        date | None, Query(description="Only jobs queued on or before this day (UTC).")
+    ] = None,
+    favourites: Annotated[bool, Query(description="Only the caller's favourites.")] = False,
+    q: Annotated[
+        str | None,
+        Query(max_length=500, pattern=NO_NUL, description="Full-text search in prompts."),
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=80, pattern=NO_NUL, description="`next_cursor` of the previous page."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+) -> JobPage:
+    """Newest first, with filters that combine; keyset-paged so pages never shift or repeat."""
+    try:
+        filters = parse_filters(
+            model=model,
+            user=str(user) if user else None,
+            status=status.value if status else None,
+            date_from=date_from.isoformat() if date_from else None,
+            date_to=date_to.isoformat() if date_to else None,
+            favourites=favourites,
+            q=q,
+        )
+        if cursor:
+            Cursor.decode(cursor)
+    except GalleryInputError as exc:
+        # The same refusal, naming the field as this API spells it.
+        raise RequestInvalid([FieldError(_gallery_field(exc.field), exc.message)]) from None
+    page = list_gallery(
+        db,
+        team_id=actor.team_id,
+        viewer_id=actor.user_id,
+        filters=filters,
+        after=cursor,
+        limit=limit,
+    )
+    items = jobs_out(db, actor, [tile.job_id for tile in page.tiles])
+    return JobPage(items=items, next_cursor=page.next_cursor)
 
 
 # --- prompt history ----------------------------------------------------------------------

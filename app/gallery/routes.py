@@ -14,10 +14,12 @@ from app.bfl.catalogue import list_models
 from app.deps import SessionDep
 from app.errors import NotFound, StudioError, answer_refusals_with
 from app.gallery import service
+from app.jobs.queries import get_detail, image_file, team_job
 from app.jobs.routes import card
-from app.jobs.service import vary_job
+from app.jobs.service import delete_job, toggle_favourite, vary_job
 from app.storage import ObjectMissing, get_storage
 from app.templating import error_page, templates
+from app.units import credits_text
 
 router = APIRouter(tags=["pages"])
 
@@ -108,9 +110,7 @@ def gallery_more(request: Request, actor: CurrentActor, db: SessionDep) -> Respo
 
 @router.get("/gallery/{job_id}", response_class=HTMLResponse, summary="One image in detail")
 def detail(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
-    found = service.get_detail(
-        db, team_id=actor.team_id, job_id=_job_id(job_id), viewer_id=actor.user_id
-    )
+    found = get_detail(db, team_id=actor.team_id, job_id=_job_id(job_id), viewer_id=actor.user_id)
     can_delete = found.job.user_id == actor.user_id or actor.is_manager
     context = {
         "actor": actor,
@@ -118,8 +118,8 @@ def detail(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -
         "job": found.job,
         "can_delete": can_delete,
         "card": card(found.job),
-        "cost": service.credits_text(found.job.cost_credits),
-        "estimate": service.credits_text(found.job.estimated_credits),
+        "cost": credits_text(found.job.cost_credits),
+        "estimate": credits_text(found.job.estimated_credits),
         "search_url": "/gallery?" + urlencode({"q": found.job.prompt[:200]}),
     }
     return templates.TemplateResponse(request, "gallery/detail.html", context)
@@ -128,7 +128,7 @@ def detail(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -
 @router.post("/gallery/{job_id}/favourite", response_class=HTMLResponse, summary="Favourite")
 def favourite(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
     jid = _job_id(job_id)
-    on = service.toggle_favourite(db, team_id=actor.team_id, user_id=actor.user_id, job_id=jid)
+    on = toggle_favourite(db, team_id=actor.team_id, user_id=actor.user_id, job_id=jid)
     return templates.TemplateResponse(
         request, "gallery/_favourite.html", {"job_id": jid, "favourite": on}
     )
@@ -136,7 +136,7 @@ def favourite(request: Request, job_id: str, actor: ChangingActor, db: SessionDe
 
 @router.post("/gallery/{job_id}/vary", response_class=HTMLResponse, summary="Same, new seed")
 def vary(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
-    job = service.team_job(db, team_id=actor.team_id, job_id=_job_id(job_id))
+    job = team_job(db, team_id=actor.team_id, job_id=_job_id(job_id))
     answer_refusals_with(request, lambda exc: _refused_vary(request, exc))
     jobs = vary_job(db, job, team_id=actor.team_id, user_id=actor.user_id)
     return templates.TemplateResponse(
@@ -158,7 +158,7 @@ def _refused_vary(request: Request, exc: StudioError) -> Response | None:
 
 @router.post("/gallery/{job_id}/delete", summary="Hide an image from the gallery")
 def delete(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -> Response:
-    service.delete_job(
+    delete_job(
         db,
         team_id=actor.team_id,
         job_id=_job_id(job_id),
@@ -173,7 +173,7 @@ def delete(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) 
 def _serve(
     request: Request, actor: CurrentActor, db: SessionDep, job_id: str, variant: str
 ) -> Response:
-    found = service.image_file(db, team_id=actor.team_id, job_id=_job_id(job_id), variant=variant)
+    found = image_file(db, team_id=actor.team_id, job_id=_job_id(job_id), variant=variant)
     etag = f'"{job_id}-{variant}"'
     headers = {"Cache-Control": _IMAGE_CACHE, "ETag": etag}
     if request.headers.get("if-none-match") == etag:

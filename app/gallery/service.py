@@ -1,24 +1,20 @@
-"""The team gallery: keyset-paged listing with filters and search, detail, favourites, delete."""
+"""The team gallery: keyset-paged browsing of the team's jobs with filters and search."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, literal, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import array, insert
+from sqlalchemy import and_, exists, func, literal, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
-from app.audit.service import record
 from app.auth.models import Membership, User
-from app.db import utcnow
-from app.errors import Forbidden, NotFound
-from app.jobs import state
-from app.jobs.models import Favourite, Image, Job, JobStatus
+from app.errors import FieldProblem, StudioError
+from app.jobs.models import Favourite, Job, JobStatus
 
 #: Tiles per gallery page; one screenful on a laptop, a few on a phone.
 PAGE_SIZE = 36
@@ -29,13 +25,14 @@ _CURSOR_RE = re.compile(r"(\d{1,20})\.([0-9a-f]{32})")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class GalleryInputError(ValueError):
-    """A filter value that cannot be used; `field` names the filter, the message says why."""
+class GalleryInputError(StudioError, ValueError):
+    """A filter value that cannot be used (422); `field` names the filter, the message says why."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(
+            422, "invalid_request", message, [FieldProblem(field=field, message=message)]
+        )
         self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -119,37 +116,6 @@ class GalleryTile:
 class GalleryPage:
     tiles: list[GalleryTile]
     next_cursor: str | None
-
-
-@dataclass(frozen=True)
-class GalleryDetail:
-    """Everything the detail page shows about one job."""
-
-    job: Job
-    image: Image | None
-    author: str
-    favourite: bool
-    favourite_count: int
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.job.finished_at is None:
-            return None
-        return (self.job.finished_at - self.job.created_at).total_seconds()
-
-    @property
-    def seed(self) -> int | None:
-        return self.job.result_seed if self.job.result_seed is not None else self.job.seed
-
-
-@dataclass(frozen=True)
-class ImageFile:
-    """What serving a stored image needs: its key, type and a friendly download name."""
-
-    key: str
-    content_type: str
-    filename: str
 
 
 def parse_filters(
@@ -439,173 +405,6 @@ def team_people(db: Session, team_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
     return [(r.id, r.name) for r in rows]
 
 
-def team_job(db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    """The team's (not deleted) job with this id; NotFound for any other team's or a gone one."""
-    job = db.scalars(
-        select(Job).where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
-    ).first()
-    if job is None:
-        raise NotFound("That image")
-    return job
-
-
-def get_detail(
-    db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, viewer_id: uuid.UUID
-) -> GalleryDetail:
-    """The detail page's data in one query; NotFound outside the team or after delete."""
-    favourites = (
-        select(func.count())
-        .select_from(Favourite)
-        .where(Favourite.job_id == Job.id)
-        .correlate(Job)
-        .scalar_subquery()
-    )
-    mine = exists().where(Favourite.user_id == viewer_id, Favourite.job_id == Job.id).correlate(Job)
-    row = db.execute(
-        select(Job, Image, User.name, mine, favourites)
-        .join(User, User.id == Job.user_id)
-        .outerjoin(Image, Image.job_id == Job.id)
-        .where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
-    ).first()
-    if row is None:
-        raise NotFound("That image")
-    job, image, author, favourite, count = row
-    return GalleryDetail(
-        job=job,
-        image=image,
-        author=author,
-        favourite=bool(favourite),
-        favourite_count=int(count or 0),
-        params=shown_params(job.params),
-    )
-
-
-def shown_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The request parameters worth showing a person (no prompt, no webhook plumbing)."""
-    # The seed has its own line (the one BFL used); the prompt has its own box.
-    hidden = {"prompt", "seed", "webhook_url", "webhook_secret"}
-    return {k: v for k, v in (params or {}).items() if k not in hidden}
-
-
-def set_favourite(
-    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, job_id: uuid.UUID, on: bool
-) -> bool:
-    """Mark or unmark a job as one of the person's favourites; returns the new state."""
-    team_job(db, team_id=team_id, job_id=job_id)
-    if on:
-        db.execute(
-            insert(Favourite)
-            .values(user_id=user_id, job_id=job_id, created_at=utcnow())
-            .on_conflict_do_nothing(index_elements=[Favourite.user_id, Favourite.job_id])
-        )
-    else:
-        db.execute(
-            delete(Favourite).where(Favourite.user_id == user_id, Favourite.job_id == job_id)
-        )
-    db.flush()
-    return on
-
-
-def toggle_favourite(
-    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, job_id: uuid.UUID
-) -> bool:
-    """Flip the person's favourite mark on a job; returns the new state."""
-    team_job(db, team_id=team_id, job_id=job_id)
-    current = db.scalar(
-        select(exists().where(Favourite.user_id == user_id, Favourite.job_id == job_id))
-    )
-    return set_favourite(db, team_id=team_id, user_id=user_id, job_id=job_id, on=not current)
-
-
-def delete_job(
-    db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, user_id: uuid.UUID, is_manager: bool
-) -> None:
-    """Hide a job from the gallery (soft delete). Its author or a manager may do it.
-
-    The row stays, so costs and the ledger still add up; files are kept for the same reason.
-    A job still waiting in the queue is cancelled first, so deleting it spends nothing; one
-    already at BFL is paid for either way and finishes out of sight.
-    """
-    job = team_job(db, team_id=team_id, job_id=job_id)
-    if job.user_id != user_id and not is_manager:
-        raise Forbidden("Only the person who made this image or a manager can delete it.")
-    if job.status == JobStatus.QUEUED:
-        # A worker may claim it meanwhile; then the guarded update does nothing, as it should.
-        state.cancel(db, job.id, by_name="" if job.user_id == user_id else "a manager")
-    deleted = db.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
-        .values(deleted_at=utcnow())
-    ).rowcount  # type: ignore[attr-defined]
-    db.flush()
-    if deleted and job.user_id != user_id:
-        _record_managers_deletion(db, job, user_id)
-
-
-def _record_managers_deletion(db: Session, job: Job, manager_id: uuid.UUID) -> None:
-    """A manager deleting someone else's job is audited as "job.deleted"."""
-    manager = db.get(User, manager_id)
-    owner = db.get(User, job.user_id)
-    record(
-        db,
-        team_id=job.team_id,
-        actor_id=manager_id,
-        actor_email=manager.email if manager else "",
-        action="job.deleted",
-        target_type="job",
-        target_id=job.id,
-        before={"owner": owner.email if owner else None, "status": job.status, "deleted": False},
-        after={"deleted": True},
-    )
-
-
-def image_file(db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, variant: str) -> ImageFile:
-    """The stored original or thumbnail of the team's job; NotFound otherwise."""
-    row = db.execute(
-        select(
-            Image.storage_key,
-            Image.thumb_key,
-            Image.content_type,
-            Job.model,
-            Job.result_seed,
-            Job.seed,
-        )
-        .join(Job, Job.id == Image.job_id)
-        .where(
-            Image.job_id == job_id,
-            Job.team_id == team_id,
-            Image.team_id == team_id,
-            Job.deleted_at.is_(None),
-        )
-    ).first()
-    if row is None:
-        raise NotFound("That image")
-    seed = row.result_seed if row.result_seed is not None else row.seed
-    stem = f"{row.model}-{seed if seed is not None else 'random'}-{str(job_id)[:8]}"
-    if variant == "thumb":
-        return ImageFile(
-            key=row.thumb_key, content_type="image/webp", filename=f"{stem}-thumb.webp"
-        )
-    extension = {"image/png": "png", "image/webp": "webp"}.get(row.content_type, "jpg")
-    return ImageFile(
-        key=row.storage_key, content_type=row.content_type, filename=f"{stem}.{extension}"
-    )
-
-
-def recent_jobs(
-    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, limit: int = 12
-) -> list[Job]:
-    """The person's latest jobs in the team, for the cards under the generate form."""
-    return list(
-        db.scalars(
-            select(Job)
-            .where(Job.team_id == team_id, Job.user_id == user_id, Job.deleted_at.is_(None))
-            .order_by(Job.created_at.desc(), Job.id.desc())
-            .limit(limit)
-        )
-    )
-
-
 def filters_query(filters: GalleryFilters) -> dict[str, str]:
     """The filters as query-string values, so the next page keeps them."""
     values: dict[str, str] = {}
@@ -626,36 +425,17 @@ def filters_query(filters: GalleryFilters) -> dict[str, str]:
     return values
 
 
-def credits_text(value: Decimal | None) -> str:
-    """A credit amount as people read it: 3, 4.5, 0.12."""
-    if value is None:
-        return "—"
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return text or "0"
-
-
 __all__ = [
     "PAGE_SIZE",
     "Cursor",
-    "GalleryDetail",
     "GalleryFilters",
     "GalleryInputError",
     "GalleryPage",
     "GalleryTile",
-    "ImageFile",
-    "credits_text",
-    "delete_job",
     "filters_query",
-    "get_detail",
-    "image_file",
     "list_gallery",
     "parse_filters",
     "prompt_matches",
-    "recent_jobs",
     "search_query",
-    "set_favourite",
-    "shown_params",
-    "team_job",
     "team_people",
-    "toggle_favourite",
 ]

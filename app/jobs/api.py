@@ -9,10 +9,9 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import exists, select
@@ -21,44 +20,36 @@ from starlette.datastructures import UploadFile
 
 from app.api import idempotency
 from app.api.openapi import configured_by_settings
-from app.api.schemas import (
-    BFL_BACKEND_HELP,
-    BflBackend,
-    JobBatchOut,
-    JobOut,
-    JobPage,
-    bfl_backend,
-)
+from app.api.schemas import BFL_BACKEND_HELP, BflBackend, bfl_backend
 from app.auth.deps import Actor, ChangingActor, CurrentActor
 from app.auth.models import User
 from app.bfl.catalogue import MAX_REFERENCE_IMAGES, PROMPT_MAX_CHARS
 from app.db import utcnow
 from app.deps import SessionDep
 from app.errors import FieldError, RequestInvalid, StudioError, error_responses
-from app.gallery.service import (
-    MAX_PAGE_SIZE,
-    Cursor,
-    GalleryInputError,
-    delete_job,
-    get_detail,
-    list_gallery,
-    parse_filters,
-    set_favourite,
-    team_job,
-)
 from app.jobs import account
-from app.jobs.models import Favourite, Image, Job, JobStatus
+from app.jobs.models import Favourite, Image, Job
+from app.jobs.queries import get_detail, image_file, team_job
+from app.jobs.schemas import ImageOut, JobBatchOut, JobOut
 from app.jobs.service import (
     cancel_job,
     create_jobs,
+    delete_job,
     retry_job,
+    set_favourite,
     upload_size_problem,
     vary_job,
 )
 from app.limits import advertised_catalogue, read_form
 from app.settings import Settings, get_settings
+from app.storage import ObjectMissing, StorageError, get_storage
 
 router = APIRouter(tags=["jobs"])
+#: A job's stored image, served under /images/{job_id}; the image is named by its job.
+images_router = APIRouter()
+
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 #: Text the database cannot store (NUL) is refused at the door, naming the field.
 NO_NUL = r"^[^\x00]*$"
@@ -127,6 +118,11 @@ class JobCreate(BaseModel):
         "input_image_2, ... in order; each model's own limit is its max_reference_images.",
         json_schema_extra={"maxItems": MAX_REFERENCE_IMAGES},
     )
+    project_id: uuid.UUID | None = Field(
+        default=None,
+        description="The team's project (GET /api/v1/projects) the jobs are paid from; "
+        "omitted: the project you last used, else the team's default project.",
+    )
 
     @field_validator("params")
     @classmethod
@@ -157,6 +153,9 @@ class JobCreateForm(BaseModel):
         },
         description="Image files (JPEG, PNG or WebP).",
     )
+    project_id: uuid.UUID | None = Field(
+        default=None, description="The team's project the jobs are paid from."
+    )
 
 
 @dataclass(frozen=True)
@@ -167,6 +166,7 @@ class JobRequest:
     params: dict[str, Any]
     count: int
     reference_images: list[bytes]
+    project_id: uuid.UUID | None = None
 
 
 def _invalid(field: str, message: str) -> RequestInvalid:
@@ -197,7 +197,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 async def _form_body(request: Request) -> tuple[dict[str, Any], list[bytes]]:
     form = await read_form(request)
     data: dict[str, Any] = {}
-    for name in ("model", "prompt", "count"):
+    for name in ("model", "prompt", "count", "project_id"):
         value = form.get(name)
         if isinstance(value, str):
             data[name] = value
@@ -245,6 +245,7 @@ async def read_job_request(request: Request) -> JobRequest:
         params={**body.params, "prompt": body.prompt},
         count=body.count,
         reference_images=[*references, *uploads],
+        project_id=body.project_id,
     )
 
 
@@ -343,7 +344,7 @@ def _advertise_batch_size(document: dict[str, Any], settings: Settings) -> None:
     response_model=JobBatchOut,
     summary="Queue one image or a batch",
     openapi_extra=_JOB_CREATE_BODY,
-    responses={**_REPLAY_RESPONSE, **error_responses(400, 402, 409, 413, 415, 422)},
+    responses={**_REPLAY_RESPONSE, **error_responses(400, 402, 404, 409, 413, 415, 422)},
 )
 def create(
     actor: ChangingActor,
@@ -371,74 +372,11 @@ def create(
         params=job_request.params,
         count=job_request.count,
         reference_images=job_request.reference_images,
+        project_id=job_request.project_id,
     )
     if idempotency_key is not None:
         idempotency.remember_jobs(db, user_id=actor.user_id, key=idempotency_key, jobs=jobs)
     return JobBatchOut(jobs=jobs_out(db, actor, [job.id for job in jobs]))
-
-
-def _gallery_field(field: str) -> str:
-    return {"after": "cursor", "from": "date_from", "to": "date_to", "user": "user"}.get(
-        field, field
-    )
-
-
-@router.get(
-    "/jobs",
-    response_model=JobPage,
-    summary="List the team's jobs",
-    responses=error_responses(422),
-)
-def list_jobs(
-    actor: CurrentActor,
-    db: SessionDep,
-    model: Annotated[
-        str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model.")
-    ] = None,
-    user: Annotated[uuid.UUID | None, Query(description="Only this person's jobs.")] = None,
-    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
-    date_from: Annotated[
-        date | None, Query(description="Only jobs queued on or after this day (UTC).")
-    ] = None,
-    date_to: Annotated[
-        date | None, Query(description="Only jobs queued on or before this day (UTC).")
-    ] = None,
-    favourites: Annotated[bool, Query(description="Only the caller's favourites.")] = False,
-    q: Annotated[
-        str | None,
-        Query(max_length=500, pattern=NO_NUL, description="Full-text search in prompts."),
-    ] = None,
-    cursor: Annotated[
-        str | None,
-        Query(max_length=80, pattern=NO_NUL, description="`next_cursor` of the previous page."),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
-) -> JobPage:
-    """Newest first, with filters that combine; keyset-paged so pages never shift or repeat."""
-    try:
-        filters = parse_filters(
-            model=model,
-            user=str(user) if user else None,
-            status=status.value if status else None,
-            date_from=date_from.isoformat() if date_from else None,
-            date_to=date_to.isoformat() if date_to else None,
-            favourites=favourites,
-            q=q,
-        )
-        if cursor:
-            Cursor.decode(cursor)
-    except GalleryInputError as exc:
-        raise _invalid(_gallery_field(exc.field), exc.message) from None
-    page = list_gallery(
-        db,
-        team_id=actor.team_id,
-        viewer_id=actor.user_id,
-        filters=filters,
-        after=cursor,
-        limit=limit,
-    )
-    items = jobs_out(db, actor, [tile.job_id for tile in page.tiles])
-    return JobPage(items=items, next_cursor=page.next_cursor)
 
 
 @router.get(
@@ -560,6 +498,81 @@ def delete_one(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobOu
     return jobs_out(db, actor, [job_id])[0]
 
 
+# --- images ------------------------------------------------------------------------------
+
+
+@images_router.get(
+    "/images/{job_id}",
+    response_model=ImageOut,
+    tags=["images"],
+    summary="Metadata of a ready job's image",
+    responses=error_responses(404, 422),
+)
+def image_metadata(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> ImageOut:
+    detail = get_detail(db, team_id=actor.team_id, job_id=job_id, viewer_id=actor.user_id)
+    if detail.image is None:
+        raise StudioError(
+            404,
+            "not_found",
+            f"This job has no stored image (it is {detail.job.status}).",
+        )
+    return ImageOut.of(detail.image)
+
+
+def _serve(db: Session, actor_team: uuid.UUID, job_id: uuid.UUID, variant: str) -> Response:
+    found = image_file(db, team_id=actor_team, job_id=job_id, variant=variant)
+    try:
+        data = get_storage().get(found.key)
+    except ObjectMissing:
+        raise StudioError(
+            404, "not_found", "The image file is missing from storage; ask an admin."
+        ) from None
+    except (StorageError, OSError):
+        raise StudioError(
+            503, "storage_unavailable", "Image storage cannot be read right now; retry shortly."
+        ) from None
+    return Response(
+        content=data,
+        media_type=found.content_type,
+        headers={
+            # Stored images never change under their key, and they belong to one team.
+            "Cache-Control": "private, max-age=86400, immutable",
+            "Content-Disposition": f'inline; filename="{found.filename}"',
+        },
+    )
+
+
+@images_router.get(
+    "/images/{job_id}/original",
+    response_class=Response,
+    tags=["images"],
+    summary="The original image file",
+    responses={
+        200: {
+            "description": "The image as BFL made it.",
+            "content": {t: _BINARY for t in _IMAGE_TYPES},
+        },
+        **error_responses(404, 422, 503),
+    },
+)
+def image_original(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve(db, actor.team_id, job_id, "original")
+
+
+@images_router.get(
+    "/images/{job_id}/thumbnail",
+    response_class=Response,
+    tags=["images"],
+    summary="The WebP thumbnail",
+    responses={
+        200: {"description": "A small WebP preview.", "content": {"image/webp": _BINARY}},
+        **error_responses(404, 422, 503),
+    },
+)
+def image_thumbnail(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve(db, actor.team_id, job_id, "thumb")
+
+
 # --- the model catalogue -----------------------------------------------------------------
 
 
@@ -661,4 +674,11 @@ def models(actor: CurrentActor) -> CatalogueOut:
     )
 
 
-__all__ = ["JobCreate", "JobRequest", "jobs_out", "read_job_request", "router"]
+__all__ = [
+    "JobCreate",
+    "JobRequest",
+    "images_router",
+    "jobs_out",
+    "read_job_request",
+    "router",
+]

@@ -66,6 +66,15 @@ def _status_values(enum_class: type[JobStatus]) -> list[str]:
     return [member.value for member in enum_class]
 
 
+def _team_default_project(context: Any) -> uuid.UUID | None:
+    """The default project of the row's team, for inserts that name no project."""
+    team_id = context.get_current_parameters().get("team_id")
+    found: uuid.UUID | None = context.connection.scalar(
+        text("SELECT id FROM projects WHERE team_id = :team AND is_default"), {"team": team_id}
+    )
+    return found
+
+
 class Job(Timestamped, Base):
     """One image requested from BFL. `created_at` is when it was queued."""
 
@@ -92,6 +101,8 @@ class Job(Timestamped, Base):
             postgresql_using="gin",
         ),
         Index("ix_jobs_batch", "batch_id"),
+        # Gallery and prompt history filtered by project.
+        Index("ix_jobs_team_project_created", "team_id", "project_id", text("created_at DESC")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -100,6 +111,13 @@ class Job(Timestamped, Base):
     )
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    #: The team's project (cost centre) the job is paid from; a row inserted without one goes
+    #: to its team's default project.
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="RESTRICT"),
+        nullable=False,
+        default=_team_default_project,
     )
     # A CHECK-constrained VARCHAR rather than a native PostgreSQL enum: a new state is a new
     # CHECK (drop and add in one migration), with no ALTER TYPE ... ADD VALUE, which cannot run

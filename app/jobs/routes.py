@@ -36,23 +36,25 @@ from app.errors import (
     StudioError,
     answer_refusals_with,
 )
-from app.gallery.service import credits_text, recent_jobs
 from app.jobs import account
+from app.jobs.errors import JobNotFound
 from app.jobs.models import BFLAccountState, Job
+from app.jobs.queries import recent_jobs, team_job
 from app.jobs.service import (
     STORED_PREFIX,
     JobError,
     cancel_job,
     create_jobs,
-    get_job,
     image_size,
     reference_size,
     retry_job,
     upload_size_problem,
 )
 from app.limits import advertised_catalogue, read_form
+from app.projects.service import last_used_project, list_projects
 from app.settings import get_settings
 from app.templating import error_page, templates
+from app.units import credits_text
 
 router = APIRouter(tags=["pages"])
 
@@ -176,7 +178,7 @@ def _text(form: FormData, name: str) -> str:
 def read_generate_form(form: FormData, team_id: uuid.UUID) -> GenerateForm:
     """The submitted form as text values, keeping everything so the page can show it again."""
     state = GenerateForm()
-    for name in ("model", "prompt", "seed_mode", "seed", "count", "aspect_preset"):
+    for name in ("model", "prompt", "seed_mode", "seed", "count", "aspect_preset", "project_id"):
         state.values[name] = _text(form, name)
     raw_prompt = form.get("prompt")
     # Browsers send a textarea's line breaks as CRLF but count each as one character against
@@ -368,7 +370,31 @@ def _page_context(
             )
         ],
         "bfl_account": bfl_account if bfl_account.kind != "ok" else None,
+        **_project_choice(db, actor, state),
     }
+
+
+def _project_choice(db: Session, actor: Actor | ActorView, state: GenerateForm) -> dict[str, Any]:
+    """The team's active projects and the one selected: as sent, else the last used one."""
+    chosen = state.get("project_id") or str(
+        last_used_project(db, team_id=actor.team_id, user_id=actor.user_id).id
+    )
+    return {
+        "projects": list_projects(db, team_id=actor.team_id, include_archived=False),
+        "selected_project": chosen,
+    }
+
+
+def _project_id(state: GenerateForm) -> uuid.UUID | None:
+    """The form's project as an id (None: not chosen); a malformed one is a field error."""
+    text = state.get("project_id").strip()
+    if not text:
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        state.errors["project_id"] = "choose one of the team's projects"
+        return None
 
 
 @router.get("/", response_class=HTMLResponse, summary="Generate page")
@@ -383,9 +409,7 @@ def generate_page(
     from_id = request.query_params.get("from")
     state = GenerateForm(values=_defaults(_spec_or_default(model)))
     if from_id:
-        job = get_job(db, team_id=actor.team_id, job_id=_uuid_or_404(from_id))
-        if job is None:
-            raise NotFound("That job")
+        job = team_job(db, team_id=actor.team_id, job_id=_uuid_or_404(from_id))
         state = _form_from_job(job, actor.team_id)
     if prompt:
         state.values["prompt"] = prompt
@@ -428,6 +452,7 @@ async def generate(request: Request, actor: ChangingActor, db: SessionDep) -> Re
     state = read_generate_form(form, actor.team_id)
     files = await _uploads(form, state)
     params, count = request_params(state)
+    project_id = _project_id(state)
     jobs: list[Job] = []
     # A refusal by the service is shown on the form, next to the fields it names.
     answer_refusals_with(request, lambda exc: _refused_form(request, state, files, exc))
@@ -440,6 +465,7 @@ async def generate(request: Request, actor: ChangingActor, db: SessionDep) -> Re
             params=params,
             count=count,
             reference_images=files,
+            project_id=project_id,
         )
     return _form_answer(request, actor, db, state, files, jobs)
 
@@ -553,9 +579,7 @@ def _card_response(request: Request, actor: Actor, cards: list[JobCard]) -> Resp
 
 @router.get("/jobs/{job_id}/card", response_class=HTMLResponse, summary="One live job card")
 def job_card(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
-    job = get_job(db, team_id=actor.team_id, job_id=_uuid_or_404(job_id))
-    if job is None:
-        raise NotFound("That job")
+    job = team_job(db, team_id=actor.team_id, job_id=_uuid_or_404(job_id))
     return _card_response(request, actor, [card(job, account.peek(db))])
 
 
@@ -578,8 +602,8 @@ def retry(request: Request, job_id: str, actor: ChangingActor, db: SessionDep) -
     old_id = _uuid_or_404(job_id)
     answer_refusals_with(request, lambda exc: _refused_card(request, old_id, exc))
     jobs = retry_job(db, job_id=old_id, team_id=actor.team_id, user_id=actor.user_id)
-    old = get_job(db, team_id=actor.team_id, job_id=old_id)
-    cards = [card(job) for job in jobs] + ([card(old)] if old is not None else [])
+    old = team_job(db, team_id=actor.team_id, job_id=old_id)
+    cards = [card(job) for job in jobs] + [card(old)]
     return _card_response(request, actor, cards)
 
 
@@ -596,9 +620,11 @@ def _refused_card(request: Request, job_id: uuid.UUID, exc: StudioError) -> Resp
     if exc.status_code == 404:
         return error_page(request, 404, NotFound("That job").message)
     with session_scope() as db:
-        current = get_job(db, team_id=actor.team_id, job_id=job_id)
-        if current is None:
-            return error_page(request, 404, NotFound("That job").message)
+        try:
+            current = team_job(db, team_id=actor.team_id, job_id=job_id)
+        except JobNotFound as gone:
+            # Deleted since the refusal: the page a missing job gets.
+            return error_page(request, 404, gone.message)
         return templates.TemplateResponse(
             request,
             "jobs/_cards.html",

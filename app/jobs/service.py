@@ -12,7 +12,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, exists, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
@@ -28,9 +29,14 @@ from app.bfl.catalogue import (
     validate_request,
 )
 from app.costs.service import reserve_for_jobs
-from app.errors import FieldError, FieldProblem, RequestInvalid, StudioError, status_for
+from app.db import utcnow
+from app.errors import FieldError, Forbidden, RequestInvalid
 from app.jobs import messages, state
-from app.jobs.models import Job, JobStatus
+from app.jobs.errors import JobError as JobError
+from app.jobs.errors import JobNotFound
+from app.jobs.models import Favourite, Job, JobStatus
+from app.jobs.queries import team_job
+from app.projects.service import project_for_new_jobs
 from app.settings import get_settings
 from app.storage import get_storage
 from app.units import size_text
@@ -57,17 +63,7 @@ RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.MODERATED, JobStatus
 
 #: The arguments of `create_jobs` a refusal names as they are; every other field is one of
 #: the model's request fields, under `params`.
-_TOP_LEVEL_FIELDS = frozenset({"model", "prompt", "count", "reference_images"})
-
-
-class JobError(StudioError):
-    """A refused job operation: a stable `code` (its HTTP status from `app.errors`) and, where
-    one input is at fault, its `field` path."""
-
-    def __init__(self, message: str, code: str, field: str | None = None) -> None:
-        fields = [FieldProblem(field=field, message=message)] if field else []
-        super().__init__(status_for(code), code, message, fields)
-        self.field = field
+_TOP_LEVEL_FIELDS = frozenset({"model", "prompt", "count", "reference_images", "project_id"})
 
 
 def request_path(field: str) -> str:
@@ -78,13 +74,6 @@ def request_path(field: str) -> str:
     if field in _TOP_LEVEL_FIELDS or field.split(".")[0] in _TOP_LEVEL_FIELDS:
         return field
     return f"params.{field}"
-
-
-def get_job(db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
-    """The team's job with this id, or None: another team's job is as good as missing."""
-    return db.scalars(
-        select(Job).where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
-    ).first()
 
 
 def _check_count(count: Any) -> int:
@@ -247,8 +236,14 @@ def create_jobs(
     count: int = 1,
     reference_images: Sequence[bytes] = (),
     retry_of: Job | None = None,
+    project_id: uuid.UUID | None = None,
 ) -> list[Job]:
     """Queue `count` images of one request, each with its own seed, as one batch.
+
+    The jobs belong to the team's project `project_id` (None: the person's last used project,
+    else the team's default; see `app.projects.service.project_for_new_jobs`), which is
+    remembered as their last used one. Raises `NotFound` (404) for a project outside the team
+    and `RequestInvalid` (`project_id`) for an archived one.
 
     Every limit is checked here, for the API and the page alike: the catalogue's (prompt
     length, fields, reference images per model) and the settings' (MAX_BATCH_SIZE, image
@@ -266,6 +261,7 @@ def create_jobs(
             count=count,
             reference_images=reference_images,
             retry_of=retry_of,
+            project_id=project_id,
         )
     except RequestInvalid as exc:
         raise exc.at_paths(request_path) from None
@@ -281,8 +277,10 @@ def _create_jobs(
     count: int = 1,
     reference_images: Sequence[bytes] = (),
     retry_of: Job | None = None,
+    project_id: uuid.UUID | None = None,
 ) -> list[Job]:
     count = _check_count(count)
+    project = project_for_new_jobs(db, team_id=team_id, user_id=user_id, project_id=project_id)
     given = dict(params)
     for name in _INTERNAL_FIELDS:
         if given.get(name) not in (None, ""):
@@ -345,6 +343,7 @@ def _create_jobs(
                 id=uuid.uuid4(),
                 team_id=team_id,
                 user_id=user_id,
+                project_id=project.id,
                 status=JobStatus.QUEUED,
                 model=model,
                 prompt=str(payload.get("prompt", "")),
@@ -369,13 +368,6 @@ def _create_jobs(
     return jobs
 
 
-def _find(db: Session, team_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    job = get_job(db, team_id=team_id, job_id=job_id)
-    if job is None:
-        raise JobError("No such job in your team.", "not_found")
-    return job
-
-
 def cancel_job(
     db: Session,
     *,
@@ -385,7 +377,7 @@ def cancel_job(
     is_manager: bool,
 ) -> Job:
     """Cancel a queued job: its owner or a team manager may. Raises JobError otherwise."""
-    job = _find(db, team_id, job_id)
+    job = team_job(db, team_id=team_id, job_id=job_id)
     if job.user_id != user_id and not is_manager:
         raise JobError(
             "Only the person who queued this job or a manager can cancel it.", "forbidden"
@@ -431,7 +423,7 @@ def retry_job(
     db: Session, *, job_id: uuid.UUID, team_id: uuid.UUID, user_id: uuid.UUID
 ) -> list[Job]:
     """Queue a new job with the same request as a failed, moderated or cancelled one."""
-    job = _find(db, team_id, job_id)
+    job = team_job(db, team_id=team_id, job_id=job_id)
     if job.status not in RETRYABLE_STATUSES:
         raise JobError(
             f"Only failed, moderated or cancelled jobs can be retried; this one is {job.status}.",
@@ -445,6 +437,7 @@ def retry_job(
         params=job.params,
         count=1,
         retry_of=job,
+        project_id=job.project_id,
     )
 
 
@@ -457,9 +450,91 @@ def vary_job(db: Session, job: Job, *, team_id: uuid.UUID, user_id: uuid.UUID) -
     `BudgetExceeded`.
     """
     if job.team_id != team_id or job.deleted_at is not None:
-        raise JobError("No such job in your team.", "not_found")
+        raise JobNotFound()
     # Without a seed, create_jobs draws a fresh random one.
     params = {k: v for k, v in (job.params or {}).items() if k != "seed"}
     return create_jobs(
-        db, user_id=user_id, team_id=team_id, model=job.model, params=params, count=1
+        db,
+        user_id=user_id,
+        team_id=team_id,
+        model=job.model,
+        params=params,
+        count=1,
+        project_id=job.project_id,
+    )
+
+
+def set_favourite(
+    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, job_id: uuid.UUID, on: bool
+) -> bool:
+    """Mark or unmark a job as one of the person's favourites; returns the new state.
+
+    Raises JobNotFound for a job not in the team (or deleted).
+    """
+    team_job(db, team_id=team_id, job_id=job_id)
+    if on:
+        db.execute(
+            insert(Favourite)
+            .values(user_id=user_id, job_id=job_id, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=[Favourite.user_id, Favourite.job_id])
+        )
+    else:
+        db.execute(
+            delete(Favourite).where(Favourite.user_id == user_id, Favourite.job_id == job_id)
+        )
+    db.flush()
+    return on
+
+
+def toggle_favourite(
+    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, job_id: uuid.UUID
+) -> bool:
+    """Flip the person's favourite mark on a job; returns the new state. Raises JobNotFound."""
+    team_job(db, team_id=team_id, job_id=job_id)
+    current = db.scalar(
+        select(exists().where(Favourite.user_id == user_id, Favourite.job_id == job_id))
+    )
+    return set_favourite(db, team_id=team_id, user_id=user_id, job_id=job_id, on=not current)
+
+
+def delete_job(
+    db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, user_id: uuid.UUID, is_manager: bool
+) -> None:
+    """Hide a job from the gallery (soft delete). Its author or a manager may do it.
+
+    The row stays, so costs and the ledger still add up; files are kept for the same reason.
+    A job still waiting in the queue is cancelled first, so deleting it spends nothing; one
+    already at BFL is paid for either way and finishes out of sight. Raises JobNotFound, or
+    Forbidden for someone else's job without the manager role.
+    """
+    job = team_job(db, team_id=team_id, job_id=job_id)
+    if job.user_id != user_id and not is_manager:
+        raise Forbidden("Only the person who made this image or a manager can delete it.")
+    if job.status == JobStatus.QUEUED:
+        # A worker may claim it meanwhile; then the guarded update does nothing, as it should.
+        state.cancel(db, job.id, by_name="" if job.user_id == user_id else "a manager")
+    deleted = db.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
+        .values(deleted_at=utcnow())
+    ).rowcount  # type: ignore[attr-defined]
+    db.flush()
+    if deleted and job.user_id != user_id:
+        _record_managers_deletion(db, job, user_id)
+
+
+def _record_managers_deletion(db: Session, job: Job, manager_id: uuid.UUID) -> None:
+    """A manager deleting someone else's job is audited as "job.deleted"."""
+    manager = db.get(User, manager_id)
+    owner = db.get(User, job.user_id)
+    record(
+        db,
+        team_id=job.team_id,
+        actor_id=manager_id,
+        actor_email=manager.email if manager else "",
+        action="job.deleted",
+        target_type="job",
+        target_id=job.id,
+        before={"owner": owner.email if owner else None, "status": job.status, "deleted": False},
+        after={"deleted": True},
     )

@@ -9,9 +9,9 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.auth.deps import CurrentActor
 from app.deps import SessionDep
-from app.gallery.service import credits_text
 from app.prompts.service import prompt_history
 from app.templating import templates
+from app.units import credits_text
 
 router = APIRouter(tags=["pages"])
 

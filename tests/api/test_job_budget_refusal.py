@@ -29,9 +29,7 @@ def _rows(db: Session, team_id: object) -> tuple[int, int]:
 def test_budget_refusal_keeps_no_jobs_even_when_the_caller_commits(db: Session) -> None:
     person = make_person(db, role=Role.MEMBER)
     # One flux-2-pro image at 1 MP is estimated at 3 credits; the budget holds 5.
-    set_budget(
-        db, team_id=person.team.id, user_id=None, monthly_credits=Decimal("5"), by=person.user
-    )
+    set_budget(db, team_id=person.team.id, user_id=None, monthly_credits=Decimal("5"))
     db.commit()
 
     with pytest.raises(BudgetExceeded):
@@ -65,13 +63,7 @@ def test_budget_refusal_keeps_no_jobs_even_when_the_caller_commits(db: Session) 
 
 def test_a_person_budget_refusal_keeps_no_jobs_either(db: Session) -> None:
     person = make_person(db, role=Role.MEMBER)
-    set_budget(
-        db,
-        team_id=person.team.id,
-        user_id=person.user.id,
-        monthly_credits=Decimal("2"),
-        by=person.user,
-    )
+    set_budget(db, team_id=person.team.id, user_id=person.user.id, monthly_credits=Decimal("2"))
     db.commit()
     with pytest.raises(BudgetExceeded) as refused:
         create_jobs(

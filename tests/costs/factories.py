@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import start_session
 from app.costs.models import Charge
-from app.costs.service import record_charge, set_budget
+from app.costs.service import rebuild_rollup, record_charge, set_budget
 from app.jobs.models import Job, JobStatus
 from tests.factories import Person
 
@@ -77,6 +77,7 @@ def make_charge(
     if at is not None:
         db.execute(update(Charge).where(Charge.job_id == job.id).values(created_at=at))
         db.execute(update(Job).where(Job.id == job.id).values(created_at=at))
+        rebuild_rollup(db, team_id=person.team.id)
     db.flush()
     return job
 
@@ -89,7 +90,6 @@ def make_budget(
         team_id=person_or_team.team.id,
         user_id=person_or_team.user.id if personal else None,
         monthly_credits=Decimal(credits) if credits is not None else None,
-        by=person_or_team.user,
     )
 
 

@@ -7,14 +7,16 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.costs.models import Charge, Reservation, ReservationState
-from app.costs.service import BudgetExceeded
+from app.costs.service import BudgetExceeded, rebuild_rollup, set_budget
 from app.db import get_sessionmaker
 from app.jobs.models import Job
 from app.jobs.service import create_jobs
+from app.projects.models import Project
+from app.projects.service import Changer, create_project
 from tests.costs.factories import make_budget, make_charge
 from tests.factories import Person, make_person
 
@@ -23,7 +25,9 @@ ACCEPTED = 7
 
 
 def _submit(
-    who: tuple[uuid.UUID, uuid.UUID], barrier: threading.Barrier, outcomes: list[str]
+    who: tuple[uuid.UUID, uuid.UUID, uuid.UUID | None],
+    barrier: threading.Barrier,
+    outcomes: list[str],
 ) -> None:
     """What a real submission does: create the jobs and reserve in one transaction, commit."""
     session = get_sessionmaker()()
@@ -35,6 +39,7 @@ def _submit(
             team_id=who[1],
             model="flux-2-pro",
             params={"prompt": "a paper boat on a puddle", "width": 1024, "height": 1024},
+            project_id=who[2],
         )
         session.commit()
         outcomes.append("accepted")
@@ -61,25 +66,41 @@ def _price(db: Session, person: Person) -> Decimal:
     return price
 
 
-@pytest.mark.parametrize("scope", ["person", "team"])
+@pytest.mark.parametrize("scope", ["person", "team", "project"])
 def test_concurrent_submissions_never_overspend(committed_db: Session, scope: str) -> None:
     db = committed_db
     owner = make_person(db)
     people = [owner] * THREADS if scope == "person" else [owner]
-    if scope == "team":
+    if scope in ("team", "project"):
         people += [make_person(db, team=owner.team) for _ in range(THREADS - 1)]
+    project: Project | None = None
+    if scope == "project":
+        changer = Changer(team_id=owner.team.id, user_id=owner.user.id, email=owner.user.email)
+        project = create_project(db, changer, name="Client A")
+        # Spend in another project is not this project's: it must not count against it.
+        make_charge(db, owner, "1000")
     db.commit()
     price = _price(db, owner)
     assert price > 0
     # Charges already made this month, then a budget with room for exactly ACCEPTED more jobs
     # (and half a job to spare, so "just fits" and "one too many" are both at stake).
-    make_charge(db, owner, "10")
+    charged_job = make_charge(db, owner, "10")
     budget = Decimal("10") + price * ACCEPTED + price / 2
-    make_budget(db, owner, budget, personal=scope == "person")
+    if project is not None:
+        moved = {"project_id": project.id}
+        db.execute(update(Job).where(Job.id == charged_job.id).values(moved))
+        db.execute(update(Charge).where(Charge.job_id == charged_job.id).values(moved))
+        rebuild_rollup(db, team_id=owner.team.id)
+        set_budget(
+            db, team_id=owner.team.id, user_id=None, project_id=project.id, monthly_credits=budget
+        )
+    else:
+        make_budget(db, owner, budget, personal=scope == "person")
     db.commit()
 
     # Plain ids: the threads must not touch this test's session (or its expired objects).
-    callers = [(person.user.id, person.team.id) for person in people]
+    project_id = project.id if project is not None else None
+    callers = [(person.user.id, person.team.id, project_id) for person in people]
     barrier = threading.Barrier(THREADS)
     outcomes: list[str] = []
     threads = [threading.Thread(target=_submit, args=(who, barrier, outcomes)) for who in callers]
@@ -97,10 +118,16 @@ def test_concurrent_submissions_never_overspend(committed_db: Session, scope: st
             Reservation.team_id == team, Reservation.state == ReservationState.HELD.value
         )
     )
-    charged = db.scalar(select(func.sum(Charge.credits)).where(Charge.team_id == team))
+    charged = db.scalar(
+        select(func.sum(Charge.credits)).where(
+            Charge.team_id == team,
+            Charge.project_id == project_id if project_id is not None else Charge.team_id == team,
+        )
+    )
     assert held == price * ACCEPTED
     assert charged + held <= budget
     # Refused submissions left no jobs behind.
+    before = 2 if scope == "project" else 1
     assert db.scalar(select(func.count()).select_from(Job).where(Job.team_id == team)) == (
-        ACCEPTED + 1
+        ACCEPTED + before
     )

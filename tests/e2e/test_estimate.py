@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from app.bfl.catalogue import estimate_cost
 from app.emulator import EmulatorConfig, EmulatorServer
-from app.gallery.service import credits_text
 from app.jobs.models import Job
+from app.units import credits_text
 from tests.browser import ARTIFACTS, chromium
 from tests.factories import Person, make_person
 from tests.pipeline_support import WebProcess, pipeline_env

@@ -8,8 +8,11 @@ import pytest
 from sqlalchemy.orm import Session
 
 from app.auth.models import Role
-from app.errors import Forbidden, NotFound
+from app.errors import Forbidden
 from app.gallery import service
+from app.jobs import queries
+from app.jobs import service as jobs_service
+from app.jobs.errors import JobNotFound
 from app.jobs.models import JobStatus
 from tests.factories import Person, make_person
 from tests.gallery.rows import add_image, add_job
@@ -47,15 +50,15 @@ def test_other_teams_and_deleted_jobs_stay_out(db: Session) -> None:
     mine = add_job(db, alice, "ours")
     gone = add_job(db, alice, "deleted one")
     add_job(db, mallory, "theirs")
-    service.delete_job(
+    jobs_service.delete_job(
         db, team_id=alice.team.id, job_id=gone.id, user_id=alice.user.id, is_manager=False
     )
     page = service.list_gallery(db, team_id=alice.team.id, viewer_id=alice.user.id)
     assert [t.job_id for t in page.tiles] == [mine.id]
-    with pytest.raises(NotFound):
-        service.get_detail(db, team_id=mallory.team.id, job_id=mine.id, viewer_id=mallory.user.id)
-    with pytest.raises(NotFound):
-        service.get_detail(db, team_id=alice.team.id, job_id=gone.id, viewer_id=alice.user.id)
+    with pytest.raises(JobNotFound):
+        queries.get_detail(db, team_id=mallory.team.id, job_id=mine.id, viewer_id=mallory.user.id)
+    with pytest.raises(JobNotFound):
+        queries.get_detail(db, team_id=alice.team.id, job_id=gone.id, viewer_id=alice.user.id)
 
 
 def test_filters_combine(db: Session) -> None:
@@ -89,7 +92,9 @@ def test_filters_combine(db: Session) -> None:
     assert ids(q='"red fox"') == {a1.id}
     assert ids(date_from="2025-03-02", date_to="2025-03-02") == {whale.id}
     assert ids(date_to=date(2025, 3, 1).isoformat()) == {a1.id}
-    service.set_favourite(db, team_id=alice.team.id, user_id=alice.user.id, job_id=b1.id, on=True)
+    jobs_service.set_favourite(
+        db, team_id=alice.team.id, user_id=alice.user.id, job_id=b1.id, on=True
+    )
     assert ids(favourites="1") == {b1.id}
     assert ids(favourites="1", q="fox") == set()
 
@@ -112,23 +117,27 @@ def test_favourite_toggle_is_per_person(db: Session) -> None:
     bob = make_person(db, team=alice.team)
     job = add_job(db, alice)
     assert (
-        service.toggle_favourite(db, team_id=alice.team.id, user_id=alice.user.id, job_id=job.id)
+        jobs_service.toggle_favourite(
+            db, team_id=alice.team.id, user_id=alice.user.id, job_id=job.id
+        )
         is True
     )
-    assert service.get_detail(
+    assert queries.get_detail(
         db, team_id=alice.team.id, job_id=job.id, viewer_id=alice.user.id
     ).favourite
-    assert not service.get_detail(
+    assert not queries.get_detail(
         db, team_id=alice.team.id, job_id=job.id, viewer_id=bob.user.id
     ).favourite
     assert (
-        service.get_detail(
+        queries.get_detail(
             db, team_id=alice.team.id, job_id=job.id, viewer_id=bob.user.id
         ).favourite_count
         == 1
     )
     assert (
-        service.toggle_favourite(db, team_id=alice.team.id, user_id=alice.user.id, job_id=job.id)
+        jobs_service.toggle_favourite(
+            db, team_id=alice.team.id, user_id=alice.user.id, job_id=job.id
+        )
         is False
     )
     tile = service.list_gallery(db, team_id=alice.team.id, viewer_id=alice.user.id).tiles[0]
@@ -141,14 +150,14 @@ def test_delete_needs_author_or_manager(db: Session) -> None:
     boss = make_person(db, team=alice.team, role=Role.MANAGER)
     job = add_job(db, alice)
     with pytest.raises(Forbidden):
-        service.delete_job(
+        jobs_service.delete_job(
             db, team_id=alice.team.id, job_id=job.id, user_id=bob.user.id, is_manager=False
         )
-    service.delete_job(
+    jobs_service.delete_job(
         db, team_id=alice.team.id, job_id=job.id, user_id=boss.user.id, is_manager=True
     )
-    with pytest.raises(NotFound):
-        service.team_job(db, team_id=alice.team.id, job_id=job.id)
+    with pytest.raises(JobNotFound):
+        queries.team_job(db, team_id=alice.team.id, job_id=job.id)
 
 
 def test_image_file_is_team_scoped_and_named(db: Session) -> None:
@@ -156,15 +165,15 @@ def test_image_file_is_team_scoped_and_named(db: Session) -> None:
     mallory = make_person(db)
     job = add_job(db, alice)
     add_image(db, job)
-    original = service.image_file(db, team_id=alice.team.id, job_id=job.id, variant="original")
+    original = queries.image_file(db, team_id=alice.team.id, job_id=job.id, variant="original")
     assert original.content_type == "image/jpeg"
     assert original.filename.endswith(".jpg") and original.filename.startswith("flux-2-pro-")
     assert (
-        service.image_file(db, team_id=alice.team.id, job_id=job.id, variant="thumb").content_type
+        queries.image_file(db, team_id=alice.team.id, job_id=job.id, variant="thumb").content_type
         == "image/webp"
     )
-    with pytest.raises(NotFound):
-        service.image_file(db, team_id=mallory.team.id, job_id=job.id, variant="original")
+    with pytest.raises(JobNotFound):
+        queries.image_file(db, team_id=mallory.team.id, job_id=job.id, variant="original")
 
 
 def _search_all(db: Session, person: Person, walk_rows: int, **filters: str) -> list[object]:
@@ -201,7 +210,7 @@ def test_search_finds_the_same_pages_by_walk_or_by_index(db: Session) -> None:
         add_job(db, who, f"{words[i % 4]} number {i}", model=model, created_at=T0 + timedelta(i))
         add_job(db, mallory, f"red fox {i}", created_at=T0 + timedelta(i, seconds=1))
     favourite = add_job(db, alice, "red fox, by the sea", created_at=T0 - timedelta(days=1))
-    service.set_favourite(
+    jobs_service.set_favourite(
         db, team_id=alice.team.id, user_id=alice.user.id, job_id=favourite.id, on=True
     )
 

@@ -16,13 +16,14 @@ from app.costs.service import BudgetExceeded
 from app.db import utcnow
 from app.errors import RequestInvalid
 from app.jobs import messages, state
+from app.jobs.errors import JobNotFound
 from app.jobs.models import Job, JobStatus
+from app.jobs.queries import team_job
 from app.jobs.service import (
     STORED_PREFIX,
     JobError,
     cancel_job,
     create_jobs,
-    get_job,
     retry_job,
 )
 from app.storage import get_storage
@@ -154,12 +155,14 @@ def test_wakeups_are_sent_only_after_commit_and_dropped_on_rollback(engine) -> N
         db.commit()
 
 
-def test_get_job_is_scoped_by_team(db: Session) -> None:
+def test_team_job_is_scoped_by_team(db: Session) -> None:
     person = make_person(db)
     (job,) = _create(db, person)
     stranger = make_person(db)
-    assert get_job(db, team_id=person.team.id, job_id=job.id) is job
-    assert get_job(db, team_id=stranger.team.id, job_id=job.id) is None
+    assert team_job(db, team_id=person.team.id, job_id=job.id) is job
+    with pytest.raises(JobNotFound) as caught:
+        team_job(db, team_id=stranger.team.id, job_id=job.id)
+    assert (caught.value.status_code, caught.value.code) == (404, "not_found")
 
 
 def test_cancel_only_queued_jobs_and_only_own_or_as_manager(db: Session) -> None:

@@ -1,0 +1,1 @@
+"""Projects: a team's cost centres; every job belongs to one."""
