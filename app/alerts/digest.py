@@ -1,8 +1,5 @@
-"""The weekly digest: each team's spend of the last 7 days, by person, e-mailed to its managers.
-
-Each grouping is one entry of `DIGEST_SECTIONS` (a title and a reader); a grouping by project
-is one more entry.
-"""
+"""The weekly digest: each team's spend of the last 7 days, by person and by project, e-mailed
+to its managers. Each grouping is one entry of `DIGEST_SECTIONS` (a title and a reader)."""
 
 from __future__ import annotations
 
@@ -18,7 +15,14 @@ from sqlalchemy.orm import Session
 from app.alerts.models import Alert
 from app.alerts.rules import fire, team_staff
 from app.auth.models import Team
-from app.costs.service import Period, Scope, last_days, spend_by_person, spend_total
+from app.costs.service import (
+    Period,
+    Scope,
+    last_days,
+    spend_by_person,
+    spend_by_project,
+    spend_total,
+)
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,18 @@ def _by_person(db: Session, team_id: uuid.UUID, period: Period) -> list[DigestRo
     ]
 
 
+def _by_project(db: Session, team_id: uuid.UUID, period: Period) -> list[DigestRow]:
+    return [
+        DigestRow(p.name, p.credits, p.usd, p.charges)
+        for p in spend_by_project(db, Scope(team_id), period)
+    ]
+
+
 #: The digest's sections in order: (title, reader).
-DIGEST_SECTIONS: list[tuple[str, SectionReader]] = [("By person", _by_person)]
+DIGEST_SECTIONS: list[tuple[str, SectionReader]] = [
+    ("By person", _by_person),
+    ("By project", _by_project),
+]
 
 
 def digest_text(db: Session, team: Team, period: Period) -> str:

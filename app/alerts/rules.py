@@ -46,20 +46,29 @@ BudgetSource = Callable[[Session, uuid.UUID, datetime], list[Usage]]
 
 
 def _monthly_budgets(db: Session, team_id: uuid.UUID, now: datetime) -> list[Usage]:
-    """The team's and its people's monthly budgets, charged credits only (holds may settle)."""
+    """The team's, its people's and its projects' monthly budgets, charged credits only
+    (holds may still settle lower or be released)."""
     month = now.astimezone(UTC).strftime("%Y-%m")
-    return [
-        Usage(
-            scope_type=line.scope,
-            scope_id="" if line.user_id is None else str(line.user_id),
-            label="the team's budget" if line.user_id is None else f"{line.name}'s budget",
-            period=month,
-            limit=line.monthly_credits,
-            used=line.spent,
-            watchers=() if line.user_id is None else (line.user_id,),
+    usages = []
+    for line in budget_lines(db, team_id, now):
+        if line.scope == "project":
+            scope_id, label = str(line.project_id), f"project {line.name}'s budget"
+        elif line.scope == "person":
+            scope_id, label = str(line.user_id), f"{line.name}'s budget"
+        else:
+            scope_id, label = "", "the team's budget"
+        usages.append(
+            Usage(
+                scope_type=line.scope,
+                scope_id=scope_id,
+                label=label,
+                period=month,
+                limit=line.monthly_credits,
+                used=line.spent,
+                watchers=(line.user_id,) if line.scope == "person" and line.user_id else (),
+            )
         )
-        for line in budget_lines(db, team_id, now)
-    ]
+    return usages
 
 
 #: Every budget alerts watch, by source; add a source for a new scope (projects, quotas).

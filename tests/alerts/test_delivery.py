@@ -107,5 +107,7 @@ def test_the_weekly_digest_lists_spend_per_person_once_a_week(
     assert f"{ann.user.name} <ann@example.com>: 15.50 credits ($0.16), 2 charges" in text
     assert f"{bob.user.name} <bob@example.com>: 4.00 credits ($0.04), 1 charges" in text
     assert "other.admin" not in text and "99" not in text
+    by_project = text[text.index("By project:") :]
+    assert "19.50 credits" in by_project  # every charge went to the team's default project
     assert run_weekly_digest() == 0  # once per ISO week
     assert len(mailbox.messages) == 2
