@@ -175,7 +175,9 @@ def _fire_budget(
     staff: list[uuid.UUID],
     speak: bool,
 ) -> Alert | None:
-    title = f"{usage.label.capitalize()} is at {percent:.0f}% ({threshold}% reached)"
+    title = (
+        f"{usage.label[:1].upper()}{usage.label[1:]} is at {percent:.0f}% ({threshold}% reached)"
+    )
     body = (
         f"{usage.used:.2f} of {usage.limit:.2f} credits of {usage.label} are spent in "
         f"{usage.period}."

@@ -166,3 +166,23 @@ def test_a_burst_of_failures_fires_once_per_window(db: Session, monkeypatch) -> 
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+def test_a_project_budget_is_one_more_scope(db: Session) -> None:
+    from app.costs.service import set_budget
+    from app.projects.service import default_project
+
+    manager = make_person(db, role=Role.MANAGER)
+    general = default_project(db, team_id=manager.team.id)
+    make_charge(db, manager, "9")  # charges land in the team's default project
+    set_budget(
+        db,
+        team_id=manager.team.id,
+        user_id=None,
+        project_id=general.id,
+        monthly_credits=Decimal("10"),
+        set_by=manager.user.id,
+    )
+    (alert,) = evaluate_budgets(db, manager.team.id)
+    assert (alert.scope_type, alert.scope_id, alert.threshold) == ("project", str(general.id), 80)
+    assert general.name in alert.title
