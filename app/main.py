@@ -15,6 +15,7 @@ from app.costs import routes as costs_routes
 from app.error_handlers import install_error_handlers
 from app.gallery import routes as gallery_routes
 from app.headers import SecurityHeadersMiddleware, install_docs
+from app.jobs import queue_routes
 from app.jobs import routes as jobs_routes
 from app.jobs import webhooks as job_webhooks
 from app.limits import RequestSizeLimit, form_limits
@@ -54,6 +55,7 @@ def create_app() -> FastAPI:
     app.include_router(auth_routes.router)
     app.include_router(api_tokens_page.router)
     app.include_router(jobs_routes.router)
+    app.include_router(queue_routes.router)
     app.include_router(gallery_routes.router)
     app.include_router(prompts_routes.router)
     app.include_router(costs_routes.router)

@@ -87,7 +87,12 @@ ROLE_GATED_BEFORE_LOOKUP = {
 #:   may join, by design); replaying team A's invite *id* in its place must find nothing.
 #: - {token} of /bfl/webhook/{job_id}/{token}: BFL calls it without any session; the HMAC of
 #:   the job id opens it, so team A's job id with any other token must be a 404.
-NOT_TEAM_OBJECTS = {"token": "a secret link token, replayed as team A's invite id"}
+NOT_TEAM_OBJECTS = {
+    "token": "a secret link token, replayed as team A's invite id",
+    "move": "a queue action (pause, resume, front, back) applied to A's job or batch",
+}
+#: The values replayed for parameters that name no object: every queue action.
+NOT_TEAM_OBJECTS_VALUES = {"move": ["pause", "resume", "front", "back"]}
 
 
 @dataclass
@@ -284,7 +289,18 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
     a_users = a.user_ids
     rows: dict[str, Any] = {
         "jobs": db.execute(
-            select(Job.id, Job.status, Job.deleted_at, Job.user_id, Job.prompt, Job.team_id)
+            select(
+                Job.id,
+                Job.status,
+                Job.deleted_at,
+                Job.user_id,
+                Job.prompt,
+                Job.team_id,
+                Job.paused_at,
+                Job.queue_front,
+                Job.queue_key,
+                Job.batch_id,
+            )
             .where(Job.team_id == a.team.id)
             .order_by(Job.id)
         ).all(),
@@ -381,7 +397,10 @@ def _values_for(param: str, a: TeamA) -> list[str]:
         "project_id": [a.project.id],
         # NOT_TEAM_OBJECTS: A's invite id where the secret link token belongs.
         "token": [a.invite.id],
+        "batch_id": [j.batch_id for j in (a.queued, a.failed) if j.batch_id is not None],
     }
+    if param in NOT_TEAM_OBJECTS_VALUES:
+        return NOT_TEAM_OBJECTS_VALUES[param]
     if param not in by_name:
         raise AssertionError(
             f"path parameter {{{param}}} is not in the team-wall map: add which of team A's "
@@ -521,6 +540,9 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
         ("/api/v1/prompts", {"q": "obsidian"}),
         ("/generate/estimate", {"stored_reference": team_a.reference_key}),
         ("/", {"prompt": "", "model": "flux-2-pro"}),
+        ("/queue", {}),
+        ("/queue/rows", {}),
+        ("/api/v1/queue", {}),
     ):
         response = team_b.send("GET", path, params=params)
         assert response.status_code == 200, (path, params, response.text[:200])

@@ -12,6 +12,7 @@ from app.costs import api as costs_api
 from app.errors import error_responses
 from app.gallery import api as gallery_api
 from app.jobs import api as jobs_api
+from app.jobs import queue_api
 from app.projects import api as projects_api
 
 # Every API route needs a caller, counts against its token's rate limit, and (as a last line
@@ -24,6 +25,7 @@ router = APIRouter(
 router.include_router(auth_api.router)
 router.include_router(jobs_api.router)
 router.include_router(jobs_api.images_router)
+router.include_router(queue_api.router)
 router.include_router(gallery_api.router)
 router.include_router(costs_api.router)
 router.include_router(audit_api.router)

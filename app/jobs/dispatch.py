@@ -41,19 +41,25 @@ def model_cap(model: str, account_cap: int) -> int:
     return min(account_cap, spec.active_task_cap)
 
 
-# Fair choice: each user's oldest eligible job; among those, the user with the fewest jobs at
-# BFL right now goes first, then the oldest. A 200-image batch then takes turns with a
+# Fair choice (docs/architecture.md, "Queue order"): paused jobs and paused teams' jobs are
+# skipped. Each user's first eligible job in their own line (moved to the front first, then by
+# place in line: when queued or last moved) competes; a manager's "front" goes before everyone
+# else (the earliest moved first); otherwise the user with the fewest jobs at BFL right now
+# goes first, then the earliest place in line. A 200-image batch then takes turns with a
 # teammate's single image instead of going first in full. The statuses are JobStatus literals
 # (never input), so the planner can match them against the partial index ix_jobs_outstanding.
 _PICK_FAIR = text(
     f"""
     WITH eligible AS (
-        SELECT DISTINCT ON (user_id) id, user_id, created_at
+        SELECT DISTINCT ON (user_id) id, user_id, queue_front,
+               coalesce(queue_key, created_at) AS place, batch_index
         FROM jobs
         WHERE status = '{JobStatus.QUEUED}'
+          AND paused_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM team_queue_pauses p WHERE p.team_id = jobs.team_id)
           AND (not_before IS NULL OR not_before <= :now)
           AND NOT (model = ANY(:blocked))
-        ORDER BY user_id, created_at, id
+        ORDER BY user_id, queue_front DESC, coalesce(queue_key, created_at), batch_index, id
     ), load AS (
         SELECT user_id, count(*) AS active
         FROM jobs
@@ -62,7 +68,8 @@ _PICK_FAIR = text(
     )
     SELECT e.id
     FROM eligible e LEFT JOIN load l ON l.user_id = e.user_id
-    ORDER BY coalesce(l.active, 0), e.created_at, e.id
+    ORDER BY e.queue_front DESC, CASE WHEN e.queue_front THEN e.place END,
+             coalesce(l.active, 0), e.place, e.batch_index, e.id
     LIMIT 1
     """  # noqa: S608
 )

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Computed,
     DateTime,
@@ -177,6 +178,14 @@ class Job(Timestamped, Base):
     #: Submissions refused before BFL created a task (429, connect errors): safe re-queues.
     requeues: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Set while the job's owner (or a manager) holds it back: a paused job is never claimed.
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: A manager moved it to the front: it goes before every job not moved there.
+    queue_front: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default="false"
+    )
+    #: Its place in line when moved to the front or back (None: when it was queued).
+    queue_key: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -273,3 +282,18 @@ class BFLAccountState(Base):
     #: The last X-RateLimit-Limit / -Remaining / -Reset BFL sent, as received.
     rate_limit_headers: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TeamQueuePause(Base):
+    """A team's queue held by a manager: none of its queued jobs is claimed while the row
+    exists (jobs already at BFL finish)."""
+
+    __tablename__ = "team_queue_pauses"
+
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    paused_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    paused_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 
@@ -40,6 +41,7 @@ from app.jobs import account
 from app.jobs.errors import JobNotFound
 from app.jobs.models import BFLAccountState, Job
 from app.jobs.queries import recent_jobs, team_job
+from app.jobs.queue_view import QueueEntry, entry_for, team_queue
 from app.jobs.service import (
     STORED_PREFIX,
     JobError,
@@ -130,8 +132,10 @@ def _defaults(spec: ModelSpec) -> dict[str, str]:
     return values
 
 
-def _form_from_job(job: Job, team_id: uuid.UUID) -> GenerateForm:
-    """The form filled with a past job's settings ("use these settings")."""
+def _form_from_job(job: Job, team_id: uuid.UUID, batch: Sequence[Job] = ()) -> GenerateForm:
+    """The form filled with a past job's settings ("use these settings"): model, prompt, every
+    request field, its own reference images, and from its batch (`batch`, the jobs of one
+    request) the number of images and the first image's seed, so the same request comes out."""
     spec = _spec_or_default(job.model)
     values = _defaults(spec)
     stored: list[str] = []
@@ -143,12 +147,26 @@ def _form_from_job(job: Job, team_id: uuid.UUID) -> GenerateForm:
         if name in ("webhook_url", "webhook_secret") or value is None:
             continue
         values[name] = ("true" if value else "") if isinstance(value, bool) else str(value)
-    seed = job.result_seed if job.result_seed is not None else job.seed
+    first = min(batch, key=lambda j: j.batch_index) if batch else job
+    seed = first.result_seed if first.result_seed is not None else first.seed
+    if batch:
+        values["count"] = str(len(batch))
     if seed is not None:
         values["seed_mode"], values["seed"] = "fixed", str(seed)
     values["prompt"] = job.prompt
     values["aspect_preset"] = _preset_for(values.get("width"), values.get("height"))
     return GenerateForm(values=values, stored_references=stored)
+
+
+def batch_of(db: Session, job: Job) -> list[Job]:
+    """The jobs of `job`'s batch in its team (just `job` when it has none)."""
+    if job.batch_id is None:
+        return [job]
+    return list(
+        db.scalars(
+            select(Job).where(Job.team_id == job.team_id, Job.batch_id == job.batch_id)
+        ).all()
+    )
 
 
 def _preset_for(width: str | None, height: str | None) -> str:
@@ -345,6 +363,8 @@ def _page_context(
     bfl_state = account.peek(db)
     bfl_account = account.status(db, settings, utcnow())
     catalogue = advertised_catalogue(settings)
+    recent = recent_jobs(db, team_id=actor.team_id, user_id=actor.user_id, limit=_RECENT_CARDS)
+    entries = queue_entries(db, actor.team_id, recent)
     return {
         "actor": actor,
         "form": state,
@@ -363,12 +383,7 @@ def _page_context(
         "catalogue_json": json.dumps(catalogue),
         "job_limits": catalogue["limits"],
         "estimate": _estimate_context(state, len(uploads), [image_size(f) for f in uploads]),
-        "jobs": [
-            card(job, bfl_state)
-            for job in recent_jobs(
-                db, team_id=actor.team_id, user_id=actor.user_id, limit=_RECENT_CARDS
-            )
-        ],
+        "groups": group_cards([card(job, bfl_state, entries.get(job.id)) for job in recent]),
         "bfl_account": bfl_account if bfl_account.kind != "ok" else None,
         **_project_choice(db, actor, state),
     }
@@ -410,7 +425,7 @@ def generate_page(
     state = GenerateForm(values=_defaults(_spec_or_default(model)))
     if from_id:
         job = team_job(db, team_id=actor.team_id, job_id=_uuid_or_404(from_id))
-        state = _form_from_job(job, actor.team_id)
+        state = _form_from_job(job, actor.team_id, batch_of(db, job))
     if prompt:
         state.values["prompt"] = prompt
     return templates.TemplateResponse(
@@ -487,7 +502,8 @@ def _form_answer(
         context = _page_context(request, actor, db, state, files)
         return templates.TemplateResponse(request, "jobs/generate.html", context, status_code=422)
     context = _page_context(request, actor, db, state, files)
-    context["new_jobs"] = [card(job) for job in jobs]
+    entries = queue_entries(db, actor.team_id, jobs)
+    context["new_groups"] = group_cards([card(job, None, entries.get(job.id)) for job in jobs])
     # htmx swaps 2xx answers only; field errors are a normal outcome of this form.
     return templates.TemplateResponse(request, "jobs/_generate_response.html", context)
 
@@ -536,6 +552,14 @@ class JobCard:
     estimate: str
     #: For a queued job that waits for BFL: when it will be tried next ("14:05:10 UTC").
     next_try: str | None = None
+    #: For a queued job: its position, estimated start and why it waits.
+    queue: QueueEntry | None = None
+
+    @property
+    def starts(self) -> str | None:
+        """The queued job's estimated start as "14:05:10 UTC", or None when unknown."""
+        when = self.queue.estimated_start if self.queue is not None else None
+        return when.strftime("%H:%M:%S UTC") if when is not None else None
 
     @property
     def terminal(self) -> bool:
@@ -552,8 +576,11 @@ class JobCard:
         return self.job.status in ("failed", "moderated", "cancelled")
 
 
-def card(job: Job, bfl_account: BFLAccountState | None = None) -> JobCard:
-    """A job's card; pass the account state to show when a waiting job is tried next."""
+def card(
+    job: Job, bfl_account: BFLAccountState | None = None, entry: QueueEntry | None = None
+) -> JobCard:
+    """A job's card; pass the account state to show when a waiting job is tried next, and
+    its queue entry (app.jobs.queue_view) to show its position and why it waits."""
     now = utcnow()
     end = job.finished_at or now
     next_try = account.next_try_at(job, bfl_account, now)
@@ -563,7 +590,60 @@ def card(job: Job, bfl_account: BFLAccountState | None = None) -> JobCard:
         cost=credits_text(job.cost_credits),
         estimate=credits_text(job.estimated_credits),
         next_try=next_try.strftime("%H:%M:%S UTC") if next_try is not None else None,
+        queue=entry,
     )
+
+
+@dataclass
+class CardGroup:
+    """Cards shown together: one batch (more than one image of one request) or a single job."""
+
+    batch_id: uuid.UUID | None
+    cards: list[JobCard]
+
+    @property
+    def is_batch(self) -> bool:
+        return len(self.cards) > 1
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for c in self.cards if c.job.status == "queued")
+
+    @property
+    def retryable(self) -> int:
+        return sum(1 for c in self.cards if c.retryable)
+
+    @property
+    def live(self) -> bool:
+        """Whether any job of the group may still change (the group then refreshes itself)."""
+        return any(not c.terminal for c in self.cards)
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for c in self.cards if c.job.status == "ready")
+
+
+def group_cards(cards: Sequence[JobCard]) -> list[CardGroup]:
+    """Cards grouped by batch, in the order each batch first appears; a batch's cards in
+    batch order."""
+    groups: dict[object, CardGroup] = {}
+    for c in cards:
+        key: object = c.job.batch_id or c.job.id
+        groups.setdefault(key, CardGroup(batch_id=c.job.batch_id, cards=[])).cards.append(c)
+    for group in groups.values():
+        group.cards.sort(key=lambda c: c.job.batch_index)
+    return list(groups.values())
+
+
+def queue_entries(
+    db: Session, team_id: uuid.UUID, jobs: Sequence[Job]
+) -> dict[uuid.UUID, QueueEntry]:
+    """The queue entries of those of `jobs` still queued, by job id (one look at the queue)."""
+    queued = [j.id for j in jobs if j.status == "queued"]
+    if not queued:
+        return {}
+    view = team_queue(db, get_settings(), team_id, utcnow(), only=queued)
+    return {e.job.id: e for e in view.entries}
 
 
 def _uuid_or_404(raw: str) -> uuid.UUID:
@@ -580,7 +660,8 @@ def _card_response(request: Request, actor: Actor, cards: list[JobCard]) -> Resp
 @router.get("/jobs/{job_id}/card", response_class=HTMLResponse, summary="One live job card")
 def job_card(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
     job = team_job(db, team_id=actor.team_id, job_id=_uuid_or_404(job_id))
-    return _card_response(request, actor, [card(job, account.peek(db))])
+    entry = entry_for(db, get_settings(), job, utcnow())
+    return _card_response(request, actor, [card(job, account.peek(db), entry)])
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse, summary="Cancel a queued job")
@@ -632,4 +713,13 @@ def _refused_card(request: Request, job_id: uuid.UUID, exc: StudioError) -> Resp
         )
 
 
-__all__ = ["GenerateForm", "JobCard", "card", "read_generate_form", "request_params", "router"]
+__all__ = [
+    "CardGroup",
+    "GenerateForm",
+    "JobCard",
+    "card",
+    "group_cards",
+    "read_generate_form",
+    "request_params",
+    "router",
+]

@@ -118,6 +118,28 @@ def clear_waits(db: Session) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def rearrange_queued(
+    db: Session, job_ids: list[uuid.UUID], values: dict[str, Any]
+) -> list[uuid.UUID]:
+    """queued → queued: pause, resume or move the given jobs in line (`values` are the queue
+    fields: `paused_at`, `queue_front`, `queue_key`). Only jobs still queued change, so a job a
+    worker claimed meanwhile is left alone. Returns the ids that changed.
+    """
+    if not job_ids:
+        return []
+    allowed = {"paused_at", "queue_front", "queue_key"}
+    if not set(values) <= allowed:
+        raise IllegalTransition(f"only {sorted(allowed)} change while a job is queued")
+    result = db.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED)
+        .values(**values)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars().all())
+
+
 def mark_pending(
     db: Session,
     job_id: uuid.UUID,

@@ -47,9 +47,9 @@ def prompts(request: Request, actor: CurrentActor, db: SessionDep) -> Response:
         "page": page,
         "more_url": more_url,
         "credits_text": credits_text,
-        "reuse_url": lambda item: (
-            "/?" + urlencode({"prompt": item.prompt, "model": item.last_model})
-        ),
+        # "Use" fills the generate form with every setting of the prompt's latest job (and
+        # its batch size), not just the prompt and model.
+        "reuse_url": lambda item: "/?" + urlencode({"from": str(item.last_job_id)}),
     }
     # Later pages arrive by htmx as rows only, appended where the "load more" marker was.
     template = (

@@ -249,12 +249,51 @@
     if (target && target.hasAttribute && target.hasAttribute("data-select-on-focus")) target.select();
   });
 
+  function shown(element) {
+    return !!(element.offsetWidth || element.offsetHeight || element.getClientRects().length);
+  }
+
+  // After a refused submit: keyboard focus goes to the first field at fault (else the summary
+  // of problems), and the problem is read out by the live region outside the form.
+  function focusFirstProblem(form) {
+    var summary = form.querySelector("#form-problems");
+    if (!summary) return;
+    var fields = form.querySelectorAll('[aria-invalid="true"]');
+    var first = null;
+    for (var i = 0; i < fields.length; i++) {
+      if (fields[i].type !== "hidden" && !fields[i].disabled && shown(fields[i])) {
+        first = fields[i];
+        break;
+      }
+    }
+    var message = summary.textContent.trim();
+    if (first) {
+      var note = document.getElementById(first.getAttribute("aria-describedby") || "");
+      var label = form.querySelector('label[for="' + first.id + '"]');
+      if (note) {
+        message = (label ? label.textContent.trim() + ": " : "") + note.textContent.trim() +
+          " " + message;
+      }
+      first.focus();
+    } else {
+      summary.focus();
+    }
+    var announcer = document.getElementById("form-announcer");
+    if (announcer) {
+      announcer.textContent = "";
+      window.setTimeout(function () { announcer.textContent = message; }, 50);
+    }
+  }
+
   function init(root) {
     localTimes(root);
     dataStyles(root);
     var form = root.querySelector ? root.querySelector("#generate-form") : null;
     if (!form && root.id === "generate-form") form = root;
-    if (form) applyModel(form, false);
+    if (form) {
+      applyModel(form, false);
+      focusFirstProblem(form);
+    }
   }
 
   // htmx swaps in only 2xx answers; a refusal (403 not allowed, 413 too large, 422 over a

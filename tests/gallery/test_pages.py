@@ -116,8 +116,13 @@ def test_generate_queues_a_batch_and_shows_polling_cards(
     assert {j.params["steps"] for j in jobs} == {20}
     assert sorted(j.seed for j in jobs if j.seed is not None) == [7, 8]
     assert 'hx-swap-oob="afterbegin:#job-list"' in response.text
+    # A batch is one group that refreshes itself (its cards inside do not poll one by one).
+    assert f'hx-get="/batches/{jobs[0].batch_id}/group"' in response.text
     for job in jobs:
-        assert f'hx-get="/jobs/{job.id}/card"' in response.text
+        assert f'id="job-{job.id}"' in response.text
+        assert f'hx-get="/jobs/{job.id}/card"' not in response.text
+    group = client.get(f"/batches/{jobs[0].batch_id}/group")
+    assert group.status_code == 200 and all(f'id="job-{j.id}"' in group.text for j in jobs)
 
     card = client.get(f"/jobs/{jobs[0].id}/card")
     assert card.status_code == 200 and 'hx-trigger="every 1s"' in card.text

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.jobs.models import JobStatus
+from app.jobs.models import Job, JobStatus
 from app.prompts.service import prompt_history
 from tests.factories import make_person
 from tests.gallery.rows import add_job
@@ -74,7 +75,8 @@ def test_prompts_page(committed_db: Session, sign_in: SignIn) -> None:
     team = client.get("/prompts")
     assert team.status_code == 200
     assert "golden hour portrait" in team.text and "neon alley at night" in team.text
-    assert "/?prompt=golden+hour+portrait&amp;model=flux-2-pro" in team.text
+    latest = committed_db.scalars(select(Job.id).where(Job.prompt == "golden hour portrait")).one()
+    assert f"/?from={latest}" in team.text
     mine = client.get("/prompts", params={"view": "mine"})
     assert "golden hour portrait" in mine.text and "neon alley at night" not in mine.text
     found = client.get("/prompts", params={"q": "neon"})
