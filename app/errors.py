@@ -53,6 +53,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "not_authenticated": 401,
     "budget_exceeded": 402,
     "forbidden": 403,
+    "access_limited": 403,
     "not_found": 404,
     "too_large": 413,
     "unsupported_media_type": 415,

@@ -24,7 +24,15 @@ from app.templating import error_page
 from app.units import size_text
 
 #: Routes that queue jobs: the only ones whose bodies may carry reference images.
-JOB_ROUTES = frozenset({("POST", "/api/v1/jobs"), ("POST", "/generate")})
+#: Asking for approval sends the same body as queuing the jobs.
+JOB_ROUTES = frozenset(
+    {
+        ("POST", "/api/v1/jobs"),
+        ("POST", "/generate"),
+        ("POST", "/api/v1/approvals"),
+        ("POST", "/approvals"),
+    }
+)
 
 
 def studio_limits(settings: Settings | None = None) -> dict[str, int]:

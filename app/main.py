@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.access import routes as access_routes
 from app.alerts import routes as alerts_routes
 from app.api import router as api_router
 from app.api.openapi import install_openapi
@@ -61,6 +62,7 @@ def create_app() -> FastAPI:
     app.include_router(costs_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(alerts_routes.router)
+    app.include_router(access_routes.router)
     app.include_router(projects_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(job_webhooks.router)

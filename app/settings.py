@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     CREDIT_PRICE_USD: Decimal = Field(
         default=Decimal("0.01"), description="US dollars per BFL credit, for cost reports."
     )
+    COST_REVIEW_MAX_DAYS: int = Field(
+        default=400,
+        ge=1,
+        description="The longest date range (days) one cost review may cover.",
+    )
     CREDIT_REFRESH_INTERVAL_S: float = Field(
         default=300.0,
         ge=10,

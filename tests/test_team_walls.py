@@ -28,6 +28,8 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.access import approvals, policy
+from app.access.models import AccessRule, ApprovalRequest
 from app.alerts.models import Notice
 from app.alerts.rules import fire
 from app.audit.models import AuditEntry
@@ -77,6 +79,10 @@ ROLE_GATED_BEFORE_LOOKUP = {
     ("POST", "/team/invites/{invite_id}/revoke"),
     ("POST", "/team/members/{user_id}/two-factor/reset"),
     ("POST", "/team/members/{user_id}/tokens/revoke"),
+    ("POST", "/approvals/{approval_id}/approve"),
+    ("POST", "/approvals/{approval_id}/decline"),
+    ("POST", "/api/v1/approvals/{approval_id}/approve"),
+    ("POST", "/api/v1/approvals/{approval_id}/decline"),
     ("PATCH", "/api/v1/projects/{project_id}"),
     ("POST", "/projects/{project_id}/rename"),
     ("POST", "/projects/{project_id}/archive"),
@@ -110,6 +116,7 @@ class TeamA:
     invite: Invite
     session: AuthSession
     notice: Notice
+    approval: ApprovalRequest
     project: Project
 
     @property
@@ -130,6 +137,7 @@ class TeamA:
             self.session.id,
             self.notice.id,
             self.notice.alert_id,
+            self.approval.id,
             self.project.id,
         ]
         return [str(i) for i in every]
@@ -221,6 +229,22 @@ def team_a(committed_db: Session) -> TeamA:
         reference_images=[_picture()],
     )
     reference_key = with_reference.params["input_image"]
+    # flux-2-max for managers only, and the member's refused request waiting for approval.
+    policy.set_rule(
+        db,
+        team_id=team.id,
+        by=admin.user,
+        role="member",
+        allowed_models=["flux-2-pro"],
+        max_count=2,
+    )
+    approval = approvals.ask(
+        db,
+        team_id=team.id,
+        user_id=member.user.id,
+        model="flux-2-max",
+        params={"prompt": "a zanzibar lighthouse, approved please"},
+    )
     messages.discard_pending(db)  # no worker runs here; nothing to wake
     _, invite = create_invite(db, team_id=team.id, created_by=admin.user, role=Role.MEMBER)
     _, session = start_session(db, member.user, team_id=team.id)
@@ -259,6 +283,7 @@ def team_a(committed_db: Session) -> TeamA:
         invite=invite,
         session=session,
         notice=notice,
+        approval=approval,
         project=project,
     )
 
@@ -363,6 +388,19 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
             .where(Project.team_id == a.team.id)
             .order_by(Project.id)
         ).all(),
+        "approvals": db.execute(
+            select(ApprovalRequest.id, ApprovalRequest.status, ApprovalRequest.batch_id).where(
+                ApprovalRequest.team_id == a.team.id
+            )
+        ).all(),
+        "access_rules": db.execute(
+            select(
+                AccessRule.role,
+                AccessRule.user_id,
+                AccessRule.allowed_models,
+                AccessRule.max_count,
+            ).where(AccessRule.team_id == a.team.id)
+        ).all(),
         "team_name": db.scalar(select(Team.name).where(Team.id == a.team.id)),
         "team_policy": db.scalar(select(Team.require_two_factor).where(Team.id == a.team.id)),
         "recovery_codes": db.execute(
@@ -394,6 +432,7 @@ def _values_for(param: str, a: TeamA) -> list[str]:
         "invite_id": [a.invite.id],
         "notice_id": [a.notice.id],
         "team_id": [a.team.id],
+        "approval_id": [a.approval.id],
         "project_id": [a.project.id],
         # NOT_TEAM_OBJECTS: A's invite id where the secret link token belongs.
         "token": [a.invite.id],
@@ -459,6 +498,11 @@ def test_the_route_map_is_not_empty_and_knows_every_parameter(team_a: TeamA) -> 
         ("DELETE", "/api/v1/jobs/{job_id}/favourite"),
         ("DELETE", "/api/v1/jobs/{job_id}"),
         ("POST", "/api/v1/jobs/{job_id}/vary"),
+        ("GET", "/api/v1/approvals/{approval_id}"),
+        ("POST", "/api/v1/approvals/{approval_id}/approve"),
+        ("POST", "/api/v1/approvals/{approval_id}/decline"),
+        ("POST", "/approvals/{approval_id}/approve"),
+        ("POST", "/approvals/{approval_id}/decline"),
     ):
         assert action in methods, action
     assert len(replayed) >= 60
@@ -484,6 +528,7 @@ def test_team_a_itself_reaches_its_objects(committed_db: Session, team_a: TeamA)
             f"/api/v1/jobs/{team_a.ready.id}",
             f"/api/v1/images/{team_a.ready.id}/original",
             f"/api/v1/prompts/{team_a.failed.id}",
+            f"/api/v1/approvals/{team_a.approval.id}",
         ):
             assert client.get(path, headers=token).status_code == 200, path
 
@@ -590,10 +635,23 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
         _assert_nothing_of_a(response, team_a, f"GET {path}")
     # Reports, lists and new jobs naming one of A's projects: 404, never a figure of A.
     a_project = str(team_a.project.id)
-    for path in ("/costs/export.csv", "/api/v1/costs/ledger", "/api/v1/costs/summary"):
+    for path in (
+        "/costs/export.csv",
+        "/api/v1/costs/ledger",
+        "/api/v1/costs/summary",
+        "/api/v1/costs/review",
+        "/costs/review",
+    ):
         response = team_b.send("GET", path, params={"project": a_project})
         assert response.status_code == 404, (path, response.status_code, response.text)
         _assert_nothing_of_a(response, team_a, f"GET {path}?project=A")
+    for path in ("/api/v1/jobs", "/api/v1/prompts", "/gallery", "/prompts"):
+        listed = team_b.send("GET", path, params={"project": a_project})
+        assert listed.status_code == 200, (path, listed.text[:200])
+        _assert_nothing_of_a(listed, team_a, f"GET {path}?project=A")
+    projects = team_b.send("GET", "/api/v1/projects")
+    assert projects.status_code == 200
+    _assert_nothing_of_a(projects, team_a, "GET /api/v1/projects")
     into_a = team_b.send(
         "POST",
         "/api/v1/jobs",
@@ -618,6 +676,27 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
         "PUT", "/api/v1/costs/budgets", json={"user_id": a_user, "monthly_credits": "1"}
     )
     assert api.status_code == (404 if b_is_manager else 403), api.text[:200]
+
+    # Access rules and quotas for one of A's people: 404 for managers, 403 for members.
+    for method, path, body in (
+        ("PUT", "/api/v1/access/rules", {"user_id": a_user, "max_count": 1}),
+        ("PUT", "/api/v1/access/quotas", {"user_id": a_user, "monthly_credits": "1"}),
+    ):
+        answer = team_b.send(method, path, json=body)
+        assert answer.status_code == (404 if b_is_manager else 403), (path, answer.text[:200])
+        _assert_nothing_of_a(answer, team_a, f"{method} {path}")
+    for path, form_data in (
+        ("/access/rules", {"subject": a_user, "max_count": "1"}),
+        ("/access/quotas", {"user_id": a_user, "monthly_credits": "1"}),
+    ):
+        answer = team_b.send("POST", path, data=form_data)
+        assert answer.status_code == (404 if b_is_manager else 403), (path, answer.text[:200])
+        _assert_nothing_of_a(answer, team_a, f"POST {path}")
+    # A's waiting requests are not in B's lists.
+    for path in ("/approvals", "/api/v1/approvals"):
+        listed = team_b.send("GET", path)
+        assert listed.status_code == 200, path
+        _assert_nothing_of_a(listed, team_a, f"GET {path}")
 
     # Switching the session into A's team.
     switch = team_b.send("POST", "/teams/switch", data={"team_id": str(team_a.team.id)})

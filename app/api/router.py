@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from app.access import api as access_api
 from app.alerts import api as alerts_api
 from app.api.ratelimit import enforce_rate_limit
 from app.audit import api as audit_api
@@ -30,4 +31,5 @@ router.include_router(gallery_api.router)
 router.include_router(costs_api.router)
 router.include_router(audit_api.router)
 router.include_router(alerts_api.router)
+router.include_router(access_api.router)
 router.include_router(projects_api.router)

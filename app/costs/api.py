@@ -11,16 +11,20 @@ from app.costs import service
 from app.costs.export import csv_response, projects_csv_response
 from app.costs.params import (
     EndQuery,
+    FromQuery,
     ModelQuery,
     PeriodQuery,
     ProjectQuery,
     StartQuery,
+    ToQuery,
     UserQuery,
     caller_scope,
 )
+from app.costs.review import cost_review, review_period
 from app.costs.schemas import (
     BudgetIn,
     BudgetLine,
+    CostReview,
     CostSummary,
     CreditOutlook,
     LedgerPage,
@@ -133,3 +137,19 @@ def put_budget(
 def credit_balance(actor: ManagerActor, db: SessionDep) -> CreditOutlook:
     """The BFL account's last known balance and how many days it lasts (managers)."""
     return service.credit_outlook(db)
+
+
+@router.get("/costs/review", response_model=CostReview, responses=_ERRORS)
+def review(
+    actor: CurrentActor,
+    db: SessionDep,
+    first: FromQuery = None,
+    last: ToQuery = None,
+    user_id: UserQuery = None,
+    project: ProjectQuery = None,
+) -> CostReview:
+    """Spend over any date range (`from`..`to`, UTC days) against the range of the same length
+    before it; daily series per project and per model; burn rate and month-end forecast for the
+    team (members: themselves) and each project."""
+    scope = caller_scope(db, actor, user_id, project)
+    return cost_review(db, scope, review_period(first, last))

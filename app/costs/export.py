@@ -42,7 +42,7 @@ def _cells(row: LedgerRow) -> list[str]:
         str(row.job_id),
         str(row.user_id),
         _safe_text(row.person),
-        str(row.project_id),
+        "" if row.project_id is None else str(row.project_id),
         _safe_text(row.project),
         _safe_text(row.model),
         f"{row.credits:f}",

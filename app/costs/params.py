@@ -67,3 +67,15 @@ def caller_scope(
         return scope
     get_project(db, team_id=actor.team_id, project_id=project)
     return service.Scope(scope.team_id, scope.user_id, project)
+
+
+FromQuery = Annotated[
+    date | None,
+    Blank,
+    Query(alias="from", description="First UTC day, YYYY-MM-DD (default: 1st of this month)."),
+]
+ToQuery = Annotated[
+    date | None,
+    Blank,
+    Query(alias="to", description="Last UTC day, included (default: today)."),
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -14,15 +15,19 @@ from app.costs import service
 from app.costs.export import csv_response, projects_csv_response
 from app.costs.params import (
     EndQuery,
+    FromQuery,
     ModelQuery,
     ProjectQuery,
     StartQuery,
+    ToQuery,
     UserQuery,
     caller_scope,
 )
+from app.costs.review import cost_review, review_period
 from app.costs.schemas import CostSummary
 from app.db import utcnow
 from app.deps import SessionDep
+from app.projects.service import list_projects
 from app.templating import templates
 
 router = APIRouter(tags=["costs pages"])
@@ -57,6 +62,7 @@ def _page(
     *,
     budget_error: str | None = None,
     status_code: int = 200,
+    project: uuid.UUID | None = None,
 ) -> Response:
     period = service.report_period(period_name)
     me = service.Scope(actor.team_id, actor.user_id)
@@ -70,7 +76,7 @@ def _page(
         "budget_error": budget_error,
     }
     if actor.is_manager:
-        scope = service.Scope(actor.team_id)
+        scope = caller_scope(db, actor, None, project)
         summary = service.cost_summary(db, scope, period)
         context |= {
             "summary": summary,
@@ -79,6 +85,7 @@ def _page(
             "outlook": service.credit_outlook(db),
             "budgets": service.budget_lines(db, actor.team_id),
             "members": service.team_members(db, actor.team_id),
+            "projects": list_projects(db, team_id=actor.team_id),
             "chart_data": _chart_data(summary),
         }
         template = "costs/dashboard.html"
@@ -95,9 +102,11 @@ def costs_page(
     actor: CurrentActor,
     db: SessionDep,
     period: Annotated[Literal["month", "30d"] | None, Query()] = None,
+    project: ProjectQuery = None,
 ) -> Response:
-    """Managers see the team's dashboard; members see only their own spend and budget."""
-    return _page(request, db, actor, period)
+    """Managers see the team's dashboard (of one project with `project`); members see only
+    their own spend and budget."""
+    return _page(request, db, actor, period, project=project)
 
 
 def _parse_budget(raw: str) -> Decimal | None:
@@ -126,20 +135,42 @@ def save_budget(
     db: SessionDep,
     user_id: Annotated[str, Form()] = "",
     monthly_credits: Annotated[str, Form()] = "",
+    project_id: Annotated[str, Form()] = "",
 ) -> Response:
-    """Set or remove the team's budget (no person chosen) or one member's (managers)."""
+    """Set or remove the team's budget (no person or project chosen), one member's or one
+    project's (managers); audited."""
     try:
         person = uuid.UUID(user_id) if user_id.strip() else None
+        project = uuid.UUID(project_id) if project_id.strip() else None
     except ValueError:
         return _page(
-            request, db, actor, None, budget_error="Choose a person from the list.", status_code=422
+            request,
+            db,
+            actor,
+            None,
+            budget_error="Choose a person or a project from the lists.",
+            status_code=422,
+        )
+    if person is not None and project is not None:
+        return _page(
+            request,
+            db,
+            actor,
+            None,
+            budget_error="Choose a person or a project, not both.",
+            status_code=422,
         )
     try:
         credits = _parse_budget(monthly_credits)
     except ValueError as exc:
         return _page(request, db, actor, None, budget_error=str(exc), status_code=422)
     service.set_budget(
-        db, team_id=actor.team_id, user_id=person, monthly_credits=credits, set_by=changing.user_id
+        db,
+        team_id=actor.team_id,
+        user_id=person,
+        project_id=project,
+        monthly_credits=credits,
+        set_by=changing.user_id,
     )
     return RedirectResponse("/costs?saved=1#budgets", status_code=303)
 
@@ -162,3 +193,27 @@ def export_csv(
     if group == "project":
         return projects_csv_response(scope, period, model or None)
     return csv_response(scope, period, model or None)
+
+
+@router.get("/costs/review", response_class=HTMLResponse)
+def review_page(
+    request: Request,
+    actor: CurrentActor,
+    db: SessionDep,
+    first: FromQuery = None,
+    last: ToQuery = None,
+    project: ProjectQuery = None,
+) -> Response:
+    """Any date range against the one before it, trends per project and model, and forecasts:
+    the team's for managers, one's own for members."""
+    scope = caller_scope(db, actor, None, project)
+    review = cost_review(db, scope, review_period(first, last))
+    context = {
+        "actor": actor,
+        "review": review,
+        "projects": list_projects(db, team_id=actor.team_id),
+        "first": review.period.start.date(),
+        "last": (review.period.end - timedelta(days=1)).date(),
+        "project": project,
+    }
+    return templates.TemplateResponse(request, "costs/review.html", context)

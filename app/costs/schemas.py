@@ -142,8 +142,8 @@ class LedgerRow(BaseModel):
     job_id: uuid.UUID
     user_id: uuid.UUID
     person: str
-    project_id: uuid.UUID
-    project: str
+    project_id: uuid.UUID | None = Field(default=None, description="The charge's project.")
+    project: str = Field(default="", description="The project's name.")
     model: str
     credits: Decimal
     usd: Decimal
@@ -184,3 +184,55 @@ class BudgetIn(BaseModel):
                 "give user_id (a person's budget) or project_id (a project's budget), not both"
             )
         return self
+
+
+class DayPoint(BaseModel):
+    """Credits charged on one UTC day."""
+
+    day: date
+    credits: Decimal
+
+
+class Trend(BaseModel):
+    """One project's or model's spend over the range, the previous range, and its daily series."""
+
+    key: str = Field(description="The project's id or the model's name.")
+    name: str
+    credits: Decimal
+    previous_credits: Decimal
+    change_percent: Decimal | None = Field(description="Null when the previous range had none.")
+    daily: list[DayPoint] = Field(description="One point per day of the range, zeros included.")
+
+
+class Forecast(BaseModel):
+    """Burn rate over the range and where it leads by the end of this month."""
+
+    scope: Literal["team", "person", "project"]
+    project_id: uuid.UUID | None
+    name: str
+    daily_rate: Decimal = Field(description="Credits per day over the range.")
+    month_to_date: Decimal = Field(description="Credits charged this calendar month so far.")
+    projected_month_end: Decimal = Field(
+        description="month_to_date + daily_rate x the days left in this month (today included)."
+    )
+    monthly_budget: Decimal | None
+    days_until_budget_runs_out: Decimal | None = Field(
+        description="What is left of the budget / daily_rate; 0 when it is used up; null with "
+        "no budget or no spend."
+    )
+
+
+class CostReview(BaseModel):
+    """Spend over any date range, compared with the range of the same length just before it."""
+
+    period: PeriodOut
+    previous_period: PeriodOut
+    scope: Literal["team", "person"]
+    user_id: uuid.UUID | None
+    project_id: uuid.UUID | None
+    total: Money
+    previous_total: Money
+    change_percent: Decimal | None
+    by_project: list[Trend]
+    by_model: list[Trend]
+    forecasts: list[Forecast]

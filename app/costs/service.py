@@ -286,7 +286,7 @@ def budget_checks(
     return checks
 
 
-def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
+def reserve_for_jobs(db: Session, jobs: Sequence[Job], *, enforce: bool = True) -> None:
     """Hold each job's estimated cost against the person's, the project's and the team's
     monthly budgets.
 
@@ -294,6 +294,7 @@ def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
     held until then, so concurrent submissions are checked one after another. Raises
     BudgetExceeded, before anything is held, when the request would cross any budget; the
     tightest one (least left) is the one named. The caller should roll back so the jobs vanish.
+    `enforce=False` (a request a manager approved) holds the estimate without checking budgets.
     """
     if not jobs:
         return
@@ -306,7 +307,11 @@ def reserve_for_jobs(db: Session, jobs: Sequence[Job]) -> None:
     db.flush()
     needed = sum((Decimal(job.estimated_credits or 0) for job in jobs), _ZERO)
     _lock_team_budgets(db, team_id)
-    checks = budget_checks(db, team_id=team_id, user_id=user_id, project_id=project_id)
+    checks = (
+        budget_checks(db, team_id=team_id, user_id=user_id, project_id=project_id)
+        if enforce
+        else []
+    )
     short = [check for check in checks if needed > check.remaining]
     if short:
         tightest = min(short, key=lambda check: check.remaining)
@@ -463,15 +468,60 @@ def _charge_filter(
 _SUM = func.coalesce(func.sum(Charge.credits), 0)
 
 
+def _whole_days(period: Period) -> bool:
+    """Whether the period runs midnight to midnight (UTC), so the daily rollup answers it."""
+    return period.start.time() == time.min and period.end.time() == time.min
+
+
+def _rollup_filter(
+    scope: Scope, period: Period, model: str | None = None
+) -> list[ColumnElement[bool]]:
+    """`_charge_filter` on the daily rollup (`charge_days`): the same charges, by whole day."""
+    conditions: list[ColumnElement[bool]] = [
+        ChargeDay.team_id == scope.team_id,
+        ChargeDay.day >= period.first_day,
+        ChargeDay.day <= period.last_day,
+    ]
+    if scope.user_id is not None:
+        conditions.append(ChargeDay.user_id == scope.user_id)
+    if scope.project_id is not None:
+        conditions.append(ChargeDay.project_id == scope.project_id)
+    if model:
+        conditions.append(ChargeDay.model == model)
+    return conditions
+
+
+_DAY_SUM = func.coalesce(func.sum(ChargeDay.credits), 0)
+_DAY_COUNT = func.coalesce(func.sum(ChargeDay.charges), 0)
+
+
 def spend_total(db: Session, scope: Scope, period: Period, model: str | None = None) -> SpendTotal:
-    row = db.execute(
-        select(_SUM, func.count(Charge.id)).where(*_charge_filter(scope, period, model))
-    ).one()
+    """Credits, dollars and charges of the scope in the period (from the daily rollup)."""
+    if _whole_days(period):
+        stmt = select(_DAY_SUM, _DAY_COUNT).where(*_rollup_filter(scope, period, model))
+    else:
+        stmt = select(_SUM, func.count(Charge.id)).where(*_charge_filter(scope, period, model))
+    row = db.execute(stmt).one()
     money = _money(row[0])
-    return SpendTotal(credits=money.credits, usd=money.usd, charges=row[1])
+    return SpendTotal(credits=money.credits, usd=money.usd, charges=int(row[1]))
 
 
 def spend_by_person(db: Session, scope: Scope, period: Period) -> list[PersonSpend]:
+    """Credits per person of the scope in the period, most first (from the daily rollup)."""
+    if not _whole_days(period):
+        return _spend_by_person_from_ledger(db, scope, period)
+    total = func.sum(ChargeDay.credits)
+    rows = db.execute(
+        select(ChargeDay.user_id, User.name, User.email, total, func.sum(ChargeDay.charges))
+        .join(User, User.id == ChargeDay.user_id)
+        .where(*_rollup_filter(scope, period))
+        .group_by(ChargeDay.user_id, User.name, User.email)
+        .order_by(total.desc(), User.name)
+    ).all()
+    return _people(rows)
+
+
+def _spend_by_person_from_ledger(db: Session, scope: Scope, period: Period) -> list[PersonSpend]:
     total = func.sum(Charge.credits)
     rows = db.execute(
         select(Charge.user_id, User.name, User.email, total, func.count(Charge.id))
@@ -480,12 +530,16 @@ def spend_by_person(db: Session, scope: Scope, period: Period) -> list[PersonSpe
         .group_by(Charge.user_id, User.name, User.email)
         .order_by(total.desc(), User.name)
     ).all()
+    return _people(rows)
+
+
+def _people(rows: Sequence[Any]) -> list[PersonSpend]:
     return [
         PersonSpend(
             user_id=user_id,
             name=name,
             email=email,
-            charges=count,
+            charges=int(count),
             **_money(credits).model_dump(),
         )
         for user_id, name, email, credits, count in rows
@@ -496,12 +550,18 @@ def spend_by_project(
     db: Session, scope: Scope, period: Period, model: str | None = None
 ) -> list[ProjectSpend]:
     """Credits per project of the scope's team (most first), archived projects included."""
-    total = func.sum(Charge.credits)
+    total = func.sum(ChargeDay.credits)
     rows = db.execute(
-        select(Charge.project_id, Project.name, Project.archived, total, func.count(Charge.id))
-        .join(Project, Project.id == Charge.project_id)
-        .where(*_charge_filter(scope, period, model), Project.team_id == scope.team_id)
-        .group_by(Charge.project_id, Project.name, Project.archived)
+        select(
+            ChargeDay.project_id,
+            Project.name,
+            Project.archived,
+            total,
+            func.sum(ChargeDay.charges),
+        )
+        .join(Project, Project.id == ChargeDay.project_id)
+        .where(*_rollup_filter(scope, period, model), Project.team_id == scope.team_id)
+        .group_by(ChargeDay.project_id, Project.name, Project.archived)
         .order_by(total.desc(), Project.name)
     ).all()
     return [
@@ -509,7 +569,7 @@ def spend_by_project(
             project_id=project_id,
             name=name,
             archived=archived,
-            charges=count,
+            charges=int(count),
             **_money(credits).model_dump(),
         )
         for project_id, name, archived, credits, count in rows
@@ -571,13 +631,20 @@ def spend_by_model(db: Session, scope: Scope, period: Period) -> list[ModelSpend
 
 def spend_by_day(db: Session, scope: Scope, period: Period) -> list[DaySpend]:
     """One entry per UTC day of the period up to today, days without charges included."""
-    day = cast(func.timezone("UTC", Charge.created_at), Date)
-    rows = db.execute(
-        select(day, func.sum(Charge.credits), func.count(Charge.id))
-        .where(*_charge_filter(scope, period))
-        .group_by(day)
-    ).all()
-    found = {row[0]: (row[1], row[2]) for row in rows}
+    if _whole_days(period):
+        stmt = (
+            select(ChargeDay.day, func.sum(ChargeDay.credits), func.sum(ChargeDay.charges))
+            .where(*_rollup_filter(scope, period))
+            .group_by(ChargeDay.day)
+        )
+    else:
+        day = cast(func.timezone("UTC", Charge.created_at), Date)
+        stmt = (
+            select(day, func.sum(Charge.credits), func.count(Charge.id))
+            .where(*_charge_filter(scope, period))
+            .group_by(day)
+        )
+    found = {row[0]: (row[1], int(row[2])) for row in db.execute(stmt).all()}
     last = min(period.last_day, utcnow().date())
     last = max(last, max(found, default=last))
     days = []
@@ -859,33 +926,15 @@ def require_member(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID) -> Us
     return user
 
 
-def set_budget(
+def _upsert_budget(
     db: Session,
-    *,
     team_id: uuid.UUID,
     user_id: uuid.UUID | None,
-    monthly_credits: Decimal | None,
-    set_by: uuid.UUID | None = None,
-    project_id: uuid.UUID | None = None,
-) -> Budget | None:
-    """Set the team's (both ids None), one member's or one project's monthly budget, in
-    credits; None removes it. Raises NotFound for a person or project outside the team."""
-    if user_id is not None:
-        require_member(db, team_id=team_id, user_id=user_id)
-    if project_id is not None:
-        get_project(db, team_id=team_id, project_id=project_id)
-    before = budget_for(db, team_id=team_id, user_id=user_id, project_id=project_id)
-    before_values = None if before is None else {"monthly_credits": before.monthly_credits}
-    if monthly_credits is None:
-        db.execute(
-            delete(Budget).where(Budget.team_id == team_id, *_budget_scope(user_id, project_id))
-        )
-        db.flush()
-        if before is not None:
-            _audit_budget(db, team_id, set_by, "budget.remove", before, before_values, None)
-        return None
-    if monthly_credits < 0:
-        raise ValueError("a monthly budget cannot be negative")
+    project_id: uuid.UUID | None,
+    monthly_credits: Decimal,
+    set_by: uuid.UUID | None,
+) -> uuid.UUID:
+    """Insert or update one budget row; returns its id."""
     # Upsert on the partial unique index, so two managers saving at once cannot collide.
     stmt = insert(Budget).values(
         id=uuid.uuid4(),
@@ -915,6 +964,38 @@ def set_budget(
             set_={"monthly_credits": monthly_credits, "updated_by_id": set_by},
         )
     budget_id = db.scalar(stmt.returning(Budget.id))
+    assert budget_id is not None
+    return uuid.UUID(str(budget_id))
+
+
+def set_budget(
+    db: Session,
+    *,
+    team_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    monthly_credits: Decimal | None,
+    set_by: uuid.UUID | None = None,
+    project_id: uuid.UUID | None = None,
+) -> Budget | None:
+    """Set the team's (both ids None), one member's or one project's monthly budget, in
+    credits; None removes it. Raises NotFound for a person or project outside the team."""
+    if user_id is not None:
+        require_member(db, team_id=team_id, user_id=user_id)
+    if project_id is not None:
+        get_project(db, team_id=team_id, project_id=project_id)
+    before = budget_for(db, team_id=team_id, user_id=user_id, project_id=project_id)
+    before_values = None if before is None else {"monthly_credits": before.monthly_credits}
+    if monthly_credits is None:
+        db.execute(
+            delete(Budget).where(Budget.team_id == team_id, *_budget_scope(user_id, project_id))
+        )
+        db.flush()
+        if before is not None:
+            _audit_budget(db, team_id, set_by, "budget.remove", before, before_values, None)
+        return None
+    if monthly_credits < 0:
+        raise ValueError("a monthly budget cannot be negative")
+    budget_id = _upsert_budget(db, team_id, user_id, project_id, monthly_credits, set_by)
     db.flush()
     budget = db.get(Budget, budget_id, populate_existing=True)
     assert budget is not None

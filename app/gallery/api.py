@@ -57,6 +57,9 @@ def list_jobs(
         str | None, Query(max_length=64, pattern=NO_NUL, description="Only this model.")
     ] = None,
     user: Annotated[uuid.UUID | None, Query(description="Only this person's jobs.")] = None,
+    project: Annotated[
+        uuid.UUID | None, Query(description="Only this project's jobs (GET /api/v1/projects).")
+    ] = None,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
     date_from: Annotated[
         date | None, Query(description="Only jobs queued on or after this day (UTC).")
@@ -85,6 +88,7 @@ def list_jobs(
             date_to=date_to.isoformat() if date_to else None,
             favourites=favourites,
             q=q,
+            project=str(project) if project else None,
         )
         if cursor:
             Cursor.decode(cursor)
@@ -161,6 +165,7 @@ def prompts(
         Query(max_length=500, pattern=NO_NUL, description="Full-text search in prompts."),
     ] = None,
     user: Annotated[uuid.UUID | None, Query(description="Only this person's uses.")] = None,
+    project: Annotated[uuid.UUID | None, Query(description="Only this project's uses.")] = None,
     cursor: Annotated[
         str | None,
         Query(max_length=40, pattern=NO_NUL, description="`next_cursor` of the previous page."),
@@ -168,7 +173,15 @@ def prompts(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
 ) -> PromptPage:
     """Distinct prompts, most recently used first."""
-    page = prompt_history(db, actor.team_id, q=q, user_id=user, offset=_offset(cursor), limit=limit)
+    page = prompt_history(
+        db,
+        actor.team_id,
+        q=q,
+        user_id=user,
+        offset=_offset(cursor),
+        limit=limit,
+        project_id=project,
+    )
     return PromptPage(
         items=[
             PromptOut(

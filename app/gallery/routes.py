@@ -17,6 +17,7 @@ from app.gallery import service
 from app.jobs.queries import get_detail, image_file, team_job
 from app.jobs.routes import card
 from app.jobs.service import delete_job, toggle_favourite, vary_job
+from app.projects.service import list_projects
 from app.storage import ObjectMissing, get_storage
 from app.templating import error_page, templates
 from app.units import credits_text
@@ -47,6 +48,7 @@ def _filters(request: Request) -> tuple[service.GalleryFilters, dict[str, str]]:
             date_to=q.get("to"),
             favourites=q.get("favourites"),
             q=q.get("q"),
+            project=q.get("project"),
         )
     except service.GalleryInputError as exc:
         problems[exc.field] = exc.message
@@ -73,6 +75,7 @@ def gallery(request: Request, actor: CurrentActor, db: SessionDep) -> Response:
         "more_url": _more_url(filters, page.next_cursor),
         "models": list_models(),
         "people": service.team_people(db, actor.team_id),
+        "projects": list_projects(db, team_id=actor.team_id),
         "statuses": [
             "ready",
             "queued",

@@ -76,11 +76,14 @@ class GalleryFilters:
     date_to: date | None = None
     favourites: bool = False
     q: str | None = None
+    #: Only this project's jobs (the team condition still applies, so another team's is empty).
+    project_id: uuid.UUID | None = None
 
     @property
     def active(self) -> bool:
         return any(
             (
+                self.project_id,
                 self.model,
                 self.user_id,
                 self.status,
@@ -127,6 +130,7 @@ def parse_filters(
     date_to: str | None = None,
     favourites: str | bool | None = None,
     q: str | None = None,
+    project: str | None = None,
 ) -> GalleryFilters:
     """Filters from query-string values; blank means "any". Raises GalleryInputError."""
 
@@ -140,6 +144,12 @@ def parse_filters(
             user_id = uuid.UUID(user.strip())
         except ValueError:
             raise GalleryInputError("user", "choose a person from the list") from None
+    project_id = None
+    if not blank(project):
+        try:
+            project_id = uuid.UUID((project or "").strip())
+        except ValueError:
+            raise GalleryInputError("project", "choose a project from the list") from None
     if not blank(status) and status not in {s.value for s in JobStatus}:
         raise GalleryInputError(
             "status", f"status must be one of: {', '.join(s.value for s in JobStatus)}"
@@ -166,6 +176,7 @@ def parse_filters(
         date_to=end,
         favourites=fav,
         q=None if blank(q) else (q or "").strip()[:500],
+        project_id=project_id,
     )
 
 
@@ -228,6 +239,8 @@ def list_gallery(
         scope.append(Job.model == filters.model)
     if filters.user_id:
         scope.append(Job.user_id == filters.user_id)
+    if filters.project_id:
+        scope.append(Job.project_id == filters.project_id)
     if filters.status:
         scope.append(Job.status == filters.status)
     if filters.date_from:

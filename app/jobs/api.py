@@ -18,6 +18,8 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from app.access import policy
+from app.access.schemas import CallerAccessOut, ModelAccessOut
 from app.api import idempotency
 from app.api.openapi import configured_by_settings
 from app.api.schemas import BFL_BACKEND_HELP, BflBackend, bfl_backend
@@ -621,6 +623,12 @@ class ModelOut(BaseModel):
     )
     pricing: PricingOut
     unconfirmed: list[str]
+    available: bool = Field(
+        default=True, description="Whether the caller may use this model in their team."
+    )
+    unavailable_reason: str | None = Field(
+        default=None, description="Why not, and what to do (ask a manager, another model)."
+    )
 
 
 class LimitsOut(BaseModel):
@@ -659,6 +667,10 @@ class CatalogueOut(BaseModel):
     limits: LimitsOut
     credit_price_usd: str
     bfl_backend: BflBackend = Field(description=BFL_BACKEND_HELP)
+    access: CallerAccessOut = Field(
+        description="The caller's own limits in this team: the rule they follow, size and "
+        "batch caps, and which models they may use."
+    )
 
 
 @router.get(
@@ -667,10 +679,23 @@ class CatalogueOut(BaseModel):
     tags=["models"],
     summary="The model catalogue with limits and prices",
 )
-def models(actor: CurrentActor) -> CatalogueOut:
-    """The catalogue with the limits in force: BFL's and this studio's configured ones."""
+def models(actor: CurrentActor, db: SessionDep) -> CatalogueOut:
+    """The catalogue with the limits in force: BFL's, this studio's configured ones and the
+    team's rules for the caller (`access`, and each model's `available`)."""
+    catalogue = advertised_catalogue(get_settings())
+    limits, access = policy.caller_access(db, team_id=actor.team_id, user_id=actor.user_id)
+    policy.mark_catalogue(catalogue, access)
+    caller = CallerAccessOut(
+        role="member" if limits.role == "member" else "manager",
+        max_megapixels=limits.max_megapixels,
+        max_side=limits.max_side,
+        max_count=limits.max_count,
+        models=[
+            ModelAccessOut(name=e.name, available=e.available, reason=e.reason) for e in access
+        ],
+    )
     return CatalogueOut.model_validate(
-        {**advertised_catalogue(get_settings()), "bfl_backend": bfl_backend()}
+        {**catalogue, "bfl_backend": bfl_backend(), "access": caller}
     )
 
 

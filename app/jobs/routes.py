@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 
+from app.access import approvals, policy
 from app.auth.deps import Actor, ActorView, ChangingActor, CurrentActor
 from app.bfl.catalogue import (
     ASPECT_PRESETS,
@@ -84,6 +85,8 @@ class GenerateForm:
     errors: dict[str, str] = field(default_factory=dict)
     general: list[str] = field(default_factory=list)
     stored_references: list[str] = field(default_factory=list)
+    #: The refusal was for budget, quota or access: a manager may approve the request.
+    approvable: bool = False
 
     def get(self, name: str, default: Any = "") -> str:
         value = self.values.get(name)
@@ -362,10 +365,13 @@ def _page_context(
     settings = get_settings()
     bfl_state = account.peek(db)
     bfl_account = account.status(db, settings, utcnow())
-    catalogue = advertised_catalogue(settings)
+    access = _access_context(db, actor)
+    catalogue = policy.mark_catalogue(
+        advertised_catalogue(settings), list(access["model_access"].values())
+    )
     recent = recent_jobs(db, team_id=actor.team_id, user_id=actor.user_id, limit=_RECENT_CARDS)
     entries = queue_entries(db, actor.team_id, recent)
-    return {
+    return access | {
         "actor": actor,
         "form": state,
         "models": list_models(),
@@ -386,6 +392,23 @@ def _page_context(
         "groups": group_cards([card(job, bfl_state, entries.get(job.id)) for job in recent]),
         "bfl_account": bfl_account if bfl_account.kind != "ok" else None,
         **_project_choice(db, actor, state),
+    }
+
+
+def _access_context(db: Session, actor: Actor | ActorView) -> dict[str, Any]:
+    """The team's rules for the caller (which models, caps) and their recent approval requests."""
+    limits, models = policy.caller_access(db, team_id=actor.team_id, user_id=actor.user_id)
+    count_cap = get_settings().MAX_BATCH_SIZE
+    if limits.max_count is not None:
+        count_cap = min(count_cap, limits.max_count)
+    mine = approvals.listing(
+        db, team_id=actor.team_id, caller_id=actor.user_id, is_manager=False, limit=5
+    )
+    return {
+        "model_access": {m.name: m for m in models},
+        "caps": limits,
+        "count_cap": count_cap,
+        "my_approvals": [approvals.view(db, request, name) for request, name in mine],
     }
 
 
@@ -428,6 +451,12 @@ def generate_page(
         state = _form_from_job(job, actor.team_id, batch_of(db, job))
     if prompt:
         state.values["prompt"] = prompt
+    limits = policy.limits_for(db, team_id=actor.team_id, user_id=actor.user_id)
+    if policy.model_problem(limits, state.model.name) is not None:
+        # Start on a model the person may use; the others are listed, disabled, with why.
+        usable = [m for m in list_models() if policy.model_problem(limits, m.name) is None]
+        if usable and not from_id:
+            state = GenerateForm(values={**_defaults(usable[0]), "prompt": state.get("prompt")})
     return templates.TemplateResponse(
         request, "jobs/generate.html", _page_context(request, actor, db, state)
     )
@@ -517,7 +546,7 @@ def _refused_form(
     the recent jobs are read in a session of its own and the caller from its plain view.
     """
     actor = getattr(request.state, "actor_view", None)
-    if actor is None or exc.status_code not in (402, 409, 422):
+    if actor is None or exc.status_code not in (402, 403, 409, 422):
         return None
     _record_refusal(state, exc)
     with session_scope() as db:
@@ -525,6 +554,7 @@ def _refused_form(
 
 
 def _record_refusal(state: GenerateForm, exc: StudioError) -> None:
+    state.approvable = exc.code in ("budget_exceeded", "access_limited")
     if isinstance(exc, RequestInvalid):
         for problem in exc.errors:
             state.errors.setdefault(_field_of(problem.field), problem.message)

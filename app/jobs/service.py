@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from app.access import policy
 from app.audit.service import record
 from app.auth.models import User
 from app.bfl.catalogue import (
@@ -236,6 +237,7 @@ def create_jobs(
     count: int = 1,
     reference_images: Sequence[bytes] = (),
     retry_of: Job | None = None,
+    approved: bool = False,
     project_id: uuid.UUID | None = None,
 ) -> list[Job]:
     """Queue `count` images of one request, each with its own seed, as one batch.
@@ -248,8 +250,11 @@ def create_jobs(
     Every limit is checked here, for the API and the page alike: the catalogue's (prompt
     length, fields, reference images per model) and the settings' (MAX_BATCH_SIZE, image
     bytes and pixels). Raises `RequestInvalid` naming each field by its path (`prompt`,
-    `count`, `reference_images`, `params.width`) and `app.costs.service.BudgetExceeded`.
-    Flushes; the caller's commit sends the wake-ups.
+    `count`, `reference_images`, `params.width`), `app.access.policy.AccessLimited` (the
+    team's rules for this person: models, sizes, batch size) and
+    `app.costs.service.BudgetExceeded`. `approved`: a manager approved this very request,
+    so neither the access rules nor the budgets refuse it (its cost is still held and
+    charged). Flushes; the caller's commit sends the wake-ups.
     """
     try:
         return _create_jobs(
@@ -261,6 +266,7 @@ def create_jobs(
             count=count,
             reference_images=reference_images,
             retry_of=retry_of,
+            approved=approved,
             project_id=project_id,
         )
     except RequestInvalid as exc:
@@ -277,6 +283,7 @@ def _create_jobs(
     count: int = 1,
     reference_images: Sequence[bytes] = (),
     retry_of: Job | None = None,
+    approved: bool = False,
     project_id: uuid.UUID | None = None,
 ) -> list[Job]:
     count = _check_count(count)
@@ -322,6 +329,17 @@ def _create_jobs(
     payload = _validate(model, given)
     seed = payload.pop("seed", None)
     width, height = output_size(model, payload)
+    if not approved:
+        # Before anything is reserved or sent: the team's rules for this person.
+        policy.check_request(
+            db,
+            team_id=team_id,
+            user_id=user_id,
+            model=model,
+            width=width,
+            height=height,
+            count=count,
+        )
     # BFL prices each reference by its megapixels: read their sizes, in field order.
     sizes = [
         reference_size(payload[n])
@@ -361,7 +379,7 @@ def _create_jobs(
             db.add(job)
             jobs.append(job)
         db.flush()
-        reserve_for_jobs(db, jobs)
+        reserve_for_jobs(db, jobs, enforce=not approved)
     # One wake-up per job, capped: each one that claims a job chains the next while slots
     # are free, so more than the cap would only be messages that find nothing to do.
     messages.wake_dispatcher(db, min(len(jobs), get_settings().BFL_MAX_ACTIVE_TASKS))

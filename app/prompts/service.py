@@ -45,18 +45,22 @@ def prompt_history(
     user_id: uuid.UUID | None = None,
     offset: int = 0,
     limit: int = PAGE_SIZE,
+    project_id: uuid.UUID | None = None,
 ) -> PromptPage:
     """The team's distinct prompts, most recently used first.
 
     `q` searches prompts with the same full-text rules as the gallery; `user_id` keeps only
-    that person's uses (the "mine" view). Costs are what BFL reported for those jobs. Two
-    queries whatever the page size: the grouped prompts, then the uses of just those prompts.
+    that person's uses (the "mine" view), `project_id` that project's. Costs are what BFL
+    reported for those jobs. Two queries whatever the page size: the grouped prompts, then the
+    uses of just those prompts.
     """
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     offset = max(0, offset)
     scope = [Job.team_id == team_id, Job.deleted_at.is_(None)]
     if user_id is not None:
         scope.append(Job.user_id == user_id)
+    if project_id is not None:
+        scope.append(Job.project_id == project_id)
     if q and q.strip():
         scope.append(prompt_matches(q.strip()[:500]))
     # Step 1: the page's prompts with their figures. Plain aggregates only: ordered array

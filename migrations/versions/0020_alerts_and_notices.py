@@ -1,7 +1,7 @@
 """alerts and notices
 
 Revision ID: 0020
-Revises: 0013, 0015
+Revises: 0015
 
 Alerts that fired (each once per scope, period and threshold: a unique key, so racing
 evaluations cannot fire twice), the in-app notices people read, and indexes for the audit
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0020"
-down_revision: str | tuple[str, ...] | None = ("0013", "0015")
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -61,13 +61,16 @@
       var input = wrapper.querySelector("input[type=number]");
       if (input) {
         setLimit(input, "min", spec.minimum);
-        setLimit(input, "max", spec.maximum);
+        // The team's cap on image sides (data-side-cap) lowers the model's own maximum.
+        var cap = input.getAttribute("data-side-cap");
+        var maximum = cap ? (spec.maximum !== null ? Math.min(spec.maximum, Number(cap)) : Number(cap)) : spec.maximum;
+        setLimit(input, "max", maximum);
         if (spec.multiple_of) input.setAttribute("step", String(spec.multiple_of));
         else if (spec.type === "number") input.setAttribute("step", "any");
         else input.removeAttribute("step");
         var value = input.value === "" ? null : Number(input.value);
         var outside = value !== null &&
-          ((spec.maximum !== null && value > spec.maximum) || (spec.minimum !== null && value < spec.minimum));
+          ((maximum !== null && value > maximum) || (spec.minimum !== null && value < spec.minimum));
         if (switching && (input.value === "" || outside) && spec.default !== null && spec.default !== undefined) {
           input.value = String(spec.default);
         }

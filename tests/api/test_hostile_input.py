@@ -70,7 +70,12 @@ class Sweep:
 
     def send(self, call: RouteCall, query: str) -> tuple[str, object]:
         path = call.fill(
-            {"job_id": str(self.ready_id), "token": "x" * 20, "token_id": str(uuid.uuid4())}
+            {
+                "job_id": str(self.ready_id),
+                "token": "x" * 20,
+                "token_id": str(uuid.uuid4()),
+                "approval_id": str(uuid.uuid4()),
+            }
         )
         url = f"{path}?{query}"
         if call.is_api:

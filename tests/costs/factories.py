@@ -31,11 +31,13 @@ def make_job(
     cost: Decimal | str | None = None,
     bfl_task_id: str | None = None,
     error_code: str | None = None,
+    project_id: uuid.UUID | None = None,
 ) -> Job:
     job = Job(
         id=uuid.uuid4(),
         team_id=person.team.id,
         user_id=person.user.id,
+        **({"project_id": project_id} if project_id is not None else {}),
         status=status.value,
         model=model,
         prompt=prompt or f"a lighthouse at dusk, take {next(_counter)}",
@@ -61,11 +63,14 @@ def make_charge(
     model: str = "flux-2-pro",
     prompt: str | None = None,
     status: JobStatus = JobStatus.READY,
+    project_id: uuid.UUID | None = None,
 ) -> Job:
-    """A job BFL charged `credits` for, with its ledger row written by the studio's own code."""
+    """A job BFL charged `credits` for, with its ledger row written by the studio's own code
+    (in `project_id`, else the team's default project)."""
     job = make_job(
         db,
         person,
+        project_id=project_id,
         model=model,
         prompt=prompt,
         estimated=credits,

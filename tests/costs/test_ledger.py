@@ -256,7 +256,7 @@ def test_budget_refuses_a_submission_that_would_cross_it(db: Session) -> None:
         submit(db, person, count=1)
     assert refused.value.scope == "person"
     assert refused.value.remaining == 0
-    assert "your monthly budget has 0.00 left" in refused.value.message
+    assert refused.value.message.startswith("Your budget has 0.00 of ")
 
 
 def test_team_budget_counts_everyone(db: Session) -> None:
@@ -270,7 +270,7 @@ def test_team_budget_counts_everyone(db: Session) -> None:
     with pytest.raises(BudgetExceeded) as refused:
         submit(db, second, count=2)
     assert refused.value.scope == "team"
-    assert "the team's monthly budget" in refused.value.message
+    assert refused.value.message.startswith("The team's budget has ")
     submit(db, second, count=1)
 
 

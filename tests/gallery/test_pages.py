@@ -150,7 +150,7 @@ def test_budget_refusal_is_shown(committed_db: Session, sign_in: SignIn) -> None
         "/generate", data={"model": "flux-2-pro", "prompt": "a boat", "count": "1"}, headers=HX
     )
     assert 'role="alert"' in response.text
-    assert "monthly budget has 1.00 left" in response.text
+    assert "budget has 1.00 of 1.00 credits left this month" in response.text
     assert _jobs(committed_db) == []
 
 

@@ -224,3 +224,32 @@ def test_only_the_default_project_is_made_by_the_migration_per_team(db: Session)
         select(Project).where(Project.team_id == person.team.id, Project.is_default)
     ).all()
     assert len(defaults) == 1
+
+
+def test_gallery_and_prompt_history_filter_by_project(
+    committed_db: Session, client: TestClient, make_caller: MakeCaller, sign_in: SignIn
+) -> None:
+    alice: Caller = make_caller()
+    client_a = create_project(committed_db, _changer(alice.person), name="Client A")
+    committed_db.commit()
+    body = {"model": "flux-2-pro", "params": {"width": 512, "height": 512}}
+    for prompt, project in (("a fox in client a", client_a.id), ("a hare in general", None)):
+        sent = {**body, "prompt": prompt, **({"project_id": str(project)} if project else {})}
+        if project is None:
+            general = default_project(committed_db, team_id=alice.team.id)
+            committed_db.commit()
+            sent["project_id"] = str(general.id)
+        assert client.post("/api/v1/jobs", json=sent, headers=alice.headers).status_code == 201
+    jobs = client.get("/api/v1/jobs", params={"project": str(client_a.id)}, headers=alice.headers)
+    assert [j["prompt"] for j in jobs.json()["items"]] == ["a fox in client a"]
+    prompts = client.get(
+        "/api/v1/prompts", params={"project": str(client_a.id)}, headers=alice.headers
+    ).json()
+    assert [p["prompt"] for p in prompts["items"]] == ["a fox in client a"]
+    browser = sign_in(alice.person)
+    gallery = browser.get("/gallery", params={"project": str(client_a.id)}).text
+    assert "a fox in client a" in gallery and "a hare in general" not in gallery
+    history = browser.get("/prompts", params={"project": str(client_a.id)}).text
+    assert "a fox in client a" in history and "a hare in general" not in history
+    bad = client.get("/api/v1/jobs", params={"project": "x"}, headers=alice.headers)
+    assert bad.status_code == 422

@@ -1,0 +1,1 @@
+"""Who may spend on what: model access, size and batch caps per role or person, approvals."""

@@ -1,0 +1,1 @@
+from tests.signed_in import SignIn, sign_in  # noqa: F401 (fixture)
