@@ -6,8 +6,10 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.access import routes as access_routes
+from app.alerts import routes as alerts_routes
 from app.api import router as api_router
 from app.api.openapi import install_openapi
+from app.audit import routes as audit_routes
 from app.auth import api_tokens_page
 from app.auth import routes as auth_routes
 from app.boards import routes as boards_routes
@@ -64,6 +66,8 @@ def create_app() -> FastAPI:
     app.include_router(prompts_routes.router)
     app.include_router(recipes_routes.router)
     app.include_router(costs_routes.router)
+    app.include_router(audit_routes.router)
+    app.include_router(alerts_routes.router)
     app.include_router(access_routes.router)
     app.include_router(projects_routes.router)
     app.include_router(ops_routes.router)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData
 
 import app.access.models
+import app.alerts.models
 import app.audit.models
 import app.auth.models
 import app.boards.models

@@ -27,11 +27,14 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image as PILImage
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.access import approvals, policy
 from app.access.models import AccessRule, ApprovalRequest
+from app.alerts.models import Notice
+from app.alerts.rules import fire
+from app.audit.models import AuditEntry
 from app.auth.models import (
     ApiToken,
     AuthSession,
@@ -79,6 +82,7 @@ ROLE_GATED_BEFORE_LOOKUP = {
     ("POST", "/team/members/{user_id}/remove"),
     ("POST", "/team/invites/{invite_id}/revoke"),
     ("POST", "/team/members/{user_id}/two-factor/reset"),
+    ("POST", "/team/members/{user_id}/tokens/revoke"),
     ("POST", "/approvals/{approval_id}/approve"),
     ("POST", "/approvals/{approval_id}/decline"),
     ("POST", "/api/v1/approvals/{approval_id}/approve"),
@@ -115,6 +119,7 @@ class TeamA:
     reference_key: str
     invite: Invite
     session: AuthSession
+    notice: Notice
     approval: ApprovalRequest
     board: Board
     project: Project
@@ -135,6 +140,8 @@ class TeamA:
             self.member_token.token_id,
             self.invite.id,
             self.session.id,
+            self.notice.id,
+            self.notice.alert_id,
             self.approval.id,
             self.board.id,
             self.project.id,
@@ -255,6 +262,22 @@ def team_a(committed_db: Session) -> TeamA:
     db.add(board)
     db.flush()
     db.add(BoardItem(board_id=board.id, job_id=ready.id, added_by_id=member.user.id))
+    # An alert addressed to the member: their unread notice.
+    alert = fire(
+        db,
+        team_id=team.id,
+        kind="budget",
+        scope_type="person",
+        scope_id=str(member.user.id),
+        period="2026-11",
+        threshold=80,
+        title="Barnaby Fennimore's budget is at 80%",
+        body="400 of 500 credits of Barnaby Fennimore's budget are spent.",
+        details={},
+        recipients=[member.user.id],
+    )
+    assert alert is not None
+    notice = db.scalars(select(Notice).where(Notice.alert_id == alert.id)).one()
     db.commit()
     return TeamA(
         team=team,
@@ -269,6 +292,7 @@ def team_a(committed_db: Session) -> TeamA:
         reference_key=reference_key,
         invite=invite,
         session=session,
+        notice=notice,
         approval=approval,
         board=board,
         project=project,
@@ -362,6 +386,9 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
             .where(Reservation.team_id == a.team.id)
             .order_by(Reservation.job_id)
         ).all(),
+        "notices": db.execute(
+            select(Notice.id, Notice.read_at).where(Notice.team_id == a.team.id)
+        ).all(),
         "budgets": db.execute(
             select(Budget.user_id, Budget.project_id, Budget.monthly_credits)
             .where(Budget.team_id == a.team.id)
@@ -425,6 +452,7 @@ def _values_for(param: str, a: TeamA) -> list[str]:
         "token_id": [a.member_token.token_id],
         "session_id": [a.session.id],
         "invite_id": [a.invite.id],
+        "notice_id": [a.notice.id],
         "team_id": [a.team.id],
         "approval_id": [a.approval.id],
         "board_id": [a.board.id],
@@ -488,6 +516,8 @@ def test_the_route_map_is_not_empty_and_knows_every_parameter(team_a: TeamA) -> 
         "/account/sessions/{session_id}/end",
         "/team/invites/{invite_id}/revoke",
         "/team/members/{user_id}/two-factor/reset",
+        "/notices/{notice_id}/read",
+        "/api/v1/notices/{notice_id}/read",
     ):
         assert expected in templates
     # The API's gallery actions, each replayed (and so walled) like every other change.
@@ -512,6 +542,7 @@ def test_team_a_itself_reaches_its_objects(committed_db: Session, team_a: TeamA)
     app = create_app()
     with TestClient(app, base_url="https://testserver", follow_redirects=False) as client:
         sign_in(committed_db, client, team_a.member)
+        assert "Barnaby Fennimore&#39;s budget is at 80%" in client.get("/notices").text
         for path in (
             f"/gallery/{team_a.ready.id}",
             f"/images/{team_a.ready.id}/thumb",
@@ -599,6 +630,38 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
         assert response.status_code == expected, (path, response.status_code, response.text)
         _assert_nothing_of_a(response, team_a, f"GET {path}?user_id=A")
 
+    # The audit log filtered by A's person or A's objects: nothing of A (members: 403). Team
+    # A's log is not empty: its admin set a budget.
+    assert committed_db.scalar(
+        select(func.count()).select_from(AuditEntry).where(AuditEntry.team_id == team_a.team.id)
+    )
+    for path in (
+        "/audit",
+        "/audit/export.csv",
+        "/audit/export.json",
+        "/api/v1/audit",
+        "/api/v1/audit/export.csv",
+        "/api/v1/audit/export.json",
+    ):
+        by_a = team_b.send("GET", path, params={"person": a_user})
+        assert by_a.status_code == (404 if b_is_manager else 403), (path, by_a.text[:200])
+        _assert_nothing_of_a(by_a, team_a, f"GET {path}?person=A")
+        mine = team_b.send("GET", path)
+        assert mine.status_code == (200 if b_is_manager else 403), path
+        _assert_nothing_of_a(mine, team_a, f"GET {path}")
+    if b_is_manager:
+        # A's ids as targets find nothing (the page echoes the filter, so read the API).
+        for target in (a_user, str(team_a.team.id), "team"):
+            found = team_b.send("GET", "/api/v1/audit", params={"target_id": target})
+            assert found.json()["items"] == [] or all(
+                e["actor_id"] != a_user and e["target_id"] != a_user for e in found.json()["items"]
+            ), target
+
+    # Notices: B's own list and count show nothing of A's notice.
+    for path in ("/notices", "/notices/badge", "/api/v1/notices"):
+        response = team_b.send("GET", path)
+        assert response.status_code == 200, path
+        _assert_nothing_of_a(response, team_a, f"GET {path}")
     # Reports, lists and new jobs naming one of A's projects: 404, never a figure of A.
     a_project = str(team_a.project.id)
     for path in (

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from app.access import policy
+from app.audit.service import record
+from app.auth.models import User
 from app.bfl.catalogue import (
     MAX_REFERENCE_IMAGES,
     count_reference_images,
@@ -369,7 +371,26 @@ def cancel_job(
         # A worker claimed it between our read and our update.
         db.refresh(job)
         raise JobError(_not_cancellable(job.status), "not_cancellable")
+    if job.user_id != user_id:
+        _record_managers_cancel(db, done, user_id)
     return done
+
+
+def _record_managers_cancel(db: Session, job: Job, manager_id: uuid.UUID) -> None:
+    """A manager cancelling someone else's queued job is audited as "job.cancelled"."""
+    manager = db.get(User, manager_id)
+    owner = db.get(User, job.user_id)
+    record(
+        db,
+        team_id=job.team_id,
+        actor_id=manager_id,
+        actor_email=manager.email if manager else "",
+        action="job.cancelled",
+        target_type="job",
+        target_id=job.id,
+        before={"owner": owner.email if owner else None, "status": JobStatus.QUEUED},
+        after={"status": JobStatus.CANCELLED},
+    )
 
 
 def _not_cancellable(status: str) -> str:
@@ -474,9 +495,28 @@ def delete_job(
     if job.status == JobStatus.QUEUED:
         # A worker may claim it meanwhile; then the guarded update does nothing, as it should.
         state.cancel(db, job.id, by_name="" if job.user_id == user_id else "a manager")
-    db.execute(
+    deleted = db.execute(
         update(Job)
         .where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
         .values(deleted_at=utcnow())
-    )
+    ).rowcount  # type: ignore[attr-defined]
     db.flush()
+    if deleted and job.user_id != user_id:
+        _record_managers_deletion(db, job, user_id)
+
+
+def _record_managers_deletion(db: Session, job: Job, manager_id: uuid.UUID) -> None:
+    """A manager deleting someone else's job is audited as "job.deleted"."""
+    manager = db.get(User, manager_id)
+    owner = db.get(User, job.user_id)
+    record(
+        db,
+        team_id=job.team_id,
+        actor_id=manager_id,
+        actor_email=manager.email if manager else "",
+        action="job.deleted",
+        target_type="job",
+        target_id=job.id,
+        before={"owner": owner.email if owner else None, "status": job.status, "deleted": False},
+        after={"deleted": True},
+    )

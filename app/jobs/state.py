@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
+from app.alerts import EVALUATE_TEAM_TASK
 from app.costs.service import on_job_terminal, record_charge
 from app.db import utcnow
 from app.jobs import messages
@@ -169,8 +170,17 @@ def mark_pending(
         },
     )
     if job is not None:
-        record_charge(db, job)
+        _charge(db, job)
     return job
+
+
+def _charge(db: Session, job: Job) -> None:
+    """Write the job's ledger row; a new charge has the team's budget alerts checked after
+    the commit (a message; beat's evaluation catches any that is lost)."""
+    if record_charge(db, job):
+        messages.send_after_commit(
+            db, messages.Message(task=EVALUATE_TEAM_TASK, args=(str(job.team_id),))
+        )
 
 
 def claim_poll(
@@ -362,5 +372,5 @@ def note_late_acceptance(
     job = db.execute(stmt).scalar_one_or_none()
     if job is not None:
         # With no reported cost, record_charge writes the estimate to the job and the ledger.
-        record_charge(db, job)
+        _charge(db, job)
     return job
