@@ -86,7 +86,8 @@ def _query(team_id: uuid.UUID, filters: AuditFilters) -> Select[AuditEntry]:
         stmt = stmt.where(AuditEntry.target_id == filters.target_id)
     if filters.start is not None:
         stmt = stmt.where(AuditEntry.at >= datetime.combine(filters.start, time(), tzinfo=UTC))
-    if filters.end is not None:
+    if filters.end is not None and filters.end < date.max:
+        # The last day is included: entries before the next day's start (none after date.max).
         last = datetime.combine(filters.end + timedelta(days=1), time(), tzinfo=UTC)
         stmt = stmt.where(AuditEntry.at < last)
     return stmt.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())

@@ -720,7 +720,7 @@ __all__ = [
             "description": "The reference as stored and sent to BFL (EXIF orientation applied).",
             "content": {t: _BINARY for t in _IMAGE_TYPES},
         },
-        **error_responses(404),
+        **error_responses(404, 422),
     },
 )
 def reference_original(sha256: str, actor: CurrentActor, db: SessionDep) -> Response:
@@ -734,7 +734,7 @@ def reference_original(sha256: str, actor: CurrentActor, db: SessionDep) -> Resp
     summary="A stored reference image's WebP thumbnail",
     responses={
         200: {"description": "A small WebP preview.", "content": {"image/webp": _BINARY}},
-        **error_responses(404),
+        **error_responses(404, 422),
     },
 )
 def reference_thumbnail(sha256: str, actor: CurrentActor, db: SessionDep) -> Response:

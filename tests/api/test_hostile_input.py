@@ -77,6 +77,13 @@ class Sweep:
                 "sha256": "0" * 64,
                 "approval_id": str(uuid.uuid4()),
                 "batch_id": str(uuid.uuid4()),
+                "board_id": str(uuid.uuid4()),
+                "project_id": str(uuid.uuid4()),
+                "notice_id": str(uuid.uuid4()),
+                "user_id": str(uuid.uuid4()),
+                "session_id": str(uuid.uuid4()),
+                "invite_id": str(uuid.uuid4()),
+                "move": "front",
             }
         )
         url = f"{path}?{query}"
