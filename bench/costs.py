@@ -30,6 +30,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from app.jobs.models import JobStatus
 from bench.people import seed_teams_and_people
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,8 +69,8 @@ def _seed(url: str, charges: int, days: float) -> dict[str, Any]:
                     SELECT g, now() - make_interval(secs => g * (:span / :n)) AS at,
                            'prompt number ' || (g % 5000) AS prompt,
                            ({models})[1 + (g / 5) % {len(MODELS)}] AS model,
-                           CASE WHEN g % 50 = 0 THEN 'failed'
-                                WHEN g % 37 = 0 THEN 'moderated' ELSE 'ready' END AS status
+                           CASE WHEN g % 50 = 0 THEN :failed
+                                WHEN g % 37 = 0 THEN :moderated ELSE :ready END AS status
                     FROM generate_series(1, :n) AS g
                 )
                 INSERT INTO jobs (
@@ -87,7 +88,13 @@ def _seed(url: str, charges: int, days: float) -> dict[str, Any]:
                 JOIN people p ON p.team_n = s.g % 2 AND p.n = (s.g / 2) % {PEOPLE_PER_TEAM}
                 """  # noqa: S608 - built from this module's constants only
             ),
-            {"n": charges, "span": days * 86400.0},
+            {
+                "n": charges,
+                "span": days * 86400.0,
+                "failed": JobStatus.FAILED.value,
+                "moderated": JobStatus.MODERATED.value,
+                "ready": JobStatus.READY.value,
+            },
         )
         conn.execute(
             text(

@@ -47,6 +47,7 @@ import psutil
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from app.jobs.models import JobStatus
 from bench.people import seed_teams_and_people
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,11 @@ TARGETS = {
     "web_rss_mb": 150.0,
 }
 PEOPLE_PER_TEAM = 10
+#: The seeded jobs' end states, bound into the seeding SQL by name.
+_STATUS_PARAMS = {
+    s.name.lower(): s.value
+    for s in (JobStatus.READY, JobStatus.FAILED, JobStatus.MODERATED, JobStatus.CANCELLED)
+}
 MODELS = ("flux-2-pro", "flux-2-flex", "flux-2-max", "flux-2-klein-4b", "flux-kontext-pro")
 # Words the seeded prompts are built from, so searches match realistic shares of the rows.
 SUBJECTS = (
@@ -196,10 +202,10 @@ def seed(engine: Engine, jobs: int) -> dict[str, Any]:
                              || ', detailed, soft light, number ' || g || ', '
                              || {_RARE_WORD_SQL} AS prompt,
                            {_sql_array(MODELS)}[1 + (g / 5) % {len(MODELS)}] AS model,
-                           CASE WHEN g % 50 = 0 THEN 'failed'
-                                WHEN g % 37 = 0 THEN 'moderated'
-                                WHEN g % 29 = 0 THEN 'cancelled'
-                                ELSE 'ready' END AS status
+                           CASE WHEN g % 50 = 0 THEN :failed
+                                WHEN g % 37 = 0 THEN :moderated
+                                WHEN g % 29 = 0 THEN :cancelled
+                                ELSE :ready END AS status
                     FROM generate_series(1, :jobs) AS g
                 )
                 INSERT INTO jobs (
@@ -211,9 +217,9 @@ def seed(engine: Engine, jobs: int) -> dict[str, Any]:
                 SELECT gen_random_uuid(), p.team_id, p.user_id, s.status, s.model, s.prompt,
                        jsonb_build_object('prompt', s.prompt, 'width', 1024, 'height', 1024),
                        1024, 1024, s.g, 'jpeg', 0, 0, 3, 3, 4, 1, 0, s.g,
-                       CASE s.status WHEN 'failed' THEN 'bfl_server_error'
-                                     WHEN 'moderated' THEN 'request_moderated' END,
-                       CASE WHEN s.status IN ('failed', 'moderated') THEN 'seeded' END,
+                       CASE s.status WHEN :failed THEN 'bfl_server_error'
+                                     WHEN :moderated THEN 'request_moderated' END,
+                       CASE WHEN s.status IN (:failed, :moderated) THEN 'seeded' END,
                        s.at + interval '1 second', s.at + interval '1 second',
                        s.at + interval '9 seconds', s.at + interval '10 seconds', s.at,
                        (SELECT id FROM projects WHERE team_id = p.team_id AND is_default)
@@ -223,7 +229,7 @@ def seed(engine: Engine, jobs: int) -> dict[str, Any]:
                 ORDER BY s.g DESC
                 """  # noqa: S608 - built from this module's constants only
             ),
-            {"jobs": jobs, **extra_params},
+            {"jobs": jobs, **_STATUS_PARAMS, **extra_params},
         )
         conn.execute(
             text(
@@ -231,8 +237,9 @@ def seed(engine: Engine, jobs: int) -> dict[str, Any]:
                 "width, height, size_bytes, created_at) "
                 "SELECT gen_random_uuid(), id, team_id, 'bench/' || id || '.jpg', "
                 "'bench/' || id || '.webp', 'image/jpeg', 1024, 1024, 412345, finished_at "
-                "FROM jobs WHERE status = 'ready'"
-            )
+                "FROM jobs WHERE status = :ready"
+            ),
+            {"ready": JobStatus.READY.value},
         )
         # Favourites for the viewer: every 40th of their team's jobs.
         conn.execute(

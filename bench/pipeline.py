@@ -40,6 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.jobs.models import JobStatus
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "pipeline.json"
 
@@ -395,9 +397,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             while not stop.is_set():
                 active = conn.execute(
                     text(
-                        "SELECT count(*) FROM jobs WHERE status IN ('submitting', 'pending')"
+                        "SELECT count(*) FROM jobs WHERE status IN (:submitting, :pending)"
                         " AND bfl_ready_at IS NULL"
-                    )
+                    ),
+                    {
+                        "submitting": JobStatus.SUBMITTING.value,
+                        "pending": JobStatus.PENDING.value,
+                    },
                 ).scalar_one()
                 conn.rollback()
                 peak = max(peak, int(active))
@@ -485,7 +491,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "bfl_ready_at, finished_at, poll_count, bfl_task_id FROM jobs"
                 )
             ).all()
-        ready = [r for r in rows if r.status == "ready"]
+        ready = [r for r in rows if r.status == JobStatus.READY]
         first = min(r.created_at for r in rows)
         last = max(r.finished_at for r in rows if r.finished_at is not None)
         span = (last - first).total_seconds()
@@ -518,7 +524,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             and int(emulator_state["peak_active_tasks"]) <= args.cap
             and int(emulator_state["account_cap_refusals"]) == 0,
             "every_job_posted_exactly_once": once_each,
-            "every_job_ready": statuses.get("ready", 0) == len(rows),
+            "every_job_ready": statuses.get(JobStatus.READY, 0) == len(rows),
         }
         first_waits = _first_job_waits(rows)
         outage: dict[str, Any] | None = None

@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
+from app.jobs.models import JobStatus
 from bench.gallery import LOCAL_POSTGRES, bench_database
 from bench.people import seed_teams_and_people
 
@@ -41,7 +42,7 @@ def seed(engine: Engine, jobs: int) -> list[Any]:
                 "height, seed, output_format, reference_count, batch_id, batch_index, "
                 "estimated_credits, poll_count, attempts, unfinished_polls, requeues, "
                 "paused_at, created_at, project_id) "
-                "SELECT gen_random_uuid(), u.last_team_id, u.id, 'queued', 'flux-2-pro', "
+                "SELECT gen_random_uuid(), u.last_team_id, u.id, :queued, 'flux-2-pro', "
                 "'bench prompt ' || g, '{}'::jsonb, 1024, 1024, g, 'jpeg', 0, "
                 "md5(u.id::text || (g / 10)::text)::uuid, g % 10, 3, 0, 0, 0, 0, "
                 "CASE WHEN g % 10 = 9 THEN now() END, "
@@ -51,7 +52,7 @@ def seed(engine: Engine, jobs: int) -> list[Any]:
                 "JOIN (SELECT id, last_team_id, row_number() OVER (ORDER BY email) - 1 AS n "
                 "      FROM users) u ON u.n = (g / 10) % 20"
             ),
-            {"jobs": jobs},
+            {"jobs": jobs, "queued": JobStatus.QUEUED.value},
         )
         conn.execute(
             text(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
 from enum import StrEnum
@@ -1020,70 +1020,93 @@ def _check_range(spec: FieldSpec, value: float, model: str) -> str | None:
     return None
 
 
-def _check_field(spec: FieldSpec, value: Any, model: str) -> tuple[Any, str | None]:
-    """Parse one present, non-blank value; return (normalized value, error message)."""
-    name = spec.name
-    if spec.type is FieldType.INTEGER:
-        number, error = _parse_int(spec, value)
-        if number is None:
-            return None, error
-        if spec.multiple_of and number % spec.multiple_of:
-            lo = int(spec.minimum or spec.multiple_of)
-            hi = int(spec.maximum) if spec.maximum is not None else None
-            try_value = _nearest_multiple(number, spec.multiple_of, lo, hi)
-            return None, f"{name} must be a multiple of {spec.multiple_of}; try {try_value}"
-        return number, _check_range(spec, number, model)
-    if spec.type is FieldType.NUMBER:
-        real, error = _parse_number(spec, value)
-        if real is None:
-            return None, error
-        return real, _check_range(spec, real, model)
-    if spec.type is FieldType.BOOLEAN:
-        if isinstance(value, bool):
-            return value, None
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value), None
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE, None
-        return None, f"{name} must be true or false"
-    if spec.type is FieldType.CHOICE:
-        if not isinstance(value, str):
-            return None, f"{name} must be one of: {', '.join(spec.choices)}"
-        choice = value.strip().lower()
-        if choice == "jpg" and "jpeg" in spec.choices:
-            choice = "jpeg"
-        if choice not in spec.choices:
-            return None, f"{name} must be one of: {', '.join(spec.choices)}"
-        return choice, None
-    if spec.type is FieldType.ASPECT_RATIO:
-        ratio = _parse_ratio(value) if isinstance(value, str) else None
-        if ratio is None:
-            return None, f"{name} must look like width:height, e.g. 16:9"
-        widest = spec.maximum if spec.maximum is not None else math.inf
-        tallest = spec.minimum if spec.minimum is not None else 0.0
-        if not tallest - 1e-9 <= ratio[0] / ratio[1] <= widest + 1e-9:
-            return None, f"{name} must be between 21:9 and 9:21"
-        return f"{ratio[0]}:{ratio[1]}", None
-    if spec.type is FieldType.IMAGE:
-        if not isinstance(value, str):
-            return None, f"{name} must be an https URL or base64-encoded image data"
-        text = value.strip()
-        if "://" in text[:16]:
-            if not text.lower().startswith("https://"):
-                return None, f"{name} must be an https URL or base64-encoded image data"
-            return text, None
-        data = text.split(",", 1)[1] if text.startswith("data:") and "," in text else text
-        if not _BASE64_RE.fullmatch(data):
-            return None, f"{name} must be an https URL or base64-encoded image data"
+_Checked = tuple[Any, str | None]
+
+
+def _check_integer(spec: FieldSpec, value: Any, model: str) -> _Checked:
+    """An integer field: whole number, multiple of its step, within its range."""
+    number, error = _parse_int(spec, value)
+    if number is None:
+        return None, error
+    if spec.multiple_of and number % spec.multiple_of:
+        lo = int(spec.minimum or spec.multiple_of)
+        hi = int(spec.maximum) if spec.maximum is not None else None
+        try_value = _nearest_multiple(number, spec.multiple_of, lo, hi)
+        return None, f"{spec.name} must be a multiple of {spec.multiple_of}; try {try_value}"
+    return number, _check_range(spec, number, model)
+
+
+def _check_number(spec: FieldSpec, value: Any, model: str) -> _Checked:
+    """A number field: finite real within its range."""
+    real, error = _parse_number(spec, value)
+    if real is None:
+        return None, error
+    return real, _check_range(spec, real, model)
+
+
+def _check_boolean(spec: FieldSpec, value: Any, model: str) -> _Checked:
+    """A boolean field: a bool, 0/1, or a form word such as "on" or "no"."""
+    if isinstance(value, bool):
+        return value, None
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value), None
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE, None
+    return None, f"{spec.name} must be true or false"
+
+
+def _check_choice(spec: FieldSpec, value: Any, model: str) -> _Checked:
+    """A choice field: one of its choices, case-insensitive ("jpg" is read as "jpeg")."""
+    if not isinstance(value, str):
+        return None, f"{spec.name} must be one of: {', '.join(spec.choices)}"
+    choice = value.strip().lower()
+    if choice == "jpg" and "jpeg" in spec.choices:
+        choice = "jpeg"
+    if choice not in spec.choices:
+        return None, f"{spec.name} must be one of: {', '.join(spec.choices)}"
+    return choice, None
+
+
+def _check_aspect_ratio(spec: FieldSpec, value: Any, model: str) -> _Checked:
+    """An aspect ratio "W:H", reduced, within the field's widest and tallest ratios."""
+    ratio = _parse_ratio(value) if isinstance(value, str) else None
+    if ratio is None:
+        return None, f"{spec.name} must look like width:height, e.g. 16:9"
+    widest = spec.maximum if spec.maximum is not None else math.inf
+    tallest = spec.minimum if spec.minimum is not None else 0.0
+    if not tallest - 1e-9 <= ratio[0] / ratio[1] <= widest + 1e-9:
+        return None, f"{spec.name} must be between 21:9 and 9:21"
+    return f"{ratio[0]}:{ratio[1]}", None
+
+
+def _check_image(spec: FieldSpec, value: Any, model: str) -> _Checked:
+    """An image field: an https URL, or base64 data (optionally a data: URL)."""
+    message = f"{spec.name} must be an https URL or base64-encoded image data"
+    if not isinstance(value, str):
+        return None, message
+    text = value.strip()
+    if "://" in text[:16]:
+        if not text.lower().startswith("https://"):
+            return None, message
         return text, None
-    if spec.type is FieldType.URL:
-        if isinstance(value, str) and spec.max_length and len(value.strip()) > spec.max_length:
-            return None, f"{name} must be at most {spec.max_length} characters"
-        if not isinstance(value, str) or not re.fullmatch(
-            r"https?://[^\s/]+(/\S*)?", value.strip()
-        ):
-            return None, f"{name} must be an http(s) URL, e.g. https://example.com/hook"
-        return value.strip(), None
+    data = text.split(",", 1)[1] if text.startswith("data:") and "," in text else text
+    if not _BASE64_RE.fullmatch(data):
+        return None, message
+    return text, None
+
+
+def _check_url(spec: FieldSpec, value: Any, model: str) -> _Checked:
+    """A URL field: an http(s) URL no longer than the field's maximum length."""
+    if isinstance(value, str) and spec.max_length and len(value.strip()) > spec.max_length:
+        return None, f"{spec.name} must be at most {spec.max_length} characters"
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value.strip()):
+        return None, f"{spec.name} must be an http(s) URL, e.g. https://example.com/hook"
+    return value.strip(), None
+
+
+def _check_string(spec: FieldSpec, value: Any, model: str) -> _Checked:
+    """A text field: a string within the field's length, with no control characters."""
+    name = spec.name
     if not isinstance(value, str):
         return None, f"{name} must be text"
     if spec.max_length is not None and len(value) > spec.max_length:
@@ -1094,6 +1117,23 @@ def _check_field(spec: FieldSpec, value: Any, model: str) -> tuple[Any, str | No
         # PostgreSQL text cannot hold NUL, and no prompt needs other control characters.
         return None, f"{name} must not contain control characters"
     return value, None
+
+
+_CHECKERS: dict[FieldType, Callable[[FieldSpec, Any, str], _Checked]] = {
+    FieldType.STRING: _check_string,
+    FieldType.INTEGER: _check_integer,
+    FieldType.NUMBER: _check_number,
+    FieldType.BOOLEAN: _check_boolean,
+    FieldType.CHOICE: _check_choice,
+    FieldType.IMAGE: _check_image,
+    FieldType.URL: _check_url,
+    FieldType.ASPECT_RATIO: _check_aspect_ratio,
+}
+
+
+def _check_field(spec: FieldSpec, value: Any, model: str) -> _Checked:
+    """Parse one present, non-blank value; return (normalized value, error message)."""
+    return _CHECKERS.get(spec.type, _check_string)(spec, value, model)
 
 
 def _unknown_field_message(name: str, spec: ModelSpec) -> str:
@@ -1146,22 +1186,12 @@ def _accepted_fields_text(spec: ModelSpec) -> str:
     return ", ".join(names)
 
 
-def validate_request(model: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a request for `model` and return the payload to POST to BFL.
-
-    Defaults are filled in, numeric strings from forms become numbers, and fields the model
-    does not accept are refused. Blank optional values (None, "") count as not given. Raises
-    `RequestInvalid` listing every problem, each with a message saying how to fix it.
-    """
-    spec = _BY_NAME.get(model) if isinstance(model, str) else None
-    if spec is None:
-        raise RequestInvalid(
-            [FieldError("model", f"unknown model {model!r}; choose one of: {', '.join(_BY_NAME)}")]
-        )
-
+def _check_fields(
+    spec: ModelSpec, params: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[FieldError]]:
+    """Check each of the model's fields one by one; return (payload with defaults, errors)."""
     errors: list[FieldError] = []
     payload: dict[str, Any] = {}
-
     for fspec in spec.fields:
         raw = params.get(fspec.name)
         if _is_blank(raw):
@@ -1175,6 +1205,56 @@ def validate_request(model: str, params: Mapping[str, Any]) -> dict[str, Any]:
             errors.append(FieldError(fspec.name, message))
         else:
             payload[fspec.name] = value
+    return payload, errors
+
+
+def _reference_order_errors(spec: ModelSpec, payload: Mapping[str, Any]) -> list[FieldError]:
+    """Reference images filled with a gap (input_image_3 without input_image_2, ...)."""
+    names = reference_field_names(spec.max_reference_images)
+    return [
+        FieldError(name, f"{name} was given without {names[i - 1]}; fill reference images in order")
+        for i, name in enumerate(names[1:], start=1)
+        if name in payload and names[i - 1] not in payload
+    ]
+
+
+def _cross_field_errors(spec: ModelSpec, payload: Mapping[str, Any]) -> list[FieldError]:
+    """Rules spanning fields: editing safety cap, and a webhook secret needing its URL."""
+    errors: list[FieldError] = []
+    tolerance = payload.get("safety_tolerance")
+    editing_cap = spec.editing_safety_maximum
+    if (
+        editing_cap is not None
+        and isinstance(tolerance, int)
+        and tolerance > editing_cap
+        and count_reference_images(payload)
+    ):
+        errors.append(
+            FieldError(
+                "safety_tolerance",
+                f"safety_tolerance must be between 0 and {editing_cap} for {spec.name} "
+                "when editing reference images",
+            )
+        )
+    if "webhook_secret" in payload and "webhook_url" not in payload:
+        errors.append(FieldError("webhook_secret", "webhook_secret needs a webhook_url"))
+    return errors
+
+
+def validate_request(model: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a request for `model` and return the payload to POST to BFL.
+
+    Defaults are filled in, numeric strings from forms become numbers, and fields the model
+    does not accept are refused. Blank optional values (None, "") count as not given. Raises
+    `RequestInvalid` listing every problem, each with a message saying how to fix it.
+    """
+    spec = _BY_NAME.get(model) if isinstance(model, str) else None
+    if spec is None:
+        raise RequestInvalid(
+            [FieldError("model", f"unknown model {model!r}; choose one of: {', '.join(_BY_NAME)}")]
+        )
+
+    payload, errors = _check_fields(spec, params)
 
     if (
         spec.sizing is Sizing.PIXELS
@@ -1195,34 +1275,8 @@ def validate_request(model: str, params: Mapping[str, Any]) -> dict[str, Any]:
         if spec.field(str(key)) is None:
             errors.append(FieldError(str(key), _unknown_field_message(str(key), spec)))
 
-    names = reference_field_names(spec.max_reference_images)
-    for i, name in enumerate(names[1:], start=1):
-        if name in payload and names[i - 1] not in payload:
-            errors.append(
-                FieldError(
-                    name,
-                    f"{name} was given without {names[i - 1]}; fill reference images in order",
-                )
-            )
-
-    tolerance = payload.get("safety_tolerance")
-    editing_cap = spec.editing_safety_maximum
-    if (
-        editing_cap is not None
-        and isinstance(tolerance, int)
-        and tolerance > editing_cap
-        and count_reference_images(payload)
-    ):
-        errors.append(
-            FieldError(
-                "safety_tolerance",
-                f"safety_tolerance must be between 0 and {editing_cap} for {spec.name} "
-                "when editing reference images",
-            )
-        )
-
-    if "webhook_secret" in payload and "webhook_url" not in payload:
-        errors.append(FieldError("webhook_secret", "webhook_secret needs a webhook_url"))
+    errors += _reference_order_errors(spec, payload)
+    errors += _cross_field_errors(spec, payload)
 
     if errors:
         raise RequestInvalid(errors)

@@ -76,42 +76,48 @@ def _config_view(config: EmulatorConfig) -> dict[str, Any]:
     return view
 
 
-def create_app(config: EmulatorConfig | None = None) -> FastAPI:
-    """A BFL-compatible app with its own in-memory account."""
-    service = EmulatorService(config or EmulatorConfig())
-    dispatcher = WebhookDispatcher(service)
-    _install_log_filter()
+async def _refusal(_request: Request, exc: EmulatorRefusal) -> JSONResponse:
+    """Answer a refused request with BFL's body, status and headers for that refusal."""
+    body = exc.body if exc.body is not None else {"detail": exc.detail}
+    return JSONResponse(body, exc.status_code, headers=exc.headers)
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        dispatcher.stop()
 
-    app = FastAPI(title="BFL emulator", lifespan=lifespan)
-    app.state.emulator = service
-    app.state.webhooks = dispatcher
+def _index() -> dict[str, Any]:
+    """What this server is: a synthetic BFL, with its admin entry point."""
+    return {"service": "BFL emulator", "synthetic": True, "admin": "/_emulator/config"}
 
-    @app.exception_handler(EmulatorRefusal)
-    async def refusal(_request: Request, exc: EmulatorRefusal) -> JSONResponse:
-        body = exc.body if exc.body is not None else {"detail": exc.detail}
-        return JSONResponse(body, exc.status_code, headers=exc.headers)
 
-    @app.get("/")
-    def index() -> dict[str, Any]:
-        return {"service": "BFL emulator", "synthetic": True, "admin": "/_emulator/config"}
+def _decode_body(raw: bytes) -> Any:
+    """The submitted JSON body (None when empty); raises `EmulatorRefusal` 422 if not JSON."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise EmulatorRefusal(
+            422, [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
+        ) from None
 
-    @app.post("/v1/{model}")
-    async def submit(model: str, request: Request, x_key: XKey = None) -> Response:
+
+class _BflRoutes:
+    """BFL's own endpoints (submit, poll, credits, delivery) over one emulated account."""
+
+    def __init__(self, service: EmulatorService) -> None:
+        self.service = service
+
+    def register(self, app: FastAPI) -> None:
+        """Add BFL's endpoints to `app`."""
+        app.add_api_route("/v1/{model}", self.submit, methods=["POST"])
+        app.add_api_route("/v1/get_result", self.get_result, methods=["GET"])
+        app.add_api_route("/regional/v1/get_result", self.regional_get_result, methods=["GET"])
+        app.add_api_route("/v1/credits", self.credits, methods=["GET"])
+        app.add_api_route("/delivery/{name}", self.delivery, methods=["GET"])
+
+    async def submit(self, model: str, request: Request, x_key: XKey = None) -> Response:
+        """Accept a task (or refuse it as BFL would), then answer late or drop if configured."""
+        service = self.service
         try:
             service.check_available()
             service.check_key(x_key)
-            raw = await request.body()
-            try:
-                body: Any = json.loads(raw) if raw else None
-            except ValueError:
-                raise EmulatorRefusal(
-                    422, [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
-                ) from None
+            body = _decode_body(await request.body())
             accepted = service.submit(
                 model,
                 body,
@@ -130,67 +136,86 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
             return StreamingResponse(_dropped_body(), media_type="application/json")
         return JSONResponse(accepted.body, headers=accepted.headers)
 
-    @app.get("/v1/get_result")
-    def get_result(request: Request, task_id: TaskId, x_key: XKey = None) -> dict[str, Any]:
-        service.check_available()
-        service.check_key(x_key)
-        return service.get_result(task_id, delivery_base=_base_url(request))
+    def get_result(self, request: Request, task_id: TaskId, x_key: XKey = None) -> dict[str, Any]:
+        """A task's status and, when ready, its result with a delivery URL."""
+        self.service.check_available()
+        self.service.check_key(x_key)
+        return self.service.get_result(task_id, delivery_base=_base_url(request))
 
-    @app.get("/regional/v1/get_result")
     def regional_get_result(
-        request: Request, task_id: TaskId, x_key: XKey = None
+        self, request: Request, task_id: TaskId, x_key: XKey = None
     ) -> dict[str, Any]:
-        service.check_available()
-        service.check_key(x_key)
-        return service.get_result(task_id, delivery_base=_base_url(request))
+        """The same as `get_result`, under the regional polling path."""
+        self.service.check_available()
+        self.service.check_key(x_key)
+        return self.service.get_result(task_id, delivery_base=_base_url(request))
 
-    @app.get("/v1/credits")
-    def credits(x_key: XKey = None) -> dict[str, Any]:
-        service.check_available()
-        service.check_key(x_key)
-        return {"credits": float(service.credits())}
+    def credits(self, x_key: XKey = None) -> dict[str, Any]:
+        """The account's remaining credits."""
+        self.service.check_available()
+        self.service.check_key(x_key)
+        return {"credits": float(self.service.credits())}
 
-    @app.get("/delivery/{name}")
-    def delivery(name: str, x_key: XKey = None) -> Response:
-        content, content_type = service.delivery(name, x_key_present=bool(x_key))
+    def delivery(self, name: str, x_key: XKey = None) -> Response:
+        """A delivered image's bytes."""
+        content, content_type = self.service.delivery(name, x_key_present=bool(x_key))
         return Response(content, media_type=content_type, headers={"cache-control": "private"})
 
-    # --- admin ---------------------------------------------------------------------------
 
-    @app.get("/_emulator/config")
-    def get_config() -> dict[str, Any]:
-        return _config_view(service.config)
+class _AdminRoutes:
+    """Admin endpoints under /_emulator: configuration, logs, state, clock and reset."""
 
-    @app.patch("/_emulator/config")
-    def patch_config(changes: Annotated[dict[str, Any], Body()]) -> Response:
+    def __init__(self, service: EmulatorService, dispatcher: WebhookDispatcher) -> None:
+        self.service = service
+        self.dispatcher = dispatcher
+
+    def register(self, app: FastAPI) -> None:
+        """Add the admin endpoints to `app`."""
+        app.add_api_route("/_emulator/config", self.get_config, methods=["GET"])
+        app.add_api_route("/_emulator/config", self.patch_config, methods=["PATCH"])
+        app.add_api_route("/_emulator/submissions", self.submissions, methods=["GET"])
+        app.add_api_route("/_emulator/refusals", self.refusals, methods=["GET"])
+        app.add_api_route("/_emulator/deliveries", self.deliveries, methods=["GET"])
+        app.add_api_route("/_emulator/webhooks", self.webhooks, methods=["GET"])
+        app.add_api_route("/_emulator/state", self.state, methods=["GET"])
+        app.add_api_route("/_emulator/clock", self.advance_clock, methods=["POST"])
+        app.add_api_route("/_emulator/reset", self.reset, methods=["POST"])
+
+    def get_config(self) -> dict[str, Any]:
+        """The current configuration, the API key masked."""
+        return _config_view(self.service.config)
+
+    def patch_config(self, changes: Annotated[dict[str, Any], Body()]) -> Response:
+        """Change some settings; 422 with pydantic's errors if a value is refused."""
         try:
-            new = service.update_config(changes)
+            new = self.service.update_config(changes)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False)
             return JSONResponse({"detail": json.loads(json.dumps(errors, default=str))}, 422)
-        dispatcher.poke()
+        self.dispatcher.poke()
         return JSONResponse(_config_view(new))
 
-    @app.get("/_emulator/submissions")
-    def submissions() -> dict[str, Any]:
-        log = service.submissions()
+    def submissions(self) -> dict[str, Any]:
+        """Every accepted submission, oldest first."""
+        log = self.service.submissions()
         return {"count": len(log), "submissions": log}
 
-    @app.get("/_emulator/refusals")
-    def refusals() -> dict[str, Any]:
-        log = service.refusals()
+    def refusals(self) -> dict[str, Any]:
+        """Every refused submission, oldest first."""
+        log = self.service.refusals()
         return {"count": len(log), "refusals": log}
 
-    @app.get("/_emulator/deliveries")
-    def deliveries() -> dict[str, Any]:
-        return {"deliveries": service.deliveries()}
+    def deliveries(self) -> dict[str, Any]:
+        """Every delivery download served."""
+        return {"deliveries": self.service.deliveries()}
 
-    @app.get("/_emulator/webhooks")
-    def webhooks() -> dict[str, Any]:
-        return {"webhooks": service.webhook_log()}
+    def webhooks(self) -> dict[str, Any]:
+        """Every webhook delivery attempt."""
+        return {"webhooks": self.service.webhook_log()}
 
-    @app.get("/_emulator/state")
-    def state() -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
+        """Active and peak task counts, account-cap refusals and credits left."""
+        service = self.service
         return {
             "active_tasks": service.active_tasks(),
             "peak_active_tasks": service.peak_active_tasks(),
@@ -198,15 +223,34 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
             "credits": float(service.credits()),
         }
 
-    @app.post("/_emulator/clock")
-    def advance_clock(advance_s: Annotated[float, Body(embed=True, ge=0)]) -> dict[str, Any]:
-        offset = service.advance_clock(advance_s)
-        dispatcher.poke()
+    def advance_clock(self, advance_s: Annotated[float, Body(embed=True, ge=0)]) -> dict[str, Any]:
+        """Move the emulated clock forward by `advance_s` seconds; returns the total offset."""
+        offset = self.service.advance_clock(advance_s)
+        self.dispatcher.poke()
         return {"offset_s": offset}
 
-    @app.post("/_emulator/reset")
-    def reset() -> dict[str, Any]:
-        service.reset()
+    def reset(self) -> dict[str, Any]:
+        """Forget every task and log entry; restore the starting config and balance."""
+        self.service.reset()
         return {"reset": True}
 
+
+def create_app(config: EmulatorConfig | None = None) -> FastAPI:
+    """A BFL-compatible app with its own in-memory account."""
+    service = EmulatorService(config or EmulatorConfig())
+    dispatcher = WebhookDispatcher(service)
+    _install_log_filter()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        dispatcher.stop()
+
+    app = FastAPI(title="BFL emulator", lifespan=lifespan)
+    app.state.emulator = service
+    app.state.webhooks = dispatcher
+    app.exception_handler(EmulatorRefusal)(_refusal)
+    app.add_api_route("/", _index, methods=["GET"], name="index")
+    _BflRoutes(service).register(app)
+    _AdminRoutes(service, dispatcher).register(app)
     return app

@@ -160,6 +160,54 @@ def _reference_sizes(payload: dict[str, Any]) -> list[tuple[int, int] | None]:
     return sizes
 
 
+def _checked_payload(model: str, body: Any) -> tuple[catalogue.ModelSpec, dict[str, Any]]:
+    """The model and BFL payload for a submission; raises `EmulatorRefusal` 404/422 as BFL does."""
+    try:
+        spec = catalogue.get_model(model)
+    except catalogue.UnknownModel:
+        raise EmulatorRefusal(404, "Not Found") from None
+    if not isinstance(body, dict):
+        raise EmulatorRefusal(
+            422,
+            [
+                {
+                    "loc": ["body"],
+                    "msg": "Input should be a valid dictionary",
+                    "type": "dict_type",
+                }
+            ],
+        )
+    try:
+        return spec, catalogue.validate_request(model, body)
+    except RequestInvalid as exc:
+        raise EmulatorRefusal(
+            422,
+            [
+                {"loc": ["body", e.field], "msg": e.message, "type": "value_error"}
+                for e in exc.errors
+            ],
+        ) from None
+
+
+def _accepted_body(
+    spec: catalogue.ModelSpec,
+    task: Task,
+    sizes: list[tuple[int, int] | None],
+    *,
+    polling_base: str,
+) -> dict[str, Any]:
+    """BFL's answer to an accepted submission: id, polling URL, and cost/megapixels on FLUX.2."""
+    answer: dict[str, Any] = {
+        "id": task.id,
+        "polling_url": f"{polling_base}/v1/get_result?id={task.id}",
+    }
+    if spec.family == "FLUX.2":  # FLUX.1 endpoints do not report cost
+        answer["cost"] = float(task.cost)
+        answer["input_mp"] = float(sum(catalogue.reference_megapixels(x) for x in sizes))
+        answer["output_mp"] = round(task.width * task.height / catalogue.MEGAPIXEL, 2)
+    return answer
+
+
 class _Prerenderer:
     """Draws a task's image while the task 'runs', as BFL has the image done by Ready time.
 
@@ -284,40 +332,13 @@ class EmulatorService:
 
     def submit(self, model: str, body: Any, *, base_url: str, polling_base: str) -> Accepted:
         """Validate and accept a task, or raise `EmulatorRefusal` as BFL would."""
-        try:
-            spec = catalogue.get_model(model)
-        except catalogue.UnknownModel:
-            raise EmulatorRefusal(404, "Not Found") from None
-        if not isinstance(body, dict):
-            raise EmulatorRefusal(
-                422,
-                [
-                    {
-                        "loc": ["body"],
-                        "msg": "Input should be a valid dictionary",
-                        "type": "dict_type",
-                    }
-                ],
-            )
-        try:
-            payload = catalogue.validate_request(model, body)
-        except RequestInvalid as exc:
-            raise EmulatorRefusal(
-                422,
-                [
-                    {"loc": ["body", e.field], "msg": e.message, "type": "value_error"}
-                    for e in exc.errors
-                ],
-            ) from None
-
+        spec, payload = _checked_payload(model, body)
         config = self._config
-        prompt = str(payload["prompt"])
-        lowered = prompt.lower()
+        lowered = str(payload["prompt"]).lower()
         sizes = _reference_sizes(payload)
         estimate = catalogue.estimate_payload_cost(
             spec, payload, reference_sizes=sizes, credit_price_usd=config.credit_price_usd
         )
-        width, height = catalogue.output_size(spec, payload)
 
         with self._lock:
             if self._rng.random() < config.error_rate_5xx:
@@ -331,41 +352,9 @@ class EmulatorService:
                     f"Insufficient credits: this request costs {estimate.credits} credits, "
                     f"the balance is {self._balance}",
                 )
-            latency = self._rng.uniform(
-                max(0.0, config.latency_mean_s - config.latency_jitter_s),
-                config.latency_mean_s + config.latency_jitter_s,
-            )
-            if TRIGGER_SLOW in lowered:
-                latency *= config.slow_factor
-            outcome: Outcome = "ready"
-            for word, result in TRIGGER_OUTCOMES.items():
-                if word in lowered:
-                    outcome = result
-                    break
-            seed = payload["seed"] if "seed" in payload else self._rng.randint(0, 2**32 - 1)
-            task = Task(
-                id=secrets.token_hex(16),
-                model=model,
-                prompt=prompt,
-                seed=int(seed),
-                width=width,
-                height=height,
-                output_format=str(payload.get("output_format", "jpeg")),
-                cost=estimate.credits,
-                created_at=now,
-                ready_at=now + latency,
-                outcome=outcome,
-                delivery_token=secrets.token_urlsafe(24),
-                base_url=base_url,
-                webhook_url=payload.get("webhook_url"),
-                webhook_secret=payload.get("webhook_secret"),
-            )
+            task = self._new_task(spec, payload, estimate.credits, now=now, base_url=base_url)
             self._balance -= estimate.credits
-            self._ledger.tasks[task.id] = task
-            active_now = sum(1 for t in self._ledger.tasks.values() if t.is_active(now))
-            self._ledger.peak_active = max(self._ledger.peak_active, active_now)
-            limit_headers = self._rate_limit_headers(now)
-            self._ledger.tokens[task.delivery_token] = task.id
+            limit_headers = self._store_task(task, now)
             drop = TRIGGER_DROP in lowered
             self._ledger.submissions.append(
                 {
@@ -379,16 +368,64 @@ class EmulatorService:
             )
         for listener in self._listeners:
             listener(task)
-
-        answer: dict[str, Any] = {
-            "id": task.id,
-            "polling_url": f"{polling_base}/v1/get_result?id={task.id}",
-        }
-        if spec.family == "FLUX.2":  # FLUX.1 endpoints do not report cost
-            answer["cost"] = float(estimate.credits)
-            answer["input_mp"] = float(sum(catalogue.reference_megapixels(x) for x in sizes))
-            answer["output_mp"] = round(width * height / catalogue.MEGAPIXEL, 2)
+        answer = _accepted_body(spec, task, sizes, polling_base=polling_base)
         return Accepted(body=answer, task=task, drop=drop, headers=limit_headers)
+
+    def _new_task(
+        self,
+        spec: catalogue.ModelSpec,
+        payload: dict[str, Any],
+        cost: Decimal,
+        *,
+        now: float,
+        base_url: str,
+    ) -> Task:
+        """A task for an accepted payload: latency, outcome and seed drawn. Call under the lock.
+
+        `cost` is in credits; `now` and the ready time are emulator-clock seconds.
+        """
+        config = self._config
+        prompt = str(payload["prompt"])
+        lowered = prompt.lower()
+        width, height = catalogue.output_size(spec, payload)
+        latency = self._rng.uniform(
+            max(0.0, config.latency_mean_s - config.latency_jitter_s),
+            config.latency_mean_s + config.latency_jitter_s,
+        )
+        if TRIGGER_SLOW in lowered:
+            latency *= config.slow_factor
+        outcome: Outcome = "ready"
+        for word, result in TRIGGER_OUTCOMES.items():
+            if word in lowered:
+                outcome = result
+                break
+        seed = payload["seed"] if "seed" in payload else self._rng.randint(0, 2**32 - 1)
+        return Task(
+            id=secrets.token_hex(16),
+            model=spec.name,
+            prompt=prompt,
+            seed=int(seed),
+            width=width,
+            height=height,
+            output_format=str(payload.get("output_format", "jpeg")),
+            cost=cost,
+            created_at=now,
+            ready_at=now + latency,
+            outcome=outcome,
+            delivery_token=secrets.token_urlsafe(24),
+            base_url=base_url,
+            webhook_url=payload.get("webhook_url"),
+            webhook_secret=payload.get("webhook_secret"),
+        )
+
+    def _store_task(self, task: Task, now: float) -> dict[str, str]:
+        """Keep a new task, update the peak active count; return rate-limit headers. Under lock."""
+        self._ledger.tasks[task.id] = task
+        active_now = sum(1 for t in self._ledger.tasks.values() if t.is_active(now))
+        self._ledger.peak_active = max(self._ledger.peak_active, active_now)
+        limit_headers = self._rate_limit_headers(now)
+        self._ledger.tokens[task.delivery_token] = task.id
+        return limit_headers
 
     def get_result(self, task_id: str, *, delivery_base: str) -> dict[str, Any]:
         """The `get_result` answer for a task id."""

@@ -125,6 +125,30 @@ class GalleryPage:
     next_cursor: str | None
 
 
+def _blank(value: str | None) -> bool:
+    return value is None or not value.strip()
+
+
+def _uuid_filter(value: str | None, field: str, hint: str) -> uuid.UUID | None:
+    """A chosen id from the query string, None when blank; raises GalleryInputError(field, hint)."""
+    if value is None or _blank(value):
+        return None
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        raise GalleryInputError(field, hint) from None
+
+
+def _day_filter(name: str, value: str | None) -> date | None:
+    """A YYYY-MM-DD day from the query string, None when blank; raises GalleryInputError."""
+    if value is None or _blank(value):
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise GalleryInputError(name, f"{name} must be a date like 2025-01-31") from None
+
+
 def parse_filters(
     *,
     model: str | None = None,
@@ -138,56 +162,25 @@ def parse_filters(
     board: str | None = None,
 ) -> GalleryFilters:
     """Filters from query-string values; blank means "any". Raises GalleryInputError."""
-
-    def blank(value: str | None) -> bool:
-        return value is None or not value.strip()
-
-    user_id = None
-    if not blank(user):
-        assert user is not None
-        try:
-            user_id = uuid.UUID(user.strip())
-        except ValueError:
-            raise GalleryInputError("user", "choose a person from the list") from None
-    project_id = None
-    if not blank(project):
-        try:
-            project_id = uuid.UUID((project or "").strip())
-        except ValueError:
-            raise GalleryInputError("project", "choose a project from the list") from None
-    if not blank(status) and status not in {s.value for s in JobStatus}:
+    user_id = _uuid_filter(user, "user", "choose a person from the list")
+    project_id = _uuid_filter(project, "project", "choose a project from the list")
+    if not _blank(status) and status not in {s.value for s in JobStatus}:
         raise GalleryInputError(
             "status", f"status must be one of: {', '.join(s.value for s in JobStatus)}"
         )
-
-    def day(name: str, value: str | None) -> date | None:
-        if blank(value):
-            return None
-        assert value is not None
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            raise GalleryInputError(name, f"{name} must be a date like 2025-01-31") from None
-
-    board_id = None
-    if not blank(board):
-        assert board is not None
-        try:
-            board_id = uuid.UUID(board.strip())
-        except ValueError:
-            raise GalleryInputError("board", "choose a board from the list") from None
-    start, end = day("from", date_from), day("to", date_to)
+    board_id = _uuid_filter(board, "board", "choose a board from the list")
+    start, end = _day_filter("from", date_from), _day_filter("to", date_to)
     if start and end and start > end:
         raise GalleryInputError("to", "the end date is before the start date; swap them")
     fav = favourites if isinstance(favourites, bool) else (favourites or "") in ("1", "on", "true")
     return GalleryFilters(
-        model=None if blank(model) else (model or "").strip(),
+        model=None if _blank(model) else (model or "").strip(),
         user_id=user_id,
-        status=None if blank(status) else status,
+        status=None if _blank(status) else status,
         date_from=start,
         date_to=end,
         favourites=fav,
-        q=None if blank(q) else (q or "").strip()[:500],
+        q=None if _blank(q) else (q or "").strip()[:500],
         project_id=project_id,
         board_id=board_id,
     )
@@ -247,6 +240,39 @@ def list_gallery(
     """
     filters = filters or GalleryFilters()
     limit = max(1, min(limit, MAX_PAGE_SIZE))
+    scope = _scope(filters, team_id=team_id, after=after)
+    in_team = Job.team_id == team_id
+    favourite_of_viewer = (
+        exists().where(Favourite.user_id == viewer_id, Favourite.job_id == Job.id).correlate(Job)
+    )
+    if filters.q:
+        ids = _search_ids(
+            db,
+            filters,
+            team_id=team_id,
+            viewer_id=viewer_id,
+            scope=scope,
+            wanted=limit + 1,
+            search_walk_rows=search_walk_rows,
+        )
+    else:
+        if filters.favourites:
+            scope.append(favourite_of_viewer)
+        ids = list(
+            db.scalars(
+                select(Job.id)
+                .where(in_team, *scope)
+                .order_by(Job.created_at.desc(), Job.id.desc())
+                .limit(limit + 1)
+            )
+        )
+    if not ids:
+        return GalleryPage(tiles=[], next_cursor=None)
+    return _tiles_page(db, ids, favourite_of_viewer, limit)
+
+
+def _scope(filters: GalleryFilters, *, team_id: uuid.UUID, after: str | None) -> list[Any]:
+    """Conditions for the filters and the cursor (not the team itself); raises on a bad cursor."""
     scope: list[Any] = [Job.deleted_at.is_(None)]
     if filters.model:
         scope.append(Job.model == filters.model)
@@ -265,52 +291,56 @@ def list_gallery(
     if after:
         cursor = Cursor.decode(after)
         scope.append(tuple_(Job.created_at, Job.id) < (cursor.created_at, cursor.job_id))
-    in_team = Job.team_id == team_id
-    favourite_of_viewer = (
-        exists().where(Favourite.user_id == viewer_id, Favourite.job_id == Job.id).correlate(Job)
-    )
-    if filters.q:
-        # A scalar subquery, not EXISTS: PostgreSQL hashes an EXISTS over the viewer's every
-        # favourite before the walk; this looks up only the rows whose words match.
-        marked = (
-            select(literal(True))
-            .where(Favourite.user_id == viewer_id, Favourite.job_id == Job.id)
-            .correlate(Job)
-            .scalar_subquery()
-            .is_not(None)
-        )
-        # The GIN step asks the index for the team's matches, or with a person chosen for that
-        # person's only, the team then checked on the row: a person's jobs are nearly all in
-        # one team, and a team's key (every job of it) costs more to intersect than it removes.
-        if filters.user_id:
-            index_scope = [in_search_index(Job.user_id, filters.user_id), _on_row(in_team)]
-        else:
-            index_scope = [in_search_index(Job.team_id, team_id)]
-        ids = _search_page(
-            db,
-            [in_team, *scope],
-            [*index_scope, *scope],
-            filters.q,
-            marked if filters.favourites else None,
-            limit + 1,
-            # One person's jobs sit about one to a table page, the team's several to a page:
-            # a third of the rows keeps the walk's page reads alike.
-            walk_rows=max(1, search_walk_rows // 3) if filters.user_id else search_walk_rows,
-        )
-    else:
-        if filters.favourites:
-            scope.append(favourite_of_viewer)
-        ids = list(
-            db.scalars(
-                select(Job.id)
-                .where(in_team, *scope)
-                .order_by(Job.created_at.desc(), Job.id.desc())
-                .limit(limit + 1)
-            )
-        )
-    if not ids:
-        return GalleryPage(tiles=[], next_cursor=None)
+    return scope
 
+
+def _search_ids(
+    db: Session,
+    filters: GalleryFilters,
+    *,
+    team_id: uuid.UUID,
+    viewer_id: uuid.UUID,
+    scope: list[Any],
+    wanted: int,
+    search_walk_rows: int,
+) -> list[uuid.UUID]:
+    """Ids of the newest `wanted` jobs in the team and `scope` matching `filters.q`."""
+    assert filters.q is not None
+    in_team = Job.team_id == team_id
+    # A scalar subquery, not EXISTS: PostgreSQL hashes an EXISTS over the viewer's every
+    # favourite before the walk; this looks up only the rows whose words match.
+    marked = (
+        select(literal(True))
+        .where(Favourite.user_id == viewer_id, Favourite.job_id == Job.id)
+        .correlate(Job)
+        .scalar_subquery()
+        .is_not(None)
+    )
+    # The GIN step asks the index for the team's matches, or with a person chosen for that
+    # person's only, the team then checked on the row: a person's jobs are nearly all in
+    # one team, and a team's key (every job of it) costs more to intersect than it removes.
+    if filters.user_id:
+        index_scope = [in_search_index(Job.user_id, filters.user_id), _on_row(in_team)]
+    else:
+        index_scope = [in_search_index(Job.team_id, team_id)]
+    return _search_page(
+        db,
+        [in_team, *scope],
+        [*index_scope, *scope],
+        filters.q,
+        marked if filters.favourites else None,
+        wanted,
+        # One person's jobs sit about one to a table page, the team's several to a page:
+        # a third of the rows keeps the walk's page reads alike.
+        walk_rows=max(1, search_walk_rows // 3) if filters.user_id else search_walk_rows,
+    )
+
+
+def _tiles_page(
+    db: Session, ids: list[uuid.UUID], favourite_of_viewer: Any, limit: int
+) -> GalleryPage:
+    """Tiles for up to `limit` of `ids` (author, caption, favourite read for just these), and
+    the cursor after the last when `ids` holds one more."""
     rows = db.execute(
         select(
             Job.id,
@@ -395,6 +425,35 @@ def _search_page(
     hit: Any = prompt_matches(q)
     if favourite is not None:
         hit = and_(hit, favourite)
+    found, edge = _walk_newest(db, scope, hit, wanted, walk_rows)
+    if len(found) >= wanted or edge is None:
+        # The page is full, or the walk saw every job in scope.
+        return found[:wanted]
+    older = (
+        select(Job.id)
+        .where(
+            *index_scope,
+            hit,
+            tuple_(Job.created_at, Job.id) < (edge.created_at, edge.id),
+        )
+        # "+ 0 seconds" hides the indexed order, so the GIN index is the only cheap way in.
+        .order_by(
+            (Job.created_at + literal(timedelta(0))).desc(),
+            Job.id.desc(),
+        )
+        .limit(wanted - len(found))
+    )
+    return found + list(db.scalars(older))
+
+
+def _walk_newest(
+    db: Session, scope: list[Any], hit: Any, wanted: int, walk_rows: int
+) -> tuple[list[uuid.UUID], Any | None]:
+    """Step 1 of `_search_page`: test the newest `walk_rows` jobs in `scope` against `hit`.
+
+    Returns the matching ids newest first (at most `wanted`) and the walk's last row (id,
+    created_at): None when the scope ended before `walk_rows` rows or the page filled first.
+    """
     newest_first = (Job.created_at.desc(), Job.id.desc())
     walk = (
         select(
@@ -416,24 +475,7 @@ def _search_page(
     ).all()
     found = [r.id for r in rows if r.hit]
     edge = next((r for r in rows if r.n == walk_rows), None)
-    if len(found) >= wanted or edge is None:
-        # The page is full, or the walk saw every job in scope.
-        return found[:wanted]
-    older = (
-        select(Job.id)
-        .where(
-            *index_scope,
-            hit,
-            tuple_(Job.created_at, Job.id) < (edge.created_at, edge.id),
-        )
-        # "+ 0 seconds" hides the indexed order, so the GIN index is the only cheap way in.
-        .order_by(
-            (Job.created_at + literal(timedelta(0))).desc(),
-            Job.id.desc(),
-        )
-        .limit(wanted - len(found))
-    )
-    return found + list(db.scalars(older))
+    return found, edge
 
 
 def team_people(db: Session, team_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:

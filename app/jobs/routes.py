@@ -327,21 +327,7 @@ def _estimate_context(
     fills the fields; with no width and height an edit follows the first one's size.
     """
     spec = state.model
-    payload: dict[str, Any] = {}
-    for name in ("width", "height", "aspect_ratio"):
-        if spec.field(name) is None:
-            continue
-        value = state.get(name)
-        if name == "aspect_ratio":
-            payload[name] = value or "1:1"
-            continue
-        try:
-            payload[name] = int(value) if value else None
-        except ValueError:
-            payload[name] = None
-        if payload[name] is not None and not 0 < payload[name] <= _MAX_ESTIMATE_SIDE:
-            # A size no model takes gets the default's price; the form's check says why.
-            payload[name] = None
+    payload = _size_fields(state)
     stored = [(r.width, r.height) for r in state.reference_rows]
     references = min(uploads + len(stored), spec.max_reference_images)
     # The same payload shape and the same function the service reserves with: reference
@@ -363,10 +349,7 @@ def _estimate_context(
     width, height = output_size(spec, payload, sizes[0] if sizes else None)
     price = get_settings().CREDIT_PRICE_USD
     each = estimate_payload_cost(spec, payload, reference_sizes=sizes, credit_price_usd=price)
-    try:
-        count = max(1, min(int(state.get("count") or "1"), get_settings().MAX_BATCH_SIZE))
-    except ValueError:
-        count = 1
+    count = _estimate_count(state)
     return {
         "model": spec,
         "count": count,
@@ -378,6 +361,36 @@ def _estimate_context(
         "total_credits": credits_text(each.credits * count),
         "total_usd": _usd(each.usd * count),
     }
+
+
+def _size_fields(state: GenerateForm) -> dict[str, Any]:
+    """The form's width/height (pixels, None when blank or out of range) and aspect ratio,
+    for the fields the model has; the payload an estimate starts from."""
+    spec = state.model
+    payload: dict[str, Any] = {}
+    for name in ("width", "height", "aspect_ratio"):
+        if spec.field(name) is None:
+            continue
+        value = state.get(name)
+        if name == "aspect_ratio":
+            payload[name] = value or "1:1"
+            continue
+        try:
+            payload[name] = int(value) if value else None
+        except ValueError:
+            payload[name] = None
+        if payload[name] is not None and not 0 < payload[name] <= _MAX_ESTIMATE_SIDE:
+            # A size no model takes gets the default's price; the form's check says why.
+            payload[name] = None
+    return payload
+
+
+def _estimate_count(state: GenerateForm) -> int:
+    """The form's number of images, clamped to 1..MAX_BATCH_SIZE (1 when not a number)."""
+    try:
+        return max(1, min(int(state.get("count") or "1"), get_settings().MAX_BATCH_SIZE))
+    except ValueError:
+        return 1
 
 
 def _default_side(spec: ModelSpec, name: str) -> int:

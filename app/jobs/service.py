@@ -7,6 +7,7 @@ import random
 import re
 import uuid
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import delete, exists, select, update
@@ -281,22 +282,11 @@ def _create_jobs(
 ) -> list[Job]:
     count = _check_count(count)
     project = project_for_new_jobs(db, team_id=team_id, user_id=user_id, project_id=project_id)
-    given = dict(params)
-    for name in _INTERNAL_FIELDS:
-        if given.get(name) not in (None, ""):
-            raise RequestInvalid([FieldError(name, f"{name} is set by the studio; leave it out")])
-        given.pop(name, None)
-
+    given = _without_internal_fields(params)
     refs = _store_references(db, team_id, model, given, reference_images)
     payload = _validate(model, given)
     seed = payload.pop("seed", None)
-    # BFL prices each reference by its megapixels, and an edit with no size follows the first.
-    by_position = {position: (ref.width, ref.height) for position, ref in refs}
-    sizes = [
-        by_position.get(position)
-        for position, name in enumerate(reference_field_names(MAX_REFERENCE_IMAGES), start=1)
-        if payload.get(name)
-    ]
+    sizes = _reference_sizes(refs, payload)
     width, height = output_size(model, payload, sizes[0] if sizes else None)
     if not approved:
         # Before anything is reserved or sent: the team's rules for this person.
@@ -312,35 +302,21 @@ def _create_jobs(
     estimate = estimate_payload_cost(
         model, payload, reference_sizes=sizes, credit_price_usd=get_settings().CREDIT_PRICE_USD
     ).credits
-    batch_id = uuid.uuid4()
-
-    jobs: list[Job] = []
     # A savepoint around the inserts and the budget check: a refusal takes the new rows with
     # it, so even a caller that catches BudgetExceeded and commits keeps no unbudgeted jobs.
     with db.begin_nested():
-        for index, job_seed in enumerate(_seeds(seed, count)):
-            job_params = {**payload, "seed": job_seed}
-            job = Job(
-                id=uuid.uuid4(),
-                team_id=team_id,
-                user_id=user_id,
-                project_id=project.id,
-                status=JobStatus.QUEUED,
-                model=model,
-                prompt=str(payload.get("prompt", "")),
-                params=job_params,
-                width=width,
-                height=height,
-                seed=job_seed,
-                output_format=str(payload.get("output_format", "jpeg")),
-                reference_count=count_reference_images(payload),
-                batch_id=batch_id,
-                batch_index=index,
-                retry_of_id=retry_of.id if retry_of is not None else None,
-                estimated_credits=estimate,
-            )
-            db.add(job)
-            jobs.append(job)
+        jobs = _new_jobs(
+            team_id=team_id,
+            user_id=user_id,
+            project_id=project.id,
+            model=model,
+            payload=payload,
+            seeds=_seeds(seed, count),
+            size=(width, height),
+            estimate=estimate,
+            retry_of=retry_of,
+        )
+        db.add_all(jobs)
         db.flush()
         references.link_references(db, jobs, [ref for _, ref in refs])
         reserve_for_jobs(db, jobs, enforce=not approved)
@@ -348,6 +324,73 @@ def _create_jobs(
     # are free, so more than the cap would only be messages that find nothing to do.
     messages.wake_dispatcher(db, min(len(jobs), get_settings().BFL_MAX_ACTIVE_TASKS))
     return jobs
+
+
+def _without_internal_fields(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `params` without the fields the studio sets itself (blank ones dropped).
+
+    Raises `RequestInvalid` naming an internal field given a value.
+    """
+    given = dict(params)
+    for name in _INTERNAL_FIELDS:
+        if given.get(name) not in (None, ""):
+            raise RequestInvalid([FieldError(name, f"{name} is set by the studio; leave it out")])
+        given.pop(name, None)
+    return given
+
+
+def _reference_sizes(
+    refs: Sequence[tuple[int, ReferenceImage]], payload: Mapping[str, Any]
+) -> list[tuple[int, int] | None]:
+    """(width, height) in pixels of each reference in `payload`, in field order; None for a URL.
+
+    BFL prices each reference by its megapixels, and an edit with no size follows the first.
+    """
+    by_position = {position: (ref.width, ref.height) for position, ref in refs}
+    return [
+        by_position.get(position)
+        for position, name in enumerate(reference_field_names(MAX_REFERENCE_IMAGES), start=1)
+        if payload.get(name)
+    ]
+
+
+def _new_jobs(
+    *,
+    team_id: uuid.UUID,
+    user_id: uuid.UUID,
+    project_id: uuid.UUID,
+    model: str,
+    payload: Mapping[str, Any],
+    seeds: Sequence[int],
+    size: tuple[int, int],
+    estimate: Decimal,
+    retry_of: Job | None,
+) -> list[Job]:
+    """One queued job per seed, one batch; `size` in pixels, `estimate` in credits per job."""
+    batch_id = uuid.uuid4()
+    width, height = size
+    return [
+        Job(
+            id=uuid.uuid4(),
+            team_id=team_id,
+            user_id=user_id,
+            project_id=project_id,
+            status=JobStatus.QUEUED,
+            model=model,
+            prompt=str(payload.get("prompt", "")),
+            params={**payload, "seed": job_seed},
+            width=width,
+            height=height,
+            seed=job_seed,
+            output_format=str(payload.get("output_format", "jpeg")),
+            reference_count=count_reference_images(payload),
+            batch_id=batch_id,
+            batch_index=index,
+            retry_of_id=retry_of.id if retry_of is not None else None,
+            estimated_credits=estimate,
+        )
+        for index, job_seed in enumerate(seeds)
+    ]
 
 
 def cancel_job(

@@ -172,6 +172,13 @@ def prompt_history(
     has_more = len(order) > offset + limit
     if not page:
         return PromptPage(items=[], next_offset=None)
+    items = _prompt_uses(db, scope, page)
+    return PromptPage(items=items, next_offset=offset + limit if has_more else None)
+
+
+def _prompt_uses(db: Session, scope: list[Any], page: list[str]) -> list[PromptUse]:
+    """Figures, people and latest job for each prompt of `page` (jobs in `scope`); costs in
+    credits. Sorted most recently used first. Two queries whatever the page size."""
     # Step 1: the page's prompts with their figures. Whether a prompt matches depends on the
     # prompt alone, so every use of a page's prompt counts: looked up by the prompt itself
     # (ix_jobs_prompt_hash), not by the search.
@@ -204,7 +211,7 @@ def prompt_history(
     for use in uses:
         latest.setdefault(use.prompt, (use.id, use.model))
         people.setdefault(use.prompt, set()).add(use.name)
-    items = [
+    return [
         PromptUse(
             prompt=r.prompt,
             uses=int(r.uses),
@@ -216,4 +223,3 @@ def prompt_history(
         )
         for r in rows
     ]
-    return PromptPage(items=items, next_offset=offset + limit if has_more else None)
