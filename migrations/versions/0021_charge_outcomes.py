@@ -1,0 +1,71 @@
+"""charge outcomes
+
+Revision ID: 0021
+Revises: 0015
+
+The ledger summed per day, project, person, model and the job's present state, so the cost
+dashboard's outcome and "ready images" figures no longer join every job of the period.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0021"
+down_revision: str | None = "0015"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "charge_outcomes",
+        sa.Column("team_id", sa.Uuid(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("model", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("credits", sa.Numeric(precision=14, scale=4), nullable=False),
+        sa.Column("charges", sa.Integer(), nullable=False),
+        sa.CheckConstraint("charges >= 0", name=op.f("ck_charge_outcomes_charges_non_negative")),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_charge_outcomes_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["team_id"],
+            ["teams.id"],
+            name=op.f("fk_charge_outcomes_team_id_teams"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_charge_outcomes_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "team_id",
+            "day",
+            "project_id",
+            "user_id",
+            "model",
+            "status",
+            name=op.f("pk_charge_outcomes"),
+        ),
+    )
+    op.execute(
+        "INSERT INTO charge_outcomes "
+        "(team_id, day, project_id, user_id, model, status, credits, charges) "
+        "SELECT c.team_id, (c.created_at AT TIME ZONE 'UTC')::date, c.project_id, c.user_id, "
+        "c.model, j.status, sum(c.credits), count(*) FROM charges c JOIN jobs j ON j.id = c.job_id "
+        "GROUP BY 1, 2, 3, 4, 5, 6"
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("charge_outcomes")
