@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    Text,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -100,6 +101,39 @@ class ChargeOutcome(Base):
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     credits: Mapped[Decimal] = mapped_column(Numeric(14, 4), nullable=False)
     charges: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class ChargePromptMonth(Base):
+    """Charges per calendar month (UTC), project, person and prompt (keyed by the prompt's
+    MD5): the "most expensive prompts" of a month read a row per prompt, not per charge.
+    Written with each ledger row (`record_charge`, same transaction)."""
+
+    __tablename__ = "charge_prompt_months"
+    __table_args__ = (
+        Index(
+            "ix_charge_prompt_months_team_month",
+            "team_id",
+            "month",
+            postgresql_include=["credits", "charges", "last_charged_at"],
+        ),
+    )
+
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The first day of the month.
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    prompt_md5: Mapped[str] = mapped_column(String(32), primary_key=True)
+    prompt: Mapped[str] = mapped_column(Text, nullable=False)
+    credits: Mapped[Decimal] = mapped_column(Numeric(14, 4), nullable=False)
+    charges: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_charged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class ReservationState(enum.StrEnum):

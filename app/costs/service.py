@@ -7,6 +7,7 @@ person when a member asks; all times are UTC.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from app.costs.models import (
     Budget,
     Charge,
     ChargeOutcome,
+    ChargePromptMonth,
     CreditBalance,
     Reservation,
     ReservationState,
@@ -390,6 +392,7 @@ def record_charge(db: Session, job: Job) -> bool:
         day = written.created_at.astimezone(UTC).date()
         _roll_up(db, job, credits, day=day)
         _add_outcome(db, job, job.status, day=day, credits=credits, charges=1)
+        _add_prompt_month(db, job, credits, at=written.created_at)
     _resolve(db, job.id, ReservationState.SETTLED)
     return written is not None
 
@@ -455,10 +458,81 @@ def _add_outcome(
     )
 
 
+def _add_prompt_month(db: Session, job: Job, credits: Decimal, *, at: datetime) -> None:
+    """Add one charge to its month's row of `charge_prompt_months`."""
+    stmt = insert(ChargePromptMonth).values(
+        team_id=job.team_id,
+        month=at.astimezone(UTC).date().replace(day=1),
+        project_id=job.project_id,
+        user_id=job.user_id,
+        prompt_md5=hashlib.md5(job.prompt.encode(), usedforsecurity=False).hexdigest(),
+        prompt=job.prompt,
+        credits=credits,
+        charges=1,
+        last_charged_at=at,
+    )
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[
+                ChargePromptMonth.team_id,
+                ChargePromptMonth.month,
+                ChargePromptMonth.project_id,
+                ChargePromptMonth.user_id,
+                ChargePromptMonth.prompt_md5,
+            ],
+            set_={
+                "credits": ChargePromptMonth.credits + stmt.excluded.credits,
+                "charges": ChargePromptMonth.charges + 1,
+                "last_charged_at": func.greatest(
+                    ChargePromptMonth.last_charged_at, stmt.excluded.last_charged_at
+                ),
+            },
+        )
+    )
+
+
+def _rebuild_prompt_months(db: Session, team_id: uuid.UUID) -> None:
+    """Recompute the team's `charge_prompt_months` from its ledger rows and their prompts."""
+    db.execute(delete(ChargePromptMonth).where(ChargePromptMonth.team_id == team_id))
+    month = cast(func.date_trunc("month", func.timezone("UTC", Charge.created_at)), Date)
+    digest = func.md5(Job.prompt)
+    db.execute(
+        insert(ChargePromptMonth).from_select(
+            [
+                "team_id",
+                "month",
+                "project_id",
+                "user_id",
+                "prompt_md5",
+                "prompt",
+                "credits",
+                "charges",
+                "last_charged_at",
+            ],
+            select(
+                Charge.team_id,
+                month,
+                Charge.project_id,
+                Charge.user_id,
+                digest,
+                func.min(Job.prompt),
+                func.sum(Charge.credits),
+                func.count(),
+                func.max(Charge.created_at),
+            )
+            .join(Job, Job.id == Charge.job_id)
+            .where(Charge.team_id == team_id)
+            .group_by(Charge.team_id, month, Charge.project_id, Charge.user_id, digest),
+        )
+    )
+
+
 def rebuild_rollup(db: Session, *, team_id: uuid.UUID) -> None:
-    """Recompute the team's `charge_days` and `charge_outcomes` from its ledger rows (after
+    """Recompute the team's `charge_days`, `charge_outcomes` and `charge_prompt_months`
+    from its ledger rows (after
     rows were loaded or re-dated outside `record_charge`, e.g. an import). Flushes."""
     _rebuild_outcomes(db, team_id)
+    _rebuild_prompt_months(db, team_id)
     db.execute(delete(ChargeDay).where(ChargeDay.team_id == team_id))
     day = cast(func.timezone("UTC", Charge.created_at), Date)
     db.execute(
@@ -791,7 +865,11 @@ def spend_by_day(db: Session, scope: Scope, period: Period) -> list[DaySpend]:
 
 
 def top_prompts(db: Session, scope: Scope, period: Period, limit: int = 10) -> list[PromptSpend]:
-    """The prompts that cost most in the period (same text, summed over its jobs)."""
+    """The prompts that cost most in the period (same text, summed over its jobs); from the
+    monthly prompt rollup when the period is whole calendar months (the dashboard's "this
+    month"), else from the ledger joined with the jobs."""
+    if _whole_months(period):
+        return _top_prompts_of_months(db, scope, period, limit)
     total = func.sum(Charge.credits)
     rows = db.execute(
         select(Job.prompt, total, func.count(Charge.id), func.max(Charge.created_at))
@@ -804,6 +882,38 @@ def top_prompts(db: Session, scope: Scope, period: Period, limit: int = 10) -> l
     return [
         PromptSpend(prompt=prompt, charges=count, last_used_at=last, **_money(c).model_dump())
         for prompt, c, count, last in rows
+    ]
+
+
+def _whole_months(period: Period) -> bool:
+    """Whether the period runs from the first of a month to the first of a later one."""
+    return _whole_days(period) and period.start.day == 1 and period.end.day == 1
+
+
+def _top_prompts_of_months(
+    db: Session, scope: Scope, period: Period, limit: int
+) -> list[PromptSpend]:
+    conditions: list[ColumnElement[bool]] = [
+        ChargePromptMonth.team_id == scope.team_id,
+        ChargePromptMonth.month >= period.first_day,
+        ChargePromptMonth.month < period.end.date(),
+    ]
+    if scope.user_id is not None:
+        conditions.append(ChargePromptMonth.user_id == scope.user_id)
+    if scope.project_id is not None:
+        conditions.append(ChargePromptMonth.project_id == scope.project_id)
+    total = func.sum(ChargePromptMonth.credits)
+    last = func.max(ChargePromptMonth.last_charged_at)
+    rows = db.execute(
+        select(ChargePromptMonth.prompt, total, func.sum(ChargePromptMonth.charges), last)
+        .where(*conditions)
+        .group_by(ChargePromptMonth.prompt_md5, ChargePromptMonth.prompt)
+        .order_by(total.desc(), last.desc())
+        .limit(limit)
+    ).all()
+    return [
+        PromptSpend(prompt=prompt, charges=int(count), last_used_at=at, **_money(c).model_dump())
+        for prompt, c, count, at in rows
     ]
 
 

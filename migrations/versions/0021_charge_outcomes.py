@@ -65,7 +65,65 @@ def upgrade() -> None:
         "c.model, j.status, sum(c.credits), count(*) FROM charges c JOIN jobs j ON j.id = c.job_id "
         "GROUP BY 1, 2, 3, 4, 5, 6"
     )
+    _prompt_months()
+
+
+def _prompt_months() -> None:
+    op.create_table(
+        "charge_prompt_months",
+        sa.Column("team_id", sa.Uuid(), nullable=False),
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("project_id", sa.Uuid(), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("prompt_md5", sa.String(length=32), nullable=False),
+        sa.Column("prompt", sa.Text(), nullable=False),
+        sa.Column("credits", sa.Numeric(precision=14, scale=4), nullable=False),
+        sa.Column("charges", sa.Integer(), nullable=False),
+        sa.Column("last_charged_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name=op.f("fk_charge_prompt_months_project_id_projects"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["team_id"],
+            ["teams.id"],
+            name=op.f("fk_charge_prompt_months_team_id_teams"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_charge_prompt_months_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "team_id",
+            "month",
+            "project_id",
+            "user_id",
+            "prompt_md5",
+            name=op.f("pk_charge_prompt_months"),
+        ),
+    )
+    op.create_index(
+        "ix_charge_prompt_months_team_month",
+        "charge_prompt_months",
+        ["team_id", "month"],
+        postgresql_include=["credits", "charges", "last_charged_at"],
+    )
+    op.execute(
+        "INSERT INTO charge_prompt_months (team_id, month, project_id, user_id, prompt_md5, "
+        "prompt, credits, charges, last_charged_at) "
+        "SELECT c.team_id, date_trunc('month', c.created_at AT TIME ZONE 'UTC')::date, "
+        "c.project_id, c.user_id, md5(j.prompt), min(j.prompt), sum(c.credits), count(*), "
+        "max(c.created_at) FROM charges c JOIN jobs j ON j.id = c.job_id "
+        "GROUP BY 1, 2, 3, 4, 5"
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_charge_prompt_months_team_month", table_name="charge_prompt_months")
+    op.drop_table("charge_prompt_months")
     op.drop_table("charge_outcomes")
