@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from celery.schedules import crontab
 from kombu import Queue
 
+from app.alerts import EVALUATE_ALERTS_TASK, WEEKLY_DIGEST_TASK
 from app.api.idempotency import PURGE_KEYS_TASK
 from app.auth import PURGE_SESSIONS_TASK
 from app.costs import REFRESH_CREDIT_BALANCE_TASK
@@ -15,6 +17,7 @@ from app.jobs import (
     MAX_COUNTDOWN_S,
     POLL,
     POLL_QUEUE,
+    PURGE_REFERENCES,
     SUBMIT_NEXT,
     SWEEP,
 )
@@ -30,7 +33,7 @@ def create_celery() -> Celery:
     """The studio's Celery app: Redis broker, late acks, polls before wake-ups, beat's schedule."""
     celery = Celery(
         "flux_studio",
-        include=["worker.tasks", "worker.auth_tasks", "worker.api_tasks"],
+        include=["worker.tasks", "worker.auth_tasks", "worker.api_tasks", "worker.alert_tasks"],
     )
     # Read when the app is first used, not when this module is imported: the job modules
     # import it to send messages, and importing them must not need REDIS_URL yet.
@@ -115,6 +118,25 @@ def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": PURGE_KEYS_TASK,
             "schedule": 3600,
             "options": {"expires": 3600},
+        },
+        # Reference images no job uses (uploads never queued) after their grace period.
+        "purge-unused-references": {
+            "task": PURGE_REFERENCES,
+            "schedule": 3600,
+            "options": {"expires": 3600},
+        },
+        # Alerts: budget thresholds, the credit runway, failure bursts; undelivered retries.
+        "evaluate-alerts": {
+            "task": EVALUATE_ALERTS_TASK,
+            "schedule": settings.ALERT_EVALUATE_INTERVAL_S,
+            "options": {"expires": settings.ALERT_EVALUATE_INTERVAL_S},
+        },
+        # The weekly spend digest (once per ISO week per team, however often it runs).
+        "weekly-digest": {
+            "task": WEEKLY_DIGEST_TASK,
+            "schedule": crontab(
+                minute=0, hour=settings.DIGEST_HOUR_UTC, day_of_week=settings.DIGEST_WEEKDAY
+            ),
         },
         # Accounts: delete sessions past their idle or absolute timeout.
         "purge-ended-sessions": {

@@ -186,74 +186,81 @@ def _location(loc: tuple[Any, ...] | list[Any]) -> str:
 _BODY_PARSE_FAILED = "There was an error parsing the body"
 
 
+async def studio_error(request: Request, exc: StudioError) -> Response:
+    """The one mapping of the studio's errors to HTTP, for the API and the pages."""
+    if isinstance(exc, NotAuthenticated) and not wants_json(request):
+        target = "/login"
+        if request.method == "GET":
+            target += "?next=" + quote(request.url.path, safe="/")
+        if request.headers.get("hx-request"):
+            return Response(status_code=204, headers={"HX-Redirect": target})
+        return RedirectResponse(target, status_code=303)
+    redirect_to = getattr(exc, "redirect_to", None)
+    if isinstance(redirect_to, str) and not wants_json(request):
+        # A browser that must do something first (set up a second factor) is sent there.
+        if request.headers.get("hx-request"):
+            return Response(status_code=204, headers={"HX-Redirect": redirect_to})
+        return RedirectResponse(redirect_to, status_code=303)
+    if wants_json(request):
+        return error_json(exc.status_code, exc.code, exc.message, exc.fields, exc.headers)
+    render: RefusalPage | None = getattr(request.state, "refusal_page", None)
+    if render is not None:
+        answer = render(exc)
+        if answer is not None:
+            return answer
+    return error_page(request, exc.status_code, exc.message, headers=exc.headers)
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's own request validation, in the studio's error shape (422, field paths)."""
+    fields = [
+        FieldProblem(field=_location(err.get("loc", ())), message=str(err.get("msg", "")))
+        for err in exc.errors()
+    ]
+    summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:5])
+    return error_json(422, "invalid_request", f"Check these fields: {summary}", fields)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """The last line of defence: a bug still answers in the shared shape, and is logged with
+    its traceback so it gets fixed rather than hidden."""
+    if database_unavailable(exc):
+        return database_unavailable_response(request, exc)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_json(
+        500,
+        "internal_error",
+        "Something went wrong on our side and it has been logged; try again in a moment.",
+    )
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """Starlette's HTTP errors (404 routes, 405, body limits) in the studio's shape."""
+    code = CODE_BY_STATUS.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 400:
+        problem = form_limit_problem(request, message)
+        if problem is not None:
+            return await studio_error(request, problem)
+    if exc.status_code == 400 and message == _BODY_PARSE_FAILED:
+        # A body that is not valid JSON (or not text at all) is an invalid request like any
+        # other: one status, one documented shape, naming the body as the field at fault.
+        fields = [FieldProblem(field="body", message="send a valid JSON (UTF-8) body")]
+        return error_json(422, "invalid_request", "The request body is not valid JSON.", fields)
+    if wants_json(request):
+        return error_json(exc.status_code, code, message, headers=headers)
+    return error_page(request, exc.status_code, message, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    """Register the middlewares and handlers above on `app`."""
     # Innermost middleware (added first): requests it refuses still pass through the
     # observability middleware added later, so they are logged and counted.
     app.add_middleware(RefuseNulCharacters)
     # Outside the NUL check, inside the observability middleware (added later, so outer).
     app.add_middleware(DatabaseUnavailable)
-
-    @app.exception_handler(StudioError)
-    async def studio_error(request: Request, exc: StudioError) -> Response:
-        """The one mapping of the studio's errors to HTTP, for the API and the pages."""
-        if isinstance(exc, NotAuthenticated) and not wants_json(request):
-            target = "/login"
-            if request.method == "GET":
-                target += "?next=" + quote(request.url.path, safe="/")
-            if request.headers.get("hx-request"):
-                return Response(status_code=204, headers={"HX-Redirect": target})
-            return RedirectResponse(target, status_code=303)
-        redirect_to = getattr(exc, "redirect_to", None)
-        if isinstance(redirect_to, str) and not wants_json(request):
-            # A browser that must do something first (set up a second factor) is sent there.
-            if request.headers.get("hx-request"):
-                return Response(status_code=204, headers={"HX-Redirect": redirect_to})
-            return RedirectResponse(redirect_to, status_code=303)
-        if wants_json(request):
-            return error_json(exc.status_code, exc.code, exc.message, exc.fields, exc.headers)
-        render: RefusalPage | None = getattr(request.state, "refusal_page", None)
-        if render is not None:
-            answer = render(exc)
-            if answer is not None:
-                return answer
-        return error_page(request, exc.status_code, exc.message, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        fields = [
-            FieldProblem(field=_location(err.get("loc", ())), message=str(err.get("msg", "")))
-            for err in exc.errors()
-        ]
-        summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:5])
-        return error_json(422, "invalid_request", f"Check these fields: {summary}", fields)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> Response:
-        # The last line of defence: a bug must still answer in the shared shape, and be logged
-        # with its traceback so it gets fixed rather than hidden.
-        if database_unavailable(exc):
-            return database_unavailable_response(request, exc)
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_json(
-            500,
-            "internal_error",
-            "Something went wrong on our side and it has been logged; try again in a moment.",
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        code = CODE_BY_STATUS.get(exc.status_code, "error")
-        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        headers = dict(exc.headers or {})
-        if exc.status_code == 400:
-            problem = form_limit_problem(request, message)
-            if problem is not None:
-                return await studio_error(request, problem)
-        if exc.status_code == 400 and message == _BODY_PARSE_FAILED:
-            # A body that is not valid JSON (or not text at all) is an invalid request like any
-            # other: one status, one documented shape, naming the body as the field at fault.
-            fields = [FieldProblem(field="body", message="send a valid JSON (UTF-8) body")]
-            return error_json(422, "invalid_request", "The request body is not valid JSON.", fields)
-        if wants_json(request):
-            return error_json(exc.status_code, code, message, headers=headers)
-        return error_page(request, exc.status_code, message, headers=headers)
+    app.exception_handler(StudioError)(studio_error)
+    app.exception_handler(RequestValidationError)(validation_error)
+    app.exception_handler(Exception)(unexpected_error)
+    app.exception_handler(StarletteHTTPException)(http_error)

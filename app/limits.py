@@ -23,16 +23,19 @@ from app.settings import Settings, get_settings
 from app.templating import error_page
 from app.units import size_text
 
-#: Routes that queue jobs: the only ones whose bodies may carry reference images.
-#: Asking for approval sends the same body as queuing the jobs.
+#: Routes that queue jobs (and the generate form's reference upload): the only ones whose
+#: bodies may carry reference images. Asking for approval sends the same body as queuing.
 JOB_ROUTES = frozenset(
     {
         ("POST", "/api/v1/jobs"),
         ("POST", "/generate"),
         ("POST", "/api/v1/approvals"),
         ("POST", "/approvals"),
+        ("POST", "/references"),
     }
 )
+#: Routes that read one image file someone drops (a recipe import): bounded like a reference.
+IMAGE_ROUTES = frozenset({("POST", "/recipes/import")})
 
 
 def studio_limits(settings: Settings | None = None) -> dict[str, int]:
@@ -88,6 +91,8 @@ def body_limit_for(method: str, path: str) -> BodyLimit:
     settings = get_settings()
     if (method.upper(), path.rstrip("/") or "/") in JOB_ROUTES:
         return BodyLimit(settings.MAX_JOB_REQUEST_BYTES, "MAX_JOB_REQUEST_BYTES", True)
+    if (method.upper(), path.rstrip("/") or "/") in IMAGE_ROUTES:
+        return BodyLimit(settings.MAX_REFERENCE_IMAGE_BYTES, "MAX_REFERENCE_IMAGE_BYTES", False)
     return BodyLimit(settings.MAX_REQUEST_BYTES, "MAX_REQUEST_BYTES", False)
 
 
@@ -202,12 +207,13 @@ class RequestSizeLimit:
 # --- Forms ------------------------------------------------------------------------------------
 
 
-def form_limits(job_route: bool = False) -> dict[str, Any]:
+def form_limits(job_route: bool = False, image_route: bool = False) -> dict[str, Any]:
     """Starlette's form-parsing limits: files only where jobs are queued (as many as the most
-    reference images any model takes), fields from settings."""
+    reference images any model takes) or one image is read, fields from settings."""
     settings = get_settings()
+    files = MAX_REFERENCE_IMAGES if job_route else 1 if image_route else 0
     return {
-        "max_files": MAX_REFERENCE_IMAGES if job_route else 0,
+        "max_files": files,
         "max_fields": settings.MAX_FORM_FIELDS,
         "max_part_size": settings.MAX_FORM_FIELD_BYTES,
     }
@@ -255,8 +261,9 @@ async def read_form(request: Request) -> FormData:
     Raises `BodyTooLarge` (413) or a `StudioError` (413/422) naming the limit crossed.
     """
     job_route = body_limit_for(request.method, request.url.path).job_route
+    image_route = (request.method.upper(), request.url.path.rstrip("/")) in IMAGE_ROUTES
     try:
-        return await request.form(**form_limits(job_route))
+        return await request.form(**form_limits(job_route, image_route))
     except StarletteHTTPException as exc:
         if isinstance(exc, BodyTooLarge) or exc.status_code != 400:
             raise

@@ -6,10 +6,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.access import routes as access_routes
+from app.alerts import routes as alerts_routes
 from app.api import router as api_router
 from app.api.openapi import install_openapi
+from app.audit import routes as audit_routes
 from app.auth import api_tokens_page
 from app.auth import routes as auth_routes
+from app.boards import routes as boards_routes
+from app.bulk import routes as bulk_routes
 from app.costs import routes as costs_routes
 from app.error_handlers import install_error_handlers
 from app.gallery import routes as gallery_routes
@@ -24,6 +28,7 @@ from app.ops.middleware import install_observability
 from app.ops.proxies import TrustedProxyMiddleware
 from app.projects import routes as projects_routes
 from app.prompts import routes as prompts_routes
+from app.recipes import routes as recipes_routes
 from app.templating import STATIC_DIR
 
 
@@ -55,9 +60,14 @@ def create_app() -> FastAPI:
     app.include_router(api_tokens_page.router)
     app.include_router(jobs_routes.router)
     app.include_router(queue_routes.router)
+    app.include_router(bulk_routes.router)
     app.include_router(gallery_routes.router)
+    app.include_router(boards_routes.router)
     app.include_router(prompts_routes.router)
+    app.include_router(recipes_routes.router)
     app.include_router(costs_routes.router)
+    app.include_router(audit_routes.router)
+    app.include_router(alerts_routes.router)
     app.include_router(access_routes.router)
     app.include_router(projects_routes.router)
     app.include_router(ops_routes.router)

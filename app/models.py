@@ -8,8 +8,10 @@ from __future__ import annotations
 from sqlalchemy import MetaData
 
 import app.access.models
+import app.alerts.models
 import app.audit.models
 import app.auth.models
+import app.boards.models
 import app.costs.models
 import app.jobs.models
 import app.projects.models  # noqa: F401 (registers its tables)

@@ -182,9 +182,18 @@ class Settings(BaseSettings):
     MAX_FORM_FIELD_BYTES: int = Field(
         default=256 * 1024, ge=1024, description="Largest single non-file form field in bytes."
     )
+    MAX_BULK_IMAGES: int = Field(
+        default=5000,
+        ge=1,
+        description="Most images one bulk action (board, favourite, delete, ZIP) may touch.",
+    )
 
     # Pipeline tuning.
-    POLL_MIN_INTERVAL_S: float = Field(default=0.5, gt=0, description="First poll delay.")
+    POLL_MIN_INTERVAL_S: float = Field(
+        default=0.5,
+        gt=0,
+        description="First poll delay (for a model whose run time is not known yet).",
+    )
     POLL_MAX_INTERVAL_S: float = Field(default=5.0, gt=0, description="Longest poll delay.")
     JOB_MAX_PENDING_S: int = Field(
         default=900, ge=10, description="A job pending longer than this fails as timed out."
@@ -236,6 +245,71 @@ class Settings(BaseSettings):
         description="How long a poll (and download) may run before the sweeper assumes its "
         "worker died and polls the job again; keep above POLL_MAX_INTERVAL_S.",
     )
+
+    # Alerts: when they fire and where they go (README, "Alerts").
+    ALERT_BUDGET_THRESHOLDS: str = Field(
+        default="80,100",
+        description="Percents of any budget at which an alert fires (once per month each), "
+        "comma-separated.",
+    )
+    ALERT_CREDIT_RUNWAY_DAYS: int = Field(
+        default=7,
+        ge=0,
+        description="Alert when the BFL credit balance runs out within this many days at the "
+        "last 7 days' rate (once a day); 0 turns it off.",
+    )
+    ALERT_FAILURE_BURST_COUNT: int = Field(
+        default=10,
+        ge=0,
+        description="Alert when a team has this many failed jobs within "
+        "ALERT_FAILURE_BURST_MINUTES; 0 turns it off.",
+    )
+    ALERT_FAILURE_BURST_MINUTES: int = Field(
+        default=15, ge=1, le=1440, description="The window failed jobs are counted in."
+    )
+    ALERT_EVALUATE_INTERVAL_S: float = Field(
+        default=300.0, ge=10, description="How often beat evaluates every alert rule."
+    )
+    DIGEST_WEEKDAY: int = Field(
+        default=1, ge=0, le=6, description="Day of the weekly spend digest (0 Sunday .. 6)."
+    )
+    DIGEST_HOUR_UTC: int = Field(
+        default=8, ge=0, le=23, description="UTC hour of the weekly spend digest."
+    )
+    SMTP_HOST: str | None = Field(
+        default=None, description="Mail server for alert and digest e-mail; unset: no e-mail."
+    )
+    SMTP_PORT: int = Field(default=587, ge=1, le=65535, description="Mail server port.")
+    SMTP_FROM: str = Field(
+        default="studio@localhost", description="Sender address of alert and digest e-mail."
+    )
+    SMTP_TLS: Literal["starttls", "ssl", "none"] = Field(
+        default="starttls",
+        description="starttls (upgrade after connecting), ssl (TLS from the start) or none.",
+    )
+    SMTP_USERNAME: str | None = Field(default=None, description="Mail server user, if any.")
+    SMTP_PASSWORD: SecretStr | None = Field(default=None, description="Mail server password.")
+    SMTP_TIMEOUT_S: float = Field(default=10.0, gt=0, description="Mail server timeout.")
+    ALERT_WEBHOOK_URL: str | None = Field(
+        default=None,
+        description="Where alerts are POSTed as signed JSON (Slack-compatible `text`); unset: "
+        "no webhook.",
+    )
+    ALERT_WEBHOOK_SECRET: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key of the webhook's X-Studio-Signature header.",
+    )
+
+    @field_validator("ALERT_BUDGET_THRESHOLDS")
+    @classmethod
+    def _percent_list(cls, value: str) -> str:
+        parse_percents(value)
+        return value
+
+    @property
+    def alert_budget_thresholds(self) -> list[int]:
+        """ALERT_BUDGET_THRESHOLDS as whole percents, lowest first."""
+        return parse_percents(self.ALERT_BUDGET_THRESHOLDS)
 
     @field_validator("BFL_ALLOWED_HOSTS")
     @classmethod
@@ -323,6 +397,20 @@ class Settings(BaseSettings):
 
 #: A DNS name or an IPv4 address, optionally written `*.example.com` or `.example.com`.
 _HOST_RE = re.compile(r"(\*\.|\.)?[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*\.?")
+
+
+def parse_percents(value: str) -> list[int]:
+    """ "80,100" as [80, 100]; ValueError naming the setting for anything else."""
+    try:
+        percents = sorted({int(part) for part in value.split(",") if part.strip()})
+    except ValueError:
+        percents = []
+    if not percents or any(p < 1 or p > 1000 for p in percents):
+        raise ValueError(
+            f"ALERT_BUDGET_THRESHOLDS {value!r} is not a list of percents: give whole numbers "
+            "from 1 to 1000 separated by commas (e.g. 80,100)"
+        )
+    return percents
 
 
 def _split_hosts(value: str) -> list[str]:

@@ -2,6 +2,11 @@
 
     .venv/bin/python -m bench.pipeline --jobs 500 --latency 3 --cap 24 [--webhooks]
     .venv/bin/python -m bench.pipeline --jobs 60 --outage-at 5 --outage-for 30
+    .venv/bin/python -m bench.pipeline --scale [--jobs 2000]
+
+`--scale` is the scale run: 10,000 jobs from 50 people in mixed batches (1-16), cap 100,
+latency 5 s ± 1 s, 4 worker processes; it also prints each person's wait for their first job
+(min/p50/max) and PostgreSQL's connections and the workers' memory sampled through the run.
 
 With `--outage-at S --outage-for D`, BFL (the emulator) answers every call 503 from S seconds
 after the jobs were queued, for D seconds; the result then also says how long the queue took
@@ -11,8 +16,10 @@ against an undisturbed run and records both in bench/RESULTS.md).
 Runs in a database, Redis and media folder of its own (dropped afterwards), with the emulator
 in a process of its own. Prints and writes bench/results/pipeline.json (pipeline-webhooks.json
 with --webhooks): jobs/s against the ideal cap / latency, the time from BFL's Ready to the
-image stored (p50/p95), polls per job, the peak of jobs at BFL and the CPU seconds each kind
-of process used. `--dump-jobs FILE` also keeps every job's timestamps and the processes' logs.
+image stored (p50/p95), polls per job, the peak of jobs at BFL (the studio's count and the
+emulator's), POSTs per job, the CPU each kind of process used (workers, beat, web, emulator;
+also in ms per job), and checks: the cap never exceeded, every job POSTed exactly once.
+`--dump-jobs FILE` also keeps every job's timestamps and the processes' logs.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -95,6 +104,19 @@ class EmulatorProcess:
         answer = httpx.get(f"{self.base_url}/_emulator/submissions", timeout=30)
         return int(answer.json()["count"])
 
+    def accepted_ids(self) -> list[str]:
+        """BFL's task ids of the accepted submissions, one per POST."""
+        import httpx
+
+        answer = httpx.get(f"{self.base_url}/_emulator/submissions", timeout=30)
+        return [str(entry["id"]) for entry in answer.json()["submissions"]]
+
+    def state(self) -> dict[str, Any]:
+        """Active tasks now, the peak, and how often the account's cap refused a POST."""
+        import httpx
+
+        return dict(httpx.get(f"{self.base_url}/_emulator/state", timeout=30).json())
+
     def refused_posts(self) -> dict[str, int]:
         """Refused submissions by HTTP status."""
         import httpx
@@ -126,6 +148,112 @@ class EmulatorProcess:
             self.proc.kill()
 
 
+#: What --scale sets (unless given on the command line).
+_SCALE: dict[str, Any] = {
+    "jobs": 10_000,
+    "users": 50,
+    "mixed_batches": True,
+    "cap": 100,
+    "latency": 5.0,
+    "jitter": 1.0,
+    "workers": 4,
+    "timeout": 3600.0,
+}
+
+
+def _batches(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """(person, count) for every batch, in the order they are queued."""
+    import random
+
+    rng = random.Random(7)
+    batches: list[tuple[int, int]] = []
+    remaining, turn = args.jobs, 0
+    while remaining > 0:
+        if args.mixed_batches:
+            count = min(rng.choice((1, 1, 2, 4, 8, 16)), remaining)
+            person = rng.randrange(args.users)
+        else:
+            count, person = min(16, remaining), turn % args.users
+        # Everyone queues something early on: the first-job waits compare people, not arrivals.
+        if args.mixed_batches and turn < args.users:
+            person = turn
+        batches.append((person, count))
+        remaining -= count
+        turn += 1
+    return batches
+
+
+class Sampler:
+    """Samples, every `every` seconds, PostgreSQL's connections to the run's database and the
+    resident memory (MiB) of every worker process family."""
+
+    def __init__(self, engine: Any, db_name: str, workers: list[Any], every: float = 2.0):
+        self.engine, self.db_name, self.workers, self.every = engine, db_name, workers, every
+        self.connections: list[int] = []
+        self.worker_rss_mib: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+        from sqlalchemy import text
+
+        while not self.stop.wait(self.every):
+            with self.engine.connect() as conn:
+                count = conn.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name"),
+                    {"name": self.db_name},
+                ).scalar_one()
+            self.connections.append(int(count) - 1)  # less this sampler's own
+            rss = 0
+            for worker in self.workers:
+                try:
+                    parent = psutil.Process(worker.proc.pid)
+                    family = [parent, *parent.children(recursive=True)]
+                    rss += sum(member.memory_info().rss for member in family)
+                except psutil.NoSuchProcess:
+                    continue
+            self.worker_rss_mib.append(round(rss / 2**20, 1))
+
+    def summary(self) -> dict[str, Any]:
+        def spread(values: list[Any]) -> dict[str, Any]:
+            if not values:
+                return {}
+            third = max(1, len(values) // 3)
+            return {
+                "samples": len(values),
+                "min": min(values),
+                "max": max(values),
+                "first_third_mean": round(statistics.mean(values[:third]), 1),
+                "last_third_mean": round(statistics.mean(values[-third:]), 1),
+            }
+
+        return {
+            "postgres_connections": spread(self.connections),
+            "worker_rss_mib": spread(self.worker_rss_mib),
+        }
+
+
+def _first_job_waits(rows: list[Any]) -> dict[str, float]:
+    """min / p50 / max over people of (their first job at BFL - their first job queued), s."""
+    firsts: dict[Any, tuple[datetime, datetime | None]] = {}
+    for r in rows:
+        queued, sent = firsts.get(r.user_id, (r.created_at, r.submitted_at))
+        sent_now = r.submitted_at
+        if sent is None or (sent_now is not None and sent_now < sent):
+            sent = sent_now
+        firsts[r.user_id] = (min(queued, r.created_at), sent)
+    waits = [(s - q).total_seconds() for q, s in firsts.values() if s is not None]
+    if not waits:
+        return {}
+    return {
+        "people": len(waits),
+        "min": round(min(waits), 2),
+        "p50": round(_percentile(waits, 0.5), 2),
+        "max": round(max(waits), 2),
+    }
+
+
 def _cpu_seconds(processes: list[Any]) -> dict[str, float]:
     """CPU seconds (user + system) of each studio process and its children, by kind."""
     import psutil
@@ -134,7 +262,7 @@ def _cpu_seconds(processes: list[Any]) -> dict[str, float]:
     for process in processes:
         if process.proc is None:
             continue
-        kind = "web" if process.name == "web" else "workers"
+        kind = process.name if process.name in ("web", "beat") else "workers"
         try:
             parent = psutil.Process(process.proc.pid)
             family = [parent, *parent.children(recursive=True)]
@@ -159,6 +287,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--users", type=int, default=4, help="people sharing the queue")
     parser.add_argument("--size", type=int, default=1024, help="image width and height")
     parser.add_argument("--webhooks", action="store_true", help="run a web process for webhooks")
+    parser.add_argument("--jitter", type=float, default=0.0, help="emulated latency jitter, ± s")
+    parser.add_argument(
+        "--mixed-batches",
+        action="store_true",
+        help="people queue batches of 1 to 16 in a random order instead of 16 in turn",
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="the scale run: 10,000 jobs of 50 people in mixed batches, cap 100, latency "
+        "5 s ± 1 s, 4 worker processes (each setting still overridable)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after, s")
     parser.add_argument(
         "--outage-at",
@@ -175,6 +315,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="also write every job's timestamps and the processes' log files' paths here",
     )
     args = parser.parse_args(argv)
+    # Stopped from outside (timeout, kill): still stop the processes and drop the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.scale:
+        given = set(argv if argv is not None else sys.argv[1:])
+        for flag, value in _SCALE.items():
+            if f"--{flag.replace('_', '-')}" not in given:
+                setattr(args, flag, value)
 
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -202,6 +349,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "MAX_BATCH_SIZE": "16",
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "json",
+            # Workers and the web process refuse the built-in development key.
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(48),
         }
     )
     os.environ.pop("BFL_API_KEY", None)
@@ -220,13 +369,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from app.auth.service import add_member, create_team, create_user
     from app.db import get_engine, session_scope
     from app.jobs.service import create_jobs
-    from tests.pipeline_support import WebProcess, WorkerProcess
+    from tests.pipeline_support import BeatProcess, WebProcess, WorkerProcess
 
     emulator = EmulatorProcess(
         {
             "EMULATOR_LATENCY_MEAN_S": str(args.latency),
-            "EMULATOR_LATENCY_JITTER_S": "0",
-            "EMULATOR_ACCOUNT_ACTIVE_TASK_CAP": str(max(args.cap, 24)),
+            "EMULATOR_LATENCY_JITTER_S": str(args.jitter),
+            # BFL's own cap is the studio's: a studio that ever exceeds it meets a 429.
+            "EMULATOR_ACCOUNT_ACTIVE_TASK_CAP": str(args.cap),
             "EMULATOR_RANDOM_SEED": "1",
         }
     ).start()
@@ -244,7 +394,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with engine.connect() as conn:
             while not stop.is_set():
                 active = conn.execute(
-                    text("SELECT count(*) FROM jobs WHERE status IN ('submitting', 'pending')")
+                    text(
+                        "SELECT count(*) FROM jobs WHERE status IN ('submitting', 'pending')"
+                        " AND bfl_ready_at IS NULL"
+                    )
                 ).scalar_one()
                 conn.rollback()
                 peak = max(peak, int(active))
@@ -257,6 +410,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             processes.append(
                 WorkerProcess(env, concurrency=args.concurrency, name=f"bench-{i}").start()
             )
+        # The sweeper runs as in production (every SWEEP_INTERVAL_S), its CPU counted apart.
+        processes.append(BeatProcess(env, name="beat").start())
+        sampler = Sampler(engine, db_name, [p for p in processes if p.name.startswith("bench-")])
         with session_scope() as db:
             team = create_team(db, "Bench")
             users = []
@@ -273,21 +429,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         emulator_cpu_start = emulator.cpu_seconds()
         watcher = threading.Thread(target=watch_peak, daemon=True)
         watcher.start()
+        sampler.thread.start()
         started = time.time()
-        remaining, turn = args.jobs, 0
-        while remaining > 0:
-            count = min(16, remaining)
+        for turn, (person, count) in enumerate(_batches(args)):
             with session_scope() as db:
                 create_jobs(
                     db,
-                    user_id=users[turn % len(users)],
+                    user_id=users[person],
                     team_id=team_id,
                     model="flux-2-pro",
                     params={"prompt": f"bench {turn}", "width": args.size, "height": args.size},
                     count=count,
                 )
-            remaining -= count
-            turn += 1
         queued = time.time()
 
         deadline = started + args.timeout
@@ -316,6 +469,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             time.sleep(0.2)
         stop.set()
         watcher.join()
+        sampler.stop.set()
+        sampler.thread.join()
         cpu = {
             name: round(seconds - cpu_start.get(name, 0.0), 1)
             for name, seconds in _cpu_seconds(processes).items()
@@ -326,8 +481,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with engine.connect() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT id, status, created_at, claimed_at, submitted_at, bfl_ready_at, "
-                    "finished_at, poll_count FROM jobs"
+                    "SELECT id, user_id, status, created_at, claimed_at, submitted_at, "
+                    "bfl_ready_at, finished_at, poll_count, bfl_task_id FROM jobs"
                 )
             ).all()
         ready = [r for r in rows if r.status == "ready"]
@@ -342,6 +497,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             statuses[r.status] = statuses.get(r.status, 0) + 1
         posts = emulator.accepted_posts()
         refused = emulator.refused_posts()
+        post_ids = emulator.accepted_ids()
+        emulator_state = emulator.state()
+        # Every job POSTed exactly once: each accepted POST is one job's task, no job has two,
+        # and BFL refused none (a refusal is a POST too).
+        task_ids = [r.bfl_task_id for r in rows if r.bfl_task_id is not None]
+        posts_per_job = {
+            "accepted_posts": posts,
+            "refused_posts": sum(refused.values()),
+            "jobs_with_a_task": len(set(task_ids)),
+            "posts_not_of_a_job": len(set(post_ids) - set(task_ids)),
+        }
+        once_each = (
+            posts == len(rows) == len(set(task_ids))
+            and set(post_ids) == set(task_ids)
+            and not refused
+        )
+        checks = {
+            "cap_never_exceeded": peak <= args.cap
+            and int(emulator_state["peak_active_tasks"]) <= args.cap
+            and int(emulator_state["account_cap_refusals"]) == 0,
+            "every_job_posted_exactly_once": once_each,
+            "every_job_ready": statuses.get("ready", 0) == len(rows),
+        }
+        first_waits = _first_job_waits(rows)
         outage: dict[str, Any] | None = None
         if args.outage_at is not None:
             drain = (
@@ -387,6 +566,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ready_to_stored_mean_s": _mean_gap(ready, "bfl_ready_at", "finished_at"),
             "polls_per_job": round(statistics.mean(r.poll_count for r in rows), 2),
             "peak_active": peak,
+            "peak_active_at_bfl": emulator_state["peak_active_tasks"],
+            "cap_refusals_at_bfl": emulator_state["account_cap_refusals"],
+            "posts": posts_per_job,
+            "posts_per_job": round((posts + sum(refused.values())) / max(1, len(rows)), 3),
+            "checks": checks,
+            # From a person's first job queued to their first job at BFL, over the people.
+            "first_job_wait_s": first_waits,
+            "samples": sampler.summary(),
+            "cpu_ms_per_job": {
+                kind: round(1000 * seconds / max(1, len(rows)), 1) for kind, seconds in cpu.items()
+            },
             # CPU seconds used during the run, per kind of process (the machine has
             # os.cpu_count() cores): the studio's workers and web process, the emulator
             # playing BFL, and this process (queueing jobs, watching the peak).
@@ -408,6 +598,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         admin.dispose()
 
     print(json.dumps(result, indent=2))
+    failed = [name for name, ok in result["checks"].items() if not ok]
+    print("checks: " + ("all passed" if not failed else "FAILED: " + ", ".join(failed)))
     if args.dump_jobs is not None:
         dump = {
             "logs": {p.name: str(p.log_path) for p in processes},

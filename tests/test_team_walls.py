@@ -14,7 +14,9 @@ afterwards every row of team A must be exactly as it was.
 from __future__ import annotations
 
 import io
+import json
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,11 +27,14 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image as PILImage
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.access import approvals, policy
 from app.access.models import AccessRule, ApprovalRequest
+from app.alerts.models import Notice
+from app.alerts.rules import fire
+from app.audit.models import AuditEntry
 from app.auth.models import (
     ApiToken,
     AuthSession,
@@ -43,6 +48,7 @@ from app.auth.models import (
 from app.auth.service import create_invite, start_session
 from app.auth.tokens import issue_token
 from app.auth.two_factor import begin_setup, confirm_setup
+from app.boards.models import Board, BoardItem
 from app.costs.models import Budget, Charge, Reservation
 from app.costs.service import record_charge, set_budget
 from app.jobs import messages
@@ -65,6 +71,7 @@ A_SECRETS = (
     "Walled Garden Ltd",
     "Ottoline Quist",
     "Barnaby Fennimore",
+    "Zephyr Moodboard",
     "Project Quincunx",
 )
 
@@ -75,6 +82,7 @@ ROLE_GATED_BEFORE_LOOKUP = {
     ("POST", "/team/members/{user_id}/remove"),
     ("POST", "/team/invites/{invite_id}/revoke"),
     ("POST", "/team/members/{user_id}/two-factor/reset"),
+    ("POST", "/team/members/{user_id}/tokens/revoke"),
     ("POST", "/approvals/{approval_id}/approve"),
     ("POST", "/approvals/{approval_id}/decline"),
     ("POST", "/api/v1/approvals/{approval_id}/approve"),
@@ -111,7 +119,9 @@ class TeamA:
     reference_key: str
     invite: Invite
     session: AuthSession
+    notice: Notice
     approval: ApprovalRequest
+    board: Board
     project: Project
 
     @property
@@ -130,10 +140,13 @@ class TeamA:
             self.member_token.token_id,
             self.invite.id,
             self.session.id,
+            self.notice.id,
+            self.notice.alert_id,
             self.approval.id,
+            self.board.id,
             self.project.id,
         ]
-        return [str(i) for i in every]
+        return [str(i) for i in every] + [self.reference_key.rsplit("/", 1)[-1].split(".")[0]]
 
 
 @dataclass
@@ -245,6 +258,26 @@ def team_a(committed_db: Session) -> TeamA:
     enrolment = begin_setup(db, manager.user)
     confirm_setup(db, manager.user, pyotp.TOTP(enrolment.secret).now())
     team.require_two_factor = True
+    board = Board(team_id=team.id, created_by_id=member.user.id, name="Zephyr Moodboard")
+    db.add(board)
+    db.flush()
+    db.add(BoardItem(board_id=board.id, job_id=ready.id, added_by_id=member.user.id))
+    # An alert addressed to the member: their unread notice.
+    alert = fire(
+        db,
+        team_id=team.id,
+        kind="budget",
+        scope_type="person",
+        scope_id=str(member.user.id),
+        period="2026-11",
+        threshold=80,
+        title="Barnaby Fennimore's budget is at 80%",
+        body="400 of 500 credits of Barnaby Fennimore's budget are spent.",
+        details={},
+        recipients=[member.user.id],
+    )
+    assert alert is not None
+    notice = db.scalars(select(Notice).where(Notice.alert_id == alert.id)).one()
     db.commit()
     return TeamA(
         team=team,
@@ -259,7 +292,9 @@ def team_a(committed_db: Session) -> TeamA:
         reference_key=reference_key,
         invite=invite,
         session=session,
+        notice=notice,
         approval=approval,
+        board=board,
         project=project,
     )
 
@@ -351,6 +386,9 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
             .where(Reservation.team_id == a.team.id)
             .order_by(Reservation.job_id)
         ).all(),
+        "notices": db.execute(
+            select(Notice.id, Notice.read_at).where(Notice.team_id == a.team.id)
+        ).all(),
         "budgets": db.execute(
             select(Budget.user_id, Budget.project_id, Budget.monthly_credits)
             .where(Budget.team_id == a.team.id)
@@ -374,6 +412,17 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
                 AccessRule.max_count,
             ).where(AccessRule.team_id == a.team.id)
         ).all(),
+        "boards": db.execute(
+            select(Board.id, Board.name, Board.cover_job_id, Board.updated_at)
+            .where(Board.team_id == a.team.id)
+            .order_by(Board.id)
+        ).all(),
+        "board_items": db.execute(
+            select(BoardItem.board_id, BoardItem.job_id)
+            .where(BoardItem.job_id.in_(a.job_ids))
+            .order_by(BoardItem.board_id, BoardItem.job_id)
+        ).all(),
+        "b_boards": db.execute(select(Board.id).where(Board.team_id == b.person.team.id)).all(),
         "team_name": db.scalar(select(Team.name).where(Team.id == a.team.id)),
         "team_policy": db.scalar(select(Team.require_two_factor).where(Team.id == a.team.id)),
         "recovery_codes": db.execute(
@@ -403,8 +452,10 @@ def _values_for(param: str, a: TeamA) -> list[str]:
         "token_id": [a.member_token.token_id],
         "session_id": [a.session.id],
         "invite_id": [a.invite.id],
+        "notice_id": [a.notice.id],
         "team_id": [a.team.id],
         "approval_id": [a.approval.id],
+        "board_id": [a.board.id],
         "project_id": [a.project.id],
         # NOT_TEAM_OBJECTS: A's invite id where the secret link token belongs.
         "token": [a.invite.id],
@@ -412,6 +463,9 @@ def _values_for(param: str, a: TeamA) -> list[str]:
     }
     if param in NOT_TEAM_OBJECTS_VALUES:
         return NOT_TEAM_OBJECTS_VALUES[param]
+    if param == "sha256":
+        # Reference images are named by content: team A's stored reference.
+        return [a.reference_key.rsplit("/", 1)[-1].split(".")[0]]
     if param not in by_name:
         raise AssertionError(
             f"path parameter {{{param}}} is not in the team-wall map: add which of team A's "
@@ -453,12 +507,17 @@ def test_the_route_map_is_not_empty_and_knows_every_parameter(team_a: TeamA) -> 
     # Pages and the API alike, and every kind of object.
     for expected in (
         "/gallery/{job_id}",
+        "/boards/{board_id}",
+        "/api/v1/boards/{board_id}",
+        "/api/v1/boards/{board_id}/images/{job_id}",
         "/api/v1/jobs/{job_id}",
         "/api/v1/tokens/{token_id}",
         "/team/members/{user_id}/role",
         "/account/sessions/{session_id}/end",
         "/team/invites/{invite_id}/revoke",
         "/team/members/{user_id}/two-factor/reset",
+        "/notices/{notice_id}/read",
+        "/api/v1/notices/{notice_id}/read",
     ):
         assert expected in templates
     # The API's gallery actions, each replayed (and so walled) like every other change.
@@ -483,6 +542,7 @@ def test_team_a_itself_reaches_its_objects(committed_db: Session, team_a: TeamA)
     app = create_app()
     with TestClient(app, base_url="https://testserver", follow_redirects=False) as client:
         sign_in(committed_db, client, team_a.member)
+        assert "Barnaby Fennimore&#39;s budget is at 80%" in client.get("/notices").text
         for path in (
             f"/gallery/{team_a.ready.id}",
             f"/images/{team_a.ready.id}/thumb",
@@ -570,6 +630,38 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
         assert response.status_code == expected, (path, response.status_code, response.text)
         _assert_nothing_of_a(response, team_a, f"GET {path}?user_id=A")
 
+    # The audit log filtered by A's person or A's objects: nothing of A (members: 403). Team
+    # A's log is not empty: its admin set a budget.
+    assert committed_db.scalar(
+        select(func.count()).select_from(AuditEntry).where(AuditEntry.team_id == team_a.team.id)
+    )
+    for path in (
+        "/audit",
+        "/audit/export.csv",
+        "/audit/export.json",
+        "/api/v1/audit",
+        "/api/v1/audit/export.csv",
+        "/api/v1/audit/export.json",
+    ):
+        by_a = team_b.send("GET", path, params={"person": a_user})
+        assert by_a.status_code == (404 if b_is_manager else 403), (path, by_a.text[:200])
+        _assert_nothing_of_a(by_a, team_a, f"GET {path}?person=A")
+        mine = team_b.send("GET", path)
+        assert mine.status_code == (200 if b_is_manager else 403), path
+        _assert_nothing_of_a(mine, team_a, f"GET {path}")
+    if b_is_manager:
+        # A's ids as targets find nothing (the page echoes the filter, so read the API).
+        for target in (a_user, str(team_a.team.id), "team"):
+            found = team_b.send("GET", "/api/v1/audit", params={"target_id": target})
+            assert found.json()["items"] == [] or all(
+                e["actor_id"] != a_user and e["target_id"] != a_user for e in found.json()["items"]
+            ), target
+
+    # Notices: B's own list and count show nothing of A's notice.
+    for path in ("/notices", "/notices/badge", "/api/v1/notices"):
+        response = team_b.send("GET", path)
+        assert response.status_code == 200, path
+        _assert_nothing_of_a(response, team_a, f"GET {path}")
     # Reports, lists and new jobs naming one of A's projects: 404, never a figure of A.
     a_project = str(team_a.project.id)
     for path in (
@@ -667,6 +759,8 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
     assert borrowed.json()["error"]["fields"][0]["field"] == "params.input_image"
     messages.discard_pending(committed_db)
 
+    _boards_and_bulk_reveal_and_change_nothing(team_a, team_b)
+
     after = _snapshot(committed_db, team_a, team_b)
     # The form's own job (without A's image) is the one thing B may have made.
     b_jobs = committed_db.scalars(select(Job).where(Job.team_id == team_b.person.team.id)).all()
@@ -674,3 +768,49 @@ def test_query_and_form_ids_of_team_a_reveal_and_change_nothing(
     assert all(job.prompt == "borrowing" for job in b_jobs)
     after["b_jobs"] = before["b_jobs"]
     assert after == before
+
+
+def _boards_and_bulk_reveal_and_change_nothing(a: TeamA, b: TeamB) -> None:
+    """A's board as a filter, A's images and board in bulk actions and ZIPs: nothing of A."""
+    a_board, a_jobs = str(a.board.id), [str(j) for j in a.job_ids]
+    for path, params in (
+        ("/gallery", {"board": a_board}),
+        ("/gallery/more", {"board": a_board}),
+        ("/api/v1/jobs", {"board": a_board}),
+        ("/boards", {}),
+        ("/api/v1/boards", {}),
+    ):
+        response = b.send("GET", path, params=params)
+        assert response.status_code == 200, (path, response.text[:200])
+        _assert_nothing_of_a(response, a, f"GET {path} {params}")
+        if path == "/api/v1/jobs":
+            assert response.json()["items"] == []
+    # Onto A's board: the board is not found. B's own actions on A's images: each refused.
+    page = b.send(
+        "POST",
+        "/gallery/bulk",
+        data={"action": "board", "board_id": a_board, "job_ids": ",".join(a_jobs)},
+        headers={"hx-request": "true"},
+    )
+    assert "was not found in this team" in page.text
+    _assert_nothing_of_a(page, a, "POST /gallery/bulk onto A's board")
+    for action in ("favourite", "delete"):
+        api = b.send("POST", "/api/v1/images/bulk", json={"action": action, "job_ids": a_jobs})
+        assert api.status_code == 200 and api.json()["changed"] == 0, api.text
+        assert {r["reason"] for r in api.json()["refused"]} == {"not found in this team"}
+    everything = b.send(
+        "POST", "/api/v1/images/bulk", json={"action": "favourite", "filters": {"board": a_board}}
+    )
+    assert everything.status_code == 422  # nothing matches: A's board holds nothing for B
+    for door, kwargs in (
+        ("/api/v1/images/archive", {"json": {"job_ids": a_jobs}}),
+        ("/gallery/bulk/zip", {"data": {"job_ids": ",".join(a_jobs)}}),
+    ):
+        response = b.send("POST", door, **kwargs)
+        assert response.status_code == 200, (door, response.text[:200])
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            assert archive.namelist() == ["manifest.csv", "manifest.json"]
+            manifest = json.loads(archive.read("manifest.json"))
+            assert manifest["images"] == []
+            for secret in A_SECRETS:
+                assert secret.encode() not in archive.read("manifest.csv")

@@ -14,7 +14,7 @@ from app.celery_app import app
 from app.costs import REFRESH_CREDIT_BALANCE_TASK
 from app.costs import service as costs_service
 from app.db import session_scope
-from app.jobs import dispatch, polling, results, sweeper
+from app.jobs import PURGE_REFERENCES, dispatch, polling, references, results, sweeper
 from app.jobs.messages import POLL, SUBMIT_NEXT, SWEEP
 from app.ops.metrics import MeasuredTransport
 from app.settings import get_settings
@@ -107,3 +107,12 @@ def refresh_credit_balance() -> str:
         # The dashboard keeps showing the last reading with its time; the next run tries again.
         log.warning("could not read the BFL credit balance: %s", exc)
         return "unavailable"
+
+
+@app.task(name=PURGE_REFERENCES)
+def purge_references() -> int:
+    """Remove reference images no job uses, past their grace period (beat runs this hourly)."""
+    removed = references.purge_unused_references()
+    if removed:
+        log.info("removed %d unused reference objects", removed)
+    return removed

@@ -9,6 +9,7 @@ UPDATE from `pending`, so two managers deciding at once create the jobs once.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -50,7 +51,7 @@ def _trial(
     model: str,
     params: Mapping[str, Any],
     count: int,
-    reference_images: Sequence[bytes] = (),
+    reference_images: Sequence[bytes | str] = (),
     approved: bool,
     project_id: uuid.UUID | None = None,
 ) -> list[Job]:
@@ -84,7 +85,7 @@ def ask(
     model: str,
     params: Mapping[str, Any],
     count: int = 1,
-    reference_images: Sequence[bytes] = (),
+    reference_images: Sequence[bytes | str] = (),
     project_id: uuid.UUID | None = None,
 ) -> ApprovalRequest:
     """Keep a request the studio refuses for budget, quota or access, for a manager to decide.
@@ -94,32 +95,22 @@ def ask(
     raises for an invalid request, and ApprovalError `approval_not_needed` (409) when nothing
     refuses it (it can be generated directly).
     """
-    jobs = _trial(
+    trial = functools.partial(
+        _trial,
         db,
         team_id=team_id,
         user_id=user_id,
         model=model,
-        params=params,
         count=count,
-        reference_images=reference_images,
-        approved=True,
         project_id=project_id,
     )
+    jobs = trial(params=params, reference_images=reference_images, approved=True)
     kept = {k: v for k, v in jobs[0].params.items() if k != "seed"}
     if params.get("seed") not in (None, ""):
         kept["seed"] = jobs[0].seed
     estimate = sum((Decimal(j.estimated_credits or 0) for j in jobs), Decimal(0))
     try:
-        _trial(
-            db,
-            team_id=team_id,
-            user_id=user_id,
-            model=model,
-            params=kept,
-            count=count,
-            approved=False,
-            project_id=project_id,
-        )
+        trial(params=kept, approved=False)
     except APPROVABLE as refusal:
         request = ApprovalRequest(
             team_id=team_id,

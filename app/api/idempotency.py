@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.errors import FieldProblem, StudioError
 from app.jobs.models import IdempotencyRecord, Job
+from app.jobs.references import fingerprint_bytes
 
 HEADER = "Idempotency-Key"
 #: How long a key is remembered: a retry comes within minutes; a day is generous.
@@ -44,7 +45,7 @@ def request_fingerprint(
     model: str,
     params: Mapping[str, Any],
     count: int,
-    reference_images: Sequence[bytes],
+    reference_images: Sequence[bytes | str],
 ) -> str:
     """A digest of what a job request asks for, the same however the body was encoded."""
     canonical = json.dumps(
@@ -52,7 +53,9 @@ def request_fingerprint(
             "model": model,
             "params": params,
             "count": count,
-            "reference_images": [hashlib.sha256(data).hexdigest() for data in reference_images],
+            "reference_images": [
+                hashlib.sha256(fingerprint_bytes(data)).hexdigest() for data in reference_images
+            ],
         },
         sort_keys=True,
         separators=(",", ":"),

@@ -20,6 +20,9 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_entries_team_at", "team_id", "at"),
         Index("ix_audit_entries_team_action_at", "team_id", "action", "at"),
+        # The audit page's person and target filters (migration 0020).
+        Index("ix_audit_entries_team_actor_at", "team_id", "actor_id", "at"),
+        Index("ix_audit_entries_team_target_at", "team_id", "target_id", "at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

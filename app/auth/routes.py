@@ -29,7 +29,7 @@ from app.auth.deps import (
 from app.auth.models import AuthSession, Role, User
 from app.auth.service import AccountError, InviteRefused, NotInTeam
 from app.auth.throttle import LoginThrottle
-from app.auth.tokens import live_token_count, revoke_tokens_of
+from app.auth.tokens import live_token_count, revoke_member_tokens, revoke_tokens_of
 from app.deps import SessionDep
 from app.errors import Forbidden, NotFound
 from app.limits import read_form
@@ -59,6 +59,7 @@ NOTICES = {
     "revoked": "The invite was withdrawn.",
     "two-factor-off": "Two-factor sign-in is off. Your recovery codes no longer work.",
     "two-factor-reset": "Their two-factor sign-in was removed; they set it up again.",
+    "tokens-revoked": "Their API tokens for this team were revoked.",
     "two-factor-policy": "The team's two-factor rule was saved.",
 }
 
@@ -787,7 +788,9 @@ def team_change_role(
             status_code=400,
         )
     try:
-        service.change_role(db, team_id=actor.team_id, user_id=member_id, role=new_role)
+        service.change_role(
+            db, team_id=actor.team_id, user_id=member_id, role=new_role, by=actor.user
+        )
     except NotInTeam as exc:
         raise NotFound("That person") from exc
     except AccountError as exc:
@@ -804,7 +807,7 @@ def team_remove_member(
     _require_admin(actor)
     member_id = _uuid(user_id, "That person")
     try:
-        service.remove_member(db, team_id=actor.team_id, user_id=member_id)
+        service.remove_member(db, team_id=actor.team_id, user_id=member_id, by=actor.user)
     except NotInTeam as exc:
         raise NotFound("That person") from exc
     except AccountError as exc:
@@ -814,12 +817,25 @@ def team_remove_member(
     return _redirect("/team", "removed")
 
 
+@router.post("/team/members/{user_id}/tokens/revoke")
+def team_revoke_member_tokens(user_id: str, db: SessionDep, actor: SessionActor) -> Response:
+    """An admin ends every API token a member holds for this team."""
+    _require_admin(actor)
+    try:
+        revoke_member_tokens(
+            db, team_id=actor.team_id, user_id=_uuid(user_id, "That person"), by=actor.user
+        )
+    except LookupError as exc:
+        raise NotFound("That person") from exc
+    return _redirect("/team", "tokens-revoked")
+
+
 @router.post("/team/members/{user_id}/two-factor/reset")
 def team_reset_two_factor(user_id: str, db: SessionDep, actor: SessionActor) -> Response:
     _require_admin(actor)
     try:
         two_factor.reset_for_member(
-            db, team_id=actor.team_id, user_id=_uuid(user_id, "That person")
+            db, team_id=actor.team_id, user_id=_uuid(user_id, "That person"), by=actor.user
         )
     except NotInTeam as exc:
         raise NotFound("That person") from exc
@@ -829,7 +845,7 @@ def team_reset_two_factor(user_id: str, db: SessionDep, actor: SessionActor) -> 
 @router.post("/team/two-factor")
 def team_two_factor_policy(db: SessionDep, actor: SessionActor, required: FormStr = "") -> Response:
     _require_admin(actor)
-    two_factor.set_team_policy(db, actor.team, required=required == "on")
+    two_factor.set_team_policy(db, actor.team, required=required == "on", by=actor.user)
     # The admin who turns it on without a second factor is sent to set one up at once.
     return _redirect("/team", "two-factor-policy")
 
@@ -878,7 +894,12 @@ def team_invite(
 def team_revoke_invite(invite_id: str, db: SessionDep, actor: SessionActor) -> Response:
     _require_admin(actor)
     try:
-        service.revoke_invite(db, team_id=actor.team_id, invite_id=_uuid(invite_id, "That invite"))
+        service.revoke_invite(
+            db,
+            team_id=actor.team_id,
+            invite_id=_uuid(invite_id, "That invite"),
+            by=actor.user,
+        )
     except NotInTeam as exc:
         raise NotFound("That invite") from exc
     return _redirect("/team", "revoked")

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from app.audit.service import record
 from app.auth.models import AuthSession, Invite, Membership, Role, Team, User
 from app.auth.tokens import revoke_tokens_of
 from app.db import utcnow
@@ -463,7 +464,13 @@ def _admin_count(db: Session, team_id: uuid.UUID) -> int:
     )
 
 
-def change_role(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, role: Role) -> Membership:
+def change_role(
+    db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, role: Role, by: User
+) -> Membership:
+    """Give a member another role, audited as `by`'s "member.role_changed".
+
+    Raises NotInTeam (not a member) or AccountError (field "role": the last admin).
+    """
     _lock_team(db, team_id)
     membership = membership_of(db, user_id=user_id, team_id=team_id)
     if membership is None:
@@ -476,12 +483,28 @@ def change_role(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, role: Ro
         raise AccountError(
             "a team needs at least one admin; make someone else admin first", field="role"
         )
+    before = membership.role
     membership.role = role.value
     db.flush()
+    if before != role.value:
+        record(
+            db,
+            team_id=team_id,
+            actor_id=by.id,
+            actor_email=by.email,
+            action="member.role_changed",
+            target_type="user",
+            target_id=user_id,
+            before={"role": before},
+            after={"role": role.value},
+        )
     return membership
 
 
-def remove_member(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID) -> None:
+def remove_member(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, by: User) -> None:
+    """Take a person out of the team, ending their sessions and tokens there; audited as
+    `by`'s "member.removed". Raises NotInTeam or AccountError (field "user": the last admin).
+    """
     _lock_team(db, team_id)
     membership = membership_of(db, user_id=user_id, team_id=team_id)
     if membership is None:
@@ -497,17 +520,38 @@ def remove_member(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID) -> Non
     )
     # Their API tokens for this team end for good: if they are invited back later, the old
     # tokens stay revoked (the right to use them ended with the membership).
-    revoke_tokens_of(db, user_id=user_id, team_id=team_id)
+    tokens = revoke_tokens_of(db, user_id=user_id, team_id=team_id)
     user = db.get(User, user_id)
     if user is not None and user.last_team_id == team_id:
         user.last_team_id = None
     db.flush()
+    record(
+        db,
+        team_id=team_id,
+        actor_id=by.id,
+        actor_email=by.email,
+        action="member.removed",
+        target_type="user",
+        target_id=user_id,
+        before={"email": user.email if user else None, "role": membership.role},
+        after={"tokens_revoked": tokens},
+    )
 
 
 def create_team_for(db: Session, user: User, name: str) -> Team:
     """A new team with `user` as its admin."""
     team = create_team(db, name)
     add_member(db, user, team, Role.ADMIN)
+    record(
+        db,
+        team_id=team.id,
+        actor_id=user.id,
+        actor_email=user.email,
+        action="team.created",
+        target_type="team",
+        target_id=team.id,
+        after={"name": team.name, "admin": user.email},
+    )
     return team
 
 
@@ -537,6 +581,16 @@ def create_invite(
     )
     db.add(invite)
     db.flush()
+    record(
+        db,
+        team_id=team_id,
+        actor_id=created_by.id,
+        actor_email=created_by.email,
+        action="invite.created",
+        target_type="invite",
+        target_id=invite.id,
+        after={"email": email, "role": role.value, "expires_at": invite.expires_at},
+    )
     return raw, invite
 
 
@@ -554,14 +608,25 @@ def open_invites(db: Session, team_id: uuid.UUID) -> list[Invite]:
     )
 
 
-def revoke_invite(db: Session, *, team_id: uuid.UUID, invite_id: uuid.UUID) -> None:
-    result = db.execute(
-        delete(Invite).where(
-            Invite.id == invite_id, Invite.team_id == team_id, Invite.accepted_at.is_(None)
-        )
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
+def revoke_invite(db: Session, *, team_id: uuid.UUID, invite_id: uuid.UUID, by: User) -> None:
+    """Withdraw an unused invite, audited as `by`'s "invite.revoked"; NotInTeam otherwise."""
+    gone = db.execute(
+        delete(Invite)
+        .where(Invite.id == invite_id, Invite.team_id == team_id, Invite.accepted_at.is_(None))
+        .returning(Invite.email, Invite.role, Invite.expires_at)
+    ).first()
+    if gone is None:
         raise NotInTeam("That invite was not found in this team; it may be used already.")
+    record(
+        db,
+        team_id=team_id,
+        actor_id=by.id,
+        actor_email=by.email,
+        action="invite.revoked",
+        target_type="invite",
+        target_id=invite_id,
+        before={"email": gone.email, "role": gone.role, "expires_at": gone.expires_at},
+    )
 
 
 _INVITE_GONE = (
@@ -644,8 +709,30 @@ def accept_invite(db: Session, raw_token: str, user: User) -> Team:
     role = Role(invite.role)
     existing = membership_of(db, user_id=user.id, team_id=team.id)
     if existing is None or not Role(existing.role).at_least(role):
+        before = None if existing is None else {"role": existing.role}
         add_member(db, user, team, role)
+        _record_joined(db, invite, user, before)
     return team
+
+
+def _record_joined(db: Session, invite: Invite, user: User, before: dict[str, str] | None) -> None:
+    """The audit entry of a person joining through an invite: the invite's author let them in."""
+    inviter = db.get(User, invite.created_by_id) if invite.created_by_id else None
+    record(
+        db,
+        team_id=invite.team_id,
+        actor_id=user.id,
+        actor_email=user.email,
+        action="member.added",
+        target_type="user",
+        target_id=user.id,
+        before=before,
+        after={
+            "role": invite.role,
+            "invite": invite.id,
+            "invited_by": inviter.email if inviter else None,
+        },
+    )
 
 
 def accept_invite_new_user(
@@ -665,6 +752,7 @@ def accept_invite_new_user(
         user = create_user(db, email=email, name=name, password=password, team_names=[team.name])
         invite = _claim_invite(db, raw_token, user.id)
         add_member(db, user, team, Role(invite.role))
+        _record_joined(db, invite, user, None)
     return user, team
 
 

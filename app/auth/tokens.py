@@ -10,7 +10,8 @@ from typing import Final, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.auth.models import ApiToken
+from app.audit.service import record
+from app.auth.models import ApiToken, Membership, User
 from app.db import utcnow
 from app.errors import FieldProblem, StudioError, status_for
 from app.security import new_token, token_hash
@@ -158,13 +159,28 @@ def find_token(
 def revoke_token(
     db: Session, *, token_id: uuid.UUID, user_id: uuid.UUID, team_id: uuid.UUID
 ) -> ApiToken | None:
-    """Revoke the person's token (repeating it is harmless); None when it is not theirs."""
+    """Revoke the person's token (repeating it is harmless); None when it is not theirs.
+
+    The first revocation is audited as "token.revoked" (by the token's owner).
+    """
     token = find_token(db, token_id=token_id, user_id=user_id, team_id=team_id)
     if token is None:
         return None
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         db.flush()
+        owner = db.get(User, user_id)
+        record(
+            db,
+            team_id=team_id,
+            actor_id=user_id,
+            actor_email=owner.email if owner else "",
+            action="token.revoked",
+            target_type="api_token",
+            target_id=token.id,
+            before={"name": token.name, "owner": owner.email if owner else None, "revoked": False},
+            after={"revoked": True},
+        )
     return token
 
 
@@ -178,6 +194,34 @@ def revoke_tokens_of(db: Session, *, user_id: uuid.UUID, team_id: uuid.UUID | No
         stmt = stmt.where(ApiToken.team_id == team_id)
     result = db.execute(stmt.values(revoked_at=utcnow()))
     return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+def revoke_member_tokens(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, by: User) -> int:
+    """An admin (`by`) revokes every live API token another member holds for this team (a
+    lost laptop, a leaked token); audited as "token.revoked_for_member". Returns how many.
+
+    Raises LookupError when the person is not in the team (the caller answers 404).
+    """
+    member = db.scalar(
+        select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.team_id == team_id, User.id == user_id)
+    )
+    if member is None:
+        raise LookupError("That person was not found in this team.")
+    revoked = revoke_tokens_of(db, user_id=user_id, team_id=team_id)
+    record(
+        db,
+        team_id=team_id,
+        actor_id=by.id,
+        actor_email=by.email,
+        action="token.revoked_for_member",
+        target_type="user",
+        target_id=user_id,
+        before={"owner": member.email, "live_tokens": revoked},
+        after={"live_tokens": 0},
+    )
+    return revoked
 
 
 def live_token_count(db: Session, user_id: uuid.UUID) -> int:

@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from app.audit.service import record
 from app.auth.models import Membership, RecoveryCode, Role, Team, User
 from app.auth.service import AccountError, NotInTeam
 from app.db import utcnow
@@ -264,9 +265,10 @@ def disable(db: Session, user: User, *, current_password: str, code: str) -> Non
     _clear(db, user)
 
 
-def reset_for_member(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID) -> User:
-    """A team admin removes a member's second factor (a lost phone). NotInTeam when the
-    person is not in the team; the person sets it up again if the team's policy asks."""
+def reset_for_member(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID, by: User) -> User:
+    """A team admin (`by`) removes a member's second factor (a lost phone), audited as
+    "two_factor.reset". NotInTeam when the person is not in the team; the person sets it up
+    again if the team's policy asks."""
     user = db.scalar(
         select(User)
         .join(Membership, Membership.user_id == User.id)
@@ -274,17 +276,43 @@ def reset_for_member(db: Session, *, team_id: uuid.UUID, user_id: uuid.UUID) -> 
     )
     if user is None:
         raise NotInTeam("That person was not found in this team.")
+    was_on = user.has_two_factor
     _clear(db, user)
+    record(
+        db,
+        team_id=team_id,
+        actor_id=by.id,
+        actor_email=by.email,
+        action="two_factor.reset",
+        target_type="user",
+        target_id=user_id,
+        before={"two_factor": was_on},
+        after={"two_factor": False},
+    )
     return user
 
 
 # --- Team policy ------------------------------------------------------------------------------
 
 
-def set_team_policy(db: Session, team: Team, *, required: bool) -> None:
-    """Whether the team's managers and admins must use a second factor in the browser."""
+def set_team_policy(db: Session, team: Team, *, required: bool, by: User) -> None:
+    """Whether the team's managers and admins must use a second factor in the browser;
+    a change is audited as `by`'s "team.two_factor_policy"."""
+    before = team.require_two_factor
     team.require_two_factor = required
     db.flush()
+    if before != required:
+        record(
+            db,
+            team_id=team.id,
+            actor_id=by.id,
+            actor_email=by.email,
+            action="team.two_factor_policy",
+            target_type="team",
+            target_id=team.id,
+            before={"require_two_factor": before},
+            after={"require_two_factor": required},
+        )
 
 
 def setup_required(team: Team, user: User, role: Role) -> bool:

@@ -23,6 +23,8 @@ __all__ = [
     "ACCOUNT_ACTIVE_TASK_CAP",
     "ASPECT_PRESETS",
     "DEFAULT_CREDIT_PRICE_USD",
+    "MAX_INPUT_PIXELS",
+    "MAX_INPUT_PIXELS_SOURCE",
     "MAX_PIXELS",
     "MAX_REFERENCE_IMAGES",
     "MEGAPIXEL",
@@ -41,6 +43,7 @@ __all__ = [
     "count_reference_images",
     "estimate_cost",
     "estimate_payload_cost",
+    "follow_input_size",
     "get_model",
     "list_models",
     "model_names",
@@ -72,6 +75,9 @@ SOURCES: dict[str, str] = {
     "kontext-editing-safety": (
         "docs.kie.ai/flux-kontext-api/quickstart (third party, read 2026-11-30)"
     ),
+    # BFL's FLUX.2 editing guide: input images (input_image ... input_image_8) may be up to
+    # 4 MP each; without width and height the output follows the first input's size.
+    "flux2-editing": "docs.bfl.ai/flux_2/flux2_image_editing (read 2026-11-30)",
     # Not found in anything searchable: kept as our own conservative reading.
     "none": "no public page found (searched 2026-11-30); our own conservative reading",
 }
@@ -92,6 +98,11 @@ BFL_DOMAIN = "bfl.ai"
 #: Most reference images any model takes (input_image ... input_image_8, SOURCES["openapi"]);
 #: each model's own limit is `ModelSpec.max_reference_images`.
 MAX_REFERENCE_IMAGES = 8
+#: Largest reference image BFL takes, in pixels (width x height): 4 MP, SOURCES["flux2-editing"].
+#: The studio downscales larger references to fit before anything is paid.
+MAX_INPUT_PIXELS = 4 * MEGAPIXEL
+#: The page BFL states the input limit on (SOURCES["flux2-editing"]), for people and the API.
+MAX_INPUT_PIXELS_SOURCE = "https://docs.bfl.ai/flux_2/flux2_image_editing"
 #: Longest prompt, in characters, for every model and every way in (API, page, retry, vary).
 #: BFL's guide allows FLUX.2 prompts of up to 32K tokens (SOURCES["bfl-skills"]) and publishes
 #: no character limit. A token is about four characters of English and about one of Chinese
@@ -206,6 +217,8 @@ class ModelSpec:
     nominal_megapixels: int = 1
     #: Highest safety_tolerance when reference images are given (None: the field's maximum).
     editing_safety_maximum: int | None = None
+    #: Largest reference image this model takes, in pixels; larger ones are downscaled.
+    max_input_pixels: int = MAX_INPUT_PIXELS
     #: Where each fact was read: fact name ("price", "fields", "reference_images", ...) ->
     #: a key of `SOURCES`.
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -234,6 +247,8 @@ class ModelSpec:
             "active_task_cap": self.active_task_cap,
             "nominal_megapixels": self.nominal_megapixels,
             "editing_safety_maximum": self.editing_safety_maximum,
+            "max_input_pixels": self.max_input_pixels,
+            "max_input_pixels_source": MAX_INPUT_PIXELS_SOURCE,
             "pricing": self.pricing.as_dict(),
             "sources": {fact: SOURCES[key] for fact, key in self.sources.items()},
             "unconfirmed": list(self.unconfirmed),
@@ -401,6 +416,7 @@ _FLUX2_SOURCES: dict[str, str] = {
     "output_format": "openapi",
     "webhook_url": "openapi",
     "size": "bfl-skills",
+    "input_pixels": "flux2-editing",
     "seed": "none",
 }
 
@@ -408,8 +424,8 @@ _FLUX2_UNCONFIRMED = (
     "seed upper bound (the schema gives none; 2**32 - 1 kept)",
     "sizes above 4 MP: refused here; BFL may resize them instead",
     "inputs above 4 MP priced as 4 MP (BFL resizes them, by third-party pricing notes)",
-    "output size of an edit when no size is sent (the schema's default of 0 leaves it to BFL;"
-    " the studio always sends one)",
+    "output size of an edit when no size is sent (BFL follows the first input; priced here as"
+    " its size cut to multiples of 16 within 4 MP)",
 )
 
 #: Where the FLUX1.1 [pro] and Ultra facts were read.
@@ -794,14 +810,34 @@ def _parse_ratio(value: str) -> tuple[int, int] | None:
     return w, h
 
 
-def output_size(model: str | ModelSpec, payload: Mapping[str, Any]) -> tuple[int, int]:
+def follow_input_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The output size (pixels) of an edit sent without width and height: the first input's
+    size, scaled down to `MAX_PIXELS` if larger and cut to multiples of 16 (at least 64)."""
+    width, height = size
+    scale = min(1.0, math.sqrt(MAX_PIXELS / max(1, width * height)))
+    return (
+        max(64, int(width * scale) // 16 * 16),
+        max(64, int(height * scale) // 16 * 16),
+    )
+
+
+def output_size(
+    model: str | ModelSpec,
+    payload: Mapping[str, Any],
+    first_reference: tuple[int, int] | None = None,
+) -> tuple[int, int]:
     """Pixel size of the image a (validated) payload asks for.
 
     Aspect-ratio models pick their own pixel count; this returns the nominal size for the
     model's megapixel class (multiples of 16), which is what the estimate and emulator use.
+    An edit with no width and height follows its first reference image (`first_reference`,
+    its (width, height) where known; `follow_input_size`), as BFL does.
     """
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     if spec.sizing is Sizing.PIXELS:
+        unsized = payload.get("width") is None and payload.get("height") is None
+        if unsized and first_reference is not None and count_reference_images(payload):
+            return follow_input_size(first_reference)
         w_default = spec.field("width")
         h_default = spec.field("height")
         width = int(payload.get("width") or (w_default.default if w_default else 1024))
@@ -881,7 +917,8 @@ def estimate_payload_cost(
     known; the others count as one megapixel each.
     """
     spec = model if isinstance(model, ModelSpec) else get_model(model)
-    width, height = output_size(spec, payload)
+    sizes = list(reference_sizes)
+    width, height = output_size(spec, payload, sizes[0] if sizes else None)
     count = count_reference_images(payload)
     return estimate_cost(
         spec,
@@ -1138,6 +1175,15 @@ def validate_request(model: str, params: Mapping[str, Any]) -> dict[str, Any]:
             errors.append(FieldError(fspec.name, message))
         else:
             payload[fspec.name] = value
+
+    if (
+        spec.sizing is Sizing.PIXELS
+        and count_reference_images(payload)
+        and all(_is_blank(params.get(n)) for n in ("width", "height"))
+    ):
+        # Editing with no size given: BFL's default, the output follows the first input's size.
+        payload.pop("width", None)
+        payload.pop("height", None)
 
     area_error = _area_error(spec, params)
     if area_error is not None:

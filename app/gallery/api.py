@@ -77,6 +77,9 @@ def list_jobs(
         Query(max_length=80, pattern=NO_NUL, description="`next_cursor` of the previous page."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    board: Annotated[
+        uuid.UUID | None, Query(description="Only images on this board (GET /api/v1/boards).")
+    ] = None,
 ) -> JobPage:
     """Newest first, with filters that combine; keyset-paged so pages never shift or repeat."""
     try:
@@ -89,6 +92,7 @@ def list_jobs(
             favourites=favourites,
             q=q,
             project=str(project) if project else None,
+            board=str(board) if board else None,
         )
         if cursor:
             Cursor.decode(cursor)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from app.auth.deps import ChangingActor, CurrentActor
 from app.bfl.catalogue import list_models
+from app.boards.service import BoardSummary, boards_of_job, list_boards
 from app.deps import SessionDep
 from app.errors import NotFound, StudioError, answer_refusals_with
 from app.gallery import service
 from app.jobs.queries import get_detail, image_file, team_job
+from app.jobs.references import reference_file
 from app.jobs.routes import card
 from app.jobs.service import delete_job, toggle_favourite, vary_job
 from app.projects.service import list_projects
+from app.recipes.service import original_download
 from app.storage import ObjectMissing, get_storage
 from app.templating import error_page, templates
 from app.units import credits_text
@@ -49,6 +54,7 @@ def _filters(request: Request) -> tuple[service.GalleryFilters, dict[str, str]]:
             favourites=q.get("favourites"),
             q=q.get("q"),
             project=q.get("project"),
+            board=q.get("board"),
         )
     except service.GalleryInputError as exc:
         problems[exc.field] = exc.message
@@ -64,9 +70,28 @@ def _more_url(filters: service.GalleryFilters, cursor: str | None) -> str | None
 
 @router.get("/gallery", response_class=HTMLResponse, summary="Team gallery")
 def gallery(request: Request, actor: CurrentActor, db: SessionDep) -> Response:
+    return gallery_page(request, actor, db)
+
+
+def gallery_page(
+    request: Request,
+    actor: CurrentActor,
+    db: SessionDep,
+    *,
+    board: BoardSummary | None = None,
+) -> Response:
+    """The gallery grid, or a board's page: the same grid, filters and search, limited to the
+    board's images (`board`), so a board never lists images in a way of its own."""
     filters, problems = _filters(request)
+    if board is not None:
+        filters = replace(filters, board_id=board.id)
     page = service.list_gallery(db, team_id=actor.team_id, viewer_id=actor.user_id, filters=filters)
+    boards = list_boards(db, team_id=actor.team_id)
     context: dict[str, Any] = {
+        "board": board,
+        "boards": boards,
+        "page_url": f"/boards/{board.id}" if board is not None else "/gallery",
+        "filters_query": service.filters_query(filters),
         "actor": actor,
         "filters": filters,
         "problems": problems,
@@ -124,6 +149,8 @@ def detail(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -
         "cost": credits_text(found.job.cost_credits),
         "estimate": credits_text(found.job.estimated_credits),
         "search_url": "/gallery?" + urlencode({"q": found.job.prompt[:200]}),
+        "boards": list_boards(db, team_id=actor.team_id),
+        "on_boards": boards_of_job(db, team_id=actor.team_id, job_id=found.job.id),
     }
     return templates.TemplateResponse(request, "gallery/detail.html", context)
 
@@ -177,12 +204,16 @@ def _serve(
     request: Request, actor: CurrentActor, db: SessionDep, job_id: str, variant: str
 ) -> Response:
     found = image_file(db, team_id=actor.team_id, job_id=_job_id(job_id), variant=variant)
-    etag = f'"{job_id}-{variant}"'
+    etag = f'"{job_id}-{variant}-r1"'
     headers = {"Cache-Control": _IMAGE_CACHE, "ETag": etag}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     try:
-        data = get_storage().get(found.key)
+        if variant == "original":
+            # Every download of an original carries its recipe (app/recipes).
+            data = original_download(db, team_id=actor.team_id, job_id=_job_id(job_id)).data
+        else:
+            data = get_storage().get(found.key)
     except ObjectMissing:
         raise NotFound("That image file") from None
     disposition = "attachment" if request.query_params.get("download") else "inline"
@@ -201,3 +232,23 @@ def original(request: Request, job_id: str, actor: CurrentActor, db: SessionDep)
 @router.get("/images/{job_id}/thumb", summary="The stored thumbnail")
 def thumb(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
     return _serve(request, actor, db, job_id, "thumb")
+
+
+@router.get("/references/{sha256}", summary="A stored reference image")
+def reference_original(sha256: str, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve_reference(db, actor.team_id, sha256, "original")
+
+
+@router.get("/references/{sha256}/thumb", summary="A stored reference image's thumbnail")
+def reference_thumb(sha256: str, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve_reference(db, actor.team_id, sha256, "thumb")
+
+
+def _serve_reference(db: Session, team_id: uuid.UUID, sha256: str, variant: str) -> Response:
+    found = reference_file(db, team_id, sha256, variant)
+    headers = {
+        "Cache-Control": _IMAGE_CACHE,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'inline; filename="{found.filename}"',
+    }
+    return Response(content=found.data, media_type=found.content_type, headers=headers)

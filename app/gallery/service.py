@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
 from app.auth.models import Membership, User
+from app.boards.models import Board, BoardItem
 from app.errors import FieldProblem, StudioError
 from app.jobs.models import Favourite, Job, JobStatus
 
@@ -78,6 +79,8 @@ class GalleryFilters:
     q: str | None = None
     #: Only this project's jobs (the team condition still applies, so another team's is empty).
     project_id: uuid.UUID | None = None
+    #: Only images on this board (app/boards); the team is checked on the board too.
+    board_id: uuid.UUID | None = None
 
     @property
     def active(self) -> bool:
@@ -91,6 +94,7 @@ class GalleryFilters:
                 self.date_to,
                 self.favourites,
                 self.q,
+                self.board_id,
             )
         )
 
@@ -131,6 +135,7 @@ def parse_filters(
     favourites: str | bool | None = None,
     q: str | None = None,
     project: str | None = None,
+    board: str | None = None,
 ) -> GalleryFilters:
     """Filters from query-string values; blank means "any". Raises GalleryInputError."""
 
@@ -164,6 +169,13 @@ def parse_filters(
         except ValueError:
             raise GalleryInputError(name, f"{name} must be a date like 2025-01-31") from None
 
+    board_id = None
+    if not blank(board):
+        assert board is not None
+        try:
+            board_id = uuid.UUID(board.strip())
+        except ValueError:
+            raise GalleryInputError("board", "choose a board from the list") from None
     start, end = day("from", date_from), day("to", date_to)
     if start and end and start > end:
         raise GalleryInputError("to", "the end date is before the start date; swap them")
@@ -177,6 +189,7 @@ def parse_filters(
         favourites=fav,
         q=None if blank(q) else (q or "").strip()[:500],
         project_id=project_id,
+        board_id=board_id,
     )
 
 
@@ -247,6 +260,8 @@ def list_gallery(
         scope.append(Job.created_at >= _day_start(filters.date_from))
     if filters.date_to:
         scope.append(Job.created_at < _day_start(filters.date_to + timedelta(days=1)))
+    if filters.board_id:
+        scope.append(on_board(team_id, filters.board_id))
     if after:
         cursor = Cursor.decode(after)
         scope.append(tuple_(Job.created_at, Job.id) < (cursor.created_at, cursor.job_id))
@@ -333,6 +348,20 @@ def list_gallery(
         last = tiles[-1]
         next_cursor = Cursor(last.created_at, last.job_id).encode()
     return GalleryPage(tiles=tiles, next_cursor=next_cursor)
+
+
+def on_board(team_id: uuid.UUID, board_id: uuid.UUID) -> Any:
+    """The job is on the team's board `board_id` (an EXISTS through the board items' key)."""
+    return (
+        exists()
+        .where(
+            BoardItem.board_id == board_id,
+            BoardItem.job_id == Job.id,
+            Board.id == BoardItem.board_id,
+            Board.team_id == team_id,
+        )
+        .correlate(Job)
+    )
 
 
 def _search_page(
@@ -435,6 +464,8 @@ def filters_query(filters: GalleryFilters) -> dict[str, str]:
         values["favourites"] = "1"
     if filters.q:
         values["q"] = filters.q
+    if filters.board_id:
+        values["board"] = str(filters.board_id)
     return values
 
 

@@ -7,6 +7,8 @@ feature, so the Celery app (app/celery_app.py) can route them without importing 
 SUBMIT_NEXT = "jobs.submit_next"
 POLL = "jobs.poll"
 SWEEP = "jobs.sweep"
+#: Hourly: reference images no job uses, past their grace period, are removed.
+PURGE_REFERENCES = "jobs.purge_references"
 
 #: Submissions and polls travel on separate queues, so a burst of wake-ups from a big batch
 #: does not sit in front of polls whose images are ready.

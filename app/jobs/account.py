@@ -68,7 +68,12 @@ def peek(db: Session) -> BFLAccountState | None:
 
 
 def _pending_at_bfl(db: Session) -> int:
-    return db.scalar(select(func.count()).where(Job.status == JobStatus.PENDING)) or 0
+    return (
+        db.scalar(
+            select(func.count()).where(Job.status == JobStatus.PENDING, Job.bfl_ready_at.is_(None))
+        )
+        or 0
+    )
 
 
 def effective_cap(state: BFLAccountState | None, settings: Settings, now: datetime) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 import uuid
@@ -32,6 +30,7 @@ from app.errors import FieldError, RequestInvalid, StudioError, error_responses
 from app.jobs import account
 from app.jobs.models import Favourite, Image, Job
 from app.jobs.queries import get_detail, image_file, team_job
+from app.jobs.references import reference_bytes, reference_file, references_of
 from app.jobs.schemas import ImageOut, JobBatchOut, JobOut
 from app.jobs.service import (
     cancel_job,
@@ -43,6 +42,7 @@ from app.jobs.service import (
     vary_job,
 )
 from app.limits import advertised_catalogue, read_form
+from app.recipes.service import original_download
 from app.settings import Settings, get_settings
 from app.storage import ObjectMissing, StorageError, get_storage
 
@@ -167,22 +167,12 @@ class JobRequest:
     model: str
     params: dict[str, Any]
     count: int
-    reference_images: list[bytes]
+    reference_images: list[bytes | str]
     project_id: uuid.UUID | None = None
 
 
 def _invalid(field: str, message: str) -> RequestInvalid:
     return RequestInvalid([FieldError(field, message)])
-
-
-def _decode_reference(index: int, text: str) -> bytes:
-    data = text.strip()
-    if data.startswith("data:") and "," in data:
-        data = data.split(",", 1)[1]
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise _invalid(f"reference_images.{index}", "must be base64-encoded image data") from None
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -241,12 +231,16 @@ async def read_job_request(request: Request) -> JobRequest:
         body = JobCreate.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    references = [_decode_reference(i, text) for i, text in enumerate(body.reference_images)]
+    # The service's own base64 reading, naming this body's field (`reference_images.0`).
+    encoded = [
+        reference_bytes(text, field=f"reference_images.{i}", position=i + 1)
+        for i, text in enumerate(body.reference_images)
+    ]
     return JobRequest(
         model=body.model,
         params={**body.params, "prompt": body.prompt},
         count=body.count,
-        reference_images=[*references, *uploads],
+        reference_images=[*encoded, *uploads],
         project_id=body.project_id,
     )
 
@@ -268,6 +262,7 @@ def jobs_out(db: Session, actor: Actor, job_ids: Sequence[uuid.UUID]) -> list[Jo
     ).all()
     bfl_state = account.peek(db)
     now = utcnow()
+    refs = references_of(db, actor.team_id, list(job_ids))
     by_id = {
         job.id: JobOut.of(
             job,
@@ -275,6 +270,7 @@ def jobs_out(db: Session, actor: Actor, job_ids: Sequence[uuid.UUID]) -> list[Jo
             author=author,
             favourite=bool(fav),
             next_try_at=account.next_try_at(job, bfl_state, now),
+            references=refs.get(job.id, []),
         )
         for job, image, author, fav in rows
     }
@@ -395,6 +391,7 @@ def get_one(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> JobOut:
         author=detail.author,
         favourite=detail.favourite,
         next_try_at=account.next_try_at(detail.job, account.peek(db), utcnow()),
+        references=detail.references,
     )
 
 
@@ -524,7 +521,11 @@ def image_metadata(job_id: uuid.UUID, actor: CurrentActor, db: SessionDep) -> Im
 def _serve(db: Session, actor_team: uuid.UUID, job_id: uuid.UUID, variant: str) -> Response:
     found = image_file(db, team_id=actor_team, job_id=job_id, variant=variant)
     try:
-        data = get_storage().get(found.key)
+        if variant == "original":
+            # The original carries its recipe, as every download does (app/recipes).
+            data = original_download(db, team_id=actor_team, job_id=job_id).data
+        else:
+            data = get_storage().get(found.key)
     except ObjectMissing:
         raise StudioError(
             404, "not_found", "The image file is missing from storage; ask an admin."
@@ -707,3 +708,48 @@ __all__ = [
     "read_job_request",
     "router",
 ]
+
+
+@router.get(
+    "/references/{sha256}",
+    response_class=Response,
+    tags=["images"],
+    summary="A stored reference image",
+    responses={
+        200: {
+            "description": "The reference as stored and sent to BFL (EXIF orientation applied).",
+            "content": {t: _BINARY for t in _IMAGE_TYPES},
+        },
+        **error_responses(404),
+    },
+)
+def reference_original(sha256: str, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve_reference(db, actor.team_id, sha256, "original")
+
+
+@router.get(
+    "/references/{sha256}/thumbnail",
+    response_class=Response,
+    tags=["images"],
+    summary="A stored reference image's WebP thumbnail",
+    responses={
+        200: {"description": "A small WebP preview.", "content": {"image/webp": _BINARY}},
+        **error_responses(404),
+    },
+)
+def reference_thumbnail(sha256: str, actor: CurrentActor, db: SessionDep) -> Response:
+    return _serve_reference(db, actor.team_id, sha256, "thumb")
+
+
+def _serve_reference(db: Session, team_id: uuid.UUID, sha256: str, variant: str) -> Response:
+    found = reference_file(db, team_id, sha256, variant)
+    return Response(
+        content=found.data,
+        media_type=found.content_type,
+        headers={
+            # Named by its content: the bytes under one name never change.
+            "Cache-Control": "private, max-age=86400, immutable",
+            "Content-Disposition": f'inline; filename="{found.filename}"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

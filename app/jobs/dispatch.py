@@ -18,8 +18,8 @@ from app.bfl.catalogue import UnknownModel, get_model
 from app.bfl.client import BFLClient
 from app.db import session_scope, utcnow
 from app.jobs import account, messages, state
-from app.jobs.models import ACTIVE_STATUSES, Job, JobStatus, status_sql
-from app.jobs.outcomes import ACTIVE_VALUES, Outcome
+from app.jobs.models import ACTIVE_STATUSES, Job, JobStatus, holds_slot, status_sql
+from app.jobs.outcomes import Outcome
 from app.jobs.submission import Claimed, submit_claimed
 from app.ops.logs import bind_context
 from app.settings import Settings, get_settings
@@ -63,7 +63,7 @@ _PICK_FAIR = text(
     ), load AS (
         SELECT user_id, count(*) AS active
         FROM jobs
-        WHERE status IN ({status_sql(ACTIVE_STATUSES)})
+        WHERE status IN ({status_sql(ACTIVE_STATUSES)}) AND bfl_ready_at IS NULL
         GROUP BY user_id
     )
     SELECT e.id
@@ -108,7 +108,7 @@ def dispatch_next(db: Session, settings: Settings, now: datetime) -> Dispatch:
     if probe_at is not None and probe_at > now:
         return Dispatch(retry_at=probe_at)
     cap = account.effective_cap(seen, settings, now)
-    active_now = db.scalar(select(func.count()).where(Job.status.in_(ACTIVE_VALUES))) or 0
+    active_now = db.scalar(select(func.count()).where(holds_slot())) or 0
     outage = seen is not None and seen.outage_since is not None
     if active_now >= cap and not outage:
         return Dispatch()
@@ -117,9 +117,7 @@ def dispatch_next(db: Session, settings: Settings, now: datetime) -> Dispatch:
     if not gate.open:
         return Dispatch(probe=gate.probe, retry_at=gate.retry_at)
     cap = gate.cap
-    rows = db.execute(
-        select(Job.model, func.count()).where(Job.status.in_(ACTIVE_VALUES)).group_by(Job.model)
-    ).all()
+    rows = db.execute(select(Job.model, func.count()).where(holds_slot()).group_by(Job.model)).all()
     per_model: dict[str, int] = {model: n for model, n in rows}
     active = sum(per_model.values())
     if active >= cap:
@@ -210,7 +208,7 @@ def _probe(client: BFLClient, settings: Settings) -> Outcome:
         )
         if over:
             cap = account.effective_cap(account.peek(db), settings, now)
-            active = db.scalar(select(func.count()).where(Job.status.in_(ACTIVE_VALUES))) or 0
+            active = db.scalar(select(func.count()).where(holds_slot())) or 0
             queued = db.scalar(select(func.count()).where(Job.status == JobStatus.QUEUED)) or 0
             messages.wake_dispatcher(db, min(queued, max(cap - active, 0)), burst=True)
         elif next_probe is not None:

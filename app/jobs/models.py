@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    ColumnElement,
     Computed,
     DateTime,
     Enum,
@@ -22,6 +23,8 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    UniqueConstraint,
+    and_,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
@@ -47,7 +50,9 @@ class JobStatus(enum.StrEnum):
 TERMINAL_STATUSES = frozenset(
     {JobStatus.READY, JobStatus.MODERATED, JobStatus.FAILED, JobStatus.CANCELLED}
 )
-#: States that occupy a slot of the account's active-task cap at BFL.
+#: States that occupy a slot of the account's active-task cap at BFL, until BFL says Ready:
+#: a pending job with `bfl_ready_at` set is only being downloaded and stored, and no longer
+#: counts (`holds_slot`).
 ACTIVE_STATUSES = frozenset({JobStatus.SUBMITTING, JobStatus.PENDING})
 
 #: States the dispatcher and sweeper still have work for (the partial index ix_jobs_outstanding).
@@ -61,6 +66,14 @@ def status_sql(statuses: tuple[JobStatus, ...] | frozenset[JobStatus]) -> str:
     can match a query's predicate against a partial index's with any plan.
     """
     return ", ".join(f"'{s.value}'" for s in JobStatus if s in statuses)
+
+
+def holds_slot() -> ColumnElement[bool]:
+    """SQL: the job holds a slot of the active-task cap (at BFL, and BFL has not said Ready)."""
+    return and_(
+        Job.status.in_(tuple(s for s in JobStatus if s in ACTIVE_STATUSES)),
+        Job.bfl_ready_at.is_(None),
+    )
 
 
 def _status_values(enum_class: type[JobStatus]) -> list[str]:
@@ -104,6 +117,8 @@ class Job(Timestamped, Base):
         Index("ix_jobs_batch", "batch_id"),
         # Gallery and prompt history filtered by project.
         Index("ix_jobs_team_project_created", "team_id", "project_id", text("created_at DESC")),
+        # Prompt history: every use of a page's prompts, by the prompt (any length: hash).
+        Index("ix_jobs_prompt_hash", "prompt", postgresql_using="hash"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -221,6 +236,45 @@ class Image(Timestamped, Base):
     size_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
 
     job: Mapped[Job] = relationship(back_populates="image")
+
+
+class ReferenceImage(Timestamped, Base):
+    """A reference image stored once per team, named by the sha256 of its normalised bytes.
+
+    Jobs point at it through `JobReference`; it is kept while any job (deleted or not) does,
+    and only an unused one past its grace period is removed (`app.jobs.references`).
+    """
+
+    __tablename__ = "reference_images"
+    __table_args__ = (UniqueConstraint("team_id", "sha256", name="uq_reference_images_team_sha"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    storage_key: Mapped[str] = mapped_column(Text, nullable=False)
+    thumb_key: Mapped[str] = mapped_column(Text, nullable=False)
+    content_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class JobReference(Base):
+    """Reference image `position` (1 = input_image, 2 = input_image_2, ...) of a job."""
+
+    __tablename__ = "job_references"
+    __table_args__ = (Index("ix_job_references_reference", "reference_id"),)
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # RESTRICT: a reference some job uses can never be removed from under it.
+    reference_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("reference_images.id", ondelete="RESTRICT"), nullable=False
+    )
 
 
 class Favourite(Timestamped, Base):

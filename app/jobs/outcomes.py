@@ -153,20 +153,20 @@ class Polled:
     polling_url: str | None
     submitted_at: datetime
     poll_count: int
+    model: str = ""
 
 
 def still_pending(
     job_id: uuid.UUID, delay: float, progress: float | None, *, clean: bool = True
 ) -> Outcome:
     with session_scope() as db:
-        job = state.reschedule_poll(
+        if not state.reschedule_poll(
             db,
             job_id,
             next_poll_at=utcnow() + timedelta(seconds=delay),
             progress=progress,
             clean=clean,
-        )
-        if job is None:
+        ):
             return Outcome.LOST_RACE
         messages.schedule_poll(db, job_id, delay)
     return Outcome.STILL_PENDING

@@ -26,10 +26,50 @@ from app.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 #: Shortest wait between polls when BFL's progress says the task is about to finish.
-_NEAR_FINISH_FLOOR_S = 0.1
+_NEAR_FINISH_FLOOR_S = 0.05
+#: How far after BFL's predicted finish a poll is aimed: absorbs the rounding of `progress`.
+_FINISH_MARGIN_S = 0.02
+#: How much each finished task moves the learned run time of its model (a moving average).
+_LEARNING_RATE = 0.2
+#: BFL's run time per model as this process saw it: (mean, mean absolute deviation), seconds.
+_run_times: dict[str, tuple[float, float]] = {}
 #: With webhooks on, how long after BFL's predicted finish the fallback poll comes: the
 #: webhook's poll normally gets there first, and a lost webhook costs about this much.
 WEBHOOK_GRACE_S = 1.0
+
+
+def observe_run_time(model: str, seconds: float) -> None:
+    """Learn how long BFL takes for `model` from one finished task's run (`seconds`, as BFL
+    reported it: a time we measured ourselves includes our own lateness and would drift)."""
+    if not 0.0 < seconds < 3600.0:
+        return
+    seen = _run_times.get(model)
+    if seen is None:
+        _run_times[model] = (seconds, 0.1 * seconds)
+        return
+    mean, deviation = seen
+    deviation += _LEARNING_RATE * (abs(seconds - mean) - deviation)
+    mean += _LEARNING_RATE * (seconds - mean)
+    _run_times[model] = (mean, deviation)
+
+
+def first_poll_delay(settings: Settings, model: str | None = None) -> float:
+    """Seconds from BFL accepting a task to its first poll.
+
+    With webhooks it is only the fallback for a call that never comes (POLL_MAX_INTERVAL_S).
+    Otherwise it comes when the task is likely done, by the run times BFL reported to this
+    process for the model: just after the usual finish when they hardly vary (one poll finds
+    it Ready), two deviations before it when they do (that poll's `progress` then places the
+    next one just after the finish). POLL_MIN_INTERVAL_S for a model not seen yet.
+    """
+    if webhooks_enabled(settings):
+        return settings.POLL_MAX_INTERVAL_S
+    seen = _run_times.get(model or "")
+    if seen is None:
+        return settings.POLL_MIN_INTERVAL_S
+    mean, deviation = seen
+    aim = mean - 2.0 * deviation + _FINISH_MARGIN_S
+    return max(_NEAR_FINISH_FLOOR_S, min(settings.POLL_MAX_INTERVAL_S, aim))
 
 
 def webhooks_enabled(settings: Settings) -> bool:
@@ -71,7 +111,7 @@ def next_poll_delay(
     if remaining is not None:
         # Aiming one per cent late absorbs rounding in the reported progress; when the finish
         # is predicted sooner than the usual minimum, poll then (but never in a tight loop).
-        return max(min(low, _NEAR_FINISH_FLOOR_S), min(high, remaining * 1.01 + 0.02))
+        return max(min(low, _NEAR_FINISH_FLOOR_S), min(high, remaining * 1.01 + _FINISH_MARGIN_S))
     delay = min(low * 1.5**poll_count, 0.25 * elapsed)
     return max(low, min(high, delay))
 
@@ -135,6 +175,7 @@ def _claim_due_poll(job_id: uuid.UUID, settings: Settings, *, force: bool) -> Po
             job.polling_url,
             submitted_at,
             job.poll_count,
+            job.model,
         )
 
 
@@ -156,6 +197,9 @@ def _follow_status(
         delay = _next_delay(polled, settings, result.progress)
         return still_pending(polled.id, delay, result.progress)
     if result.status is TaskStatus.READY:
+        run_time = _reported_run_time(result)
+        if run_time is not None:
+            observe_run_time(polled.model, run_time)
         return finish_ready(client, polled, result, settings)
     if result.status in (TaskStatus.REQUEST_MODERATED, TaskStatus.CONTENT_MODERATED):
         code = (
@@ -177,6 +221,20 @@ def _follow_status(
             polled.id, "bfl_error", human_message("bfl_error", result.explanation or "")
         )
     return fail_pending(polled.id, "task_not_found", human_message("task_not_found"))
+
+
+def _reported_run_time(result: PollResult) -> float | None:
+    """Seconds BFL says it spent on the task (`duration`, else `end_time` - `start_time`)."""
+    body = result.raw.get("result") if isinstance(result.raw, dict) else None
+    if not isinstance(body, dict):
+        return None
+    values = [body.get(k) for k in ("duration", "start_time", "end_time")]
+    duration, start, end = (
+        float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None for v in values
+    )
+    if duration is not None:
+        return duration
+    return end - start if start is not None and end is not None else None
 
 
 def _elapsed(polled: Polled) -> float:

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.jobs.errors import JobNotFound
-from app.jobs.models import Favourite, Image, Job
+from app.jobs.models import Favourite, Image, Job, ReferenceImage
+from app.jobs.references import is_reference_data, references_of
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class JobDetail:
     favourite: bool
     favourite_count: int
     params: dict[str, Any] = field(default_factory=dict)
+    #: The job's reference images, position 1 first.
+    references: list[ReferenceImage] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float | None:
@@ -89,14 +92,21 @@ def get_detail(
         favourite=bool(favourite),
         favourite_count=int(count or 0),
         params=shown_params(job.params),
+        references=references_of(db, team_id, [job.id]).get(job.id, []),
     )
 
 
 def shown_params(params: dict[str, Any]) -> dict[str, Any]:
     """The request parameters worth showing a person (no prompt, no webhook plumbing)."""
     # The seed has its own line (the one BFL used); the prompt has its own box.
+    # Reference images are listed on their own (`references`, as links to thumbnails): their
+    # stored keys mean nothing outside, and inline data would weigh down every page and answer.
     hidden = {"prompt", "seed", "webhook_url", "webhook_secret"}
-    return {k: v for k, v in (params or {}).items() if k not in hidden}
+    return {
+        k: v
+        for k, v in (params or {}).items()
+        if k not in hidden and not (k.startswith("input_image") and is_reference_data(v))
+    }
 
 
 def image_file(db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, variant: str) -> ImageFile:

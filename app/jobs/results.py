@@ -31,7 +31,7 @@ THUMB_SIZE = 512
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 
 
-def _ready_time(result: PollResult, fallback: datetime) -> datetime:
+def ready_time(result: PollResult, fallback: datetime) -> datetime:
     """When BFL finished: the result's end_time if it reports one, else when we saw Ready."""
     body = result.raw.get("result") if isinstance(result.raw, dict) else None
     value = body.get("end_time") if isinstance(body, dict) else None
@@ -73,7 +73,7 @@ def warm_up_imaging() -> None:
     with PILImage.open(io.BytesIO(buffer.getvalue())) as image:
         image.draft("RGB", (8, 8))
         image.load()
-        image.convert("RGB").save(io.BytesIO(), "WEBP", quality=80, method=2)
+        image.convert("RGB").save(io.BytesIO(), "WEBP", quality=80, method=0)
 
 
 def store_image(*, team_id: uuid.UUID, job_id: uuid.UUID, fetched: FetchedImage) -> StoredImage:
@@ -90,7 +90,7 @@ def store_image(*, team_id: uuid.UUID, job_id: uuid.UUID, fetched: FetchedImage)
             thumb = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
             thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
             buffer = io.BytesIO()
-            thumb.save(buffer, "WEBP", quality=80, method=2)
+            thumb.save(buffer, "WEBP", quality=80, method=0)
     except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as exc:
         raise UnreadableImage(f"{type(exc).__name__}: {exc}"[:200]) from exc
     extension = _EXTENSIONS.get(fetched.content_type, "bin")
@@ -113,6 +113,11 @@ def finish_ready(
     """
     seen_ready = utcnow()
     assert result.sample_url is not None
+    ready_at = ready_time(result, seen_ready)
+    # BFL is done with the task: its slot of the cap goes to the next queued job now, while
+    # this image is downloaded and stored.
+    with session_scope() as db:
+        state.release_slot(db, polled.id, bfl_ready_at=ready_at)
     try:
         fetched = client.fetch_image(result.sample_url)
         stored = store_image(team_id=polled.team_id, job_id=polled.id, fetched=fetched)
@@ -133,7 +138,7 @@ def finish_ready(
         # Storage down, a bug: retry a few times, then give up (counted by unfinished_polls).
         log.exception("storing the image of job %s failed", polled.id)
         return _store_failed(polled, exc, settings)
-    return _mark_ready(polled, result, stored, seen_ready)
+    return _mark_ready(polled, result, stored, ready_at)
 
 
 def _store_failed(polled: Polled, exc: Exception, settings: Settings) -> Outcome:
@@ -157,14 +162,11 @@ def _store_failed(polled: Polled, exc: Exception, settings: Settings) -> Outcome
 
 
 def _mark_ready(
-    polled: Polled, result: PollResult, stored: StoredImage, seen_ready: datetime
+    polled: Polled, result: PollResult, stored: StoredImage, ready_at: datetime
 ) -> Outcome:
     with session_scope() as db:
         job = state.mark_ready(
-            db,
-            polled.id,
-            result_seed=result.seed,
-            bfl_ready_at=_ready_time(result, seen_ready),
+            db, polled.id, result_seed=result.seed, bfl_ready_at=ready_at, slot_released=True
         )
         if job is None:
             # A concurrent poll (webhook plus schedule) finished it; it stored the same bytes

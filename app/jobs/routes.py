@@ -10,9 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 from starlette.datastructures import FormData, UploadFile
 
 from app.access import approvals, policy
@@ -33,23 +33,23 @@ from app.bfl.catalogue import (
 from app.db import session_scope, utcnow
 from app.deps import SessionDep
 from app.errors import (
+    FieldError,
     NotFound,
     RequestInvalid,
     StudioError,
     answer_refusals_with,
 )
-from app.jobs import account
+from app.jobs import account, references
 from app.jobs.errors import JobNotFound
-from app.jobs.models import BFLAccountState, Job
+from app.jobs.models import BFLAccountState, Job, ReferenceImage
 from app.jobs.queries import recent_jobs, team_job
 from app.jobs.queue_view import QueueEntry, entry_for, team_queue
+from app.jobs.references import STORED_PREFIX
 from app.jobs.service import (
-    STORED_PREFIX,
     JobError,
     cancel_job,
     create_jobs,
     image_size,
-    reference_size,
     retry_job,
     upload_size_problem,
 )
@@ -85,6 +85,8 @@ class GenerateForm:
     errors: dict[str, str] = field(default_factory=dict)
     general: list[str] = field(default_factory=list)
     stored_references: list[str] = field(default_factory=list)
+    #: The stored references' rows, in order, for their thumbnails (filled by `_with_rows`).
+    reference_rows: list[ReferenceImage] = field(default_factory=list)
     #: The refusal was for budget, quota or access: a manager may approve the request.
     approvable: bool = False
 
@@ -135,21 +137,25 @@ def _defaults(spec: ModelSpec) -> dict[str, str]:
     return values
 
 
-def _form_from_job(job: Job, team_id: uuid.UUID, batch: Sequence[Job] = ()) -> GenerateForm:
+def _form_from_job(
+    db: Session, job: Job, team_id: uuid.UUID, batch: Sequence[Job] = ()
+) -> GenerateForm:
     """The form filled with a past job's settings ("use these settings"): model, prompt, every
-    request field, its own reference images, and from its batch (`batch`, the jobs of one
-    request) the number of images and the first image's seed, so the same request comes out."""
+    request field, its reference images (in order, from `job_references`), and from its batch
+    (`batch`, the jobs of one request) the number of images and the first image's seed, so the
+    same request comes out."""
     spec = _spec_or_default(job.model)
     values = _defaults(spec)
-    stored: list[str] = []
     for name, value in (job.params or {}).items():
-        if name.startswith("input_image"):
-            if isinstance(value, str) and _own_reference(value, team_id):
-                stored.append(value)
+        if name.startswith("input_image") or name in ("webhook_url", "webhook_secret"):
             continue
-        if name in ("webhook_url", "webhook_secret") or value is None:
+        if value is None:
             continue
         values[name] = ("true" if value else "") if isinstance(value, bool) else str(value)
+    rows = references.references_of(db, team_id, [job.id]).get(job.id, [])
+    if rows and "width" not in (job.params or {}) and "height" not in (job.params or {}):
+        # An edit that followed its first reference's size does so again.
+        values["width"] = values["height"] = ""
     first = min(batch, key=lambda j: j.batch_index) if batch else job
     seed = first.result_seed if first.result_seed is not None else first.seed
     if batch:
@@ -158,7 +164,20 @@ def _form_from_job(job: Job, team_id: uuid.UUID, batch: Sequence[Job] = ()) -> G
         values["seed_mode"], values["seed"] = "fixed", str(seed)
     values["prompt"] = job.prompt
     values["aspect_preset"] = _preset_for(values.get("width"), values.get("height"))
-    return GenerateForm(values=values, stored_references=stored)
+    return GenerateForm(
+        values=values,
+        stored_references=[STORED_PREFIX + r.storage_key for r in rows],
+        reference_rows=rows,
+    )
+
+
+def _with_rows(db: Session, state: GenerateForm, team_id: uuid.UUID) -> GenerateForm:
+    """`state` with the rows of its stored references (unknown keys are dropped)."""
+    keys = [k[len(STORED_PREFIX) :] for k in state.stored_references]
+    rows = references.rows_for_keys(db, team_id, keys)
+    state.reference_rows = rows
+    state.stored_references = [STORED_PREFIX + r.storage_key for r in rows]
+    return state
 
 
 def batch_of(db: Session, job: Job) -> list[Job]:
@@ -173,6 +192,8 @@ def batch_of(db: Session, job: Job) -> list[Job]:
 
 
 def _preset_for(width: str | None, height: str | None) -> str:
+    if not width and not height:
+        return "input"
     for name, size in ASPECT_PRESETS.items():
         if (width, height) == (str(size[0]), str(size[1])):
             return name
@@ -302,7 +323,8 @@ def _estimate_context(
     """The price of what the form asks for, by `estimate_payload_cost` as the service reserves.
 
     `uploads` files are chosen (or sent); `upload_sizes` are their (width, height) where known.
-    Stored references (reused from a job) come first, as the service fills the fields.
+    Stored references (`state.reference_rows`, their stored sizes) come first, as the service
+    fills the fields; with no width and height an edit follows the first one's size.
     """
     spec = state.model
     payload: dict[str, Any] = {}
@@ -320,14 +342,25 @@ def _estimate_context(
         if payload[name] is not None and not 0 < payload[name] <= _MAX_ESTIMATE_SIDE:
             # A size no model takes gets the default's price; the form's check says why.
             payload[name] = None
-    width, height = output_size(spec, payload)
-    references = min(uploads + len(state.stored_references), spec.max_reference_images)
+    stored = [(r.width, r.height) for r in state.reference_rows]
+    references = min(uploads + len(stored), spec.max_reference_images)
     # The same payload shape and the same function the service reserves with: reference
     # images count as filled input_image fields, sizes as width/height or aspect_ratio.
     for name in reference_field_names(references):
         payload[name] = "reference"
     chosen = [*upload_sizes[:uploads], *([None] * max(0, uploads - len(upload_sizes)))]
-    sizes = [reference_size(v) for v in state.stored_references] + chosen
+    sizes: list[tuple[int, int] | None] = [*stored, *chosen]
+    if (
+        references
+        and spec.field("width") is not None
+        and not (state.get("width") or state.get("height"))
+    ):
+        payload.pop("width", None)
+        payload.pop("height", None)
+    elif spec.field("width") is not None:
+        payload["width"] = payload.get("width") or _default_side(spec, "width")
+        payload["height"] = payload.get("height") or _default_side(spec, "height")
+    width, height = output_size(spec, payload, sizes[0] if sizes else None)
     price = get_settings().CREDIT_PRICE_USD
     each = estimate_payload_cost(spec, payload, reference_sizes=sizes, credit_price_usd=price)
     try:
@@ -347,6 +380,11 @@ def _estimate_context(
     }
 
 
+def _default_side(spec: ModelSpec, name: str) -> int:
+    found = spec.field(name)
+    return int(found.default) if found is not None and found.default else 1024
+
+
 def _usd(value: Decimal) -> str:
     # Cents always show two places ($0.60); a tenth of a cent adds the third ($0.015).
     if value >= 1:
@@ -363,6 +401,7 @@ def _page_context(
     uploads: Sequence[bytes] = (),
 ) -> dict[str, Any]:
     settings = get_settings()
+    state = _with_rows(db, state, actor.team_id)
     bfl_state = account.peek(db)
     bfl_account = account.status(db, settings, utcnow())
     access = _access_context(db, actor)
@@ -444,11 +483,15 @@ def generate_page(
     model: str | None = None,
 ) -> Response:
     # "/?from=<job id>" fills the form with that job's settings; `from` is a keyword in Python.
+    # "/?edit=<job id>" starts an edit of that job's image: it is reference image 1.
     from_id = request.query_params.get("from")
+    edit_id = request.query_params.get("edit")
     state = GenerateForm(values=_defaults(_spec_or_default(model)))
     if from_id:
         job = team_job(db, team_id=actor.team_id, job_id=_uuid_or_404(from_id))
-        state = _form_from_job(job, actor.team_id, batch_of(db, job))
+        state = _form_from_job(db, job, actor.team_id, batch_of(db, job))
+    elif edit_id:
+        state = _edit_form(db, actor.team_id, _uuid_or_404(edit_id), model)
     if prompt:
         state.values["prompt"] = prompt
     limits = policy.limits_for(db, team_id=actor.team_id, user_id=actor.user_id)
@@ -457,18 +500,88 @@ def generate_page(
         usable = [m for m in list_models() if policy.model_problem(limits, m.name) is None]
         if usable and not from_id:
             state = GenerateForm(values={**_defaults(usable[0]), "prompt": state.get("prompt")})
+    _fill_from_query(state, request.query_params)
     return templates.TemplateResponse(
         request, "jobs/generate.html", _page_context(request, actor, db, state)
     )
 
 
+def _edit_form(
+    db: Session, team_id: uuid.UUID, job_id: uuid.UUID, model: str | None
+) -> GenerateForm:
+    """The form for editing job `job_id`'s image: its model (one that takes references), the
+    image as reference 1, and no size, so the result follows the image's size as BFL does."""
+    job = team_job(db, team_id=team_id, job_id=job_id)
+    spec = _spec_or_default(model or job.model)
+    if spec.max_reference_images == 0:
+        spec = next(m for m in list_models() if m.max_reference_images > 0)
+    ref = references.reference_from_result(db, team_id, job_id, spec.max_input_pixels)
+    values = _defaults(spec)
+    values["width"] = values["height"] = ""
+    values["aspect_preset"] = "input"
+    return GenerateForm(
+        values=values,
+        stored_references=[STORED_PREFIX + ref.storage_key],
+        reference_rows=[ref],
+    )
+
+
+@router.post("/references", summary="Store a reference image for the generate form")
+async def upload_reference(request: Request, actor: ChangingActor, db: SessionDep) -> Response:
+    """One file (`file`), checked and stored like every reference; answers its key, thumbnail
+    link and size as JSON, or 422 naming the problem. Used by the form's picker, drop and paste."""
+    form = await read_form(request)
+    item = form.get("file")
+    if not isinstance(item, UploadFile):
+        raise RequestInvalid([FieldError("file", "choose an image file to upload")])
+    problem = upload_size_problem(item)
+    if problem:
+        raise RequestInvalid([FieldError("file", problem)])
+    spec = _spec_or_default(_text(form, "model"))
+    decoded = references.decode_reference(
+        await item.read(),
+        field="input_image",
+        position=1,
+        max_input_pixels=spec.max_input_pixels,
+    )
+    ref = references.store_reference(db, actor.team_id, decoded)
+    return JSONResponse(_reference_json(ref))
+
+
+def _reference_json(ref: ReferenceImage) -> dict[str, Any]:
+    return {
+        "key": STORED_PREFIX + ref.storage_key,
+        "sha256": ref.sha256,
+        "thumbnail_url": f"/references/{ref.sha256}/thumb",
+        "url": f"/references/{ref.sha256}",
+        "width": ref.width,
+        "height": ref.height,
+    }
+
+
+def _fill_from_query(state: GenerateForm, query: Any) -> None:
+    """Settings named in the address ("/?model=flux-2-flex&steps=30&seed=7", what an imported
+    recipe leads to) fill the form; the service checks them when it is sent."""
+    names = {f.name for f in state.model.fields if not f.internal and f.type is not FieldType.IMAGE}
+    for name in sorted(names - {"prompt"}):
+        value = query.get(name)
+        if value is not None:
+            state.values[name] = value.strip()[:200]
+    if (query.get("seed") or "").strip():
+        state.values["seed_mode"] = "fixed"
+    state.values["aspect_preset"] = _preset_for(
+        state.values.get("width"), state.values.get("height")
+    )
+
+
 @router.get("/generate/estimate", response_class=HTMLResponse, summary="Cost estimate fragment")
-def estimate_fragment(request: Request, actor: CurrentActor) -> Response:
+def estimate_fragment(request: Request, actor: CurrentActor, db: SessionDep) -> Response:
     query = request.query_params
     state = GenerateForm(values={k: query.get(k, "") for k in query})
     state.stored_references = [
         v for v in query.getlist("stored_reference") if _own_reference(v, actor.team_id)
     ]
+    state = _with_rows(db, state, actor.team_id)
     try:
         uploads = max(0, min(int(query.get("reference_count") or 0), MAX_REFERENCE_IMAGES))
     except ValueError:
@@ -582,6 +695,8 @@ class JobCard:
     estimate: str
     #: For a queued job that waits for BFL: when it will be tried next ("14:05:10 UTC").
     next_try: str | None = None
+    #: The job's reference images, position 1 first.
+    references: Sequence[ReferenceImage] = ()
     #: For a queued job: its position, estimated start and why it waits.
     queue: QueueEntry | None = None
 
@@ -612,6 +727,8 @@ def card(
     """A job's card; pass the account state to show when a waiting job is tried next, and
     its queue entry (app.jobs.queue_view) to show its position and why it waits."""
     now = utcnow()
+    db = object_session(job)
+    refs = references.references_of(db, job.team_id, [job.id]).get(job.id, []) if db else []
     end = job.finished_at or now
     next_try = account.next_try_at(job, bfl_account, now)
     return JobCard(
@@ -620,6 +737,7 @@ def card(
         cost=credits_text(job.cost_credits),
         estimate=credits_text(job.estimated_credits),
         next_try=next_try.strftime("%H:%M:%S UTC") if next_try is not None else None,
+        references=refs,
         queue=entry,
     )
 

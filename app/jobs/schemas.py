@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.jobs.models import Image, Job, JobStatus
+from app.jobs.models import Image, Job, JobStatus, ReferenceImage
 from app.jobs.queries import shown_params
 from app.timestamps import UtcDatetime
 
@@ -48,6 +49,30 @@ class ImageOut(BaseModel):
         )
 
 
+class ReferenceOut(BaseModel):
+    """One reference image of a job, by link: its bytes are never inlined in an answer."""
+
+    position: int = Field(description="1 for input_image, 2 for input_image_2, ...")
+    url: str = Field(description="Path of the stored image under this API.")
+    thumbnail_url: str = Field(description="Path of its WebP thumbnail under this API.")
+    width: int = Field(description="Pixels, after EXIF orientation and any downscaling.")
+    height: int
+    sha256: str = Field(description="sha256 of the stored (normalised) bytes, hex.")
+
+    @classmethod
+    def of(cls, position: int, ref: ReferenceImage) -> ReferenceOut:
+        """The API view of `ref` at `position` (1-based)."""
+        base = f"/api/v1/references/{ref.sha256}"
+        return cls(
+            position=position,
+            url=base,
+            thumbnail_url=f"{base}/thumbnail",
+            width=ref.width,
+            height=ref.height,
+            sha256=ref.sha256,
+        )
+
+
 class JobOut(BaseModel):
     """One requested image and where it is in its life (queued → ... → ready or failed)."""
 
@@ -64,6 +89,11 @@ class JobOut(BaseModel):
     result_seed: int | None = Field(description="The seed BFL reports it used.")
     output_format: str
     reference_count: int
+    references: list[ReferenceOut] = Field(
+        default_factory=list,
+        description="The job's stored reference images, position 1 first (https URLs sent "
+        "as references stay in params).",
+    )
     batch_id: uuid.UUID | None
     batch_index: int
     retry_of_id: uuid.UUID | None
@@ -105,6 +135,7 @@ class JobOut(BaseModel):
         author: str | None = None,
         favourite: bool = False,
         next_try_at: datetime | None = None,
+        references: Sequence[ReferenceImage] = (),
     ) -> JobOut:
         return cls(
             id=job.id,
@@ -118,6 +149,7 @@ class JobOut(BaseModel):
             result_seed=job.result_seed,
             output_format=job.output_format,
             reference_count=job.reference_count,
+            references=[ReferenceOut.of(i, ref) for i, ref in enumerate(references, start=1)],
             batch_id=job.batch_id,
             batch_index=job.batch_index,
             retry_of_id=job.retry_of_id,

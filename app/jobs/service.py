@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import random
 import re
 import uuid
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +15,8 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from app.access import policy
+from app.audit.service import record
+from app.auth.models import User
 from app.bfl.catalogue import (
     MAX_REFERENCE_IMAGES,
     count_reference_images,
@@ -30,30 +29,22 @@ from app.bfl.catalogue import (
 from app.costs.service import reserve_for_jobs
 from app.db import utcnow
 from app.errors import FieldError, Forbidden, RequestInvalid
-from app.jobs import messages, state
+from app.jobs import messages, references, state
 from app.jobs.errors import JobError as JobError
 from app.jobs.errors import JobNotFound
-from app.jobs.models import Favourite, Job, JobStatus
+from app.jobs.models import Favourite, Job, JobStatus, ReferenceImage
 from app.jobs.queries import team_job
+from app.jobs.references import STORED_PREFIX as STORED_PREFIX
 from app.projects.service import project_for_new_jobs
 from app.settings import get_settings
-from app.storage import get_storage
 from app.units import size_text
 
-#: Reference images are kept in storage; params hold `stored:<key>` in their place, and the
-#: worker swaps the bytes back in (base64) just before the POST.
-STORED_PREFIX = "stored:"
 #: Seeds BFL accepts (the catalogue's bound); batches wrap around at the top.
 _SEED_SPACE = 2**32
 #: Random seeds stay below 2**31 so they read the same in every tool and language.
 _RANDOM_SEED_LIMIT = 2**31
 #: Fields the studio fills itself; a caller setting them would redirect BFL's callbacks.
 _INTERNAL_FIELDS = ("webhook_url", "webhook_secret")
-_REFERENCE_TYPES = {
-    "JPEG": ("image/jpeg", "jpg"),
-    "PNG": ("image/png", "png"),
-    "WEBP": ("image/webp", "webp"),
-}
 #: Valid base64 that stands in for a stored reference while the catalogue validates a request.
 _PLACEHOLDER = "c3RvcmVk"
 
@@ -107,25 +98,22 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def reference_size(value: Any) -> tuple[int, int] | None:
+def reference_size(db: Session, team_id: uuid.UUID, value: Any) -> tuple[int, int] | None:
     """(width, height) of a reference image field's value, for pricing; None when unknown.
 
-    A stored reference (`stored:<key>`) is read from storage; base64 data is decoded; an https
-    URL is only fetched by BFL, so its size is unknown (priced as one megapixel).
+    A stored reference (`stored:<key>`) is the team's `ReferenceImage` row (its normalised
+    size, as stored and sent); an https URL is only fetched by BFL, so its size is unknown
+    (priced as one megapixel).
     """
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value.startswith(STORED_PREFIX):
         return None
-    if value.startswith(STORED_PREFIX):
-        key = value[len(STORED_PREFIX) :]
-        storage = get_storage()
-        return image_size(storage.get(key)) if storage.exists(key) else None
-    if "://" in value[:16]:
-        return None
-    text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
-    try:
-        return image_size(base64.b64decode(text, validate=False))
-    except (ValueError, TypeError):
-        return None
+    found = db.scalars(
+        select(ReferenceImage).where(
+            ReferenceImage.team_id == team_id,
+            ReferenceImage.storage_key == value[len(STORED_PREFIX) :],
+        )
+    ).first()
+    return (found.width, found.height) if found is not None else None
 
 
 def upload_size_problem(upload: UploadFile) -> str | None:
@@ -139,73 +127,80 @@ def upload_size_problem(upload: UploadFile) -> str | None:
     return None
 
 
-def _reference_problem(data: bytes) -> tuple[str | None, str]:
-    """(why the reference cannot be used or None, its Pillow format).
-
-    Only the header is read: the pixel count is checked from the declared size, never by
-    decoding, so a small file declaring a huge picture (a decompression bomb) costs nothing.
-    Animated images are refused rather than cut to their first frame, so nobody is surprised
-    by which frame was used.
-    """
-    from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
-
-    settings = get_settings()
-    if not data:
-        return "the file is empty", ""
-    if len(data) > settings.MAX_REFERENCE_IMAGE_BYTES:
-        limit = size_text(settings.MAX_REFERENCE_IMAGE_BYTES)
-        return f"the file is larger than {limit} (MAX_REFERENCE_IMAGE_BYTES); use a smaller one", ""
-    not_an_image = "must be a JPEG, PNG or WebP image"
-    max_pixels = settings.MAX_REFERENCE_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(data)) as image:
-                kind = image.format or ""
-                width, height = image.size
-                frames = int(getattr(image, "n_frames", 1) or 1)
-                # verify() reads the data but keeps no pixels; skip it for what is refused anyway.
-                if kind in _REFERENCE_TYPES and width * height <= max_pixels:
-                    image.verify()
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
-        return _too_many_pixels(None), ""
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError):
-        return not_an_image, ""
-    except Exception:
-        return not_an_image, ""
-    if kind not in _REFERENCE_TYPES:
-        return not_an_image, ""
-    if width * height > max_pixels:
-        return _too_many_pixels((width, height)), kind
-    if frames > 1:
-        return f"the image is animated ({frames} frames); use a still image", kind
-    return None, kind
-
-
-def _too_many_pixels(size: tuple[int, int] | None) -> str:
-    limit = get_settings().MAX_REFERENCE_IMAGE_PIXELS
-    declared = f" ({size[0]} x {size[1]})" if size else ""
-    return (
-        f"the image declares more than {limit:,} pixels{declared} "
-        "(MAX_REFERENCE_IMAGE_PIXELS); use a smaller image"
-    )
-
-
-def _store_reference(team_id: uuid.UUID, data: bytes, position: int) -> str:
-    problem, kind = _reference_problem(data)
-    if problem is not None:
+def _fill_slots(
+    model: str, given: dict[str, Any], uploads: Sequence[bytes | str]
+) -> dict[str, bytes | str]:
+    """The reference fields to decode, by name: inline data already in `given`, then `uploads`
+    in the free fields after them. Raises `RequestInvalid` when there are too many."""
+    limit = _reference_limit(model)
+    names = reference_field_names(MAX_REFERENCE_IMAGES)
+    slots = [n for n in reference_field_names(limit) if given.get(n) in (None, "")]
+    if len(uploads) > len(slots):
         raise RequestInvalid(
-            [FieldError("reference_images", f"reference image {position}: {problem}")]
+            [
+                FieldError(
+                    "reference_images",
+                    f"{model} takes at most {limit} reference images; send fewer"
+                    if limit
+                    else f"{model} does not take reference images; choose another model",
+                )
+            ]
         )
-    content_type, extension = _REFERENCE_TYPES[kind]
-    # Content-addressed: the same picture used in many jobs is stored once.
-    digest = hashlib.sha256(data).hexdigest()
-    key = f"teams/{team_id}/references/{digest}.{extension}"
-    storage = get_storage()
-    if not storage.exists(key):
-        storage.put(key, data, content_type)
-    return key
+    found: dict[str, bytes | str] = {
+        n: given[n] for n in names if references.is_inline(given.get(n))
+    }
+    found.update(zip(slots, uploads, strict=False))
+    return found
+
+
+def _store_references(
+    db: Session,
+    team_id: uuid.UUID,
+    model: str,
+    given: dict[str, Any],
+    uploads: Sequence[bytes | str],
+) -> list[tuple[int, ReferenceImage]]:
+    """Decode and store every reference of a request, in field order; `given`'s reference
+    fields become `stored:<key>`. Returns (position, reference) pairs (URLs have no row).
+
+    The request is validated first with stand-ins, so a form error stores nothing.
+    """
+    inline = _fill_slots(model, given, uploads)
+    probe = {**given, **{name: _PLACEHOLDER for name in inline}}
+    _validate(model, probe)
+    max_pixels = get_model(model).max_input_pixels
+    own = re.compile(
+        re.escape(f"{STORED_PREFIX}teams/{team_id}/references/") + r"[0-9a-f]{64}\.(?:jpg|png|webp)"
+    )
+    found: list[tuple[int, ReferenceImage]] = []
+    for position, name in enumerate(reference_field_names(MAX_REFERENCE_IMAGES), start=1):
+        value = inline.get(name, given.get(name))
+        if name in inline:
+            # A field of the request is named as sent; a file of `reference_images` by the list.
+            field = name if references.is_inline(given.get(name)) else "reference_images"
+            decoded = references.decode_reference(
+                inline[name], field=field, position=position, max_input_pixels=max_pixels
+            )
+            ref = references.store_reference(db, team_id, decoded)
+        elif isinstance(value, str) and value.startswith(STORED_PREFIX):
+            # Only one of this team's own references, named exactly as they are stored.
+            if not own.fullmatch(value):
+                raise RequestInvalid(
+                    [FieldError(name, f"{name} refers to an image that is not yours")]
+                )
+            ref = references.stored_reference(
+                db,
+                team_id,
+                value[len(STORED_PREFIX) :],
+                field=name,
+                position=position,
+                max_input_pixels=max_pixels,
+            )
+        else:
+            continue
+        given[name] = STORED_PREFIX + ref.storage_key
+        found.append((position, ref))
+    return found
 
 
 def _validate(model: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -233,7 +228,7 @@ def create_jobs(
     model: str,
     params: Mapping[str, Any],
     count: int = 1,
-    reference_images: Sequence[bytes] = (),
+    reference_images: Sequence[bytes | str] = (),
     retry_of: Job | None = None,
     approved: bool = False,
     project_id: uuid.UUID | None = None,
@@ -279,7 +274,7 @@ def _create_jobs(
     model: str,
     params: Mapping[str, Any],
     count: int = 1,
-    reference_images: Sequence[bytes] = (),
+    reference_images: Sequence[bytes | str] = (),
     retry_of: Job | None = None,
     approved: bool = False,
     project_id: uuid.UUID | None = None,
@@ -292,41 +287,17 @@ def _create_jobs(
             raise RequestInvalid([FieldError(name, f"{name} is set by the studio; leave it out")])
         given.pop(name, None)
 
-    if reference_images:
-        # Validate the request first, so a form error does not leave uploads behind.
-        limit = _reference_limit(model)
-        slots = [n for n in reference_field_names(limit) if given.get(n) in (None, "")]
-        if len(reference_images) > len(slots):
-            raise RequestInvalid(
-                [
-                    FieldError(
-                        "reference_images",
-                        f"{model} takes at most {limit} reference images; send fewer"
-                        if limit
-                        else f"{model} does not take reference images; choose another model",
-                    )
-                ]
-            )
-        probe = dict(given)
-        for name in slots[: len(reference_images)]:
-            probe[name] = _PLACEHOLDER
-        _validate(model, probe)
-        for position, (name, data) in enumerate(
-            zip(slots, reference_images, strict=False), start=1
-        ):
-            given[name] = STORED_PREFIX + _store_reference(team_id, data, position)
-
-    own = re.compile(
-        re.escape(f"{STORED_PREFIX}teams/{team_id}/references/") + r"[0-9a-f]{64}\.(?:jpg|png|webp)"
-    )
-    for name, value in given.items():
-        # A stored reference may only be one of this team's own uploads, named exactly as
-        # _store_reference names them (so no stray characters reach storage or the database).
-        if isinstance(value, str) and value.startswith(STORED_PREFIX) and not own.fullmatch(value):
-            raise RequestInvalid([FieldError(name, f"{name} refers to an image that is not yours")])
+    refs = _store_references(db, team_id, model, given, reference_images)
     payload = _validate(model, given)
     seed = payload.pop("seed", None)
-    width, height = output_size(model, payload)
+    # BFL prices each reference by its megapixels, and an edit with no size follows the first.
+    by_position = {position: (ref.width, ref.height) for position, ref in refs}
+    sizes = [
+        by_position.get(position)
+        for position, name in enumerate(reference_field_names(MAX_REFERENCE_IMAGES), start=1)
+        if payload.get(name)
+    ]
+    width, height = output_size(model, payload, sizes[0] if sizes else None)
     if not approved:
         # Before anything is reserved or sent: the team's rules for this person.
         policy.check_request(
@@ -338,12 +309,6 @@ def _create_jobs(
             height=height,
             count=count,
         )
-    # BFL prices each reference by its megapixels: read their sizes, in field order.
-    sizes = [
-        reference_size(payload[n])
-        for n in reference_field_names(MAX_REFERENCE_IMAGES)
-        if payload.get(n)
-    ]
     estimate = estimate_payload_cost(
         model, payload, reference_sizes=sizes, credit_price_usd=get_settings().CREDIT_PRICE_USD
     ).credits
@@ -377,6 +342,7 @@ def _create_jobs(
             db.add(job)
             jobs.append(job)
         db.flush()
+        references.link_references(db, jobs, [ref for _, ref in refs])
         reserve_for_jobs(db, jobs, enforce=not approved)
     # One wake-up per job, capped: each one that claims a job chains the next while slots
     # are free, so more than the cap would only be messages that find nothing to do.
@@ -405,7 +371,26 @@ def cancel_job(
         # A worker claimed it between our read and our update.
         db.refresh(job)
         raise JobError(_not_cancellable(job.status), "not_cancellable")
+    if job.user_id != user_id:
+        _record_managers_cancel(db, done, user_id)
     return done
+
+
+def _record_managers_cancel(db: Session, job: Job, manager_id: uuid.UUID) -> None:
+    """A manager cancelling someone else's queued job is audited as "job.cancelled"."""
+    manager = db.get(User, manager_id)
+    owner = db.get(User, job.user_id)
+    record(
+        db,
+        team_id=job.team_id,
+        actor_id=manager_id,
+        actor_email=manager.email if manager else "",
+        action="job.cancelled",
+        target_type="job",
+        target_id=job.id,
+        before={"owner": owner.email if owner else None, "status": JobStatus.QUEUED},
+        after={"status": JobStatus.CANCELLED},
+    )
 
 
 def _not_cancellable(status: str) -> str:
@@ -510,9 +495,28 @@ def delete_job(
     if job.status == JobStatus.QUEUED:
         # A worker may claim it meanwhile; then the guarded update does nothing, as it should.
         state.cancel(db, job.id, by_name="" if job.user_id == user_id else "a manager")
-    db.execute(
+    deleted = db.execute(
         update(Job)
         .where(Job.id == job_id, Job.team_id == team_id, Job.deleted_at.is_(None))
         .values(deleted_at=utcnow())
-    )
+    ).rowcount  # type: ignore[attr-defined]
     db.flush()
+    if deleted and job.user_id != user_id:
+        _record_managers_deletion(db, job, user_id)
+
+
+def _record_managers_deletion(db: Session, job: Job, manager_id: uuid.UUID) -> None:
+    """A manager deleting someone else's job is audited as "job.deleted"."""
+    manager = db.get(User, manager_id)
+    owner = db.get(User, job.user_id)
+    record(
+        db,
+        team_id=job.team_id,
+        actor_id=manager_id,
+        actor_email=manager.email if manager else "",
+        action="job.deleted",
+        target_type="job",
+        target_id=job.id,
+        before={"owner": owner.email if owner else None, "status": job.status, "deleted": False},
+        after={"deleted": True},
+    )

@@ -10,7 +10,8 @@ poll, a cancel racing a claim). Callers treat None as "someone else did it: do n
       └──▶ cancelled, failed (queue deadline)
 
 Terminal transitions call the cost hook in the same transaction, and transitions that free a
-slot of the active-task cap wake the dispatcher after commit.
+slot of the active-task cap wake the dispatcher after commit. A pending job frees its slot when
+BFL says Ready (`release_slot`), before its image is stored: the cap counts tasks at BFL.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
+from app.alerts import EVALUATE_TEAM_TASK
 from app.costs.service import on_job_terminal, record_charge
 from app.db import utcnow
 from app.jobs import messages
@@ -50,6 +52,8 @@ def _guarded(
     target: JobStatus,
     values: dict[str, Any],
     extra_where: tuple[Any, ...] = (),
+    *,
+    frees_slot: bool = True,
 ) -> Job | None:
     if target not in TRANSITIONS.get(expected, frozenset()):
         raise IllegalTransition(f"a job cannot go from {expected} to {target}")
@@ -66,7 +70,7 @@ def _guarded(
     job_changed(db, job, expected.value)  # counted in /metrics once this transaction commits
     if target.terminal:
         on_job_terminal(db, job, expected.value)
-    if expected in ACTIVE_STATUSES and target not in ACTIVE_STATUSES:
+    if frees_slot and expected in ACTIVE_STATUSES and target not in ACTIVE_STATUSES:
         # A slot of the active-task cap is free again: let the next queued job have it.
         messages.wake_dispatcher(db)
     return job
@@ -166,8 +170,17 @@ def mark_pending(
         },
     )
     if job is not None:
-        record_charge(db, job)
+        _charge(db, job)
     return job
+
+
+def _charge(db: Session, job: Job) -> None:
+    """Write the job's ledger row; a new charge has the team's budget alerts checked after
+    the commit (a message; beat's evaluation catches any that is lost)."""
+    if record_charge(db, job):
+        messages.send_after_commit(
+            db, messages.Message(task=EVALUATE_TEAM_TASK, args=(str(job.team_id),))
+        )
 
 
 def claim_poll(
@@ -204,8 +217,8 @@ def reschedule_poll(
     next_poll_at: datetime,
     progress: float | None,
     clean: bool = True,
-) -> Job | None:
-    """pending → pending: the next poll is due at `next_poll_at`.
+) -> bool:
+    """pending → pending: the next poll is due at `next_poll_at` (False: no longer pending).
 
     `clean` says this poll ended normally (BFL still working); a poll that hit trouble it
     will retry (a failed download, storage down) keeps its count in `unfinished_polls`.
@@ -219,10 +232,32 @@ def reschedule_poll(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.PENDING)
         .values(**values)
-        .returning(Job)
-        .execution_options(populate_existing=True, synchronize_session=False)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
     )
-    return db.execute(stmt).scalar_one_or_none()
+    return db.execute(stmt).scalar_one_or_none() is not None
+
+
+def release_slot(db: Session, job_id: uuid.UUID, *, bfl_ready_at: datetime) -> bool:
+    """pending → pending: BFL said Ready, so the task no longer counts against the account's
+    active-task cap; the image is still to be downloaded and stored.
+
+    Sets `bfl_ready_at` once (a second poll of the same Ready task finds it set and changes
+    nothing) and wakes the dispatcher after commit, so the next queued job goes to BFL while
+    this one's image is fetched. Returns False when it was released already or is no longer
+    pending.
+    """
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.PENDING, Job.bfl_ready_at.is_(None))
+        .values(bfl_ready_at=bfl_ready_at, progress=1.0)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    if db.execute(stmt).scalar_one_or_none() is None:
+        return False
+    messages.wake_dispatcher(db)
+    return True
 
 
 def mark_ready(
@@ -232,8 +267,13 @@ def mark_ready(
     result_seed: int | None,
     bfl_ready_at: datetime,
     now: datetime | None = None,
+    slot_released: bool = False,
 ) -> Job | None:
-    """pending → ready: the image is stored under our own keys (the caller adds the Image)."""
+    """pending → ready: the image is stored under our own keys (the caller adds the Image).
+
+    `bfl_ready_at` is kept if `release_slot` set it already; with `slot_released` (the caller
+    released it) the dispatcher is not woken a second time.
+    """
     return _guarded(
         db,
         job_id,
@@ -241,7 +281,7 @@ def mark_ready(
         JobStatus.READY,
         {
             "result_seed": result_seed,
-            "bfl_ready_at": bfl_ready_at,
+            "bfl_ready_at": func.coalesce(Job.bfl_ready_at, bfl_ready_at),
             "finished_at": now or utcnow(),
             "progress": 1.0,
             "next_poll_at": None,
@@ -249,6 +289,7 @@ def mark_ready(
             "error_code": None,
             "error_message": None,
         },
+        frees_slot=not slot_released,
     )
 
 
@@ -331,5 +372,5 @@ def note_late_acceptance(
     job = db.execute(stmt).scalar_one_or_none()
     if job is not None:
         # With no reported cost, record_charge writes the estimate to the job and the ledger.
-        record_charge(db, job)
+        _charge(db, job)
     return job

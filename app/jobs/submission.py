@@ -40,8 +40,8 @@ from app.db import session_scope, utcnow
 from app.jobs import account, answers, messages, state
 from app.jobs.models import Job, JobStatus
 from app.jobs.outcomes import Outcome, credits_text, deadline_message, human_message
-from app.jobs.polling import webhooks_enabled
-from app.jobs.service import STORED_PREFIX
+from app.jobs.polling import first_poll_delay
+from app.jobs.references import STORED_PREFIX
 from app.settings import Settings, get_settings
 from app.storage import get_storage
 
@@ -106,7 +106,7 @@ def submit_claimed(client: BFLClient, claimed: Claimed, settings: Settings) -> O
     # From here on the task exists at BFL and is paid for. Keep the answer where neither an
     # unavailable PostgreSQL nor this worker dying can lose it, then write it to PostgreSQL.
     answers.keep(claimed.id, answer)
-    return record_acceptance(claimed.id, answer, settings)
+    return record_acceptance(claimed.id, answer, settings, model=claimed.model)
 
 
 def _after_refusal(claimed: Claimed, exc: Exception, settings: Settings) -> Outcome:
@@ -195,13 +195,6 @@ def _backoff(attempts: int, *, base: float, ceiling: float) -> float:
     return random.uniform(0.5, 1.0) * min(ceiling, base * 2.0 ** min(attempts, 10))
 
 
-def _first_poll_delay(settings: Settings) -> float:
-    # With webhooks the first poll is only a fallback for a call that never comes.
-    if webhooks_enabled(settings):
-        return settings.POLL_MAX_INTERVAL_S
-    return settings.POLL_MIN_INTERVAL_S
-
-
 def apply_answer(
     db: Session,
     job_id: uuid.UUID,
@@ -233,7 +226,9 @@ def _database_unavailable(exc: DBAPIError) -> bool:
     return isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
 
 
-def record_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: Settings) -> Outcome:
+def record_acceptance(
+    job_id: uuid.UUID, answer: answers.KeptAnswer, settings: Settings, *, model: str = ""
+) -> Outcome:
     """Write BFL's answer to PostgreSQL, retrying with back-off while it is unavailable.
 
     Retries for up to ANSWER_DB_RETRY_MINUTES; past that (or if this worker dies meanwhile)
@@ -244,7 +239,7 @@ def record_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: S
     while True:
         tries += 1
         try:
-            outcome = _write_acceptance(job_id, answer, settings)
+            outcome = _write_acceptance(job_id, answer, settings, model)
         except DBAPIError as exc:
             if not _database_unavailable(exc):
                 raise
@@ -279,9 +274,11 @@ def record_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: S
         return outcome
 
 
-def _write_acceptance(job_id: uuid.UUID, answer: answers.KeptAnswer, settings: Settings) -> Outcome:
+def _write_acceptance(
+    job_id: uuid.UUID, answer: answers.KeptAnswer, settings: Settings, model: str
+) -> Outcome:
     with session_scope() as db:
-        first_poll = _first_poll_delay(settings)
+        first_poll = first_poll_delay(settings, model)
         job = apply_answer(db, job_id, answer, first_poll=first_poll)
         if job is not None:
             outcome = Outcome.SUBMITTED

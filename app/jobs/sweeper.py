@@ -13,9 +13,8 @@ from sqlalchemy.orm import Session
 
 from app.db import session_scope, utcnow
 from app.jobs import account, answers, messages, state
-from app.jobs.models import BFLAccountState, Job, JobStatus
+from app.jobs.models import BFLAccountState, Job, JobStatus, holds_slot
 from app.jobs.outcomes import (
-    ACTIVE_VALUES,
     credits_text,
     deadline_message,
     fail_timed_out,
@@ -183,7 +182,7 @@ def _wake_dispatchers(
         messages.wake_dispatcher(db)
         report.dispatch_wakeups = 1
         return
-    active = db.scalar(select(func.count()).where(Job.status.in_(ACTIVE_VALUES))) or 0
+    active = db.scalar(select(func.count()).where(holds_slot())) or 0
     eligible = (
         db.scalar(
             select(func.count()).where(

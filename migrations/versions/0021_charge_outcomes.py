@@ -1,7 +1,7 @@
 """charge outcomes
 
 Revision ID: 0021
-Revises: 0015
+Revises: 0020
 
 The ledger summed per day, project, person, model and the job's present state, so the cost
 dashboard's outcome and "ready images" figures no longer join every job of the period.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0021"
-down_revision: str | None = "0015"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

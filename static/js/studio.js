@@ -88,53 +88,220 @@
     checkReferences(form);
   }
 
+  // Reference images: an ordered list of stored images (hidden `stored_reference` inputs).
+  // Files chosen, dropped or pasted are uploaded at once (POST /references: checked and
+  // stored by the same function as every other way in) and join the list; the model's limit
+  // comes from the catalogue the page embeds.
+  function referenceItems(form) {
+    return Array.prototype.slice.call(form.querySelectorAll("[data-reference-item]"));
+  }
+
   function checkReferences(form) {
     var model = selectedModel(form);
-    var input = form.querySelector("[data-reference-input]");
-    var counter = form.querySelector("[data-reference-count]");
     var warning = form.querySelector("[data-reference-warning]");
-    if (!model || !input) return;
-    var chosen = input.files ? input.files.length : 0;
-    var stored = form.querySelectorAll("input[name=stored_reference]").length;
-    if (counter) counter.value = String(chosen);
+    var used = form.querySelector("[data-reference-used]");
+    var input = form.querySelector("[data-reference-input]");
+    if (!model) return;
+    var items = referenceItems(form);
+    items.forEach(function (item, index) {
+      var n = index + 1;
+      var label = item.querySelector(".reference-label");
+      if (label) label.textContent = n + " · " + item.getAttribute("data-width") + "×" + item.getAttribute("data-height");
+      var img = item.querySelector("img");
+      if (img) img.alt = "Reference image " + n;
+      item.querySelectorAll("button").forEach(function (button) {
+        var what = button.hasAttribute("data-remove-reference") ? "Remove" :
+          (button.getAttribute("data-move-reference") === "-1" ? "Move earlier:" : "Move later:");
+        button.setAttribute("aria-label", what + " reference " + n);
+      });
+    });
+    if (used) used.textContent = String(items.length);
+    var limit = model.max_reference_images;
+    var over = items.length > limit;
+    if (input) input.disabled = items.length >= limit;
     if (warning) {
-      var total = chosen + stored;
-      var over = total > model.max_reference_images;
       warning.hidden = !over;
       warning.textContent = over
-        ? model.label + " takes at most " + model.max_reference_images +
-          " reference image(s); you chose " + total + ". Remove " + (total - model.max_reference_images) + "."
+        ? model.label + " takes at most " + limit + " reference image(s); you chose " +
+          items.length + ". Remove " + (items.length - limit) + "."
         : "";
     }
   }
 
-  // BFL prices each reference image by its megapixels: read the chosen files' sizes, then ask
-  // for the estimate again with them (the first answer counts each file as one megapixel).
-  var sizeReads = 0;
-
-  function imageSize(file) {
-    if (!window.createImageBitmap) return Promise.resolve("?");
-    return createImageBitmap(file).then(function (bitmap) {
-      var size = bitmap.width + "x" + bitmap.height;
-      bitmap.close();
-      return size;
-    }, function () { return "?"; });
+  function referenceNotice(form, text) {
+    var warning = form.querySelector("[data-reference-warning]");
+    if (!warning) return;
+    warning.hidden = !text;
+    warning.textContent = text || "";
   }
 
-  function readReferenceSizes(form) {
-    var input = form.querySelector("[data-reference-input]");
-    var field = form.querySelector("[data-reference-sizes]");
-    if (!input || !field) return;
-    var files = input.files ? Array.prototype.slice.call(input.files) : [];
-    var read = ++sizeReads;
-    field.value = "";
-    if (!files.length) return;
-    Promise.all(files.map(imageSize)).then(function (sizes) {
-      if (read !== sizeReads) return;  // the person chose other files meanwhile
-      field.value = sizes.join(",");
-      field.dispatchEvent(new Event("change", { bubbles: true }));
+  function followReferenceSize(form, hadReferences) {
+    // An edit follows its first reference's size (BFL's default) until the person sets one.
+    var preset = form.querySelector("[data-aspect-preset]");
+    var width = form.querySelector("#width");
+    var height = form.querySelector("#height");
+    if (!preset || !width || !height) return;
+    var count = referenceItems(form).length;
+    if (count && !hadReferences && !preset.hasAttribute("data-touched")) {
+      preset.value = "input";
+      width.value = "";
+      height.value = "";
+    } else if (!count && preset.value === "input") {
+      var first = preset.querySelector("option[data-width]:not([value=input])");
+      if (first) {
+        preset.value = first.value;
+        width.value = first.getAttribute("data-width");
+        height.value = first.getAttribute("data-height");
+      }
+    }
+  }
+
+  function referencesChanged(form, hadReferences) {
+    followReferenceSize(form, hadReferences);
+    checkReferences(form);
+    form.dispatchEvent(new Event("change", { bubbles: true }));
+  }
+
+  function addReferenceItem(form, ref) {
+    var list = form.querySelector("[data-reference-list]");
+    var item = document.createElement("li");
+    item.className = "reference-item";
+    item.draggable = true;
+    item.setAttribute("data-reference-item", "");
+    item.setAttribute("data-width", String(ref.width));
+    item.setAttribute("data-height", String(ref.height));
+    var hidden = document.createElement("input");
+    hidden.type = "hidden";
+    hidden.name = "stored_reference";
+    hidden.value = ref.key;
+    var img = document.createElement("img");
+    img.src = ref.thumbnail_url;
+    img.width = 96;
+    img.height = 96;
+    var label = document.createElement("span");
+    label.className = "reference-label";
+    var buttons = document.createElement("span");
+    buttons.className = "reference-buttons";
+    [["data-move-reference", "-1", "↑"], ["data-move-reference", "1", "↓"], ["data-remove-reference", "", "Remove"]].forEach(function (spec) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "btn btn-small";
+      button.setAttribute(spec[0], spec[1]);
+      button.textContent = spec[2];
+      buttons.appendChild(button);
+    });
+    item.appendChild(hidden);
+    item.appendChild(img);
+    item.appendChild(label);
+    item.appendChild(buttons);
+    list.appendChild(item);
+  }
+
+  function uploadReferences(form, files) {
+    var model = selectedModel(form);
+    if (!model || !files.length) return Promise.resolve();
+    var room = model.max_reference_images - referenceItems(form).length;
+    var images = Array.prototype.filter.call(files, function (f) { return /^image\//.test(f.type || "image/"); });
+    if (images.length > room) {
+      referenceNotice(form, model.label + " takes at most " + model.max_reference_images +
+        " reference image(s); " + (room > 0 ? "only the first " + room + " were added." : "remove one first."));
+      images = images.slice(0, Math.max(0, room));
+    }
+    var csrf = form.querySelector("input[name=csrf_token]");
+    var had = referenceItems(form).length > 0;
+    return images.reduce(function (chain, file) {
+      return chain.then(function () {
+        var body = new FormData();
+        body.append("file", file, file.name || "pasted.png");
+        body.append("model", model.name);
+        if (csrf) body.append("csrf_token", csrf.value);
+        return fetch("/references", { method: "POST", body: body, credentials: "same-origin" })
+          .then(function (response) {
+            return response.json().then(function (data) {
+              if (!response.ok) {
+                var message = data && data.error ? data.error.message : "That file could not be used.";
+                throw new Error(message);
+              }
+              addReferenceItem(form, data);
+            });
+          });
+      });
+    }, Promise.resolve()).then(function () {
+      referencesChanged(form, had);
+    }, function (err) {
+      referencesChanged(form, had);
+      referenceNotice(form, String(err.message || err));
     });
   }
+
+  function moveReference(item, step) {
+    var list = item.parentNode;
+    if (step < 0 && item.previousElementSibling) list.insertBefore(item, item.previousElementSibling);
+    if (step > 0 && item.nextElementSibling) list.insertBefore(item.nextElementSibling, item);
+  }
+
+  var dragged = null;
+
+  document.addEventListener("dragstart", function (event) {
+    var item = event.target.closest && event.target.closest("[data-reference-item]");
+    if (!item) return;
+    dragged = item;
+    item.classList.add("is-dragging");
+    if (event.dataTransfer) {
+      event.dataTransfer.effectAllowed = "move";
+      event.dataTransfer.setData("text/plain", "reference");
+    }
+  });
+
+  document.addEventListener("dragend", function () {
+    if (dragged) dragged.classList.remove("is-dragging");
+    dragged = null;
+  });
+
+  document.addEventListener("dragover", function (event) {
+    var zone = event.target.closest && event.target.closest("[data-reference-drop]");
+    if (!zone) return;
+    event.preventDefault();
+    zone.classList.add("is-dragover");
+    var over = event.target.closest("[data-reference-item]");
+    if (dragged && over && over !== dragged) {
+      var box = over.getBoundingClientRect();
+      var after = event.clientX > box.left + box.width / 2;
+      over.parentNode.insertBefore(dragged, after ? over.nextSibling : over);
+    }
+  });
+
+  document.addEventListener("dragleave", function (event) {
+    var zone = event.target.closest && event.target.closest("[data-reference-drop]");
+    if (zone && !zone.contains(event.relatedTarget)) zone.classList.remove("is-dragover");
+  });
+
+  document.addEventListener("drop", function (event) {
+    var zone = event.target.closest && event.target.closest("[data-reference-drop]");
+    if (!zone) return;
+    event.preventDefault();
+    zone.classList.remove("is-dragover");
+    var form = zone.closest("form");
+    if (dragged) {
+      dragged.classList.remove("is-dragging");
+      dragged = null;
+      referencesChanged(form, true);
+      return;
+    }
+    var files = event.dataTransfer ? event.dataTransfer.files : [];
+    if (files && files.length) uploadReferences(form, files);
+  });
+
+  document.addEventListener("paste", function (event) {
+    var form = document.getElementById("generate-form");
+    if (!form || !event.clipboardData) return;
+    var files = Array.prototype.filter.call(event.clipboardData.files || [], function (f) {
+      return /^image\//.test(f.type);
+    });
+    if (!files.length) return;
+    event.preventDefault();
+    uploadReferences(form, files);
+  });
 
   function syncPreset(form) {
     var preset = form.querySelector("[data-aspect-preset]");
@@ -165,6 +332,7 @@
       if (!seed.disabled) seed.focus();
     }
     if (target.matches("[data-aspect-preset]")) {
+      target.setAttribute("data-touched", "");
       var option = target.selectedOptions[0];
       if (option && option.hasAttribute("data-width")) {
         form.querySelector("#width").value = option.getAttribute("data-width");
@@ -173,8 +341,10 @@
     }
     if (target.matches("[data-dimension]")) syncPreset(form);
     if (target.matches("[data-reference-input]")) {
-      checkReferences(form);
-      readReferenceSizes(form);
+      var chosen = Array.prototype.slice.call(target.files || []);
+      target.value = "";
+      event.stopPropagation();
+      uploadReferences(form, chosen);
     }
   }, true);
 
@@ -184,9 +354,16 @@
       var form = target.closest("form");
       var item = target.closest("li");
       if (item) item.remove();
-      if (form) {
-        checkReferences(form);
-        form.dispatchEvent(new Event("change", { bubbles: true }));
+      if (form) referencesChanged(form, true);
+    }
+    if (target.matches && target.matches("[data-move-reference]")) {
+      var moved = target.closest("[data-reference-item]");
+      var owner = target.closest("form");
+      if (moved && owner) {
+        moveReference(moved, Number(target.getAttribute("data-move-reference")));
+        // Keep the keyboard on the button that moved, wherever the item went.
+        target.focus();
+        referencesChanged(owner, true);
       }
     }
     var copy = target.closest && target.closest("[data-copy]");

@@ -74,7 +74,9 @@ class Sweep:
                 "job_id": str(self.ready_id),
                 "token": "x" * 20,
                 "token_id": str(uuid.uuid4()),
+                "sha256": "0" * 64,
                 "approval_id": str(uuid.uuid4()),
+                "batch_id": str(uuid.uuid4()),
             }
         )
         url = f"{path}?{query}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from app.recipes.service import with_recipe
 from tests.api.conftest import MakeCaller, assert_error, make_job, make_ready_job
 
 
@@ -20,7 +21,8 @@ def test_image_metadata_and_files(
     assert body["original_url"] == f"/api/v1/images/{job.id}/original"
 
     full = client.get(body["original_url"], headers=caller.headers)
-    assert full.status_code == 200 and full.content == original
+    # The stored original with its recipe inserted (tests/recipes): same pixels, more bytes.
+    assert full.status_code == 200 and full.content == with_recipe(original, job)
     assert full.headers["content-type"] == "image/png"
     thumb = client.get(body["thumbnail_url"], headers=caller.headers)
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"

@@ -62,7 +62,7 @@ def test_removal_ends_tokens_for_good_and_the_person_can_rejoin(
     browser = _as(client_factory, member)
     assert _me(client_factory, secret).status_code == 200
 
-    remove_member(db, team_id=admin.team.id, user_id=member.user.id)
+    remove_member(db, team_id=admin.team.id, user_id=member.user.id, by=admin.user)
     # Committed (to the test's savepoint): a refused request rolls back what is not.
     db.commit()
     assert _me(client_factory, secret).status_code == 401

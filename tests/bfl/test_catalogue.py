@@ -169,7 +169,10 @@ def test_all_problems_are_reported_at_once() -> None:
 
 def test_reference_image_limits_per_model() -> None:
     eight = {f"input_image_{i}" if i > 1 else "input_image": "aGVsbG8=" for i in range(1, 9)}
-    assert len(validate_request("flux-2-pro", {"prompt": "x", **eight})) == 5 + 8
+    # No size given with references: the output follows the first (BFL's default), so width
+    # and height are left out of the payload.
+    payload = validate_request("flux-2-pro", {"prompt": "x", **eight})
+    assert len(payload) == 3 + 8 and "width" not in payload and "height" not in payload
     errors = _errors("flux-2-klein-4b", {"prompt": "x", **eight})
     assert errors["input_image_5"] == (
         "input_image_5 is not accepted: flux-2-klein-4b takes at most 4 reference image(s)"

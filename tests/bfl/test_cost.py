@@ -77,6 +77,13 @@ def test_sizes_given_for_some_references_only() -> None:
     priced = estimate_cost("flux-2-max", 1024, 1024, 3, reference_sizes=[(2048, 1536)])
     assert priced.usd == Decimal("0.07") + Decimal("0.03") * 5
     payload = validate_request("flux-2-max", {"prompt": "x", "input_image": "aGk="})
+    # No size given: the output follows the reference (3 MP), so 2 more output megapixels.
     assert estimate_payload_cost("flux-2-max", payload, reference_sizes=[(2048, 1536)]).usd == (
+        Decimal("0.07") + Decimal("0.03") * 2 + Decimal("0.03") * 3
+    )
+    sized = validate_request(
+        "flux-2-max", {"prompt": "x", "input_image": "aGk=", "width": 1024, "height": 1024}
+    )
+    assert estimate_payload_cost("flux-2-max", sized, reference_sizes=[(2048, 1536)]).usd == (
         Decimal("0.07") + Decimal("0.03") * 3
     )

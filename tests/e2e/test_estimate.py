@@ -95,7 +95,7 @@ def test_reference_images_count_in_the_estimate_at_once(page: Any, tmp_path: Pat
     assert credits_text(two.credits) == "9"  # 3 + 1.5 x 4 input megapixels
     _wait_for_estimate(page, "9")
     assert "2 reference images" in page.inner_text("#estimate")
-    page.set_input_files("#reference_images", _pictures(tmp_path, 1))
+    page.click("[data-reference-item]:nth-child(2) [data-remove-reference]")
     one = estimate_cost("flux-2-pro", 1024, 1024, reference_sizes=[REFERENCE_SIZE])
     _wait_for_estimate(page, credits_text(one.credits))
 

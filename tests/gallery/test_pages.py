@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.bfl.catalogue import estimate_cost
 from app.costs.models import Budget
 from app.jobs.models import Favourite, Job, JobStatus
+from app.recipes.service import with_recipe
 from app.storage import get_storage
 from tests.factories import make_person
 from tests.gallery.rows import add_image, add_job
@@ -229,7 +230,9 @@ def test_gallery_search_detail_and_image_files(committed_db: Session, sign_in: S
     assert original.status_code == 200
     assert original.headers["content-type"] == "image/jpeg"
     assert "private" in original.headers["cache-control"]
-    assert original.content == get_storage().get(fox.image.storage_key)  # type: ignore[union-attr]
+    # The stored file with its recipe inserted (tests/recipes): same pixels, more bytes.
+    stored = get_storage().get(fox.image.storage_key)  # type: ignore[union-attr]
+    assert original.content == with_recipe(stored, fox)
     download = client.get(f"/images/{fox.id}/original", params={"download": "1"})
     assert download.headers["content-disposition"].startswith('attachment; filename="flux-2-pro-')
     thumb = client.get(f"/images/{fox.id}/thumb")

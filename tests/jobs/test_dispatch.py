@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import Engine, text
@@ -12,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.emulator import EmulatorServer
-from app.jobs import dispatch
+from app.jobs import dispatch, messages, state
+from app.jobs.messages import SUBMIT_NEXT
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import create_jobs
 from app.settings import get_settings
@@ -99,8 +101,13 @@ def test_the_cap_holds_across_two_workers_and_every_job_finishes(
         nonlocal peak
         with engine.connect() as conn:
             while not stop.is_set():
+                # At BFL: claimed or pending, and BFL has not said Ready (a Ready job's image
+                # may still be being stored, but its slot is free).
                 active = conn.execute(
-                    text("SELECT count(*) FROM jobs WHERE status IN ('submitting', 'pending')")
+                    text(
+                        "SELECT count(*) FROM jobs WHERE status IN ('submitting', 'pending')"
+                        " AND bfl_ready_at IS NULL"
+                    )
                 ).scalar_one()
                 conn.rollback()
                 peak = max(peak, active)
@@ -119,6 +126,10 @@ def test_the_cap_holds_across_two_workers_and_every_job_finishes(
     assert len(done) == 30
     assert all(j.status == JobStatus.READY for j in done)
     assert 1 <= peak <= cap, f"peak of active jobs was {peak}"
+    # BFL's own count agrees: a slot given back at Ready (before the image is stored) never
+    # lets a fifth task start while four run.
+    assert 1 <= emulator.service.peak_active_tasks() <= cap
+    assert emulator.service.account_cap_refusals() == 0
     assert_at_most_one_post(emulator, done)
 
 
@@ -175,3 +186,42 @@ def test_no_worker_process_waits_while_bfl_works(
     assert all(j.status == JobStatus.READY for j in done)
     assert peak == 4, f"only {peak} tasks were at BFL at once with two worker processes"
     assert_at_most_one_post(emulator, done)
+
+
+def test_a_task_bfl_reports_ready_frees_its_slot_before_its_image_is_stored(db: Session) -> None:
+    # Cap 1: the first job is at BFL, so nothing else may be claimed; once BFL says Ready
+    # (release_slot) the next job is claimed although the first is still being stored.
+    settings = get_settings().model_copy(update={"BFL_MAX_ACTIVE_TASKS": 1})
+    person = make_person(db)
+    first, second = _create(db, person, count=2)
+    now = utcnow() + timedelta(seconds=1)
+    job, _ = dispatch.claim_next(db, settings, now)
+    assert job is not None and job.id == first.id
+    assert state.mark_pending(
+        db,
+        first.id,
+        bfl_task_id="task-1",
+        polling_url=None,
+        cost_credits=Decimal("3"),
+        next_poll_at=now,
+    )
+    assert dispatch.claim_next(db, settings, now)[0] is None
+
+    messages.discard_pending(db)
+    assert state.release_slot(db, first.id, bfl_ready_at=now)
+    # Once only: a second poll of the same Ready task changes nothing and wakes nobody.
+    assert [m.task for m in messages.pending_messages(db)] == [SUBMIT_NEXT]
+    assert not state.release_slot(db, first.id, bfl_ready_at=now + timedelta(seconds=1))
+    assert len(messages.pending_messages(db)) == 1
+
+    job, _ = dispatch.claim_next(db, settings, now)
+    assert job is not None and job.id == second.id
+    # Storing the first image ends it `ready` without waking a dispatcher a second time,
+    # and keeps the moment BFL said Ready.
+    messages.discard_pending(db)
+    ready = state.mark_ready(
+        db, first.id, result_seed=7, bfl_ready_at=now + timedelta(seconds=2), slot_released=True
+    )
+    assert ready is not None and ready.status == JobStatus.READY
+    assert ready.bfl_ready_at == now
+    assert [m.task for m in messages.pending_messages(db)] == []

@@ -143,7 +143,13 @@ def test_a_reused_reference_is_priced_by_its_stored_size(
     wide = _png((2048, 1536), (200, 120, 40))  # 3 MP
     first = client.post(
         "/generate",
-        data={"model": "flux-2-pro", "prompt": "a harbour", "count": "1"},
+        data={
+            "model": "flux-2-pro",
+            "prompt": "a harbour",
+            "count": "1",
+            "width": "1024",
+            "height": "1024",
+        },
         files=[("reference_images", ("wide.png", wide, "image/png"))],
         headers=HX,
     )

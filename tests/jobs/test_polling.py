@@ -101,3 +101,30 @@ def test_with_webhooks_a_scheduled_poll_is_a_late_fallback() -> None:
     assert polling.next_poll_delay(
         settings, elapsed=1.0, poll_count=0, progress=0.01, webhooks=True
     ) == pytest.approx(5.0)
+
+
+def test_the_first_poll_comes_when_the_model_usually_finishes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(polling, "_run_times", {})
+    settings = get_settings().model_copy(
+        update={"POLL_MIN_INTERVAL_S": 0.5, "POLL_MAX_INTERVAL_S": 5.0, "PUBLIC_URL": None}
+    )
+    # A model never seen: the configured first interval.
+    assert polling.first_poll_delay(settings, "flux-2-pro") == pytest.approx(0.5)
+    # Steady 3 s runs (as BFL reports them): just after 3 s, so one poll finds it Ready.
+    for _ in range(30):
+        polling.observe_run_time("flux-2-pro", 3.0)
+    steady = polling.first_poll_delay(settings, "flux-2-pro")
+    assert 3.0 < steady < 3.1
+    # Runs that vary: early enough that BFL's progress then places the next poll.
+    for seconds in (2.0, 4.0) * 15:
+        polling.observe_run_time("flux-2-max", seconds)
+    varied = polling.first_poll_delay(settings, "flux-2-max")
+    assert 0.5 < varied < 2.5
+    # Another model's runs teach nothing about this one; absurd reports are ignored.
+    polling.observe_run_time("flux-2-flex", -1.0)
+    assert polling.first_poll_delay(settings, "flux-2-flex") == pytest.approx(0.5)
+    # With webhooks the scheduled poll is only the fallback.
+    hooked = settings.model_copy(update={"PUBLIC_URL": "https://studio.example"})
+    assert polling.first_poll_delay(hooked, "flux-2-pro") == pytest.approx(5.0)
