@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,7 @@ from bench.people import seed_teams_and_people
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "costs.json"
+PLANS = ROOT / "bench" / "plans" / "after"
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PEOPLE_PER_TEAM = 10
 PROJECTS_PER_TEAM = 6
@@ -112,6 +113,25 @@ def _seed(url: str, charges: int, days: float) -> dict[str, Any]:
                 "user_id, model, sum(credits), count(*) FROM charges GROUP BY 1, 2, 3, 4, 5"
             )
         )
+        # The outcome and prompt rollups, built as migration 0021 does.
+        conn.execute(
+            text(
+                "INSERT INTO charge_outcomes (team_id, day, project_id, user_id, model, status, "
+                "credits, charges) SELECT c.team_id, (c.created_at AT TIME ZONE 'UTC')::date, "
+                "c.project_id, c.user_id, c.model, j.status, sum(c.credits), count(*) "
+                "FROM charges c JOIN jobs j ON j.id = c.job_id GROUP BY 1, 2, 3, 4, 5, 6"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO charge_prompt_months (team_id, month, project_id, user_id, "
+                "prompt_md5, prompt, credits, charges, last_charged_at) "
+                "SELECT c.team_id, date_trunc('month', c.created_at AT TIME ZONE 'UTC')::date, "
+                "c.project_id, c.user_id, md5(j.prompt), min(j.prompt), sum(c.credits), "
+                "count(*), max(c.created_at) FROM charges c JOIN jobs j ON j.id = c.job_id "
+                "GROUP BY 1, 2, 3, 4, 5"
+            )
+        )
         conn.execute(
             text(
                 "INSERT INTO budgets (id, team_id, user_id, monthly_credits, created_at) "
@@ -160,12 +180,41 @@ def _timed(runs: int, call: Callable[[], object]) -> dict[str, float]:
     }
 
 
+def _write_plans(db: Session, label: str, call: Callable[[], object]) -> None:
+    """EXPLAIN ANALYZE every statement `call` runs, into bench/plans/after/costs_<label>.txt."""
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            captured.append((statement, params))
+
+    engine = db.get_bind()
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    parts = []
+    raw = db.connection().connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        for statement, params in captured:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            parts.append(f"{statement}\n\n{plan}")
+    PLANS.mkdir(parents=True, exist_ok=True)
+    (PLANS / f"costs_{label}.txt").write_text(("\n\n" + "-" * 80 + "\n\n").join(parts) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--charges", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument(
         "--days", type=float, default=90.0, help="spread the charges over this many days back"
+    )
+    parser.add_argument(
+        "--plans", action="store_true", help="write the dashboard's plans to bench/plans/after"
     )
     args = parser.parse_args()
 
@@ -218,6 +267,9 @@ def main() -> None:
             }
             for label, call in calls.items():
                 figures[label] = _timed(args.runs, call)
+            if args.plans:
+                for label in ("team_summary_month", "budget_checks_project", "budget_lines"):
+                    _write_plans(db, label, calls[label])
             plan = db.execute(
                 text(
                     "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT coalesce(sum(credits), 0), "

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     Numeric,
     String,
+    Text,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -72,6 +75,65 @@ class Charge(Timestamped, Base):
     model: Mapped[str] = mapped_column(String(64), nullable=False)
     credits: Mapped[Decimal] = mapped_column(Numeric(12, 4), nullable=False)
     usd: Mapped[Decimal] = mapped_column(Numeric(12, 4), nullable=False)
+
+
+class ChargeOutcome(Base):
+    """Charges per UTC day (of the charge), project, person, model and the job's present
+    state: the ledger joined with the jobs' states, kept as it changes. `record_charge` adds
+    a charge under the job's state then; `on_job_terminal` moves it to the state the job
+    reaches, in the transaction of that change. The dashboard's per-model "ready images" and
+    per-outcome figures read it instead of joining `jobs` for every charge."""
+
+    __tablename__ = "charge_outcomes"
+    __table_args__ = (CheckConstraint("charges >= 0", name="charges_non_negative"),)
+
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    credits: Mapped[Decimal] = mapped_column(Numeric(14, 4), nullable=False)
+    charges: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class ChargePromptMonth(Base):
+    """Charges per calendar month (UTC), project, person and prompt (keyed by the prompt's
+    MD5): the "most expensive prompts" of a month read a row per prompt, not per charge.
+    Written with each ledger row (`record_charge`, same transaction)."""
+
+    __tablename__ = "charge_prompt_months"
+    __table_args__ = (
+        Index(
+            "ix_charge_prompt_months_team_month",
+            "team_id",
+            "month",
+            postgresql_include=["credits", "charges", "last_charged_at"],
+        ),
+    )
+
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The first day of the month.
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    prompt_md5: Mapped[str] = mapped_column(String(32), primary_key=True)
+    prompt: Mapped[str] = mapped_column(Text, nullable=False)
+    credits: Mapped[Decimal] = mapped_column(Numeric(14, 4), nullable=False)
+    charges: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_charged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class ReservationState(enum.StrEnum):

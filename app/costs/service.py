@@ -7,6 +7,7 @@ person when a member asks; all times are UTC.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,15 @@ from sqlalchemy.orm import Session
 from app.audit.service import record
 from app.auth.models import Membership, User
 from app.bfl.client import BFLClient
-from app.costs.models import Budget, Charge, CreditBalance, Reservation, ReservationState
+from app.costs.models import (
+    Budget,
+    Charge,
+    ChargeOutcome,
+    ChargePromptMonth,
+    CreditBalance,
+    Reservation,
+    ReservationState,
+)
 from app.costs.schemas import (
     BudgetLine,
     BudgetState,
@@ -194,8 +203,14 @@ def committed_credits(
     One statement, so one snapshot: a worker settling a reservation (charge written,
     reservation no longer held) between two separate reads would hide that job's cost.
     """
+    rolled_days, ledger_since = _split_at_today(since)
+    rolled = select(func.coalesce(func.sum(ChargeDay.credits), 0)).where(
+        ChargeDay.team_id == team_id,
+        ChargeDay.day >= rolled_days[0],
+        ChargeDay.day < rolled_days[1],
+    )
     charged = select(func.coalesce(func.sum(Charge.credits), 0)).where(
-        Charge.team_id == team_id, Charge.created_at >= since
+        Charge.team_id == team_id, Charge.created_at >= ledger_since
     )
     held = select(func.coalesce(func.sum(Reservation.credits), 0)).where(
         Reservation.team_id == team_id,
@@ -203,13 +218,28 @@ def committed_credits(
         Reservation.created_at >= since,
     )
     if user_id is not None:
+        rolled = rolled.where(ChargeDay.user_id == user_id)
         charged = charged.where(Charge.user_id == user_id)
         held = held.where(Reservation.user_id == user_id)
     if project_id is not None:
+        rolled = rolled.where(ChargeDay.project_id == project_id)
         charged = charged.where(Charge.project_id == project_id)
         held = held.where(Reservation.project_id == project_id)
-    total = db.scalar(select(charged.scalar_subquery() + held.scalar_subquery()))
+    total = db.scalar(
+        select(rolled.scalar_subquery() + charged.scalar_subquery() + held.scalar_subquery())
+    )
     return Decimal(total or 0)
+
+
+def _split_at_today(since: datetime) -> tuple[tuple[date, date], datetime]:
+    """Charges since `since`, split into whole past days the daily rollup answers (first day
+    included, last excluded) and the time from which the ledger itself is read (today's
+    midnight, UTC; `since` itself when it is not a midnight, leaving the rollup nothing)."""
+    midnight = _midnight(utcnow().astimezone(UTC).date())
+    first = since.astimezone(UTC)
+    if first.time() != time.min or first >= midnight:
+        return (first.date(), first.date()), since
+    return (first.date(), midnight.date()), midnight
 
 
 def _budget_scope(
@@ -359,7 +389,10 @@ def record_charge(db: Session, job: Job) -> bool:
         .returning(Charge.id, Charge.created_at)
     ).first()
     if written is not None:
-        _roll_up(db, job, credits, day=written.created_at.astimezone(UTC).date())
+        day = written.created_at.astimezone(UTC).date()
+        _roll_up(db, job, credits, day=day)
+        _add_outcome(db, job, job.status, day=day, credits=credits, charges=1)
+        _add_prompt_month(db, job, credits, at=written.created_at)
     _resolve(db, job.id, ReservationState.SETTLED)
     return written is not None
 
@@ -392,9 +425,114 @@ def _roll_up(db: Session, job: Job, credits: Decimal, *, day: date) -> None:
     )
 
 
+def _add_outcome(
+    db: Session, job: Job, status: str, *, day: date, credits: Decimal, charges: int
+) -> None:
+    """Add `charges` charges of `credits` to the job's row of `charge_outcomes` under
+    `status`, in the caller's transaction."""
+    stmt = insert(ChargeOutcome).values(
+        team_id=job.team_id,
+        day=day,
+        project_id=job.project_id,
+        user_id=job.user_id,
+        model=job.model,
+        status=str(status),
+        credits=credits,
+        charges=charges,
+    )
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[
+                ChargeOutcome.team_id,
+                ChargeOutcome.day,
+                ChargeOutcome.project_id,
+                ChargeOutcome.user_id,
+                ChargeOutcome.model,
+                ChargeOutcome.status,
+            ],
+            set_={
+                "credits": ChargeOutcome.credits + stmt.excluded.credits,
+                "charges": ChargeOutcome.charges + stmt.excluded.charges,
+            },
+        )
+    )
+
+
+def _add_prompt_month(db: Session, job: Job, credits: Decimal, *, at: datetime) -> None:
+    """Add one charge to its month's row of `charge_prompt_months`."""
+    stmt = insert(ChargePromptMonth).values(
+        team_id=job.team_id,
+        month=at.astimezone(UTC).date().replace(day=1),
+        project_id=job.project_id,
+        user_id=job.user_id,
+        prompt_md5=hashlib.md5(job.prompt.encode(), usedforsecurity=False).hexdigest(),
+        prompt=job.prompt,
+        credits=credits,
+        charges=1,
+        last_charged_at=at,
+    )
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[
+                ChargePromptMonth.team_id,
+                ChargePromptMonth.month,
+                ChargePromptMonth.project_id,
+                ChargePromptMonth.user_id,
+                ChargePromptMonth.prompt_md5,
+            ],
+            set_={
+                "credits": ChargePromptMonth.credits + stmt.excluded.credits,
+                "charges": ChargePromptMonth.charges + 1,
+                "last_charged_at": func.greatest(
+                    ChargePromptMonth.last_charged_at, stmt.excluded.last_charged_at
+                ),
+            },
+        )
+    )
+
+
+def _rebuild_prompt_months(db: Session, team_id: uuid.UUID) -> None:
+    """Recompute the team's `charge_prompt_months` from its ledger rows and their prompts."""
+    db.execute(delete(ChargePromptMonth).where(ChargePromptMonth.team_id == team_id))
+    month = cast(func.date_trunc("month", func.timezone("UTC", Charge.created_at)), Date)
+    digest = func.md5(Job.prompt)
+    db.execute(
+        insert(ChargePromptMonth).from_select(
+            [
+                "team_id",
+                "month",
+                "project_id",
+                "user_id",
+                "prompt_md5",
+                "prompt",
+                "credits",
+                "charges",
+                "last_charged_at",
+            ],
+            select(
+                Charge.team_id,
+                month,
+                Charge.project_id,
+                Charge.user_id,
+                digest,
+                func.min(Job.prompt),
+                func.sum(Charge.credits),
+                func.count(),
+                func.max(Charge.created_at),
+            )
+            .join(Job, Job.id == Charge.job_id)
+            .where(Charge.team_id == team_id)
+            .group_by(Charge.team_id, month, Charge.project_id, Charge.user_id, digest),
+        )
+    )
+
+
 def rebuild_rollup(db: Session, *, team_id: uuid.UUID) -> None:
-    """Recompute the team's `charge_days` from its ledger rows (after rows were loaded or
-    re-dated outside `record_charge`, e.g. an import). Flushes."""
+    """Recompute the team's `charge_days`, `charge_outcomes` and `charge_prompt_months`
+    from its ledger rows (after
+    rows were loaded or re-dated outside `record_charge`, e.g. an import). Flushes."""
+    _rebuild_outcomes(db, team_id)
+    _rebuild_prompt_months(db, team_id)
     db.execute(delete(ChargeDay).where(ChargeDay.team_id == team_id))
     day = cast(func.timezone("UTC", Charge.created_at), Date)
     db.execute(
@@ -416,15 +554,61 @@ def rebuild_rollup(db: Session, *, team_id: uuid.UUID) -> None:
     db.flush()
 
 
-def on_job_terminal(db: Session, job: Job) -> None:
-    """Settle or release the reservation of a job that just reached a terminal state.
+def _rebuild_outcomes(db: Session, team_id: uuid.UUID) -> None:
+    """Recompute the team's `charge_outcomes` from its ledger rows and their jobs' states."""
+    db.execute(delete(ChargeOutcome).where(ChargeOutcome.team_id == team_id))
+    day = cast(func.timezone("UTC", Charge.created_at), Date)
+    db.execute(
+        insert(ChargeOutcome).from_select(
+            ["team_id", "day", "project_id", "user_id", "model", "status", "credits", "charges"],
+            select(
+                Charge.team_id,
+                day,
+                Charge.project_id,
+                Charge.user_id,
+                Charge.model,
+                Job.status,
+                func.sum(Charge.credits),
+                func.count(),
+            )
+            .join(Job, Job.id == Charge.job_id)
+            .where(Charge.team_id == team_id)
+            .group_by(
+                Charge.team_id, day, Charge.project_id, Charge.user_id, Charge.model, Job.status
+            ),
+        )
+    )
+
+
+def on_job_terminal(db: Session, job: Job, previous: str) -> None:
+    """Settle or release the reservation of a job that just reached a terminal state from
+    `previous`, and move its charge (if any) to its new state in `charge_outcomes`.
 
     Charged (or accepted by BFL, which charges on acceptance) → settled to the ledger's cost;
     `submission_unknown` → stays held, since BFL may have charged a POST we never heard back
     from; anything else never reached BFL → released.
     """
-    charged = db.scalar(select(Charge.id).where(Charge.job_id == job.id)) is not None
-    if charged:
+    charge = db.execute(
+        select(Charge.created_at, Charge.credits).where(Charge.job_id == job.id)
+    ).first()
+    if charge is not None:
+        day = charge.created_at.astimezone(UTC).date()
+        db.execute(
+            update(ChargeOutcome)
+            .where(
+                ChargeOutcome.team_id == job.team_id,
+                ChargeOutcome.day == day,
+                ChargeOutcome.project_id == job.project_id,
+                ChargeOutcome.user_id == job.user_id,
+                ChargeOutcome.model == job.model,
+                ChargeOutcome.status == str(previous),
+            )
+            .values(
+                credits=ChargeOutcome.credits - charge.credits,
+                charges=ChargeOutcome.charges - 1,
+            )
+        )
+        _add_outcome(db, job, job.status, day=day, credits=charge.credits, charges=1)
         _resolve(db, job.id, ReservationState.SETTLED)
     elif job.bfl_task_id is not None:
         # BFL accepted the task, so it charged for it, even if the cost never got recorded.
@@ -579,7 +763,31 @@ def spend_by_project(
 def _model_outcome_rows(
     db: Session, scope: Scope, period: Period
 ) -> list[tuple[str, str, Decimal, int]]:
-    """(model, job status, credits, charges): one join with jobs serves two reports."""
+    """(model, job status, credits, charges): one read serves two reports. Whole days come
+    from `charge_outcomes`; other windows join the ledger with the jobs."""
+    if _whole_days(period):
+        conditions: list[ColumnElement[bool]] = [
+            ChargeOutcome.team_id == scope.team_id,
+            ChargeOutcome.day >= period.first_day,
+            ChargeOutcome.day <= period.last_day,
+        ]
+        if scope.user_id is not None:
+            conditions.append(ChargeOutcome.user_id == scope.user_id)
+        if scope.project_id is not None:
+            conditions.append(ChargeOutcome.project_id == scope.project_id)
+        counted = func.sum(ChargeOutcome.charges)
+        rows = db.execute(
+            select(
+                ChargeOutcome.model,
+                ChargeOutcome.status,
+                func.sum(ChargeOutcome.credits),
+                counted,
+            )
+            .where(*conditions)
+            .group_by(ChargeOutcome.model, ChargeOutcome.status)
+            .having(counted > 0)
+        ).all()
+        return [(model, status, Decimal(c or 0), int(n)) for model, status, c, n in rows]
     rows = db.execute(
         select(Charge.model, Job.status, func.sum(Charge.credits), func.count(Charge.id))
         .join(Job, Job.id == Charge.job_id)
@@ -657,7 +865,11 @@ def spend_by_day(db: Session, scope: Scope, period: Period) -> list[DaySpend]:
 
 
 def top_prompts(db: Session, scope: Scope, period: Period, limit: int = 10) -> list[PromptSpend]:
-    """The prompts that cost most in the period (same text, summed over its jobs)."""
+    """The prompts that cost most in the period (same text, summed over its jobs); from the
+    monthly prompt rollup when the period is whole calendar months (the dashboard's "this
+    month"), else from the ledger joined with the jobs."""
+    if _whole_months(period):
+        return _top_prompts_of_months(db, scope, period, limit)
     total = func.sum(Charge.credits)
     rows = db.execute(
         select(Job.prompt, total, func.count(Charge.id), func.max(Charge.created_at))
@@ -670,6 +882,38 @@ def top_prompts(db: Session, scope: Scope, period: Period, limit: int = 10) -> l
     return [
         PromptSpend(prompt=prompt, charges=count, last_used_at=last, **_money(c).model_dump())
         for prompt, c, count, last in rows
+    ]
+
+
+def _whole_months(period: Period) -> bool:
+    """Whether the period runs from the first of a month to the first of a later one."""
+    return _whole_days(period) and period.start.day == 1 and period.end.day == 1
+
+
+def _top_prompts_of_months(
+    db: Session, scope: Scope, period: Period, limit: int
+) -> list[PromptSpend]:
+    conditions: list[ColumnElement[bool]] = [
+        ChargePromptMonth.team_id == scope.team_id,
+        ChargePromptMonth.month >= period.first_day,
+        ChargePromptMonth.month < period.end.date(),
+    ]
+    if scope.user_id is not None:
+        conditions.append(ChargePromptMonth.user_id == scope.user_id)
+    if scope.project_id is not None:
+        conditions.append(ChargePromptMonth.project_id == scope.project_id)
+    total = func.sum(ChargePromptMonth.credits)
+    last = func.max(ChargePromptMonth.last_charged_at)
+    rows = db.execute(
+        select(ChargePromptMonth.prompt, total, func.sum(ChargePromptMonth.charges), last)
+        .where(*conditions)
+        .group_by(ChargePromptMonth.prompt_md5, ChargePromptMonth.prompt)
+        .order_by(total.desc(), last.desc())
+        .limit(limit)
+    ).all()
+    return [
+        PromptSpend(prompt=prompt, charges=int(count), last_used_at=at, **_money(c).model_dump())
+        for prompt, c, count, at in rows
     ]
 
 
@@ -796,10 +1040,16 @@ def _month_usage(
     db: Session, team_id: uuid.UUID, since: datetime, user_id: uuid.UUID | None = None
 ) -> tuple[dict[uuid.UUID, Decimal], dict[uuid.UUID, Decimal]]:
     """Credits charged and held this month, per person of the team (or of one person)."""
+    (first, last), ledger_since = _split_at_today(since)
     spent_q = (
         select(Charge.user_id, func.sum(Charge.credits))
-        .where(Charge.team_id == team_id, Charge.created_at >= since)
+        .where(Charge.team_id == team_id, Charge.created_at >= ledger_since)
         .group_by(Charge.user_id)
+    )
+    rolled_q = (
+        select(ChargeDay.user_id, func.sum(ChargeDay.credits))
+        .where(ChargeDay.team_id == team_id, ChargeDay.day >= first, ChargeDay.day < last)
+        .group_by(ChargeDay.user_id)
     )
     held_q = (
         select(Reservation.user_id, func.sum(Reservation.credits))
@@ -812,19 +1062,35 @@ def _month_usage(
     )
     if user_id is not None:
         spent_q = spent_q.where(Charge.user_id == user_id)
+        rolled_q = rolled_q.where(ChargeDay.user_id == user_id)
         held_q = held_q.where(Reservation.user_id == user_id)
-    spent = {uid: Decimal(c) for uid, c in db.execute(spent_q).all()}
+    spent = _sum_rows(db.execute(rolled_q).all(), db.execute(spent_q).all())
     held = {uid: Decimal(c) for uid, c in db.execute(held_q).all()}
     return spent, held
+
+
+def _sum_rows(*parts: Sequence[Any]) -> dict[uuid.UUID, Decimal]:
+    """(key, credits) rows of several reads, summed per key."""
+    totals: dict[uuid.UUID, Decimal] = {}
+    for rows in parts:
+        for key, credits in rows:
+            totals[key] = totals.get(key, _ZERO) + Decimal(credits)
+    return totals
 
 
 def _project_month(
     db: Session, team_id: uuid.UUID, since: datetime
 ) -> tuple[dict[uuid.UUID, Decimal], dict[uuid.UUID, Decimal]]:
     """Credits charged and credits held since `since`, per project of the team."""
-    spent = db.execute(
+    (first, last), ledger_since = _split_at_today(since)
+    rolled = db.execute(
+        select(ChargeDay.project_id, func.sum(ChargeDay.credits))
+        .where(ChargeDay.team_id == team_id, ChargeDay.day >= first, ChargeDay.day < last)
+        .group_by(ChargeDay.project_id)
+    ).all()
+    today = db.execute(
         select(Charge.project_id, func.sum(Charge.credits))
-        .where(Charge.team_id == team_id, Charge.created_at >= since)
+        .where(Charge.team_id == team_id, Charge.created_at >= ledger_since)
         .group_by(Charge.project_id)
     ).all()
     held = db.execute(
@@ -836,7 +1102,7 @@ def _project_month(
         )
         .group_by(Reservation.project_id)
     ).all()
-    return ({p: Decimal(c) for p, c in spent}, {p: Decimal(c) for p, c in held})
+    return (_sum_rows(rolled, today), {p: Decimal(c) for p, c in held})
 
 
 def budget_lines(db: Session, team_id: uuid.UUID, now: datetime | None = None) -> list[BudgetLine]:
@@ -893,7 +1159,12 @@ def budget_lines(db: Session, team_id: uuid.UUID, now: datetime | None = None) -
 
 def _team_month(db: Session, team_id: uuid.UUID, since: datetime) -> tuple[Decimal, Decimal]:
     """The team's credits charged and held since `since`, read in one snapshot."""
-    spent = select(_SUM).where(Charge.team_id == team_id, Charge.created_at >= since)
+    (first, last), ledger_since = _split_at_today(since)
+    rolled = select(_DAY_SUM).where(
+        ChargeDay.team_id == team_id, ChargeDay.day >= first, ChargeDay.day < last
+    )
+    today = select(_SUM).where(Charge.team_id == team_id, Charge.created_at >= ledger_since)
+    spent = select(rolled.scalar_subquery() + today.scalar_subquery())
     held = select(func.coalesce(func.sum(Reservation.credits), 0)).where(
         Reservation.team_id == team_id,
         Reservation.state == ReservationState.HELD.value,

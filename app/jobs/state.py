@@ -69,7 +69,7 @@ def _guarded(
         return None
     job_changed(db, job, expected.value)  # counted in /metrics once this transaction commits
     if target.terminal:
-        on_job_terminal(db, job)
+        on_job_terminal(db, job, expected.value)
     if frees_slot and expected in ACTIVE_STATUSES and target not in ACTIVE_STATUSES:
         # A slot of the active-task cap is free again: let the next queued job have it.
         messages.wake_dispatcher(db)

@@ -172,7 +172,7 @@ def test_submission_unknown_stays_held(db: Session) -> None:
 def test_accepted_job_without_a_recorded_charge_is_charged_at_the_end(db: Session) -> None:
     person = make_person(db)
     job = make_job(db, person, status=JobStatus.FAILED, bfl_task_id="task-1", cost="2.5")
-    on_job_terminal(db, job)
+    on_job_terminal(db, job, JobStatus.PENDING.value)
     assert db.scalar(select(Charge.credits).where(Charge.job_id == job.id)) == Decimal("2.5")
 
 
@@ -181,7 +181,7 @@ def test_charge_is_written_once_per_job(db: Session) -> None:
     job = make_job(db, person, status=JobStatus.PENDING, bfl_task_id="task-2", cost="3")
     assert record_charge(db, job) is True
     assert record_charge(db, job) is False
-    on_job_terminal(db, job)
+    on_job_terminal(db, job, JobStatus.PENDING.value)
     assert db.scalar(select(func.count()).select_from(Charge)) == 1
 
 
