@@ -13,7 +13,7 @@ from app.bfl.errors import BFLError
 from app.celery_app import app
 from app.costs import REFRESH_CREDIT_BALANCE_TASK
 from app.costs import service as costs_service
-from app.db import session_scope
+from app.db import get_sessionmaker, session_scope
 from app.jobs import PURGE_REFERENCES, dispatch, polling, references, results, sweeper
 from app.jobs.messages import POLL, SUBMIT_NEXT, SWEEP
 from app.ops.metrics import MeasuredTransport
@@ -51,11 +51,13 @@ def bfl_client() -> BFLClient:
 
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:
-    # A pool process pays its one-time costs (the HTTP client's TLS context, image codecs)
-    # here rather than in its first tasks, which would otherwise all come at once when the
-    # first results of a batch arrive together. Nothing here touches the network.
+    # A pool process pays its one-time costs (the HTTP client's TLS context, image codecs,
+    # the database engine and its dialect) here rather than in its first tasks, which would
+    # otherwise all come at once when the first results of a batch arrive together. Nothing
+    # here touches the network.
     try:
         bfl_client()
+        get_sessionmaker()
         results.warm_up_imaging()
     except Exception:
         log.exception("warming up the worker process failed; its first tasks will do it")

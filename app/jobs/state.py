@@ -9,9 +9,10 @@ poll, a cancel racing a claim). Callers treat None as "someone else did it: do n
       │  └──requeue──────┘   └──▶ failed          └──▶ failed
       └──▶ cancelled, failed (queue deadline)
 
-Terminal transitions call the cost hook in the same transaction, and transitions that free a
-slot of the active-task cap wake the dispatcher after commit. A pending job frees its slot when
-BFL says Ready (`release_slot`), before its image is stored: the cap counts tasks at BFL.
+Terminal transitions call the cost hook in the same transaction (a pending job's charge was
+settled when it became pending), and transitions that free a slot of the active-task cap wake
+the dispatcher after commit. A pending job frees its slot when BFL says Ready (`release_slot`),
+before its image is stored: the cap counts tasks at BFL.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, update
 from sqlalchemy.orm import Session
@@ -183,14 +184,30 @@ def _charge(db: Session, job: Job) -> None:
         )
 
 
+class PollClaim(NamedTuple):
+    """The columns a claimed poll needs (not the whole row: a poll runs once or twice a job)."""
+
+    id: uuid.UUID
+    team_id: uuid.UUID
+    bfl_task_id: str | None
+    polling_url: str | None
+    submitted_at: datetime | None
+    created_at: datetime
+    poll_count: int
+    unfinished_polls: int
+    model: str
+
+
 def claim_poll(
     db: Session, job_id: uuid.UUID, *, due_by: datetime, lease_until: datetime
-) -> Job | None:
+) -> PollClaim | None:
     """pending → pending: take the job's next poll if it is due by `due_by`.
 
     Moves `next_poll_at` to the end of a lease, so a duplicate or early message finds the poll
     not due and does nothing, and a worker that dies mid-poll is noticed by the sweeper once
     the lease runs out. `unfinished_polls` counts polls that started and never finished.
+    Returns only the columns the poll needs, or None when the poll is not due or the job is
+    no longer pending.
     """
     stmt = (
         update(Job)
@@ -204,10 +221,11 @@ def claim_poll(
             poll_count=Job.poll_count + 1,
             unfinished_polls=Job.unfinished_polls + 1,
         )
-        .returning(Job)
-        .execution_options(populate_existing=True, synchronize_session=False)
+        .returning(*(getattr(Job, name) for name in PollClaim._fields))
+        .execution_options(synchronize_session=False)
     )
-    return db.execute(stmt).scalar_one_or_none()
+    row = db.execute(stmt).first()
+    return None if row is None else PollClaim(*row)
 
 
 def reschedule_poll(
