@@ -364,14 +364,35 @@ def record_charge(db: Session, job: Job) -> bool:
     return written is not None
 
 
+def lock_team_budgets(db: Session, team_id: uuid.UUID) -> None:
+    """Take the team's budget lock (held until this transaction ends): reservations and moves
+    of jobs between projects run one after another, so per-project figures never cross."""
+    _lock_team_budgets(db, team_id)
+
+
+@dataclass(frozen=True)
+class _RollupKey:
+    team_id: uuid.UUID
+    day: date
+    project_id: uuid.UUID
+    user_id: uuid.UUID
+    model: str
+
+
 def _roll_up(db: Session, job: Job, credits: Decimal, *, day: date) -> None:
     """Add one charge to its day's rollup row (`charge_days`), in the ledger's transaction."""
+    key = _RollupKey(job.team_id, day, job.project_id, job.user_id, job.model)
+    _add_to_day(db, key, credits)
+
+
+def _add_to_day(db: Session, key: _RollupKey, credits: Decimal) -> None:
+    """Add one charge of `credits` to the rollup row `key` (made when missing)."""
     stmt = insert(ChargeDay).values(
-        team_id=job.team_id,
-        day=day,
-        project_id=job.project_id,
-        user_id=job.user_id,
-        model=job.model,
+        team_id=key.team_id,
+        day=key.day,
+        project_id=key.project_id,
+        user_id=key.user_id,
+        model=key.model,
         credits=credits,
         charges=1,
     )
@@ -390,6 +411,55 @@ def _roll_up(db: Session, job: Job, credits: Decimal, *, day: date) -> None:
             },
         )
     )
+
+
+def _take_from_day(db: Session, key: _RollupKey, credits: Decimal) -> None:
+    """Take one charge of `credits` off the rollup row `key`; a row left with none goes."""
+    where = (
+        ChargeDay.team_id == key.team_id,
+        ChargeDay.day == key.day,
+        ChargeDay.project_id == key.project_id,
+        ChargeDay.user_id == key.user_id,
+        ChargeDay.model == key.model,
+    )
+    db.execute(
+        update(ChargeDay)
+        .where(*where)
+        .values(credits=ChargeDay.credits - credits, charges=ChargeDay.charges - 1)
+    )
+    db.execute(delete(ChargeDay).where(*where, ChargeDay.charges <= 0))
+
+
+def move_job_costs(
+    db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, to_project_id: uuid.UUID
+) -> Decimal:
+    """Move one job's ledger row, its reservation and its share of the daily rollup to the
+    project `to_project_id`; returns the credits moved (0 when the job has no charge yet).
+
+    The caller holds `lock_team_budgets` and the job's row lock, and changes the job's own
+    `project_id` in the same transaction, so per-project sums stay equal to the ledger's and
+    the team's totals do not change.
+    """
+    db.execute(
+        update(Reservation)
+        .where(Reservation.job_id == job_id, Reservation.team_id == team_id)
+        .values(project_id=to_project_id)
+    )
+    charge = db.execute(
+        select(Charge.project_id, Charge.user_id, Charge.model, Charge.credits, Charge.created_at)
+        .where(Charge.job_id == job_id, Charge.team_id == team_id)
+        .with_for_update()
+    ).first()
+    if charge is None or charge.project_id == to_project_id:
+        return _ZERO
+    db.execute(update(Charge).where(Charge.job_id == job_id).values(project_id=to_project_id))
+    day = charge.created_at.astimezone(UTC).date()
+    old = _RollupKey(team_id, day, charge.project_id, charge.user_id, charge.model)
+    _take_from_day(db, old, charge.credits)
+    _add_to_day(
+        db, _RollupKey(team_id, day, to_project_id, charge.user_id, charge.model), charge.credits
+    )
+    return Decimal(charge.credits)
 
 
 def rebuild_rollup(db: Session, *, team_id: uuid.UUID) -> None:
