@@ -360,6 +360,7 @@ def create(
             params=job_request.params,
             count=job_request.count,
             reference_images=job_request.reference_images,
+            project_id=job_request.project_id,
         )
         earlier = _replay(db, actor, response, idempotency_key, fingerprint)
         if earlier is not None:
@@ -446,7 +447,11 @@ def vary(
         # No prompt in these params, so this can never match the fingerprint of a POST /jobs:
         # one key names one request, whichever route it came to.
         fingerprint = idempotency.request_fingerprint(
-            model="vary", params={"vary_of": str(job_id)}, count=1, reference_images=()
+            model="vary",
+            params={"vary_of": str(job_id)},
+            count=1,
+            reference_images=(),
+            project_id=None,
         )
         earlier = _replay(db, actor, response, idempotency_key, fingerprint)
         if earlier is not None:
