@@ -336,6 +336,7 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
                 Job.queue_front,
                 Job.queue_key,
                 Job.batch_id,
+                Job.project_id,
             )
             .where(Job.team_id == a.team.id)
             .order_by(Job.id)
@@ -379,7 +380,9 @@ def _snapshot(db: Session, a: TeamA, b: TeamB) -> dict[str, Any]:
             .order_by(User.id)
         ).all(),
         "charges": db.execute(
-            select(Charge.job_id, Charge.credits).where(Charge.team_id == a.team.id)
+            select(Charge.job_id, Charge.credits, Charge.project_id).where(
+                Charge.team_id == a.team.id
+            )
         ).all(),
         "reservations": db.execute(
             select(Reservation.job_id, Reservation.credits, Reservation.state)
@@ -527,6 +530,7 @@ def test_the_route_map_is_not_empty_and_knows_every_parameter(team_a: TeamA) -> 
         ("DELETE", "/api/v1/jobs/{job_id}/favourite"),
         ("DELETE", "/api/v1/jobs/{job_id}"),
         ("POST", "/api/v1/jobs/{job_id}/vary"),
+        ("POST", "/api/v1/jobs/{job_id}/project"),
         ("GET", "/api/v1/approvals/{approval_id}"),
         ("POST", "/api/v1/approvals/{approval_id}/approve"),
         ("POST", "/api/v1/approvals/{approval_id}/decline"),
@@ -798,6 +802,35 @@ def _boards_and_bulk_reveal_and_change_nothing(a: TeamA, b: TeamB) -> None:
         api = b.send("POST", "/api/v1/images/bulk", json={"action": action, "job_ids": a_jobs})
         assert api.status_code == 200 and api.json()["changed"] == 0, api.text
         assert {r["reason"] for r in api.json()["refused"]} == {"not found in this team"}
+    # Into A's project: the project is not found, named as the field at fault.
+    a_project = str(a.project.id)
+    moved = b.send(
+        "POST",
+        "/api/v1/images/bulk",
+        json={"action": "project", "project_id": a_project, "job_ids": a_jobs},
+    )
+    assert moved.status_code == 404 and moved.json()["error"]["fields"][0]["field"] == "project_id"
+    _assert_nothing_of_a(moved, a, "POST /api/v1/images/bulk into A's project")
+    page = b.send(
+        "POST",
+        "/gallery/bulk",
+        data={"action": "project", "project_id": a_project, "job_ids": ",".join(a_jobs)},
+        headers={"hx-request": "true"},
+    )
+    assert "was not found in this team" in page.text
+    _assert_nothing_of_a(page, a, "POST /gallery/bulk into A's project")
+    # A's images into B's own project: each refused as not found.
+    b_project = b.send("GET", "/api/v1/projects").json()[0]["id"]
+    moved = b.send(
+        "POST",
+        "/api/v1/images/bulk",
+        json={"action": "project", "project_id": b_project, "job_ids": a_jobs},
+    )
+    assert moved.status_code == 200 and moved.json()["changed"] == 0, moved.text
+    assert {r["reason"] for r in moved.json()["refused"]} == {"not found in this team"}
+    for job_id in a_jobs:
+        one = b.send("POST", f"/api/v1/jobs/{job_id}/project", json={"project_id": b_project})
+        assert one.status_code == 404, one.text
     everything = b.send(
         "POST", "/api/v1/images/bulk", json={"action": "favourite", "filters": {"board": a_board}}
     )

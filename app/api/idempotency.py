@@ -46,17 +46,26 @@ def request_fingerprint(
     params: Mapping[str, Any],
     count: int,
     reference_images: Sequence[bytes | str],
+    project_id: uuid.UUID | None,
 ) -> str:
-    """A digest of what a job request asks for, the same however the body was encoded."""
+    """A digest of the whole job request, the same however the body was encoded.
+
+    `project_id` counts like every other field: the same key sent for another project is a
+    different request (IdempotencyKeyReused). Left out of the digest when not given, so a
+    request without one keeps the digest it always had.
+    """
+    request: dict[str, Any] = {
+        "model": model,
+        "params": params,
+        "count": count,
+        "reference_images": [
+            hashlib.sha256(fingerprint_bytes(data)).hexdigest() for data in reference_images
+        ],
+    }
+    if project_id is not None:
+        request["project_id"] = str(project_id)
     canonical = json.dumps(
-        {
-            "model": model,
-            "params": params,
-            "count": count,
-            "reference_images": [
-                hashlib.sha256(fingerprint_bytes(data)).hexdigest() for data in reference_images
-            ],
-        },
+        request,
         sort_keys=True,
         separators=(",", ":"),
         default=str,

@@ -40,9 +40,13 @@ class SelectionIn(BaseModel):
 
 
 class BulkIn(SelectionIn):
-    action: Literal["board", "unboard", "favourite", "unfavourite", "delete"]
+    action: Literal["board", "unboard", "favourite", "unfavourite", "delete", "project"]
     board_id: uuid.UUID | None = Field(
         default=None, description="The board to add to (`board`) or take off (`unboard`)."
+    )
+    project_id: uuid.UUID | None = Field(
+        default=None,
+        description="The team's active project to move them to (`project`), with their costs.",
     )
 
 
@@ -74,8 +78,9 @@ def _resolve(db: Session, actor: Actor, body: SelectionIn) -> list[uuid.UUID]:
     responses=error_responses(404, 422),
 )
 def bulk(body: BulkIn, actor: ChangingActor, db: SessionDep) -> ItemsOut:
-    """Add to or take off a board, favourite, unfavourite or delete. A member deletes only
-    their own images; every image refused is listed with the reason."""
+    """Add to or take off a board, favourite, unfavourite, delete, or move to a project. A
+    member deletes and moves only their own images; every image refused is listed with the
+    reason."""
     result = service.run(
         db,
         action=body.action,
@@ -84,6 +89,7 @@ def bulk(body: BulkIn, actor: ChangingActor, db: SessionDep) -> ItemsOut:
         is_manager=actor.is_manager,
         job_ids=_resolve(db, actor, body),
         board_id=body.board_id,
+        project_id=body.project_id,
     )
     return ItemsOut.of(result)
 

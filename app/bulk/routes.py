@@ -13,6 +13,7 @@ from app.boards.routes import board_id_or_404
 from app.bulk import archive, service
 from app.deps import SessionDep
 from app.errors import StudioError, answer_refusals_with
+from app.jobs.moves import ProjectNotFound
 from app.limits import read_form
 from app.templating import templates
 
@@ -35,6 +36,13 @@ def _selected(form: FormData, actor: Actor, db: SessionDep) -> list[uuid.UUID]:
     return service.resolve(db, team_id=actor.team_id, viewer_id=actor.user_id, selection=selection)
 
 
+def _project_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ProjectNotFound() from None
+
+
 def _notice(request: Request, exc: StudioError) -> Response | None:
     if exc.status_code not in (403, 404, 422):
         return None
@@ -52,6 +60,7 @@ async def bulk(request: Request, actor: ChangingActor, db: SessionDep) -> Respon
     form = await read_form(request)
     action = _text(form, "action")
     target = _text(form, "board_id")
+    project = _text(form, "project_id")
     job_ids = _selected(form, actor, db)
     result = service.run(
         db,
@@ -61,6 +70,7 @@ async def bulk(request: Request, actor: ChangingActor, db: SessionDep) -> Respon
         is_manager=actor.is_manager,
         job_ids=job_ids,
         board_id=board_id_or_404(target) if target else None,
+        project_id=_project_id(project) if project else None,
     )
     refused = {r.job_id for r in result.refused}
     gone = [j for j in job_ids if j not in refused] if action in ("delete", "unboard") else []

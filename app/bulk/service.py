@@ -26,10 +26,11 @@ from app.gallery.service import (
     parse_filters,
 )
 from app.jobs.models import Favourite, Job
+from app.jobs.moves import move_jobs
 from app.jobs.service import delete_job
 from app.settings import get_settings
 
-ACTIONS = ("board", "unboard", "favourite", "unfavourite", "delete")
+ACTIONS = ("board", "unboard", "favourite", "unfavourite", "delete", "project")
 
 
 @dataclass(frozen=True)
@@ -196,12 +197,14 @@ def run(
     is_manager: bool,
     job_ids: list[uuid.UUID],
     board_id: uuid.UUID | None = None,
+    project_id: uuid.UUID | None = None,
 ) -> ItemsChanged:
     """One bulk action over resolved ids: `board` / `unboard` (add to or take off the board
-    `board_id`), `favourite`, `unfavourite` or `delete`.
+    `board_id`), `favourite`, `unfavourite`, `delete` or `project` (move to the project
+    `project_id`, with their costs; see `app.jobs.moves`).
 
-    Raises RequestInvalid (`action`, `board_id`) for a bad request, NotFound for a board
-    outside the team.
+    Raises RequestInvalid (`action`, `board_id`, `project_id`) for a bad request, NotFound
+    for a board or project outside the team.
     """
     if action == "board":
         if board_id is None:
@@ -219,6 +222,17 @@ def run(
         return delete_many(
             db, team_id=team_id, user_id=user_id, is_manager=is_manager, job_ids=job_ids
         )
+    if action == "project":
+        outcome = move_jobs(
+            db,
+            team_id=team_id,
+            user_id=user_id,
+            is_manager=is_manager,
+            job_ids=job_ids,
+            project_id=project_id,
+        )
+        refused = [ItemRefusal(job_id, reason) for job_id, reason in outcome.refused]
+        return ItemsChanged(changed=len(outcome.moved), refused=refused)
     raise RequestInvalid([FieldError("action", f"action must be one of: {', '.join(ACTIONS)}")])
 
 
@@ -230,6 +244,7 @@ def summary(action: str, result: ItemsChanged) -> str:
         "favourite": "Marked as favourite",
         "unfavourite": "Unmarked",
         "delete": "Deleted",
+        "project": "Moved to the project",
     }
     text = f"{verbs.get(action, 'Changed')}: {result.changed}."
     reasons: dict[str, int] = {}

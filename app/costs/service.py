@@ -397,14 +397,35 @@ def record_charge(db: Session, job: Job) -> bool:
     return written is not None
 
 
+def lock_team_budgets(db: Session, team_id: uuid.UUID) -> None:
+    """Take the team's budget lock (held until this transaction ends): reservations and moves
+    of jobs between projects run one after another, so per-project figures never cross."""
+    _lock_team_budgets(db, team_id)
+
+
+@dataclass(frozen=True)
+class _RollupKey:
+    team_id: uuid.UUID
+    day: date
+    project_id: uuid.UUID
+    user_id: uuid.UUID
+    model: str
+
+
 def _roll_up(db: Session, job: Job, credits: Decimal, *, day: date) -> None:
     """Add one charge to its day's rollup row (`charge_days`), in the ledger's transaction."""
+    key = _RollupKey(job.team_id, day, job.project_id, job.user_id, job.model)
+    _add_to_day(db, key, credits)
+
+
+def _add_to_day(db: Session, key: _RollupKey, credits: Decimal) -> None:
+    """Add one charge of `credits` to the rollup row `key` (made when missing)."""
     stmt = insert(ChargeDay).values(
-        team_id=job.team_id,
-        day=day,
-        project_id=job.project_id,
-        user_id=job.user_id,
-        model=job.model,
+        team_id=key.team_id,
+        day=key.day,
+        project_id=key.project_id,
+        user_id=key.user_id,
+        model=key.model,
         credits=credits,
         charges=1,
     )
@@ -523,6 +544,163 @@ def _rebuild_prompt_months(db: Session, team_id: uuid.UUID) -> None:
             .join(Job, Job.id == Charge.job_id)
             .where(Charge.team_id == team_id)
             .group_by(Charge.team_id, month, Charge.project_id, Charge.user_id, digest),
+        )
+    )
+
+
+def _take_from_day(db: Session, key: _RollupKey, credits: Decimal) -> None:
+    """Take one charge of `credits` off the rollup row `key`; a row left with none goes."""
+    where = (
+        ChargeDay.team_id == key.team_id,
+        ChargeDay.day == key.day,
+        ChargeDay.project_id == key.project_id,
+        ChargeDay.user_id == key.user_id,
+        ChargeDay.model == key.model,
+    )
+    db.execute(
+        update(ChargeDay)
+        .where(*where)
+        .values(credits=ChargeDay.credits - credits, charges=ChargeDay.charges - 1)
+    )
+    db.execute(delete(ChargeDay).where(*where, ChargeDay.charges <= 0))
+
+
+def move_job_costs(
+    db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, to_project_id: uuid.UUID
+) -> Decimal:
+    """Move one job's ledger row, its reservation and its share of the daily rollup to the
+    project `to_project_id`; returns the credits moved (0 when the job has no charge yet).
+
+    The caller holds `lock_team_budgets` and the job's row lock, and changes the job's own
+    `project_id` in the same transaction, so per-project sums stay equal to the ledger's and
+    the team's totals do not change.
+    """
+    db.execute(
+        update(Reservation)
+        .where(Reservation.job_id == job_id, Reservation.team_id == team_id)
+        .values(project_id=to_project_id)
+    )
+    charge = db.execute(
+        select(Charge.project_id, Charge.user_id, Charge.model, Charge.credits, Charge.created_at)
+        .where(Charge.job_id == job_id, Charge.team_id == team_id)
+        .with_for_update()
+    ).first()
+    if charge is None or charge.project_id == to_project_id:
+        return _ZERO
+    db.execute(update(Charge).where(Charge.job_id == job_id).values(project_id=to_project_id))
+    day = charge.created_at.astimezone(UTC).date()
+    old = _RollupKey(team_id, day, charge.project_id, charge.user_id, charge.model)
+    _take_from_day(db, old, charge.credits)
+    _add_to_day(
+        db, _RollupKey(team_id, day, to_project_id, charge.user_id, charge.model), charge.credits
+    )
+    job = db.execute(select(Job.status, Job.prompt).where(Job.id == job_id)).one()
+    status = getattr(job.status, "value", job.status)
+    _move_outcome(db, old, status, charge.credits, to_project_id)
+    _move_prompt_month(db, old, job.prompt, charge, to_project_id)
+    return Decimal(charge.credits)
+
+
+def _move_outcome(
+    db: Session, old: _RollupKey, status: str, credits: Decimal, to_project_id: uuid.UUID
+) -> None:
+    """Move one charge of `credits` from `old`'s `charge_outcomes` row (under `status`) to the
+    same row of project `to_project_id`; a row left with no charges goes."""
+    where = (
+        ChargeOutcome.team_id == old.team_id,
+        ChargeOutcome.day == old.day,
+        ChargeOutcome.project_id == old.project_id,
+        ChargeOutcome.user_id == old.user_id,
+        ChargeOutcome.model == old.model,
+        ChargeOutcome.status == status,
+    )
+    db.execute(
+        update(ChargeOutcome)
+        .where(*where)
+        .values(credits=ChargeOutcome.credits - credits, charges=ChargeOutcome.charges - 1)
+    )
+    db.execute(delete(ChargeOutcome).where(*where, ChargeOutcome.charges <= 0))
+    stmt = insert(ChargeOutcome).values(
+        team_id=old.team_id,
+        day=old.day,
+        project_id=to_project_id,
+        user_id=old.user_id,
+        model=old.model,
+        status=status,
+        credits=credits,
+        charges=1,
+    )
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[
+                ChargeOutcome.team_id,
+                ChargeOutcome.day,
+                ChargeOutcome.project_id,
+                ChargeOutcome.user_id,
+                ChargeOutcome.model,
+                ChargeOutcome.status,
+            ],
+            set_={
+                "credits": ChargeOutcome.credits + stmt.excluded.credits,
+                "charges": ChargeOutcome.charges + 1,
+            },
+        )
+    )
+
+
+def _move_prompt_month(
+    db: Session, old: _RollupKey, prompt: str, charge: Any, to_project_id: uuid.UUID
+) -> None:
+    """Move one charge from `old`'s `charge_prompt_months` row to project `to_project_id`'s.
+
+    The old row keeps its `last_charged_at` (it only orders prompts charged at the same
+    count); a row left with no charges goes.
+    """
+    month = old.day.replace(day=1)
+    digest = hashlib.md5(prompt.encode(), usedforsecurity=False).hexdigest()
+    where = (
+        ChargePromptMonth.team_id == old.team_id,
+        ChargePromptMonth.month == month,
+        ChargePromptMonth.project_id == old.project_id,
+        ChargePromptMonth.user_id == old.user_id,
+        ChargePromptMonth.prompt_md5 == digest,
+    )
+    db.execute(
+        update(ChargePromptMonth)
+        .where(*where)
+        .values(
+            credits=ChargePromptMonth.credits - charge.credits,
+            charges=ChargePromptMonth.charges - 1,
+        )
+    )
+    db.execute(delete(ChargePromptMonth).where(*where, ChargePromptMonth.charges <= 0))
+    stmt = insert(ChargePromptMonth).values(
+        team_id=old.team_id,
+        month=month,
+        project_id=to_project_id,
+        user_id=old.user_id,
+        prompt_md5=digest,
+        prompt=prompt,
+        credits=charge.credits,
+        charges=1,
+        last_charged_at=charge.created_at,
+    )
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[
+                ChargePromptMonth.team_id,
+                ChargePromptMonth.month,
+                ChargePromptMonth.project_id,
+                ChargePromptMonth.user_id,
+                ChargePromptMonth.prompt_md5,
+            ],
+            set_={
+                "credits": ChargePromptMonth.credits + stmt.excluded.credits,
+                "charges": ChargePromptMonth.charges + 1,
+                "last_charged_at": func.greatest(
+                    ChargePromptMonth.last_charged_at, stmt.excluded.last_charged_at
+                ),
+            },
         )
     )
 

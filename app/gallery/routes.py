@@ -140,6 +140,8 @@ def gallery_more(request: Request, actor: CurrentActor, db: SessionDep) -> Respo
 def detail(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -> Response:
     found = get_detail(db, team_id=actor.team_id, job_id=_job_id(job_id), viewer_id=actor.user_id)
     can_delete = found.job.user_id == actor.user_id or actor.is_manager
+    projects = list_projects(db, team_id=actor.team_id)
+    project_name = next((p.name for p in projects if p.id == found.job.project_id), "")
     context = {
         "actor": actor,
         "d": found,
@@ -151,6 +153,8 @@ def detail(request: Request, job_id: str, actor: CurrentActor, db: SessionDep) -
         "search_url": "/gallery?" + urlencode({"q": found.job.prompt[:200]}),
         "boards": list_boards(db, team_id=actor.team_id),
         "on_boards": boards_of_job(db, team_id=actor.team_id, job_id=found.job.id),
+        "projects": projects,
+        "project_name": project_name,
     }
     return templates.TemplateResponse(request, "gallery/detail.html", context)
 

@@ -26,9 +26,11 @@ from app.auth.models import User
 from app.bfl.catalogue import MAX_REFERENCE_IMAGES, PROMPT_MAX_CHARS
 from app.db import utcnow
 from app.deps import SessionDep
-from app.errors import FieldError, RequestInvalid, StudioError, error_responses
+from app.errors import FieldError, Forbidden, RequestInvalid, StudioError, error_responses
 from app.jobs import account
+from app.jobs.errors import JobNotFound
 from app.jobs.models import Favourite, Image, Job
+from app.jobs.moves import NOT_IN_TEAM, move_jobs
 from app.jobs.queries import get_detail, image_file, team_job
 from app.jobs.references import reference_bytes, reference_file, references_of
 from app.jobs.schemas import ImageOut, JobBatchOut, JobOut
@@ -358,6 +360,7 @@ def create(
             params=job_request.params,
             count=job_request.count,
             reference_images=job_request.reference_images,
+            project_id=job_request.project_id,
         )
         earlier = _replay(db, actor, response, idempotency_key, fingerprint)
         if earlier is not None:
@@ -444,7 +447,11 @@ def vary(
         # No prompt in these params, so this can never match the fingerprint of a POST /jobs:
         # one key names one request, whichever route it came to.
         fingerprint = idempotency.request_fingerprint(
-            model="vary", params={"vary_of": str(job_id)}, count=1, reference_images=()
+            model="vary",
+            params={"vary_of": str(job_id)},
+            count=1,
+            reference_images=(),
+            project_id=None,
         )
         earlier = _replay(db, actor, response, idempotency_key, fingerprint)
         if earlier is not None:
@@ -477,6 +484,44 @@ def favourite_on(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> Job
 def favourite_off(job_id: uuid.UUID, actor: ChangingActor, db: SessionDep) -> JobOut:
     """Idempotent: unmarking a job that is not a favourite changes nothing."""
     set_favourite(db, team_id=actor.team_id, user_id=actor.user_id, job_id=job_id, on=False)
+    return jobs_out(db, actor, [job_id])[0]
+
+
+class MoveIn(BaseModel):
+    """Where a job goes: one of the team's active projects."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project_id: uuid.UUID | None = Field(
+        default=None,
+        description="Required: the team's active project (GET /api/v1/projects) to move the "
+        "job to.",
+    )
+
+
+@router.post(
+    "/jobs/{job_id}/project",
+    response_model=JobOut,
+    summary="Move a job to another project, with its cost",
+    responses=error_responses(403, 404, 422),
+)
+def move_one(job_id: uuid.UUID, body: MoveIn, actor: ChangingActor, db: SessionDep) -> JobOut:
+    """Its author or a manager may. The job's charge, reservation and daily spend move with it,
+    so each project's costs stay equal to the ledger; the team's totals do not change. A
+    project outside the team is 404 and an archived one 422, both naming `project_id`."""
+    team_job(db, team_id=actor.team_id, job_id=job_id)
+    outcome = move_jobs(
+        db,
+        team_id=actor.team_id,
+        user_id=actor.user_id,
+        is_manager=actor.is_manager,
+        job_ids=[job_id],
+        project_id=body.project_id,
+    )
+    for _, reason in outcome.refused:
+        if reason == NOT_IN_TEAM:
+            raise JobNotFound()
+        raise Forbidden("Only the person who made this image or a manager can move it.")
     return jobs_out(db, actor, [job_id])[0]
 
 

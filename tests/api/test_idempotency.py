@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.costs.models import Reservation
 from app.jobs.models import Job
 from app.main import create_app
+from app.projects.service import Changer, create_project
 from tests.api.conftest import Caller, MakeCaller, assert_error
 
 BODY = {"model": "flux-2-pro", "prompt": "a paper boat on a pond", "params": {"width": 512}}
@@ -69,6 +70,35 @@ def test_same_key_different_body_is_422(client: TestClient, make_caller: MakeCal
     assert error["fields"] == [
         {"field": "Idempotency-Key", "message": "already used with a different request body"}
     ]
+
+
+def test_same_key_for_another_project_is_422_and_creates_nothing(
+    client: TestClient, make_caller: MakeCaller, committed_db: Session
+) -> None:
+    caller = make_caller()
+    changer = Changer(
+        team_id=caller.team.id, user_id=caller.person.user.id, email=caller.person.user.email
+    )
+    client_a = create_project(committed_db, changer, name="Client A")
+    client_b = create_project(committed_db, changer, name="Client B")
+    committed_db.commit()
+    headers = {**caller.headers, "Idempotency-Key": "order-projects"}
+    in_a = {**BODY, "project_id": str(client_a.id)}
+    first = client.post("/api/v1/jobs", json=in_a, headers=headers)
+    assert first.status_code == 201, first.text
+    again = client.post("/api/v1/jobs", json=in_a, headers=headers)
+    assert again.status_code == 200 and again.json()["replayed"] is True
+    for other in ({**BODY, "project_id": str(client_b.id)}, BODY):
+        error = assert_error(
+            client.post("/api/v1/jobs", json=other, headers=headers), 422, "idempotency_key_reused"
+        )
+        assert error["fields"][0]["field"] == "Idempotency-Key"
+    assert _jobs_of(committed_db, caller) == 1
+    assert _held_for(committed_db, caller) == 1
+    project = committed_db.scalar(
+        select(Job.project_id).where(Job.user_id == caller.person.user.id)
+    )
+    assert project == client_a.id
 
 
 def test_keys_belong_to_one_person(

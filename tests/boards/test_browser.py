@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.boards.models import Board, BoardItem
 from app.db import utcnow
 from app.jobs.models import Favourite, Job
+from app.projects.service import Changer, create_project
 from tests.browser import ARTIFACTS, chromium
 from tests.factories import PASSWORD, make_person
 from tests.gallery.rows import add_image, add_job
@@ -39,6 +40,8 @@ def test_select_add_to_board_favourite_remove_zip_and_import_a_recipe(
         jobs.append(job)
     board = Board(team_id=person.team.id, created_by_id=person.user.id, name="Harbour")
     committed_db.add(board)
+    changer = Changer(team_id=person.team.id, user_id=person.user.id, email=person.user.email)
+    client_a = create_project(committed_db, changer, name="Client A")
     committed_db.commit()
     width, height = WIDTHS[screen]
     with chromium() as browser:
@@ -65,6 +68,20 @@ def test_select_add_to_board_favourite_remove_zip_and_import_a_recipe(
         page.click("button[data-bulk-action][value=board]")
         expect(page.locator("#bulk-result")).to_contain_text("Added to the board: 4.")
         page.screenshot(path=str(ARTIFACTS / f"bulk-gallery-{screen}.png"), full_page=True)
+        if screen == "desktop":
+            # The same four, moved to another project; then one more from its detail page.
+            page.select_option("#bulk-project", str(client_a.id))
+            page.click("button[data-bulk-move]")
+            expect(page.locator("#bulk-result")).to_contain_text("Moved to the project: 4.")
+            page.goto(f"{web}/gallery/{jobs[4].id}")
+            expect(page.locator("[data-job-project]")).to_have_text("General")
+            page.select_option("#detail-project", str(client_a.id))
+            page.click(".detail-project button[type=submit]")
+            expect(page.locator("#project-move-result")).to_contain_text("Moved to the project: 1.")
+            page.goto(f"{web}/gallery")
+            committed_db.expire_all()
+            moved = committed_db.scalars(select(Job.id).where(Job.project_id == client_a.id)).all()
+            assert set(moved) == {j.id for j in jobs[:5]}
 
         # The board page: the gallery's grid with only the board's images.
         page.goto(f"{web}/boards")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -18,7 +19,9 @@ from sqlalchemy.orm import Session
 
 from app.bfl.catalogue import estimate_cost, follow_input_size
 from app.emulator import EmulatorConfig, EmulatorServer
-from app.jobs.models import Job, ReferenceImage
+from app.jobs.models import Job, JobReference, ReferenceImage
+from app.recipes.embed import read_recipe
+from app.recipes.recipe import RECIPE_KEY
 from app.units import credits_text
 from tests.browser import ARTIFACTS, chromium
 from tests.factories import make_person
@@ -89,7 +92,9 @@ def test_drop_reorder_generate_see_and_edit_again(stack: str, committed_db: Sess
     alice = make_person(committed_db)
     committed_db.commit()
     with chromium() as browser:
-        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        page = browser.new_context(
+            viewport={"width": 1280, "height": 900}, accept_downloads=True
+        ).new_page()
         page.set_default_timeout(WAIT_MS)
         try:
             _edit_loop(page, stack, alice, committed_db)
@@ -195,6 +200,7 @@ def _edit_loop(page: Any, base: str, alice: Any, db: Session) -> None:
     page.wait_for_url(f"{base}/gallery/*")
     page.wait_for_selector(f".reference-strip img[src='/references/{wide_sha}/thumb']")
     assert page.eval_on_selector(".reference-strip img", "i => i.complete && i.naturalWidth > 0")
+    _download_carries_the_recipe(page, db)
 
     # "Edit with this": the result is reference 1 of a new form.
     page.click("a[data-edit-with]")
@@ -210,3 +216,36 @@ def _edit_loop(page: Any, base: str, alice: Any, db: Session) -> None:
             estimate_cost("flux-2-flex", *follow_input_size(size), reference_sizes=[size]).credits
         ),
     )
+
+
+def _download_carries_the_recipe(page: Any, db: Session) -> None:
+    """The detail page's download link gives the original with the job's recipe inside."""
+    job_id = page.url.rsplit("/", 1)[-1].split("?")[0]
+    with page.expect_download() as waiting:
+        page.click("a[href$='/original?download=1']")
+    path = waiting.value.path()
+    with Image.open(path) as picture:
+        picture.load()
+        kind = picture.format
+        texts = getattr(picture, "text", {}) if kind == "PNG" else {}
+        text = texts.get(RECIPE_KEY) or picture.info.get("xmp")
+    assert text, f"the downloaded {kind} carries no recipe"
+    recipe = read_recipe(text)
+    assert recipe is not None
+    db.expire_all()
+    job = db.get(Job, uuid.UUID(job_id))
+    assert job is not None
+    seed = job.result_seed if job.result_seed is not None else job.seed
+    assert seed is not None
+    stored = db.scalars(
+        select(ReferenceImage.sha256)
+        .join(JobReference, JobReference.reference_id == ReferenceImage.id)
+        .where(JobReference.job_id == job.id)
+        .order_by(JobReference.position)
+    ).all()
+    assert stored
+    assert recipe["prompt"] == job.prompt
+    assert recipe["model"] == job.model
+    assert recipe["seed"] == seed
+    assert recipe["job_id"] == str(job.id)
+    assert recipe["reference_images"] == [{"sha256": sha} for sha in stored]
