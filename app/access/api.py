@@ -96,7 +96,7 @@ _ASK_BODY = {
     response_model=ApprovalOut,
     summary="Ask a manager to approve a refused request",
     openapi_extra=_ASK_BODY,
-    responses=error_responses(400, 409, 413, 415, 422),
+    responses=error_responses(400, 404, 409, 413, 415, 422),
 )
 def ask(actor: ChangingActor, job_request: JobRequestDep, db: SessionDep) -> ApprovalOut:
     """The body of POST /api/v1/jobs; kept when budgets, quotas or access rules refuse it."""

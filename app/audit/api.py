@@ -19,7 +19,7 @@ from app.errors import error_responses
 router = APIRouter(tags=["audit"])
 
 
-@router.get("/audit", response_model=AuditPage, responses=error_responses(401, 403, 422))
+@router.get("/audit", response_model=AuditPage, responses=error_responses(401, 403, 404, 422))
 def list_audit(
     actor: ManagerActor, db: SessionDep, filters: FiltersDep, after: AfterQuery = None
 ) -> AuditPage:
@@ -32,7 +32,7 @@ def list_audit(
 
 
 _EXPORT: dict[int | str, dict[str, Any]] = {
-    **error_responses(401, 403, 422),
+    **error_responses(401, 403, 404, 422),
     200: {
         "description": "Every matching entry, newest first, streamed",
         "content": {

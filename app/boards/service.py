@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -310,15 +310,20 @@ def add_images(
     changed = 0
     if found:
         now = utcnow()
+        # One microsecond apart, in the order given: "first added" (the default cover) is the
+        # first image of the request, not whichever id sorts first.
+        rows = [
+            {
+                "board_id": board.id,
+                "job_id": j,
+                "added_by_id": user_id,
+                "created_at": now + timedelta(microseconds=n),
+            }
+            for n, j in enumerate(j for j in wanted if j in found)
+        ]
         result = db.execute(
             insert(BoardItem)
-            .values(
-                [
-                    {"board_id": board.id, "job_id": j, "added_by_id": user_id, "created_at": now}
-                    for j in wanted
-                    if j in found
-                ]
-            )
+            .values(rows)
             .on_conflict_do_nothing(index_elements=[BoardItem.board_id, BoardItem.job_id])
             .returning(BoardItem.job_id)
         )

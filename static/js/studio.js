@@ -217,12 +217,12 @@
         if (csrf) body.append("csrf_token", csrf.value);
         return fetch("/references", { method: "POST", body: body, credentials: "same-origin" })
           .then(function (response) {
-            return response.json().then(function (data) {
+            return response.text().then(function (text) {
               if (!response.ok) {
-                var message = data && data.error ? data.error.message : "That file could not be used.";
-                throw new Error(message);
+                // A refusal in JSON (our checks) or as an error page (a request-size limit).
+                throw new Error(refusalText({ responseText: text, status: response.status }));
               }
-              addReferenceItem(form, data);
+              addReferenceItem(form, JSON.parse(text));
             });
           });
       });

@@ -340,10 +340,19 @@ def test_reference_images_are_priced_by_their_megapixels(http: httpx.Client) -> 
     buffer = io.BytesIO()
     Image.new("RGB", (1500, 1000), (10, 20, 30)).save(buffer, "PNG")  # 1.43 MP: billed as 2
     picture = base64.b64encode(buffer.getvalue()).decode()
-    body = _submit(http, input_image=picture, input_image_2="https://example.com/a.png").json()
+    body = _submit(
+        http,
+        input_image=picture,
+        input_image_2="https://example.com/a.png",
+        width=1024,
+        height=1024,
+    ).json()
     # A URL's size is unknown until BFL fetches it: one megapixel.
     assert body["input_mp"] == 3.0
-    assert body["cost"] == 7.5  # 3 + 1.5 x 3 input megapixels, in credits
+    assert body["cost"] == 7.5  # 3 for a 1 MP output + 1.5 x 3 input megapixels, in credits
+    # Without a size the output follows the first reference (1488 x 992, billed as 2 MP).
+    body = _submit(http, input_image=picture, input_image_2="https://example.com/a.png").json()
+    assert body["cost"] == 9.0  # 3 + 1.5 for the 2 MP output + 1.5 x 3 input megapixels
 
 
 def test_moderated_tasks_name_their_reasons_as_bfl_does(

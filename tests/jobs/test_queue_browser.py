@@ -52,11 +52,21 @@ def _until(page: Any, expression: str, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+#: The first elements reaching past the page's right edge, named, for the failure message.
+_WIDER_THAN_THE_PAGE = """
+[...document.querySelectorAll('body *')]
+  .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+  .slice(0, 8)
+  .map(e => `${e.tagName}.${e.className}#${e.id} ${Math.round(e.getBoundingClientRect().right)}`)
+"""
+
+
 def _no_sideways_scroll(page: Any) -> None:
     overflow = page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
-    assert overflow <= 0, f"the page scrolls sideways by {overflow} px"
+    wide = page.evaluate(_WIDER_THAN_THE_PAGE)
+    assert overflow <= 0, f"the page scrolls sideways by {overflow} px: {wide}"
 
 
 @pytest.mark.parametrize("width", sorted(WIDTHS))

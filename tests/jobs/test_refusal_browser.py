@@ -1,4 +1,4 @@
-"""In a real Chromium: a request htmx sends and the studio refuses (413) is explained."""
+"""In a real Chromium: an upload the studio refuses (413) is explained, not silently dropped."""
 
 from __future__ import annotations
 
@@ -37,10 +37,12 @@ def test_an_upload_over_the_limit_shows_the_limit_instead_of_nothing(
                 "#reference_images",
                 files=[{"name": "big.png", "mimeType": "image/png", "buffer": b"\0" * 200_000}],
             )
-            page.click("#generate-form button[type=submit]")
-            notice = page.locator("#request-refused")
-            notice.wait_for(timeout=15_000)
+            # The form sends each picked file on its own to /references at once: the
+            # refusal shows under the picker, with the limit and the setting that sets it.
+            notice = page.locator("[data-reference-warning]")
+            notice.wait_for(state="visible", timeout=15_000)
             text = notice.inner_text()
+            assert page.locator("[data-reference-item]").count() == 0
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "refusal-notice.png"))
             raise
