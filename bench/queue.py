@@ -90,7 +90,7 @@ def measure(engine: Engine, team_id: Any, runs: int) -> dict[str, Any]:
 
     def view() -> None:
         with Session(engine) as db:
-            entries = team_queue(db, settings, team_id, utcnow()).entries
+            entries = team_queue(db, settings, team_id=team_id, now=utcnow()).entries
             assert entries
 
     with Session(engine) as db:

@@ -82,7 +82,7 @@ def audit_download(
     """
     if filters.actor_id is not None:
         with session_scope() as db:
-            require_known_person(db, team_id, filters.actor_id)
+            require_known_person(db, team_id=team_id, person=filters.actor_id)
 
     def chunks() -> Iterator[str]:
         with session_scope() as db:

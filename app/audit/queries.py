@@ -107,7 +107,7 @@ def audit_page(
     """
     stmt = _query(team_id, check_filters(filters))
     if filters.actor_id is not None:
-        require_known_person(db, team_id, filters.actor_id)
+        require_known_person(db, team_id=team_id, person=filters.actor_id)
     if after:
         at, entry_id = decode_cursor(after)
         # `at <= :at` bounds the index scan; the row comparison then breaks ties by id.
@@ -120,7 +120,7 @@ def audit_page(
     return AuditPage(items=items, next_cursor=encode_cursor(items[-1]) if more else None)
 
 
-def require_known_person(db: Session, team_id: uuid.UUID, person: uuid.UUID) -> None:
+def require_known_person(db: Session, *, team_id: uuid.UUID, person: uuid.UUID) -> None:
     """NotFound unless `person` is in the team or acted in its log (someone since removed)."""
     member = db.scalar(
         select(Membership.user_id).where(

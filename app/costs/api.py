@@ -55,7 +55,7 @@ def cost_summary(
 ) -> CostSummary:
     """The dashboard's figures: the team's for managers, the caller's own for members;
     `by_project` gives the spend of each project."""
-    scope = caller_scope(db, actor, user_id, project)
+    scope = caller_scope(db, actor, user_id=user_id, project=project)
     return service.cost_summary(db, scope, service.report_period(period, start, end))
 
 
@@ -84,7 +84,7 @@ def cost_ledger(
 ) -> Any:
     """Ledger rows of a date range, oldest first; `total` and `by_project` cover the whole
     range, every page."""
-    scope = caller_scope(db, actor, user_id, project)
+    scope = caller_scope(db, actor, user_id=user_id, project=project)
     period = service.report_period(None, start, end)
     if format == "csv":
         return csv_response(scope, period, model)
@@ -151,5 +151,5 @@ def review(
     """Spend over any date range (`from`..`to`, UTC days) against the range of the same length
     before it; daily series per project and per model; burn rate and month-end forecast for the
     team (members: themselves) and each project."""
-    scope = caller_scope(db, actor, user_id, project)
+    scope = caller_scope(db, actor, user_id=user_id, project=project)
     return cost_review(db, scope, review_period(first, last))

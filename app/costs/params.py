@@ -52,7 +52,7 @@ ProjectQuery = Annotated[
 
 
 def caller_scope(
-    db: Session, actor: Actor, user_id: uuid.UUID | None, project: uuid.UUID | None = None
+    db: Session, actor: Actor, *, user_id: uuid.UUID | None, project: uuid.UUID | None = None
 ) -> service.Scope:
     """Whose figures a report shows: the caller's own, or (managers) the team's or one person's;
     narrowed to one of the team's projects when `project` is given (404 for any other id)."""

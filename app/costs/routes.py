@@ -76,7 +76,7 @@ def _page(
         "budget_error": budget_error,
     }
     if actor.is_manager:
-        scope = caller_scope(db, actor, None, project)
+        scope = caller_scope(db, actor, user_id=None, project=project)
         summary = service.cost_summary(db, scope, period)
         context |= {
             "summary": summary,
@@ -188,7 +188,7 @@ def export_csv(
 ) -> Response:
     """The ledger of a date range as CSV (with group=project: per-project totals); members get
     only their own rows."""
-    scope = caller_scope(db, actor, user_id, project)
+    scope = caller_scope(db, actor, user_id=user_id, project=project)
     period = service.report_period(None, start, end)
     if group == "project":
         return projects_csv_response(scope, period, model or None)
@@ -206,7 +206,7 @@ def review_page(
 ) -> Response:
     """Any date range against the one before it, trends per project and model, and forecasts:
     the team's for managers, one's own for members."""
-    scope = caller_scope(db, actor, None, project)
+    scope = caller_scope(db, actor, user_id=None, project=project)
     review = cost_review(db, scope, review_period(first, last))
     context = {
         "actor": actor,

@@ -287,7 +287,7 @@ def _scope(filters: GalleryFilters, *, team_id: uuid.UUID, after: str | None) ->
     if filters.date_to:
         scope.append(Job.created_at < _day_start(filters.date_to + timedelta(days=1)))
     if filters.board_id:
-        scope.append(on_board(team_id, filters.board_id))
+        scope.append(on_board(team_id=team_id, board_id=filters.board_id))
     if after:
         cursor = Cursor.decode(after)
         scope.append(tuple_(Job.created_at, Job.id) < (cursor.created_at, cursor.job_id))
@@ -380,7 +380,7 @@ def _tiles_page(
     return GalleryPage(tiles=tiles, next_cursor=next_cursor)
 
 
-def on_board(team_id: uuid.UUID, board_id: uuid.UUID) -> Any:
+def on_board(*, team_id: uuid.UUID, board_id: uuid.UUID) -> Any:
     """The job is on the team's board `board_id` (an EXISTS through the board items' key)."""
     return (
         exists()

@@ -264,7 +264,7 @@ def jobs_out(db: Session, actor: Actor, job_ids: Sequence[uuid.UUID]) -> list[Jo
     ).all()
     bfl_state = account.peek(db)
     now = utcnow()
-    refs = references_of(db, actor.team_id, list(job_ids))
+    refs = references_of(db, team_id=actor.team_id, job_ids=list(job_ids))
     by_id = {
         job.id: JobOut.of(
             job,

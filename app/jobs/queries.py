@@ -92,7 +92,7 @@ def get_detail(
         favourite=bool(favourite),
         favourite_count=int(count or 0),
         params=shown_params(job.params),
-        references=references_of(db, team_id, [job.id]).get(job.id, []),
+        references=references_of(db, team_id=team_id, job_ids=[job.id]).get(job.id, []),
     )
 
 

@@ -129,7 +129,7 @@ def _caller(actor: Actor) -> Caller:
 
 
 def _queue_out(db: SessionDep, actor: Actor) -> QueueOut:
-    view = team_queue(db, get_settings(), actor.team_id, utcnow())
+    view = team_queue(db, get_settings(), team_id=actor.team_id, now=utcnow())
     return QueueOut(
         paused=view.paused_at is not None,
         paused_at=view.paused_at,

@@ -77,7 +77,7 @@ def _notice(request: Request) -> Callable[[StudioError], Response | None]:
 
 
 def _queue_context(db: SessionDep, actor: Actor | ActorView) -> dict[str, object]:
-    view = team_queue(db, get_settings(), actor.team_id, utcnow())
+    view = team_queue(db, get_settings(), team_id=actor.team_id, now=utcnow())
     return {"actor": actor, "view": view, "account": account.status(db, get_settings(), utcnow())}
 
 

@@ -230,6 +230,7 @@ def _facts(db: Session, settings: Settings, team_id: uuid.UUID, now: datetime) -
 def team_queue(
     db: Session,
     settings: Settings,
+    *,
     team_id: uuid.UUID,
     now: datetime,
     only: Sequence[uuid.UUID] | None = None,
@@ -285,5 +286,5 @@ def entry_for(db: Session, settings: Settings, job: Job, now: datetime) -> Queue
     """The queue entry of one queued job (for its card), or None once it left the queue."""
     if job.status != JobStatus.QUEUED:
         return None
-    view = team_queue(db, settings, job.team_id, now, only=[job.id])
+    view = team_queue(db, settings, team_id=job.team_id, now=now, only=[job.id])
     return next((e for e in view.entries if e.job.id == job.id), None)

@@ -336,7 +336,7 @@ def link_references(db: Session, jobs: Iterable[Job], refs: Sequence[ReferenceIm
 
 
 def references_of(
-    db: Session, team_id: uuid.UUID, job_ids: Sequence[uuid.UUID]
+    db: Session, *, team_id: uuid.UUID, job_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, list[ReferenceImage]]:
     """Each job's references in position order (jobs without any are left out), one query."""
     if not job_ids:
@@ -475,7 +475,7 @@ def reference_file(db: Session, team_id: uuid.UUID, sha256: str, variant: str) -
 
 
 def reference_from_result(
-    db: Session, team_id: uuid.UUID, job_id: uuid.UUID, max_input_pixels: int
+    db: Session, *, team_id: uuid.UUID, job_id: uuid.UUID, max_input_pixels: int
 ) -> ReferenceImage:
     """The team's ready image of job `job_id`, stored as a reference ("edit with this").
 

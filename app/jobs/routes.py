@@ -152,7 +152,7 @@ def _form_from_job(
         if value is None:
             continue
         values[name] = ("true" if value else "") if isinstance(value, bool) else str(value)
-    rows = references.references_of(db, team_id, [job.id]).get(job.id, [])
+    rows = references.references_of(db, team_id=team_id, job_ids=[job.id]).get(job.id, [])
     if rows and "width" not in (job.params or {}) and "height" not in (job.params or {}):
         # An edit that followed its first reference's size does so again.
         values["width"] = values["height"] = ""
@@ -528,7 +528,9 @@ def _edit_form(
     spec = _spec_or_default(model or job.model)
     if spec.max_reference_images == 0:
         spec = next(m for m in list_models() if m.max_reference_images > 0)
-    ref = references.reference_from_result(db, team_id, job_id, spec.max_input_pixels)
+    ref = references.reference_from_result(
+        db, team_id=team_id, job_id=job_id, max_input_pixels=spec.max_input_pixels
+    )
     values = _defaults(spec)
     values["width"] = values["height"] = ""
     values["aspect_preset"] = "input"
@@ -741,7 +743,11 @@ def card(
     its queue entry (app.jobs.queue_view) to show its position and why it waits."""
     now = utcnow()
     db = object_session(job)
-    refs = references.references_of(db, job.team_id, [job.id]).get(job.id, []) if db else []
+    refs = (
+        references.references_of(db, team_id=job.team_id, job_ids=[job.id]).get(job.id, [])
+        if db
+        else []
+    )
     end = job.finished_at or now
     next_try = account.next_try_at(job, bfl_account, now)
     return JobCard(
@@ -803,7 +809,7 @@ def queue_entries(
     queued = [j.id for j in jobs if j.status == "queued"]
     if not queued:
         return {}
-    view = team_queue(db, get_settings(), team_id, utcnow(), only=queued)
+    view = team_queue(db, get_settings(), team_id=team_id, now=utcnow(), only=queued)
     return {e.job.id: e for e in view.entries}
 
 

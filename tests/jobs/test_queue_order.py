@@ -87,7 +87,7 @@ def test_a_paused_team_sends_nothing_new_while_other_teams_go_on(db: Session) ->
     (theirs,) = _queue(db, elsewhere)
     pause_team(db, _caller(manager), paused=True)
     assert [j.id for j in _claim_all(db, _settings())] == [theirs.id]
-    view = team_queue(db, _settings(), manager.team.id, utcnow())
+    view = team_queue(db, _settings(), team_id=manager.team.id, now=utcnow())
     assert {e.reason for e in view.entries} == {"team_paused"}
     assert view.paused_at is not None and view.paused_by == manager.user.name
     pause_team(db, _caller(manager), paused=False)
@@ -166,7 +166,7 @@ def test_queue_view_positions_are_the_order_the_dispatcher_claims(db: Session) -
     move_job(db, _caller(people[0]), jobs[0].id, Move.BACK)
     move_job(db, _caller(people[1]), jobs[4].id, Move.PAUSE)
     settings = _settings(cap=2)
-    view = team_queue(db, settings, manager.team.id, utcnow())
+    view = team_queue(db, settings, team_id=manager.team.id, now=utcnow())
     placed = [e for e in view.entries if e.position is not None]
     assert [e.position for e in placed] == list(range(1, len(jobs)))
     assert view.entries[-1].job.id == jobs[4].id and view.entries[-1].reason == "paused"
