@@ -43,7 +43,8 @@ def _caller(person: Person) -> Caller:
 
 @contextmanager
 def _peak_watch(engine: Engine) -> Iterator[list[int]]:
-    """Yields [peak]: the most jobs at BFL (submitting or pending) seen while inside."""
+    """Yields [peak]: the most jobs holding a slot of the cap (submitting, or pending before
+    BFL said Ready) seen while inside."""
     peak = [0]
     stop = threading.Event()
 
@@ -51,7 +52,10 @@ def _peak_watch(engine: Engine) -> Iterator[list[int]]:
         with engine.connect() as conn:
             while not stop.is_set():
                 active = conn.execute(
-                    text("SELECT count(*) FROM jobs WHERE status IN ('submitting', 'pending')")
+                    text(
+                        "SELECT count(*) FROM jobs"
+                        " WHERE status IN ('submitting', 'pending') AND bfl_ready_at IS NULL"
+                    )
                 ).scalar_one()
                 conn.rollback()
                 peak[0] = max(peak[0], active)

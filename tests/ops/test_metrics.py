@@ -50,6 +50,7 @@ def test_metrics_report_jobs_queue_cap_credits_and_workers(
             job_id=done.id,
             team_id=person.team.id,
             user_id=person.user.id,
+            project_id=done.project_id,
             model="flux-2-pro",
             credits=Decimal("3.5"),
             usd=Decimal("0.035"),
