@@ -10,7 +10,7 @@ from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, Uniqu
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, new_id
+from app.db import Base, new_id, utcnow
 
 
 class Alert(Base):
@@ -81,7 +81,9 @@ class Notice(Base):
     )
     title: Mapped[str] = mapped_column(String(200), nullable=False)
     body: Mapped[str] = mapped_column(Text, nullable=False)
+    # Python-side default: notices made in one transaction keep the order they were made in
+    # (the database's now() is the transaction's start, the same for all of them).
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
+        DateTime(timezone=True), nullable=False, server_default=func.now(), default=utcnow
     )
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
