@@ -32,6 +32,7 @@ from app.costs.schemas import (
 )
 from app.deps import SessionDep
 from app.errors import ErrorResponse
+from app.settings import get_settings
 
 router = APIRouter(tags=["costs"])
 
@@ -56,7 +57,11 @@ def cost_summary(
     """The dashboard's figures: the team's for managers, the caller's own for members;
     `by_project` gives the spend of each project."""
     scope = caller_scope(db, actor, user_id=user_id, project=project)
-    return service.cost_summary(db, scope, service.report_period(period, start, end))
+    # Its figures include a series per day: a range is bounded like the cost review's.
+    limit = get_settings().COST_REVIEW_MAX_DAYS
+    return service.cost_summary(
+        db, scope, service.report_period(period, start, end, max_days=limit)
+    )
 
 
 @router.get(

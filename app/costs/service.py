@@ -1611,8 +1611,13 @@ def report_period(
     start: date | None = None,
     end: date | None = None,
     now: datetime | None = None,
+    *,
+    max_days: int | None = None,
 ) -> Period:
-    """`start`/`end` (UTC days, both included) if either is given, else the named period."""
+    """`start`/`end` (UTC days, both included) if either is given, else the named period.
+
+    Raises StudioError 422 naming `end` for an end before the start or at the last possible
+    day, and naming `start` for a range longer than `max_days` days (when given)."""
     today = (now or utcnow()).astimezone(UTC).date()
     if start is not None or end is not None:
         first = start or month_start(now).date()
@@ -1631,6 +1636,14 @@ def report_period(
                 "invalid_request",
                 f"The end date must be before {date.max.isoformat()}.",
                 [FieldProblem(field="end", message=f"must be before {date.max.isoformat()}")],
+            )
+        if max_days is not None and (last - first).days + 1 > max_days:
+            raise StudioError(
+                422,
+                "invalid_request",
+                f"Pick at most {max_days} days at once; this range has "
+                f"{(last - first).days + 1:,} (COST_REVIEW_MAX_DAYS).",
+                [FieldProblem(field="start", message=f"at most {max_days} days before end")],
             )
         return date_range(first, last)
     if period in (None, "", "month"):

@@ -382,3 +382,15 @@ def test_my_spend_warns_at_80_percent(
 def test_signed_out_callers_are_sent_to_sign_in(client: TestClient) -> None:
     assert client.get("/costs", follow_redirects=False).status_code == 303
     assert client.get("/api/v1/costs/summary").status_code == 401
+
+
+def test_a_summary_range_longer_than_the_review_limit_is_refused_by_name(
+    committed_db: Session, world: World, client: TestClient
+) -> None:
+    # A range of centuries once made the summary build a series of ~600,000 days.
+    caller = signed_in(committed_db, world.manager)
+    response = client.get(
+        "/api/v1/costs/summary", params={"start": "0353-06-05"}, headers=caller.headers
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "start"
