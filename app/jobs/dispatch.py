@@ -8,6 +8,7 @@ outage the one caller holding the probe's lease checks BFL instead (app/jobs/acc
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -90,7 +91,9 @@ class Dispatch:
     retry_at: datetime | None = None
 
 
-def dispatch_next(db: Session, settings: Settings, now: datetime) -> Dispatch:
+def dispatch_next(
+    db: Session, settings: Settings, now: datetime, *, look_first: bool = True
+) -> Dispatch:
     """Take the fairest eligible queued job if the account and the cap allow.
 
     The advisory lock is transaction-level: it serializes count-and-claim across every worker
@@ -98,20 +101,23 @@ def dispatch_next(db: Session, settings: Settings, now: datetime) -> Dispatch:
     The account's state (app/jobs/account.py) is read under it: during an outage nothing is
     claimed and one caller gets the probe; while BFL's rate limit pauses the account nothing
     is claimed; the cap is min(BFL_MAX_ACTIVE_TASKS, the cap learned from BFL's 429s).
+    `look_first=False` skips the look without the lock, for a caller that has just freed a
+    slot in this transaction (so the cap is not full).
     """
     # A look without the lock first: with the cap full or the account paused there is nothing
     # to do, and the many wake-ups a big batch sends need not wait for the lock one after
     # another. Safe, because a slot freed (or a pause ended) after this read sends a wake-up
     # of its own once its transaction commits, and the sweeper re-drives due probes.
-    seen = account.peek(db)
-    probe_at = seen.next_probe_at if seen is not None and seen.outage_since else None
-    if probe_at is not None and probe_at > now:
-        return Dispatch(retry_at=probe_at)
-    cap = account.effective_cap(seen, settings, now)
-    active_now = db.scalar(select(func.count()).where(holds_slot())) or 0
-    outage = seen is not None and seen.outage_since is not None
-    if active_now >= cap and not outage:
-        return Dispatch()
+    if look_first:
+        seen = account.peek(db)
+        probe_at = seen.next_probe_at if seen is not None and seen.outage_since else None
+        if probe_at is not None and probe_at > now:
+            return Dispatch(retry_at=probe_at)
+        cap = account.effective_cap(seen, settings, now)
+        active_now = db.scalar(select(func.count()).where(holds_slot())) or 0
+        outage = seen is not None and seen.outage_since is not None
+        if active_now >= cap and not outage:
+            return Dispatch()
     db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK_KEY})
     gate = account.gate(db, settings, now)
     if not gate.open:
@@ -146,17 +152,35 @@ def _earliest_backoff(db: Session) -> datetime | None:
     )
 
 
-def submit_next(client: BFLClient) -> Outcome:
+@dataclass(frozen=True)
+class FreedSlot:
+    """A pending job BFL has just reported Ready (at `bfl_ready_at`): its slot of the cap is
+    given back and handed to the next queued job in one transaction."""
+
+    job_id: uuid.UUID
+    bfl_ready_at: datetime
+
+
+def submit_next(client: BFLClient, *, freed: FreedSlot | None = None) -> Outcome:
     """Submit the fairest queued job if the account and a slot of the active-task cap allow.
 
     One wake-up message runs this once; when it claimed a job and room remains, it wakes
     another worker so free slots fill in parallel. During an outage the one worker that gets
     the probe's lease checks BFL instead (see app/jobs/account.py).
+
+    With `freed`, the poll that saw a task Ready runs this itself: the slot is released and
+    the next job claimed in one transaction and sent at once, with no wake-up through the
+    broker in between. SKIPPED when that slot was released already (a duplicate poll: whoever
+    released it handed it on).
     """
     settings = get_settings()
     now = utcnow()
     with session_scope() as db:
-        found = dispatch_next(db, settings, now)
+        if freed is not None and not state.release_slot(
+            db, freed.job_id, bfl_ready_at=freed.bfl_ready_at, wake=False
+        ):
+            return Outcome.SKIPPED
+        found = dispatch_next(db, settings, now, look_first=freed is None)
         job = found.job
         if job is None:
             if not found.probe:

@@ -20,100 +20,13 @@ from app.jobs.outcomes import (
     human_message,
     still_pending,
 )
+from app.jobs.poll_timing import WEBHOOK_GRACE_S as WEBHOOK_GRACE_S
+from app.jobs.poll_timing import first_poll_delay as first_poll_delay
+from app.jobs.poll_timing import next_poll_delay, observe_run_time, webhooks_enabled
 from app.jobs.results import finish_ready
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-
-#: Shortest wait between polls when BFL's progress says the task is about to finish.
-_NEAR_FINISH_FLOOR_S = 0.05
-#: How far after BFL's predicted finish a poll is aimed: absorbs the rounding of `progress`.
-_FINISH_MARGIN_S = 0.02
-#: How much each finished task moves the learned run time of its model (a moving average).
-_LEARNING_RATE = 0.2
-#: BFL's run time per model as this process saw it: (mean, mean absolute deviation), seconds.
-_run_times: dict[str, tuple[float, float]] = {}
-#: With webhooks on, how long after BFL's predicted finish the fallback poll comes: the
-#: webhook's poll normally gets there first, and a lost webhook costs about this much.
-WEBHOOK_GRACE_S = 1.0
-
-
-def observe_run_time(model: str, seconds: float) -> None:
-    """Learn how long BFL takes for `model` from one finished task's run (`seconds`, as BFL
-    reported it: a time we measured ourselves includes our own lateness and would drift)."""
-    if not 0.0 < seconds < 3600.0:
-        return
-    seen = _run_times.get(model)
-    if seen is None:
-        _run_times[model] = (seconds, 0.1 * seconds)
-        return
-    mean, deviation = seen
-    deviation += _LEARNING_RATE * (abs(seconds - mean) - deviation)
-    mean += _LEARNING_RATE * (seconds - mean)
-    _run_times[model] = (mean, deviation)
-
-
-def first_poll_delay(settings: Settings, model: str | None = None) -> float:
-    """Seconds from BFL accepting a task to its first poll.
-
-    With webhooks it is only the fallback for a call that never comes (POLL_MAX_INTERVAL_S).
-    Otherwise it comes when the task is likely done, by the run times BFL reported to this
-    process for the model: just after the usual finish when they hardly vary (one poll finds
-    it Ready), two deviations before it when they do (that poll's `progress` then places the
-    next one just after the finish). POLL_MIN_INTERVAL_S for a model not seen yet.
-    """
-    if webhooks_enabled(settings):
-        return settings.POLL_MAX_INTERVAL_S
-    seen = _run_times.get(model or "")
-    if seen is None:
-        return settings.POLL_MIN_INTERVAL_S
-    mean, deviation = seen
-    aim = mean - 2.0 * deviation + _FINISH_MARGIN_S
-    return max(_NEAR_FINISH_FLOOR_S, min(settings.POLL_MAX_INTERVAL_S, aim))
-
-
-def webhooks_enabled(settings: Settings) -> bool:
-    """Whether submissions carry our webhook URL, so BFL calls us when a task ends."""
-    return bool(settings.PUBLIC_URL)
-
-
-def next_poll_delay(
-    settings: Settings,
-    *,
-    elapsed: float,
-    poll_count: int,
-    progress: float | None,
-    webhooks: bool = False,
-) -> float:
-    """Seconds until the next poll of a task that has run `elapsed` seconds.
-
-    With BFL's progress, aim just after the predicted finish (a little late beats one more
-    poll); without it, grow from the minimum but never wait longer than a quarter of the time
-    spent so far, so a result waits at most ~25 % of its run time before we see it.
-
-    With `webhooks`, BFL's call starts the poll that finishes the job, and a scheduled poll is
-    only the fallback for a call that never comes: it is due WEBHOOK_GRACE_S after the
-    predicted finish (or POLL_MAX_INTERVAL_S without a prediction), so it seldom races the
-    webhook's poll and the two do not both poll and download every result.
-    """
-    low, high = (
-        settings.POLL_MIN_INTERVAL_S,
-        max(settings.POLL_MIN_INTERVAL_S, settings.POLL_MAX_INTERVAL_S),
-    )
-    remaining: float | None = None
-    if progress is not None and 0.0 < progress < 1.0 and elapsed > 0:
-        # Progress is a fraction of the run: the rest takes elapsed * (1 - p) / p.
-        remaining = elapsed * (1.0 - progress) / progress
-    if webhooks:
-        if remaining is None:
-            return high
-        return max(low, min(high, remaining + WEBHOOK_GRACE_S))
-    if remaining is not None:
-        # Aiming one per cent late absorbs rounding in the reported progress; when the finish
-        # is predicted sooner than the usual minimum, poll then (but never in a tight loop).
-        return max(min(low, _NEAR_FINISH_FLOOR_S), min(high, remaining * 1.01 + _FINISH_MARGIN_S))
-    delay = min(low * 1.5**poll_count, 0.25 * elapsed)
-    return max(low, min(high, delay))
 
 
 def poll_job(client: BFLClient, job_id: uuid.UUID, *, force: bool = False) -> Outcome:

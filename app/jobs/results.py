@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from app.bfl.client import BFLClient, FetchedImage, PollResult
 from app.bfl.errors import ImageFetchFailed, ResultUnavailable
 from app.db import session_scope, utcnow
-from app.jobs import state
+from app.jobs import dispatch, state
 from app.jobs.models import Image, Job, JobStatus
 from app.jobs.outcomes import (
     MAX_UNFINISHED_POLLS,
@@ -21,6 +21,7 @@ from app.jobs.outcomes import (
     human_message,
     still_pending,
 )
+from app.ops.logs import bind_context, clear_context, current_context
 from app.settings import Settings
 from app.storage import get_storage, image_keys
 
@@ -114,10 +115,9 @@ def finish_ready(
     seen_ready = utcnow()
     assert result.sample_url is not None
     ready_at = ready_time(result, seen_ready)
-    # BFL is done with the task: its slot of the cap goes to the next queued job now, while
+    # BFL is done with the task: its slot of the cap goes to the next queued job now, before
     # this image is downloaded and stored.
-    with session_scope() as db:
-        state.release_slot(db, polled.id, bfl_ready_at=ready_at)
+    released = _hand_on_slot(client, polled.id, ready_at)
     try:
         fetched = client.fetch_image(result.sample_url)
         stored = store_image(team_id=polled.team_id, job_id=polled.id, fetched=fetched)
@@ -138,7 +138,32 @@ def finish_ready(
         # Storage down, a bug: retry a few times, then give up (counted by unfinished_polls).
         log.exception("storing the image of job %s failed", polled.id)
         return _store_failed(polled, exc, settings)
-    return _mark_ready(polled, result, stored, ready_at)
+    return _mark_ready(polled, result, stored, ready_at, slot_released=released)
+
+
+def _hand_on_slot(client: BFLClient, job_id: uuid.UUID, ready_at: datetime) -> bool:
+    """Release a Ready task's slot and send the next queued job in it, from this process.
+
+    The submission's log lines name its own job; this poll's job is named again afterwards.
+    Returns whether the slot is known to be released (else storing the image releases it).
+    """
+    context = dict(current_context())
+    try:
+        dispatch.submit_next(client, freed=dispatch.FreedSlot(job_id, ready_at))
+        return True
+    except Exception:
+        log.exception("handing on the slot of job %s failed; releasing it alone", job_id)
+    finally:
+        clear_context()
+        bind_context(**context)
+    try:
+        with session_scope() as db:
+            # Its wake-up after commit sends the next job from another worker.
+            state.release_slot(db, job_id, bfl_ready_at=ready_at)
+        return True
+    except Exception:
+        log.exception("releasing the slot of job %s failed", job_id)
+        return False
 
 
 def _store_failed(polled: Polled, exc: Exception, settings: Settings) -> Outcome:
@@ -162,11 +187,20 @@ def _store_failed(polled: Polled, exc: Exception, settings: Settings) -> Outcome
 
 
 def _mark_ready(
-    polled: Polled, result: PollResult, stored: StoredImage, ready_at: datetime
+    polled: Polled,
+    result: PollResult,
+    stored: StoredImage,
+    ready_at: datetime,
+    *,
+    slot_released: bool = True,
 ) -> Outcome:
     with session_scope() as db:
         job = state.mark_ready(
-            db, polled.id, result_seed=result.seed, bfl_ready_at=ready_at, slot_released=True
+            db,
+            polled.id,
+            result_seed=result.seed,
+            bfl_ready_at=ready_at,
+            slot_released=slot_released,
         )
         if job is None:
             # A concurrent poll (webhook plus schedule) finished it; it stored the same bytes

@@ -256,14 +256,16 @@ def reschedule_poll(
     return db.execute(stmt).scalar_one_or_none() is not None
 
 
-def release_slot(db: Session, job_id: uuid.UUID, *, bfl_ready_at: datetime) -> bool:
+def release_slot(
+    db: Session, job_id: uuid.UUID, *, bfl_ready_at: datetime, wake: bool = True
+) -> bool:
     """pending → pending: BFL said Ready, so the task no longer counts against the account's
     active-task cap; the image is still to be downloaded and stored.
 
     Sets `bfl_ready_at` once (a second poll of the same Ready task finds it set and changes
-    nothing) and wakes the dispatcher after commit, so the next queued job goes to BFL while
-    this one's image is fetched. Returns False when it was released already or is no longer
-    pending.
+    nothing) and, with `wake`, wakes the dispatcher after commit, so the next queued job goes
+    to BFL while this one's image is fetched (without: the caller claims the next job itself,
+    in this transaction). Returns False when it was released already or is no longer pending.
     """
     stmt = (
         update(Job)
@@ -274,7 +276,8 @@ def release_slot(db: Session, job_id: uuid.UUID, *, bfl_ready_at: datetime) -> b
     )
     if db.execute(stmt).scalar_one_or_none() is None:
         return False
-    messages.wake_dispatcher(db)
+    if wake:
+        messages.wake_dispatcher(db)
     return True
 
 

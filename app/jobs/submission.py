@@ -40,7 +40,7 @@ from app.db import session_scope, utcnow
 from app.jobs import account, answers, messages, state
 from app.jobs.models import Job, JobStatus
 from app.jobs.outcomes import Outcome, credits_text, deadline_message, human_message
-from app.jobs.polling import first_poll_delay
+from app.jobs.poll_timing import first_poll_delay
 from app.jobs.references import STORED_PREFIX
 from app.settings import Settings, get_settings
 from app.storage import get_storage
@@ -207,17 +207,20 @@ def apply_answer(
     The same guarded transition for the worker that got the answer and for the sweeper that
     applies a kept copy, so whichever comes second finds the job moved on and changes nothing.
     """
+    # `first_poll` counts from BFL's answer, not from now: the time spent keeping the answer
+    # and writing it here is time the task has already run.
+    due = answer.accepted_at + timedelta(seconds=first_poll)
     job = state.mark_pending(
         db,
         job_id,
         bfl_task_id=answer.bfl_task_id,
         polling_url=answer.polling_url,
         cost_credits=answer.cost_credits,
-        next_poll_at=utcnow() + timedelta(seconds=first_poll),
+        next_poll_at=due,
         now=answer.accepted_at,
     )
     if job is not None:
-        messages.schedule_poll(db, job.id, first_poll or None)
+        messages.schedule_poll(db, job.id, max(0.0, (due - utcnow()).total_seconds()) or None)
     return job
 
 

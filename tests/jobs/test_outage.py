@@ -176,8 +176,10 @@ def test_a_long_retry_after_is_capped_and_a_task_ending_resumes_sending(
     wait_until(
         lambda: polling.poll_job(client, first.id) is outcomes.Outcome.READY, 20, "first image"
     )
-    assert dispatch.submit_next(client) is outcomes.Outcome.SUBMITTED
-    assert (utcnow() - refused_at).total_seconds() < 20
+    # The poll that saw it end sent the next job itself, in the slot it freed.
+    (sent,) = job_rows(engine, [second.id])
+    assert sent.status == JobStatus.PENDING and len(emulator.submissions()) == 2
+    assert sent.claimed_at is not None and (sent.claimed_at - refused_at).total_seconds() < 20
     assert [r["status"] for r in emulator.service.refusals()] == [429]
 
 
@@ -202,7 +204,9 @@ def test_x_ratelimit_headers_on_accepted_posts_keep_the_studio_from_a_429(
     wait_until(
         lambda: polling.poll_job(client, first.id) is outcomes.Outcome.READY, 10, "first image"
     )
-    assert dispatch.submit_next(client) is outcomes.Outcome.SUBMITTED
+    # The poll that saw it end sent the third job in the slot it freed, without a refusal.
+    (third,) = job_rows(engine, [jobs[2].id])
+    assert third.status == JobStatus.PENDING and len(emulator.submissions()) == 3
     assert emulator.service.refusals() == []
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.costs.models import Reservation
 from app.db import utcnow
 from app.emulator import EmulatorServer
-from app.jobs import messages, polling, state
+from app.jobs import messages, poll_timing, polling, state
 from app.jobs.models import Image, JobStatus
 from app.settings import get_settings
 from tests.factories import make_person
@@ -106,7 +106,7 @@ def test_with_webhooks_a_scheduled_poll_is_a_late_fallback() -> None:
 def test_the_first_poll_comes_when_the_model_usually_finishes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(polling, "_run_times", {})
+    monkeypatch.setattr(poll_timing, "_run_times", {})
     settings = get_settings().model_copy(
         update={"POLL_MIN_INTERVAL_S": 0.5, "POLL_MAX_INTERVAL_S": 5.0, "PUBLIC_URL": None}
     )

@@ -1,0 +1,51 @@
+"""A slot BFL frees is handed on by the poll that saw it free: released, the next job claimed
+and sent, in that poll's own process (no worker runs in this module)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from app.bfl.client import BFLClient
+from app.db import utcnow
+from app.emulator import EmulatorServer
+from app.jobs import dispatch, polling
+from app.jobs.models import JobStatus
+from app.jobs.outcomes import Outcome
+from app.settings import EMULATOR_KEY
+from tests.factories import make_person
+from tests.pipeline_support import job_rows, posts_per_job, queue_jobs, wait_until
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_the_poll_that_sees_ready_sends_the_next_job_itself(
+    emulator: EmulatorServer,
+    committed_db: Session,
+    engine: Engine,
+    settings_env: pytest.MonkeyPatch,
+) -> None:
+    # Cap 1 and no worker running: the second job can only reach BFL if the poll that saw the
+    # first one Ready claims and sends it itself (no wake-up through the broker in between).
+    settings_env.setenv("BFL_MAX_ACTIVE_TASKS", "1")
+    person = make_person(committed_db)
+    committed_db.commit()
+    jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="hand on", count=2)
+    with BFLClient(emulator.base_url, EMULATOR_KEY, allow_insecure_urls=True) as client:
+        assert dispatch.submit_next(client) is Outcome.SUBMITTED
+        assert dispatch.submit_next(client) is Outcome.IDLE  # the cap is full
+        (first,) = [j for j in job_rows(engine, [j.id for j in jobs]) if j.bfl_task_id]
+        (second_id,) = {j.id for j in jobs} - {first.id}
+        wait_until(
+            lambda: polling.poll_job(client, first.id) is Outcome.READY, 10, "the first image"
+        )
+        done, sent = job_rows(engine, [first.id, second_id])
+        assert done.status == JobStatus.READY and done.bfl_ready_at is not None
+        assert sent.status == JobStatus.PENDING and sent.bfl_task_id is not None
+        assert sent.claimed_at is not None and sent.claimed_at >= done.bfl_ready_at
+        # A second poll of the same Ready task hands on nothing: its slot was handed on.
+        again = dispatch.FreedSlot(first.id, utcnow())
+        assert dispatch.submit_next(client, freed=again) is Outcome.SKIPPED
+    rows = job_rows(engine, [first.id, second_id])
+    assert posts_per_job(emulator, rows) == {first.id: 1, second_id: 1}
