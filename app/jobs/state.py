@@ -26,6 +26,7 @@ from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
 from app.alerts import EVALUATE_TEAM_TASK
+from app.alerts.pacing import budget_check_countdown
 from app.costs.service import on_job_terminal, record_charge
 from app.db import utcnow
 from app.jobs import messages
@@ -177,10 +178,17 @@ def mark_pending(
 
 def _charge(db: Session, job: Job) -> None:
     """Write the job's ledger row; a new charge has the team's budget alerts checked after
-    the commit (a message; beat's evaluation catches any that is lost)."""
-    if record_charge(db, job):
+    the commit (a message, one per team for the charges of a short window: app/alerts/pacing;
+    beat's evaluation catches any that is lost)."""
+    if not record_charge(db, job):
+        return
+    countdown = budget_check_countdown(job.team_id)
+    if countdown is not None:
         messages.send_after_commit(
-            db, messages.Message(task=EVALUATE_TEAM_TASK, args=(str(job.team_id),))
+            db,
+            messages.Message(
+                task=EVALUATE_TEAM_TASK, args=(str(job.team_id),), countdown=countdown or None
+            ),
         )
 
 

@@ -3,6 +3,7 @@ charge having its team's budgets checked after the commit."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -11,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.alerts import EVALUATE_TEAM_TASK
+from app.alerts import EVALUATE_TEAM_TASK, pacing
 from app.alerts.rules import fire
 from app.auth.models import Role
 from app.auth.service import start_session
@@ -118,16 +119,29 @@ def _list(db: Session, client: TestClient, person: Person) -> list[dict[str, obj
 
 def test_a_new_charge_has_the_teams_budgets_checked_after_commit(db: Session) -> None:
     person = make_person(db, role=Role.MANAGER)
-    job = make_job(db, person, status=JobStatus.SUBMITTING)
+    jobs = [make_job(db, person, status=JobStatus.SUBMITTING) for _ in range(3)]
     messages.discard_pending(db)
-    assert state.mark_pending(
-        db,
-        job.id,
-        bfl_task_id="bfl-1",
-        polling_url="https://api.bfl.ai/x",
-        cost_credits=Decimal("3"),
-        next_poll_at=utcnow(),
-    )
-    sent = [m for m in messages.pending_messages(db) if m.task == EVALUATE_TEAM_TASK]
-    assert [m.args for m in sent] == [(str(person.team.id),)]
-    messages.discard_pending(db)
+
+    def charge(job_id: uuid.UUID) -> list[messages.Message]:
+        assert state.mark_pending(
+            db,
+            job_id,
+            bfl_task_id=f"bfl-{job_id}",
+            polling_url="https://api.bfl.ai/x",
+            cost_credits=Decimal("3"),
+            next_poll_at=utcnow(),
+        )
+        sent = [m for m in messages.pending_messages(db) if m.task == EVALUATE_TEAM_TASK]
+        messages.discard_pending(db)
+        return sent
+
+    # The first charge sends one check, due when its window closes ...
+    (first,) = charge(jobs[0].id)
+    assert first.args == (str(person.team.id),)
+    assert first.countdown == pytest.approx(pacing.BUDGET_CHECK_WINDOW_S)
+    # ... and a charge inside that window rides on it: no second task per job.
+    assert charge(jobs[1].id) == []
+    # Once the window has closed, the next charge opens another one.
+    time.sleep(pacing.BUDGET_CHECK_WINDOW_S + 0.1)
+    (third,) = charge(jobs[2].id)
+    assert third.countdown == pytest.approx(pacing.BUDGET_CHECK_WINDOW_S)
