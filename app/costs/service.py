@@ -13,12 +13,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
     Date,
     Select,
+    Table,
+    bindparam,
     cast,
     delete,
     func,
@@ -373,20 +376,18 @@ def record_charge(db: Session, job: Job) -> bool:
     """
     credits = cost_or_estimate(db, job)
     written = db.execute(
-        insert(Charge)
-        .values(
-            id=uuid.uuid4(),
-            job_id=job.id,
-            team_id=job.team_id,
-            user_id=job.user_id,
-            project_id=job.project_id,
-            model=job.model,
-            credits=credits,
-            usd=credits_to_usd(credits),
-            created_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=[Charge.job_id])
-        .returning(Charge.id, Charge.created_at)
+        _statements().charge_insert,
+        {
+            "id": uuid.uuid4(),
+            "job_id": job.id,
+            "team_id": job.team_id,
+            "user_id": job.user_id,
+            "project_id": job.project_id,
+            "model": job.model,
+            "credits": credits,
+            "usd": credits_to_usd(credits),
+            "created_at": utcnow(),
+        },
     ).first()
     if written is not None:
         day = written.created_at.astimezone(UTC).date()
@@ -395,6 +396,88 @@ def record_charge(db: Session, job: Job) -> bool:
         _add_prompt_month(db, job, credits, at=written.created_at)
     _resolve(db, job.id, ReservationState.SETTLED)
     return written is not None
+
+
+@dataclass(frozen=True)
+class _HotStatements:
+    """The statements every charged job runs, built once per process.
+
+    Core statements on the tables with bound parameters: building an upsert (its `excluded`
+    alias above all) and going through the ORM's bulk layer for every job cost more CPU than
+    the round trip itself; these are compiled once and then only executed.
+    """
+
+    charge_insert: Any
+    day_upsert: Any
+    outcome_upsert: Any
+    outcome_decrement: Any
+    prompt_month_upsert: Any
+    reservation_resolve: Any
+
+
+def _upsert(table: Table, keys: list[str], set_: dict[str, Any]) -> Any:
+    # No .values(): executed with one parameter per column, it inserts those columns.
+    stmt = insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c[name] for name in keys],
+        set_={name: expression(table.c, stmt.excluded) for name, expression in set_.items()},
+    )
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+@cache
+def _statements() -> _HotStatements:
+    charges, days = _table(Charge), _table(ChargeDay)
+    outcomes, months = _table(ChargeOutcome), _table(ChargePromptMonth)
+    reservations = _table(Reservation)
+    rollup = ["team_id", "day", "project_id", "user_id", "model"]
+    return _HotStatements(
+        charge_insert=insert(charges)
+        .on_conflict_do_nothing(index_elements=[charges.c.job_id])
+        .returning(charges.c.id, charges.c.created_at),
+        day_upsert=_upsert(
+            days,
+            rollup,
+            {
+                "credits": lambda c, new: c.credits + new.credits,
+                "charges": lambda c, new: c.charges + new.charges,
+            },
+        ),
+        outcome_upsert=_upsert(
+            outcomes,
+            [*rollup, "status"],
+            {
+                "credits": lambda c, new: c.credits + new.credits,
+                "charges": lambda c, new: c.charges + new.charges,
+            },
+        ),
+        outcome_decrement=update(outcomes)
+        .where(*(outcomes.c[name] == bindparam(f"k_{name}") for name in [*rollup, "status"]))
+        .values(
+            credits=outcomes.c.credits - bindparam("d_credits", type_=outcomes.c.credits.type),
+            charges=outcomes.c.charges - bindparam("d_charges", type_=outcomes.c.charges.type),
+        ),
+        prompt_month_upsert=_upsert(
+            months,
+            ["team_id", "month", "project_id", "user_id", "prompt_md5"],
+            {
+                "credits": lambda c, new: c.credits + new.credits,
+                "charges": lambda c, new: c.charges + new.charges,
+                "last_charged_at": lambda c, new: func.greatest(
+                    c.last_charged_at, new.last_charged_at
+                ),
+            },
+        ),
+        # No .values(): executed with `state` and `resolved_at`, it sets those columns.
+        reservation_resolve=update(reservations).where(
+            reservations.c.job_id == bindparam("k_job_id"),
+            reservations.c.state == ReservationState.HELD.value,
+        ),
+    )
 
 
 def lock_team_budgets(db: Session, team_id: uuid.UUID) -> None:
@@ -420,29 +503,17 @@ def _roll_up(db: Session, job: Job, credits: Decimal, *, day: date) -> None:
 
 def _add_to_day(db: Session, key: _RollupKey, credits: Decimal) -> None:
     """Add one charge of `credits` to the rollup row `key` (made when missing)."""
-    stmt = insert(ChargeDay).values(
-        team_id=key.team_id,
-        day=key.day,
-        project_id=key.project_id,
-        user_id=key.user_id,
-        model=key.model,
-        credits=credits,
-        charges=1,
-    )
     db.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[
-                ChargeDay.team_id,
-                ChargeDay.day,
-                ChargeDay.project_id,
-                ChargeDay.user_id,
-                ChargeDay.model,
-            ],
-            set_={
-                "credits": ChargeDay.credits + stmt.excluded.credits,
-                "charges": ChargeDay.charges + 1,
-            },
-        )
+        _statements().day_upsert,
+        {
+            "team_id": key.team_id,
+            "day": key.day,
+            "project_id": key.project_id,
+            "user_id": key.user_id,
+            "model": key.model,
+            "credits": credits,
+            "charges": 1,
+        },
     )
 
 
@@ -451,64 +522,36 @@ def _add_outcome(
 ) -> None:
     """Add `charges` charges of `credits` to the job's row of `charge_outcomes` under
     `status`, in the caller's transaction."""
-    stmt = insert(ChargeOutcome).values(
-        team_id=job.team_id,
-        day=day,
-        project_id=job.project_id,
-        user_id=job.user_id,
-        model=job.model,
-        status=str(status),
-        credits=credits,
-        charges=charges,
-    )
     db.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[
-                ChargeOutcome.team_id,
-                ChargeOutcome.day,
-                ChargeOutcome.project_id,
-                ChargeOutcome.user_id,
-                ChargeOutcome.model,
-                ChargeOutcome.status,
-            ],
-            set_={
-                "credits": ChargeOutcome.credits + stmt.excluded.credits,
-                "charges": ChargeOutcome.charges + stmt.excluded.charges,
-            },
-        )
+        _statements().outcome_upsert,
+        {
+            "team_id": job.team_id,
+            "day": day,
+            "project_id": job.project_id,
+            "user_id": job.user_id,
+            "model": job.model,
+            "status": str(status),
+            "credits": credits,
+            "charges": charges,
+        },
     )
 
 
 def _add_prompt_month(db: Session, job: Job, credits: Decimal, *, at: datetime) -> None:
     """Add one charge to its month's row of `charge_prompt_months`."""
-    stmt = insert(ChargePromptMonth).values(
-        team_id=job.team_id,
-        month=at.astimezone(UTC).date().replace(day=1),
-        project_id=job.project_id,
-        user_id=job.user_id,
-        prompt_md5=hashlib.md5(job.prompt.encode(), usedforsecurity=False).hexdigest(),
-        prompt=job.prompt,
-        credits=credits,
-        charges=1,
-        last_charged_at=at,
-    )
     db.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[
-                ChargePromptMonth.team_id,
-                ChargePromptMonth.month,
-                ChargePromptMonth.project_id,
-                ChargePromptMonth.user_id,
-                ChargePromptMonth.prompt_md5,
-            ],
-            set_={
-                "credits": ChargePromptMonth.credits + stmt.excluded.credits,
-                "charges": ChargePromptMonth.charges + 1,
-                "last_charged_at": func.greatest(
-                    ChargePromptMonth.last_charged_at, stmt.excluded.last_charged_at
-                ),
-            },
-        )
+        _statements().prompt_month_upsert,
+        {
+            "team_id": job.team_id,
+            "month": at.astimezone(UTC).date().replace(day=1),
+            "project_id": job.project_id,
+            "user_id": job.user_id,
+            "prompt_md5": hashlib.md5(job.prompt.encode(), usedforsecurity=False).hexdigest(),
+            "prompt": job.prompt,
+            "credits": credits,
+            "charges": 1,
+            "last_charged_at": at,
+        },
     )
 
 
@@ -772,22 +815,22 @@ def on_job_terminal(db: Session, job: Job, previous: str) -> None:
     if charge is not None:
         day = charge.created_at.astimezone(UTC).date()
         db.execute(
-            update(ChargeOutcome)
-            .where(
-                ChargeOutcome.team_id == job.team_id,
-                ChargeOutcome.day == day,
-                ChargeOutcome.project_id == job.project_id,
-                ChargeOutcome.user_id == job.user_id,
-                ChargeOutcome.model == job.model,
-                ChargeOutcome.status == str(previous),
-            )
-            .values(
-                credits=ChargeOutcome.credits - charge.credits,
-                charges=ChargeOutcome.charges - 1,
-            )
+            _statements().outcome_decrement,
+            {
+                "k_team_id": job.team_id,
+                "k_day": day,
+                "k_project_id": job.project_id,
+                "k_user_id": job.user_id,
+                "k_model": job.model,
+                "k_status": str(previous),
+                "d_credits": charge.credits,
+                "d_charges": 1,
+            },
         )
         _add_outcome(db, job, job.status, day=day, credits=charge.credits, charges=1)
-        _resolve(db, job.id, ReservationState.SETTLED)
+        if previous != JobStatus.PENDING:
+            # (A job charged when it became pending had its reservation settled then.)
+            _resolve(db, job.id, ReservationState.SETTLED)
     elif job.bfl_task_id is not None:
         # BFL accepted the task, so it charged for it, even if the cost never got recorded.
         record_charge(db, job)
@@ -801,9 +844,8 @@ def on_job_terminal(db: Session, job: Job, previous: str) -> None:
 
 def _resolve(db: Session, job_id: uuid.UUID, state: ReservationState) -> None:
     db.execute(
-        update(Reservation)
-        .where(Reservation.job_id == job_id, Reservation.state == ReservationState.HELD.value)
-        .values(state=state.value, resolved_at=utcnow())
+        _statements().reservation_resolve,
+        {"k_job_id": job_id, "state": state.value, "resolved_at": utcnow()},
     )
 
 
