@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from zxcvbn import zxcvbn
 
 from app.settings import get_settings
 
@@ -67,6 +66,10 @@ def password_problem(password: str, user_inputs: Sequence[str] = ()) -> str | No
         return f"use at least {MIN_PASSWORD_LENGTH} characters"
     if len(password) > 1024:
         return "use at most 1024 characters"
+    # Imported here: its word lists take ~12 MB, which a web process that never checks a new
+    # password (most of them, most of the time) need not hold.
+    from zxcvbn import zxcvbn
+
     result = zxcvbn(password, user_inputs=list(user_inputs))
     if result["score"] >= MIN_PASSWORD_SCORE:
         return None

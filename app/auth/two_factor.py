@@ -10,10 +10,9 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyotp
-import segno
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -22,6 +21,12 @@ from app.auth.models import Membership, RecoveryCode, Role, Team, User
 from app.auth.service import AccountError, NotInTeam
 from app.db import utcnow
 from app.security import signature, verify_password
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
+
+# cryptography (OpenSSL, ~8 MB) and segno are imported where a second factor is used, so a web
+# process holds them only once someone signs in with one or sets one up.
 
 ISSUER = "FLUX Team Studio"
 #: RFC 6238's defaults, which every authenticator app understands: 30-second steps, 6 digits.
@@ -40,6 +45,8 @@ _TOTP_CODE = re.compile(r"\d{6}")
 
 
 def _fernet() -> Fernet:
+    from cryptography.fernet import Fernet
+
     # A key of its own, derived from SECRET_KEY for this one purpose: a database dump alone
     # does not reveal anyone's authenticator secret.
     key = bytes.fromhex(signature("totp-secret-encryption", "v1"))
@@ -51,6 +58,8 @@ def _seal(secret: str) -> str:
 
 
 def _open(sealed: str) -> str | None:
+    from cryptography.fernet import InvalidToken
+
     try:
         return _fernet().decrypt(sealed.encode()).decode()
     except InvalidToken:
@@ -76,6 +85,8 @@ class Enrolment:
 
     def qr_svg(self) -> str:
         """The URI as an inline SVG QR code (no script, no external image)."""
+        import segno
+
         qr = segno.make(self.uri, error="m")
         svg: str = qr.svg_inline(scale=5, border=2, dark="#111", light="#fff", omitsize=False)
         return svg
