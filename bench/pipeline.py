@@ -257,7 +257,12 @@ def _first_job_waits(rows: list[Any]) -> dict[str, float]:
 
 
 def _cpu_seconds(processes: list[Any]) -> dict[str, float]:
-    """CPU seconds (user + system) of each studio process and its children, by kind."""
+    """CPU seconds (user + system) of each studio process and its children, by kind.
+
+    `workers` is every worker process; it is also split into `worker_consumers` (each
+    worker's main process: Celery's consumer, which receives, schedules and acks messages)
+    and `worker_pools` (the pool processes that run the tasks).
+    """
     import psutil
 
     totals: dict[str, float] = {}
@@ -275,7 +280,13 @@ def _cpu_seconds(processes: list[Any]) -> dict[str, float]:
                 times = member.cpu_times()
             except psutil.NoSuchProcess:
                 continue
-            totals[kind] = totals.get(kind, 0.0) + times.user + times.system
+            seconds = times.user + times.system
+            totals[kind] = totals.get(kind, 0.0) + seconds
+            if kind == "workers":
+                # The worker command's own process runs Celery's consumer; the pool processes
+                # are its children (forked by it).
+                part = "worker_consumers" if member.pid == parent.pid else "worker_pools"
+                totals[part] = totals.get(part, 0.0) + seconds
     return totals
 
 
