@@ -18,6 +18,7 @@ from app.jobs import (
     POLL,
     POLL_QUEUE,
     PURGE_REFERENCES,
+    RESTART_OVERDUE_POLLS,
     SUBMIT_NEXT,
     SWEEP,
 )
@@ -77,6 +78,7 @@ def _configuration(settings: Settings) -> dict[str, Any]:
         task_routes={
             SUBMIT_NEXT: {"queue": DISPATCH_QUEUE},
             SWEEP: {"queue": DISPATCH_QUEUE},
+            RESTART_OVERDUE_POLLS: {"queue": DISPATCH_QUEUE},
             POLL: {"queue": POLL_QUEUE},
         },
         beat_schedule=_beat_schedule(settings),
@@ -100,6 +102,18 @@ def _transport_options(settings: Settings) -> dict[str, object]:
 
 
 def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    schedule = _fixed_schedule(settings)
+    if settings.PUBLIC_URL:
+        # Webhooks on: no poll message per job; this finds the polls whose webhook never came.
+        schedule["restart-overdue-polls"] = {
+            "task": RESTART_OVERDUE_POLLS,
+            "schedule": settings.POLL_MAX_INTERVAL_S,
+            "options": {"expires": settings.POLL_MAX_INTERVAL_S},
+        }
+    return schedule
+
+
+def _fixed_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "sweep-jobs": {
             "task": SWEEP,

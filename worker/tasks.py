@@ -15,7 +15,7 @@ from app.costs import REFRESH_CREDIT_BALANCE_TASK
 from app.costs import service as costs_service
 from app.db import get_sessionmaker, session_scope
 from app.jobs import PURGE_REFERENCES, dispatch, polling, references, results, sweeper
-from app.jobs.messages import POLL, SUBMIT_NEXT, SWEEP
+from app.jobs.messages import POLL, RESTART_OVERDUE_POLLS, SUBMIT_NEXT, SWEEP
 from app.ops.metrics import MeasuredTransport
 from app.settings import get_settings
 
@@ -94,6 +94,12 @@ def poll(job_id: str, force: bool = False) -> str:
 def sweep() -> dict[str, int]:
     """Recover stuck and orphaned jobs (celery beat runs this every SWEEP_INTERVAL_S)."""
     return sweeper.sweep().as_dict()
+
+
+@app.task(name=RESTART_OVERDUE_POLLS)
+def restart_overdue_polls() -> int:
+    """Polls whose webhook never came (beat runs this every POLL_MAX_INTERVAL_S with webhooks)."""
+    return sweeper.restart_overdue_polls()
 
 
 # --- Cost review (app/costs): the account's credit balance, refreshed by beat. ---------------

@@ -7,6 +7,8 @@ feature, so the Celery app (app/celery_app.py) can route them without importing 
 SUBMIT_NEXT = "jobs.submit_next"
 POLL = "jobs.poll"
 SWEEP = "jobs.sweep"
+#: With webhooks on: polls whose webhook never came (beat runs it every POLL_MAX_INTERVAL_S).
+RESTART_OVERDUE_POLLS = "jobs.restart_overdue_polls"
 #: Hourly: reference images no job uses, past their grace period, are removed.
 PURGE_REFERENCES = "jobs.purge_references"
 

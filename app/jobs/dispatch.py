@@ -82,11 +82,13 @@ class Dispatch:
 
     `job`: claimed (now `submitting`); `room`: another slot is free (with a job), or a slot
     was free but nothing was eligible (without one); `probe`: the account is in an outage and
-    this caller holds the lease of its one probe; `retry_at`: the account is closed until then.
+    this caller holds the lease of its one probe; `retry_at`: the account is closed until then;
+    `free`: with a job, how many slots are still free after it.
     """
 
     job: Job | None = None
     room: bool = False
+    free: int = 0
     probe: bool = False
     retry_at: datetime | None = None
 
@@ -133,7 +135,8 @@ def dispatch_next(
     if job_id is None:
         return Dispatch(room=True)  # a slot is free, but nothing may go now
     job = state.claim(db, job_id, now)
-    return Dispatch(job=job, room=job is not None and active + 1 < cap)
+    free = cap - active - 1 if job is not None else 0
+    return Dispatch(job=job, room=free > 0, free=free)
 
 
 def claim_next(db: Session, settings: Settings, now: datetime) -> tuple[Job | None, bool]:
@@ -164,9 +167,9 @@ class FreedSlot:
 def submit_next(client: BFLClient, *, freed: FreedSlot | None = None) -> Outcome:
     """Submit the fairest queued job if the account and a slot of the active-task cap allow.
 
-    One wake-up message runs this once; when it claimed a job and room remains, it wakes
-    another worker so free slots fill in parallel. During an outage the one worker that gets
-    the probe's lease checks BFL instead (see app/jobs/account.py).
+    One wake-up message runs this once; when it claimed a job and room remains, it wakes up
+    to two other workers so free slots fill in parallel. During an outage the one worker that
+    gets the probe's lease checks BFL instead (see app/jobs/account.py).
 
     With `freed`, the poll that saw a task Ready runs this itself: the slot is released and
     the next job claimed in one transaction and sent at once, with no wake-up through the
@@ -188,7 +191,9 @@ def submit_next(client: BFLClient, *, freed: FreedSlot | None = None) -> Outcome
             # else: the probe's lease commits with this transaction; the probe goes below.
         else:
             if found.room:
-                messages.wake_dispatcher(db)
+                # Two wake-ups while two slots are free: the chains double, so an empty cap of
+                # 24 fills in a handful of rounds of claims rather than 24 one after another.
+                messages.wake_dispatcher(db, min(2, found.free))
             claimed = Claimed(
                 job.id,
                 job.team_id,

@@ -23,6 +23,7 @@ from app.jobs import DISPATCH_QUEUE as DISPATCH_QUEUE
 from app.jobs import MAX_COUNTDOWN_S as MAX_COUNTDOWN_S
 from app.jobs import POLL as POLL
 from app.jobs import POLL_QUEUE as POLL_QUEUE
+from app.jobs import RESTART_OVERDUE_POLLS as RESTART_OVERDUE_POLLS
 from app.jobs import SUBMIT_NEXT as SUBMIT_NEXT
 from app.jobs import SWEEP as SWEEP
 from app.ops.celery_hooks import JOB_ID_HEADER
@@ -64,7 +65,7 @@ def wake_dispatcher(
     """After commit, ask up to `count` workers to submit the next fair job if a slot is free.
 
     One commit sends at most MAX_WAKEUPS_PER_COMMIT wake-ups for now: a worker that claims a
-    job while a slot is still free wakes the next one, so a few chains fill every free slot,
+    job while slots are still free wakes the next ones, so a few chains fill every free slot,
     while one wake-up per queued job (a batch of 200) would bury polls under messages that
     find the cap full. Delayed wake-ups (a back-off ending) are sent as asked, and so are
     `burst` ones: BFL answering again after an outage, when `count` is the free slots and the

@@ -12,6 +12,9 @@ from app.settings import Settings
 _NEAR_FINISH_FLOOR_S = 0.05
 #: How far after BFL's predicted finish a poll is aimed: absorbs the rounding of `progress`.
 _FINISH_MARGIN_S = 0.02
+#: How far after the usual finish the first poll is aimed. It counts from our receipt of BFL's
+#: answer, which comes after BFL started the task, so it only absorbs timer jitter.
+_FIRST_POLL_MARGIN_S = 0.01
 #: How much each finished task moves the learned run time of its model (a moving average).
 _LEARNING_RATE = 0.2
 #: The spread assumed after one run of a model, as a fraction of that run's time.
@@ -55,7 +58,7 @@ def first_poll_delay(settings: Settings, model: str | None = None) -> float:
     if seen is None:
         return settings.POLL_MIN_INTERVAL_S
     mean, deviation = seen
-    aim = mean - 2.0 * deviation + _FINISH_MARGIN_S
+    aim = mean - 2.0 * deviation + _FIRST_POLL_MARGIN_S
     return max(_NEAR_FINISH_FLOOR_S, min(settings.POLL_MAX_INTERVAL_S, aim))
 
 

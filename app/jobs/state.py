@@ -20,9 +20,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, update
+from sqlalchemy import Table, bindparam, func, update
 from sqlalchemy.orm import Session
 
 from app.alerts import EVALUATE_TEAM_TASK
@@ -217,23 +218,32 @@ def claim_poll(
     Returns only the columns the poll needs, or None when the poll is not due or the job is
     no longer pending.
     """
-    stmt = (
-        update(Job)
+    row = db.execute(
+        _claim_poll_statement(),
+        {"k_id": job_id, "due_by": due_by, "lease_until": lease_until},
+    ).first()
+    return None if row is None else PollClaim(*row)
+
+
+@cache
+def _claim_poll_statement() -> Any:
+    # Built once: a poll runs once or twice per job, and building the statement (and going
+    # through the ORM's bulk layer) cost more CPU than its round trip.
+    jobs: Table = Job.__table__  # type: ignore[assignment]
+    return (
+        update(jobs)
         .where(
-            Job.id == job_id,
-            Job.status == JobStatus.PENDING,
-            (Job.next_poll_at.is_(None)) | (Job.next_poll_at <= due_by),
+            jobs.c.id == bindparam("k_id"),
+            jobs.c.status == JobStatus.PENDING,
+            (jobs.c.next_poll_at.is_(None)) | (jobs.c.next_poll_at <= bindparam("due_by")),
         )
         .values(
-            next_poll_at=lease_until,
-            poll_count=Job.poll_count + 1,
-            unfinished_polls=Job.unfinished_polls + 1,
+            next_poll_at=bindparam("lease_until", type_=jobs.c.next_poll_at.type),
+            poll_count=jobs.c.poll_count + 1,
+            unfinished_polls=jobs.c.unfinished_polls + 1,
         )
-        .returning(*(getattr(Job, name) for name in PollClaim._fields))
-        .execution_options(synchronize_session=False)
+        .returning(*(jobs.c[name] for name in PollClaim._fields))
     )
-    row = db.execute(stmt).first()
-    return None if row is None else PollClaim(*row)
 
 
 def reschedule_poll(

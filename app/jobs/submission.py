@@ -40,7 +40,7 @@ from app.db import session_scope, utcnow
 from app.jobs import account, answers, messages, state
 from app.jobs.models import Job, JobStatus
 from app.jobs.outcomes import Outcome, credits_text, deadline_message, human_message
-from app.jobs.poll_timing import first_poll_delay
+from app.jobs.poll_timing import first_poll_delay, webhooks_enabled
 from app.jobs.references import STORED_PREFIX
 from app.settings import Settings, get_settings
 from app.storage import get_storage
@@ -201,11 +201,15 @@ def apply_answer(
     answer: answers.KeptAnswer,
     *,
     first_poll: float,
+    by_webhook: bool = False,
 ) -> Job | None:
     """submitting → pending with BFL's answer and its one ledger row; the first poll scheduled.
 
     The same guarded transition for the worker that got the answer and for the sweeper that
     applies a kept copy, so whichever comes second finds the job moved on and changes nothing.
+    `by_webhook`: BFL will call our webhook when the task ends, so no poll message is sent;
+    `next_poll_at` is then the fallback for a webhook that never comes (see
+    sweeper.restart_overdue_polls).
     """
     # `first_poll` counts from BFL's answer, not from now: the time spent keeping the answer
     # and writing it here is time the task has already run.
@@ -219,7 +223,7 @@ def apply_answer(
         next_poll_at=due,
         now=answer.accepted_at,
     )
-    if job is not None:
+    if job is not None and not by_webhook:
         messages.schedule_poll(db, job.id, max(0.0, (due - utcnow()).total_seconds()) or None)
     return job
 
@@ -282,7 +286,9 @@ def _write_acceptance(
 ) -> Outcome:
     with session_scope() as db:
         first_poll = first_poll_delay(settings, model)
-        job = apply_answer(db, job_id, answer, first_poll=first_poll)
+        job = apply_answer(
+            db, job_id, answer, first_poll=first_poll, by_webhook=webhooks_enabled(settings)
+        )
         if job is not None:
             outcome = Outcome.SUBMITTED
         else:

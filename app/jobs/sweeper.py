@@ -101,6 +101,20 @@ def _end_timed_out(
             report.timed_out += 1
 
 
+def restart_overdue_polls(now: datetime | None = None, *, batch: int = 500) -> int:
+    """Send a poll for every `pending` job whose poll is overdue; how many were sent.
+
+    With webhooks on, no poll message is sent per job: a job's `next_poll_at` is the fallback
+    time for a webhook that never comes (POLL_MAX_INTERVAL_S after BFL's answer), and beat
+    runs this every POLL_MAX_INTERVAL_S, one query for every job instead of a message per
+    job that, almost always, would find the job finished by its webhook.
+    """
+    report = SweepReport()
+    with session_scope() as db:
+        _restart_overdue_polls(db, now or utcnow(), batch, report)
+    return report.polls_restarted
+
+
 def _restart_overdue_polls(db: Session, now: datetime, batch: int, report: SweepReport) -> None:
     """`pending` with an overdue (or no) `next_poll_at` gets a poll message again."""
     overdue = db.scalars(

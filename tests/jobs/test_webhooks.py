@@ -17,10 +17,12 @@ from app.embedded import free_port
 from app.emulator import EmulatorServer
 from app.jobs import messages
 from app.jobs.models import JobStatus
+from app.jobs.sweeper import OVERDUE_GRACE_S
 from app.jobs.webhooks import router
 from app.settings import get_settings
 from tests.factories import make_person
 from tests.pipeline_support import (
+    BeatProcess,
     WebProcess,
     WorkerProcess,
     pipeline_env,
@@ -79,6 +81,36 @@ def test_a_webhook_finishes_the_job_long_before_any_poll_is_due(
     for job in done:
         token = sign_webhook_token(get_settings().SECRET_KEY.get_secret_value(), str(job.id))
         assert f"{public}/bfl/webhook/{job.id}/{token}" in posted
+
+
+@pytest.mark.pipeline
+def test_a_webhook_that_never_comes_is_covered_by_the_overdue_check(
+    emulator: EmulatorServer, committed_db: Session, engine: Engine
+) -> None:
+    # PUBLIC_URL names a port nothing listens on: every call BFL makes is lost. No poll
+    # message is sent per job with webhooks on, so beat's overdue check (every
+    # POLL_MAX_INTERVAL_S) must poll each job once its fallback time has passed.
+    env = pipeline_env(
+        emulator,
+        PUBLIC_URL=f"http://127.0.0.1:{free_port()}",
+        POLL_MIN_INTERVAL_S="0.5",
+        POLL_MAX_INTERVAL_S="1",
+        SWEEP_INTERVAL_S="600",  # the full sweep would find them too; it is not what is tested
+    )
+    person = make_person(committed_db)
+    committed_db.commit()
+    with WorkerProcess(env), BeatProcess(env):
+        jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="unheard", count=3)
+        done = wait_for_terminal(engine, [j.id for j in jobs], timeout=40)
+    assert [j.status for j in done] == [JobStatus.READY] * 3
+    for job in done:
+        assert job.submitted_at is not None and job.finished_at is not None
+        # One poll each, and not before the fallback time and the grace had passed: nothing
+        # but the overdue check polled them (BFL finished each within 0.4 s).
+        assert job.poll_count == 1
+        waited = (job.finished_at - job.submitted_at).total_seconds()
+        assert waited >= 1.0 + OVERDUE_GRACE_S, waited
+    assert emulator.service.webhook_log()  # BFL did try to call
 
 
 @pytest.mark.pipeline
