@@ -7,6 +7,8 @@ import uuid
 
 import httpx
 from celery.signals import worker_process_init, worker_process_shutdown
+from sqlalchemy import text
+from sqlalchemy.orm import configure_mappers
 
 from app.bfl.client import BFLClient
 from app.bfl.errors import BFLError
@@ -52,15 +54,25 @@ def bfl_client() -> BFLClient:
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:
     # A pool process pays its one-time costs (the HTTP client's TLS context, image codecs,
-    # the database engine and its dialect) here rather than in its first tasks, which would
-    # otherwise all come at once when the first results of a batch arrive together. Nothing
-    # here touches the network.
+    # the database engine, the ORM's mapper set-up, a connection to PostgreSQL and one to the
+    # broker) here rather than in its first tasks, which would otherwise all come at once, on
+    # every pool process, when a batch is queued or its first results arrive together. BFL is
+    # not contacted.
     try:
         bfl_client()
         get_sessionmaker()
+        configure_mappers()
         results.warm_up_imaging()
     except Exception:
         log.exception("warming up the worker process failed; its first tasks will do it")
+        return
+    try:
+        with get_sessionmaker()() as db:
+            db.execute(text("SELECT 1"))
+        with app.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(max_retries=1)
+    except Exception as exc:
+        log.warning("could not connect ahead of the first task (%s); it will connect then", exc)
 
 
 @worker_process_shutdown.connect

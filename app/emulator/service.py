@@ -220,6 +220,8 @@ class _Prerenderer:
         self._lock = threading.Lock()
         self._futures: OrderedDict[str, Future[bytes]] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emulator-render")
+        # Load the fonts and codecs now (a small image, thrown away), not in the first tasks.
+        self._pool.submit(render_image, "warm-up", 0, "warm-up", 64, 64, "jpeg")
 
     def schedule(self, task: Task) -> None:
         if task.outcome != "ready":
