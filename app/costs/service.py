@@ -663,31 +663,18 @@ def _move_outcome(
         .values(credits=ChargeOutcome.credits - credits, charges=ChargeOutcome.charges - 1)
     )
     db.execute(delete(ChargeOutcome).where(*where, ChargeOutcome.charges <= 0))
-    stmt = insert(ChargeOutcome).values(
-        team_id=old.team_id,
-        day=old.day,
-        project_id=to_project_id,
-        user_id=old.user_id,
-        model=old.model,
-        status=status,
-        credits=credits,
-        charges=1,
-    )
     db.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[
-                ChargeOutcome.team_id,
-                ChargeOutcome.day,
-                ChargeOutcome.project_id,
-                ChargeOutcome.user_id,
-                ChargeOutcome.model,
-                ChargeOutcome.status,
-            ],
-            set_={
-                "credits": ChargeOutcome.credits + stmt.excluded.credits,
-                "charges": ChargeOutcome.charges + 1,
-            },
-        )
+        _statements().outcome_upsert,
+        {
+            "team_id": old.team_id,
+            "day": old.day,
+            "project_id": to_project_id,
+            "user_id": old.user_id,
+            "model": old.model,
+            "status": status,
+            "credits": credits,
+            "charges": 1,
+        },
     )
 
 
@@ -717,34 +704,19 @@ def _move_prompt_month(
         )
     )
     db.execute(delete(ChargePromptMonth).where(*where, ChargePromptMonth.charges <= 0))
-    stmt = insert(ChargePromptMonth).values(
-        team_id=old.team_id,
-        month=month,
-        project_id=to_project_id,
-        user_id=old.user_id,
-        prompt_md5=digest,
-        prompt=prompt,
-        credits=charge.credits,
-        charges=1,
-        last_charged_at=charge.created_at,
-    )
     db.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[
-                ChargePromptMonth.team_id,
-                ChargePromptMonth.month,
-                ChargePromptMonth.project_id,
-                ChargePromptMonth.user_id,
-                ChargePromptMonth.prompt_md5,
-            ],
-            set_={
-                "credits": ChargePromptMonth.credits + stmt.excluded.credits,
-                "charges": ChargePromptMonth.charges + 1,
-                "last_charged_at": func.greatest(
-                    ChargePromptMonth.last_charged_at, stmt.excluded.last_charged_at
-                ),
-            },
-        )
+        _statements().prompt_month_upsert,
+        {
+            "team_id": old.team_id,
+            "month": month,
+            "project_id": to_project_id,
+            "user_id": old.user_id,
+            "prompt_md5": digest,
+            "prompt": prompt,
+            "credits": charge.credits,
+            "charges": 1,
+            "last_charged_at": charge.created_at,
+        },
     )
 
 
