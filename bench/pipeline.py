@@ -106,6 +106,13 @@ class EmulatorProcess:
         answer = httpx.get(f"{self.base_url}/_emulator/submissions", timeout=30)
         return int(answer.json()["count"])
 
+    def submissions(self) -> list[dict[str, Any]]:
+        """The emulator's log of accepted submissions (task id, time, payload)."""
+        import httpx
+
+        answer = httpx.get(f"{self.base_url}/_emulator/submissions", timeout=30)
+        return list(answer.json()["submissions"])
+
     def accepted_ids(self) -> list[str]:
         """BFL's task ids of the accepted submissions, one per POST."""
         import httpx
@@ -513,6 +520,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for r in rows:
             statuses[r.status] = statuses.get(r.status, 0) + 1
         posts = emulator.accepted_posts()
+        submissions = emulator.submissions() if args.dump_jobs is not None else []
         refused = emulator.refused_posts()
         post_ids = emulator.accepted_ids()
         emulator_state = emulator.state()
@@ -621,6 +629,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         dump = {
             "logs": {p.name: str(p.log_path) for p in processes},
             "jobs": [{k: str(v) if k == "id" else v for k, v in r._asdict().items()} for r in rows],
+            # BFL's side: each accepted POST's task id and the emulator's time of it.
+            "submissions": [{"id": s["id"], "time": s["time"]} for s in submissions],
         }
         args.dump_jobs.write_text(json.dumps(dump, default=str, indent=1) + "\n")
     target = RESULTS.with_name("pipeline-webhooks.json") if args.webhooks else RESULTS

@@ -97,9 +97,13 @@ def submit_next() -> str:
 
 
 @app.task(name=POLL)
-def poll(job_id: str, force: bool = False) -> str:
-    """Poll one job's BFL task if due (or at once, for a webhook); a no-op if it moved on."""
-    return polling.poll_job(bfl_client(), uuid.UUID(job_id), force=force).value
+def poll(job_id: str, force: bool = False, at: float | None = None, hand_on: bool = False) -> str:
+    """Poll one job's BFL task if due (or at once, for a webhook); a no-op if it moved on.
+
+    `at`: the moment (Unix seconds) to ask BFL, for a message delivered just ahead of it;
+    `hand_on`: the task should be finished by then (see app.jobs.polling.poll_job)."""
+    job = uuid.UUID(job_id)
+    return polling.poll_job(bfl_client(), job, force=force, at=at, hand_on=hand_on).value
 
 
 @app.task(name=SWEEP)

@@ -22,7 +22,7 @@ from app.jobs import account, messages, state
 from app.jobs.models import ACTIVE_STATUSES, Job, JobStatus, holds_slot, status_sql
 from app.jobs.outcomes import Outcome
 from app.jobs.submission import Claimed, submit_claimed
-from app.ops.logs import bind_context
+from app.ops.logs import bind_context, clear_context, current_context
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -194,21 +194,70 @@ def submit_next(client: BFLClient, *, freed: FreedSlot | None = None) -> Outcome
                 # Two wake-ups while two slots are free: the chains double, so an empty cap of
                 # 24 fills in a handful of rounds of claims rather than 24 one after another.
                 messages.wake_dispatcher(db, min(2, found.free))
-            claimed = Claimed(
-                job.id,
-                job.team_id,
-                job.model,
-                dict(job.params),
-                job.estimated_credits,
-                job.requeues,
-                job.created_at,
-            )
+            claimed = _claimed(job)
     if job is None:
         return _probe(client, settings)
     # Every line of this submission names the job, up to Celery's own "succeeded" line; the
     # task's postrun hook clears the context before the next task (app.ops.celery_hooks).
     bind_context(job_id=claimed.id)
     return submit_claimed(client, claimed, settings)
+
+
+def take_slot_ahead(job_id: uuid.UUID, expected_ready: datetime) -> list[Claimed]:
+    """For a poll aimed at the moment its task should finish: release the task's slot and
+    claim the next queued job now, before asking BFL, so that job's POST can go the moment
+    BFL says Ready (`send_taken`), or the claim be undone if BFL does not (`give_back`).
+
+    The cap's count is unchanged throughout (one slot: the task, then the claimed job), and
+    nothing is POSTed before BFL has reported the task finished. Returns the claimed job (one
+    or none); with none, nothing was changed: the slot is released after Ready as usual.
+    """
+    settings = get_settings()
+    with session_scope() as db:
+        if not state.release_slot(db, job_id, bfl_ready_at=expected_ready, wake=False):
+            return []
+        found = dispatch_next(db, settings, utcnow(), look_first=False)
+        if found.job is None:
+            db.rollback()  # nothing to send (or a probe is due): keep the slot held
+            return []
+        return [_claimed(found.job)]
+
+
+def send_taken(client: BFLClient, claims: list[Claimed]) -> Outcome:
+    """BFL reported the task behind `take_slot_ahead` finished: POST the job claimed for its
+    slot, from this process. The submission's lines name that job; the poll's are restored."""
+    context = dict(current_context())
+    try:
+        outcome = Outcome.IDLE
+        for claimed in claims:
+            clear_context()
+            bind_context(job_id=claimed.id)
+            outcome = submit_claimed(client, claimed, get_settings())
+        return outcome
+    finally:
+        clear_context()
+        bind_context(**context)
+
+
+def give_back(job_id: uuid.UUID, claims: list[Claimed]) -> None:
+    """BFL did not report the task finished (or could not be asked): the task holds its slot
+    again and the jobs claimed for it go back to the queue, unsent, in their places."""
+    with session_scope() as db:
+        state.reclaim_slot(db, job_id)
+        for claimed in claims:
+            state.unclaim(db, claimed.id)
+
+
+def _claimed(job: Job) -> Claimed:
+    return Claimed(
+        job.id,
+        job.team_id,
+        job.model,
+        dict(job.params),
+        job.estimated_credits,
+        job.requeues,
+        job.created_at,
+    )
 
 
 def _nothing_sent(db: Session, found: Dispatch, now: datetime) -> Outcome:

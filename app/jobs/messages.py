@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from app import celery_app
+from app.db import utcnow
 
 # The task and queue names are defined with the feature's package; re-exported here for the
 # modules that send messages.
@@ -26,6 +28,7 @@ from app.jobs import POLL_QUEUE as POLL_QUEUE
 from app.jobs import RESTART_OVERDUE_POLLS as RESTART_OVERDUE_POLLS
 from app.jobs import SUBMIT_NEXT as SUBMIT_NEXT
 from app.jobs import SWEEP as SWEEP
+from app.jobs.poll_timing import POLL_LEAD_S
 from app.ops.celery_hooks import JOB_ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -81,16 +84,28 @@ def wake_dispatcher(
 
 
 def poll_message(
-    job_id: uuid.UUID, countdown: float | None = None, *, force: bool = False
+    job_id: uuid.UUID,
+    countdown: float | None = None,
+    *,
+    force: bool = False,
+    at: datetime | None = None,
+    hand_on: bool = False,
 ) -> Message:
-    """A poll of the job's BFL task in `countdown` seconds (or now); `force`: even if not due."""
-    return Message(
-        POLL,
-        args=(str(job_id),),
-        kwargs={"force": force},
-        countdown=countdown,
-        queue=POLL_QUEUE,
-    )
+    """A poll of the job's BFL task in `countdown` seconds (or now); `force`: even if not due.
+
+    With `at` (the moment the poll should ask BFL), the message is delivered POLL_LEAD_S
+    earlier and the poll waits in its worker until `at`: the broker's and the pool's delays
+    and the poll's lease then happen before the task finishes at BFL, not after. `hand_on`:
+    BFL is expected to have finished by `at`, so the poll claims the next job for the task's
+    slot before asking (app.jobs.dispatch.take_slot_ahead).
+    """
+    kwargs: dict[str, Any] = {"force": force}
+    if at is not None:
+        countdown = max(0.0, (at - utcnow()).total_seconds() - POLL_LEAD_S) or None
+        kwargs["at"] = at.timestamp()
+        if hand_on:
+            kwargs["hand_on"] = True
+    return Message(POLL, args=(str(job_id),), kwargs=kwargs, countdown=countdown, queue=POLL_QUEUE)
 
 
 def schedule_poll(
@@ -98,6 +113,13 @@ def schedule_poll(
 ) -> None:
     """After commit, poll the job's BFL task in `countdown` seconds (or now)."""
     send_after_commit(db, poll_message(job_id, countdown, force=force))
+
+
+def schedule_poll_at(
+    db: Session, job_id: uuid.UUID, at: datetime, *, hand_on: bool = False
+) -> None:
+    """After commit, poll the job's BFL task at `at` (see `poll_message`)."""
+    send_after_commit(db, poll_message(job_id, at=at, hand_on=hand_on))
 
 
 def pending_messages(db: Session) -> list[Message]:

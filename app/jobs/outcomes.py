@@ -159,16 +159,11 @@ class Polled:
 def still_pending(
     job_id: uuid.UUID, delay: float, progress: float | None, *, clean: bool = True
 ) -> Outcome:
+    due = utcnow() + timedelta(seconds=delay)
     with session_scope() as db:
-        if not state.reschedule_poll(
-            db,
-            job_id,
-            next_poll_at=utcnow() + timedelta(seconds=delay),
-            progress=progress,
-            clean=clean,
-        ):
+        if not state.reschedule_poll(db, job_id, next_poll_at=due, progress=progress, clean=clean):
             return Outcome.LOST_RACE
-        messages.schedule_poll(db, job_id, delay)
+        messages.schedule_poll_at(db, job_id, due)
     return Outcome.STILL_PENDING
 
 

@@ -105,19 +105,25 @@ def store_image(*, team_id: uuid.UUID, job_id: uuid.UUID, fetched: FetchedImage)
 
 
 def finish_ready(
-    client: BFLClient, polled: Polled, result: PollResult, settings: Settings
+    client: BFLClient,
+    polled: Polled,
+    result: PollResult,
+    settings: Settings,
+    *,
+    slot_handed_on: bool = False,
 ) -> Outcome:
     """Download a Ready task's image, store it, and mark the job ready with its image row.
 
     A download or store that may work later reschedules the poll (counted, so it ends the job
     after MAX_UNFINISHED_POLLS); an expired or unreadable result ends the job.
+    `slot_handed_on`: the poll gave the task's slot to the next job already.
     """
     seen_ready = utcnow()
     assert result.sample_url is not None
     ready_at = ready_time(result, seen_ready)
     # BFL is done with the task: its slot of the cap goes to the next queued job now, before
     # this image is downloaded and stored.
-    released = _hand_on_slot(client, polled.id, ready_at)
+    released = slot_handed_on or _hand_on_slot(client, polled.id, ready_at)
     try:
         fetched = client.fetch_image(result.sample_url)
         stored = store_image(team_id=polled.team_id, job_id=polled.id, fetched=fetched)
@@ -138,7 +144,9 @@ def finish_ready(
         # Storage down, a bug: retry a few times, then give up (counted by unfinished_polls).
         log.exception("storing the image of job %s failed", polled.id)
         return _store_failed(polled, exc, settings)
-    return _mark_ready(polled, result, stored, ready_at, slot_released=released)
+    return _mark_ready(
+        polled, result, stored, ready_at, slot_released=released, released_ahead=slot_handed_on
+    )
 
 
 def _hand_on_slot(client: BFLClient, job_id: uuid.UUID, ready_at: datetime) -> bool:
@@ -193,6 +201,7 @@ def _mark_ready(
     ready_at: datetime,
     *,
     slot_released: bool = True,
+    released_ahead: bool = False,
 ) -> Outcome:
     with session_scope() as db:
         job = state.mark_ready(
@@ -201,6 +210,7 @@ def _mark_ready(
             result_seed=result.seed,
             bfl_ready_at=ready_at,
             slot_released=slot_released,
+            released_ahead=released_ahead,
         )
         if job is None:
             # A concurrent poll (webhook plus schedule) finished it; it stored the same bytes

@@ -23,7 +23,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, func, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.alerts import EVALUATE_TEAM_TASK
@@ -87,6 +87,18 @@ def claim(db: Session, job_id: uuid.UUID, now: datetime | None = None) -> Job | 
         JobStatus.QUEUED,
         JobStatus.SUBMITTING,
         {"claimed_at": now or utcnow(), "attempts": Job.attempts + 1, "not_before": None},
+    )
+
+
+def unclaim(db: Session, job_id: uuid.UUID) -> Job | None:
+    """submitting → queued: a job claimed for a slot ahead of BFL's Ready and never sent,
+    because BFL did not report the task in that slot finished; it keeps its place in line."""
+    return _guarded(
+        db,
+        job_id,
+        JobStatus.SUBMITTING,
+        JobStatus.QUEUED,
+        {"claimed_at": None, "attempts": Job.attempts - 1},
     )
 
 
@@ -246,6 +258,19 @@ def _claim_poll_statement() -> Any:
     )
 
 
+def poll_is_due(db: Session, job_id: uuid.UUID, *, due_by: datetime) -> bool:
+    """Whether `claim_poll` with this `due_by` would take the job's poll (it changes nothing)."""
+    jobs: Table = Job.__table__  # type: ignore[assignment]
+    found = db.execute(
+        select(jobs.c.id).where(
+            jobs.c.id == job_id,
+            jobs.c.status == JobStatus.PENDING,
+            (jobs.c.next_poll_at.is_(None)) | (jobs.c.next_poll_at <= due_by),
+        )
+    ).first()
+    return found is not None
+
+
 def reschedule_poll(
     db: Session,
     job_id: uuid.UUID,
@@ -299,6 +324,20 @@ def release_slot(
     return True
 
 
+def reclaim_slot(db: Session, job_id: uuid.UUID) -> bool:
+    """pending → pending: undo a `release_slot` made ahead of BFL's Ready that BFL did not
+    confirm (the task is still running), so it counts against the cap again. False when the
+    job is no longer pending or holds its slot already."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.PENDING, Job.bfl_ready_at.is_not(None))
+        .values(bfl_ready_at=None)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return db.execute(stmt).scalar_one_or_none() is not None
+
+
 def mark_ready(
     db: Session,
     job_id: uuid.UUID,
@@ -307,11 +346,13 @@ def mark_ready(
     bfl_ready_at: datetime,
     now: datetime | None = None,
     slot_released: bool = False,
+    released_ahead: bool = False,
 ) -> Job | None:
     """pending → ready: the image is stored under our own keys (the caller adds the Image).
 
-    `bfl_ready_at` is kept if `release_slot` set it already; with `slot_released` (the caller
-    released it) the dispatcher is not woken a second time.
+    `bfl_ready_at` is kept if `release_slot` set it already, unless the slot was
+    `released_ahead` of BFL's Ready (it then holds the predicted moment, replaced by BFL's);
+    with `slot_released` (the caller released it) the dispatcher is not woken a second time.
     """
     return _guarded(
         db,
@@ -320,7 +361,9 @@ def mark_ready(
         JobStatus.READY,
         {
             "result_seed": result_seed,
-            "bfl_ready_at": func.coalesce(Job.bfl_ready_at, bfl_ready_at),
+            "bfl_ready_at": (
+                bfl_ready_at if released_ahead else func.coalesce(Job.bfl_ready_at, bfl_ready_at)
+            ),
             "finished_at": now or utcnow(),
             "progress": 1.0,
             "next_poll_at": None,

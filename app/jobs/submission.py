@@ -40,7 +40,11 @@ from app.db import session_scope, utcnow
 from app.jobs import account, answers, messages, state
 from app.jobs.models import Job, JobStatus
 from app.jobs.outcomes import Outcome, credits_text, deadline_message, human_message
-from app.jobs.poll_timing import first_poll_delay, webhooks_enabled
+from app.jobs.poll_timing import (
+    finish_is_predictable,
+    first_poll_delay,
+    first_poll_is_timed,
+)
 from app.jobs.references import STORED_PREFIX
 from app.settings import Settings, get_settings
 from app.storage import get_storage
@@ -202,6 +206,7 @@ def apply_answer(
     *,
     first_poll: float,
     by_webhook: bool = False,
+    hand_on: bool = False,
 ) -> Job | None:
     """submitting → pending with BFL's answer and its one ledger row; the first poll scheduled.
 
@@ -209,7 +214,8 @@ def apply_answer(
     applies a kept copy, so whichever comes second finds the job moved on and changes nothing.
     `by_webhook`: BFL will call our webhook when the task ends, so no poll message is sent;
     `next_poll_at` is then the fallback for a webhook that never comes (see
-    sweeper.restart_overdue_polls).
+    sweeper.restart_overdue_polls). `hand_on`: the first poll is aimed at a predictable
+    finish, so it claims the next job for the slot ahead of it (see `poll_message`).
     """
     # `first_poll` counts from BFL's answer, not from now: the time spent keeping the answer
     # and writing it here is time the task has already run.
@@ -224,7 +230,7 @@ def apply_answer(
         now=answer.accepted_at,
     )
     if job is not None and not by_webhook:
-        messages.schedule_poll(db, job.id, max(0.0, (due - utcnow()).total_seconds()) or None)
+        messages.schedule_poll_at(db, job.id, due, hand_on=hand_on)
     return job
 
 
@@ -287,7 +293,12 @@ def _write_acceptance(
     with session_scope() as db:
         first_poll = first_poll_delay(settings, model)
         job = apply_answer(
-            db, job_id, answer, first_poll=first_poll, by_webhook=webhooks_enabled(settings)
+            db,
+            job_id,
+            answer,
+            first_poll=first_poll,
+            by_webhook=not first_poll_is_timed(settings, model),
+            hand_on=finish_is_predictable(model),
         )
         if job is not None:
             outcome = Outcome.SUBMITTED

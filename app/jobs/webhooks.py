@@ -2,8 +2,8 @@
 
 The URL carries an HMAC token of the job id (`app.bfl.webhooks.sign_webhook_token`), so only
 whoever was handed the URL can call it. The body is not trusted: it only says "look now", and
-the job's outcome always comes from polling BFL. Polling goes on as usual, so a webhook that
-never arrives only costs a little latency.
+the job's outcome always comes from polling BFL. A webhook that never arrives is covered by
+beat's check for overdue polls (app.jobs.sweeper.restart_overdue_polls).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import JSONResponse
 
 from app.bfl.webhooks import verify_webhook_token
-from app.jobs import messages
+from app.db import session_scope
+from app.jobs import messages, polling
 from app.settings import get_settings
 
 router = APIRouter(prefix="/bfl/webhook", tags=["webhooks"], include_in_schema=False)
@@ -30,7 +31,11 @@ def bfl_webhook(job_id: str, token: str) -> JSONResponse:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found") from None
     if not verify_webhook_token(secret, str(parsed), token):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found")
-    # No database work here: the poll task checks the job's state and does nothing if it
-    # already finished, so a repeated webhook is harmless.
-    messages.send_now([messages.poll_message(parsed, force=True)])
+    # One read: when a poll sent for the moment BFL finishes holds the job's lease (or the
+    # job is done), the webhook's poll would do nothing, so it is not sent. The poll task
+    # checks again, so a repeated webhook is harmless either way.
+    with session_scope() as db:
+        needed = polling.webhook_poll_needed(db, parsed)
+    if needed:
+        messages.send_now([messages.poll_message(parsed, force=True)])
     return JSONResponse({"accepted": True}, status_code=status.HTTP_202_ACCEPTED)

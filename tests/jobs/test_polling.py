@@ -101,6 +101,13 @@ def test_with_webhooks_a_scheduled_poll_is_a_late_fallback() -> None:
     assert polling.next_poll_delay(
         settings, elapsed=1.0, poll_count=0, progress=0.01, webhooks=True
     ) == pytest.approx(5.0)
+    # A finish predicted within the grace is polled just after it, as without webhooks: BFL's
+    # call may have come while this poll held the job, and was then not followed.
+    near = polling.next_poll_delay(
+        settings, elapsed=2.97, poll_count=1, progress=0.99, webhooks=True
+    )
+    assert near == polling.next_poll_delay(settings, elapsed=2.97, poll_count=1, progress=0.99)
+    assert near < polling.WEBHOOK_GRACE_S
 
 
 def test_the_first_poll_comes_when_the_model_usually_finishes(
@@ -125,6 +132,13 @@ def test_the_first_poll_comes_when_the_model_usually_finishes(
     # Another model's runs teach nothing about this one; absurd reports are ignored.
     polling.observe_run_time("flux-2-flex", -1.0)
     assert polling.first_poll_delay(settings, "flux-2-flex") == pytest.approx(0.5)
-    # With webhooks the scheduled poll is only the fallback.
+    # With webhooks, a predictable finish is still polled at that moment (sooner than BFL's
+    # call comes through the web process); otherwise the scheduled poll is only the fallback.
     hooked = settings.model_copy(update={"PUBLIC_URL": "https://studio.example"})
-    assert polling.first_poll_delay(hooked, "flux-2-pro") == pytest.approx(5.0)
+    assert poll_timing.finish_is_predictable("flux-2-pro")
+    assert poll_timing.first_poll_is_timed(hooked, "flux-2-pro")
+    assert polling.first_poll_delay(hooked, "flux-2-pro") == pytest.approx(steady)
+    assert not poll_timing.finish_is_predictable("flux-2-max")
+    assert not poll_timing.first_poll_is_timed(hooked, "flux-2-max")
+    assert polling.first_poll_delay(hooked, "flux-2-max") == pytest.approx(5.0)
+    assert polling.first_poll_delay(hooked, "flux-2-flex") == pytest.approx(5.0)

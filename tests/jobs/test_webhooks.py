@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from fastapi import FastAPI
@@ -13,10 +15,12 @@ from sqlalchemy.orm import Session
 
 import app.celery_app as celery_module
 from app.bfl.webhooks import sign_webhook_token
+from app.db import utcnow
 from app.embedded import free_port
 from app.emulator import EmulatorServer
-from app.jobs import messages
+from app.jobs import messages, polling, state
 from app.jobs.models import JobStatus
+from app.jobs.service import create_jobs
 from app.jobs.sweeper import OVERDUE_GRACE_S
 from app.jobs.webhooks import router
 from app.settings import get_settings
@@ -128,3 +132,26 @@ def test_polls_are_taken_before_a_backlog_of_wakeups(emulator: EmulatorServer) -
         log = worker.log()
     taken = re.findall(r"Task (jobs\.\w+)\[[0-9a-f-]+\] received", log)
     assert taken == [messages.POLL] * 4 + [messages.SUBMIT_NEXT] * 12
+
+
+def test_no_poll_is_sent_for_a_webhook_while_another_poll_holds_the_job(db: Session) -> None:
+    # The poll sent for the moment BFL finishes usually holds the job's lease when BFL's call
+    # arrives: that call's poll would do nothing, so the web process does not send it.
+    person = make_person(db)
+    (job,) = create_jobs(
+        db,
+        user_id=person.user.id,
+        team_id=person.team.id,
+        model="flux-2-pro",
+        params={"prompt": "a hook", "width": 512, "height": 512},
+    )
+    now = utcnow()
+    assert state.claim(db, job.id, now) is not None
+    assert state.mark_pending(
+        db, job.id, bfl_task_id="t", polling_url=None, cost_credits=Decimal("3"), next_poll_at=now
+    )
+    assert polling.webhook_poll_needed(db, job.id)  # due: BFL's call starts the poll
+    lease_until = now + timedelta(seconds=get_settings().POLL_LEASE_S)
+    assert state.claim_poll(db, job.id, due_by=now, lease_until=lease_until) is not None
+    assert not polling.webhook_poll_needed(db, job.id)  # a poll holds it
+    assert not polling.webhook_poll_needed(db, uuid.uuid4())  # no such job
