@@ -230,7 +230,7 @@ def send_taken(client: BFLClient, claims: list[Claimed]) -> Outcome:
     try:
         outcome = Outcome.IDLE
         for claimed in claims:
-            clear_context()
+            # The poll task's own fields (its task id and name) stay on the lines.
             bind_context(job_id=claimed.id)
             outcome = submit_claimed(client, claimed, get_settings())
         return outcome
