@@ -10,6 +10,7 @@ from typing import Any
 from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import configure_mappers
 from starlette.exceptions import HTTPException
 
 from app.access import routes as access_routes
@@ -33,6 +34,7 @@ from app.ops import health
 from app.ops import routes as ops_routes
 from app.ops.middleware import install_observability
 from app.ops.proxies import TrustedProxyMiddleware
+from app.ops.warm_up import connect_ahead
 from app.projects import routes as projects_routes
 from app.prompts import routes as prompts_routes
 from app.recipes import routes as recipes_routes
@@ -47,20 +49,8 @@ def warm_up() -> None:
     start (a burst of BFL's webhook calls, say) all pay them at once, each waiting hundreds of
     milliseconds. A service that is down is only logged: the requests then connect as usual.
     """
-    from sqlalchemy import text
-    from sqlalchemy.orm import configure_mappers
-
-    from app.celery_app import app as celery
-    from app.db import get_sessionmaker
-
-    try:
-        configure_mappers()
-        with get_sessionmaker()() as db:
-            db.execute(text("SELECT 1"))
-        with celery.producer_or_acquire() as producer:
-            producer.connection.ensure_connection(max_retries=1)
-    except Exception as exc:
-        log.warning("could not connect ahead of the first request (%s); it will connect then", exc)
+    configure_mappers()
+    connect_ahead("request")
 
 
 async def _route_once(app: FastAPI) -> None:

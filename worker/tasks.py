@@ -7,7 +7,6 @@ import uuid
 
 import httpx
 from celery.signals import worker_process_init, worker_process_shutdown
-from sqlalchemy import text
 from sqlalchemy.orm import configure_mappers
 
 from app.bfl.client import BFLClient
@@ -19,6 +18,7 @@ from app.db import get_sessionmaker, session_scope
 from app.jobs import PURGE_REFERENCES, dispatch, polling, references, results, sweeper
 from app.jobs.messages import POLL, RESTART_OVERDUE_POLLS, SUBMIT_NEXT, SWEEP
 from app.ops.metrics import MeasuredTransport
+from app.ops.warm_up import connect_ahead
 from app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -66,13 +66,7 @@ def _warm_up(**_: object) -> None:
     except Exception:
         log.exception("warming up the worker process failed; its first tasks will do it")
         return
-    try:
-        with get_sessionmaker()() as db:
-            db.execute(text("SELECT 1"))
-        with app.producer_or_acquire() as producer:
-            producer.connection.ensure_connection(max_retries=1)
-    except Exception as exc:
-        log.warning("could not connect ahead of the first task (%s); it will connect then", exc)
+    connect_ahead("task")
 
 
 @worker_process_shutdown.connect
