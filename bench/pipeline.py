@@ -234,6 +234,8 @@ class Sampler:
                 "min": min(values),
                 "max": max(values),
                 "first_third_mean": round(statistics.mean(values[:third]), 1),
+                # Growth that only comes early is warm-up; a leak keeps growing through all three.
+                "middle_third_mean": round(statistics.mean(values[third:-third] or values), 1),
                 "last_third_mean": round(statistics.mean(values[-third:]), 1),
             }
 

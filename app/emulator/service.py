@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import heapq
 import hmac
 import io
 import math
@@ -17,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -208,46 +209,91 @@ def _accepted_body(
     return answer
 
 
+@dataclass
+class _Render:
+    """One task's image: drawn once, by the render thread or by the first download before it."""
+
+    task: Task
+    future: Future[bytes] = field(default_factory=Future)
+    started: bool = False
+
+
 class _Prerenderer:
     """Draws a task's image while the task 'runs', as BFL has the image done by Ready time.
 
     Rendering on the first download instead would put the emulator's own CPU work into the
-    studio's Ready-to-stored time, which BFL's real service does not.
+    studio's Ready-to-stored time, which BFL's real service does not. Each image is drawn
+    halfway through its task's run, not when the task is accepted: BFL draws on its own
+    machines, and a burst of submissions (a batch filling the cap) should not find the
+    emulator drawing on the studio's cores at the same moment. A download that comes before
+    the image is drawn (a test that advances the emulator's clock) draws it at once.
     """
 
-    def __init__(self, keep: int = 64) -> None:
+    def __init__(self, keep: int = 256) -> None:
+        # `keep`: images held for download, newest first; more than a cap of 100 has running.
         self._keep = keep
-        self._lock = threading.Lock()
-        self._futures: OrderedDict[str, Future[bytes]] = OrderedDict()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emulator-render")
-        # Load the fonts and codecs now (a small image, thrown away), not in the first tasks.
-        self._pool.submit(render_image, "warm-up", 0, "warm-up", 64, 64, "jpeg")
+        self._changed = threading.Condition()
+        self._renders: OrderedDict[str, _Render] = OrderedDict()
+        self._due: list[tuple[float, int, _Render]] = []  # (time.monotonic() to draw, seq, …)
+        self._seq = 0
+        threading.Thread(target=self._run, name="emulator-render", daemon=True).start()
 
     def schedule(self, task: Task) -> None:
         if task.outcome != "ready":
             return
-        future = self._pool.submit(
-            render_image,
-            task.prompt,
-            task.seed,
-            task.model,
-            task.width,
-            task.height,
-            task.output_format,
-        )
-        with self._lock:
-            self._futures[task.id] = future
-            while len(self._futures) > self._keep:
-                self._futures.popitem(last=False)
+        entry = _Render(task)
+        draw_at = time.monotonic() + max(0.0, task.ready_at - task.created_at) / 2
+        with self._changed:
+            self._renders[task.id] = entry
+            while len(self._renders) > self._keep:
+                _, dropped = self._renders.popitem(last=False)
+                dropped.started = True  # not drawn for nobody; a late download draws it
+            self._seq += 1
+            heapq.heappush(self._due, (draw_at, self._seq, entry))
+            self._changed.notify()
 
     def image(self, task: Task) -> bytes:
-        with self._lock:
-            future = self._futures.get(task.id)
-        if future is not None:
-            return future.result()
-        return render_image(
-            task.prompt, task.seed, task.model, task.width, task.height, task.output_format
-        )
+        with self._changed:
+            entry = self._renders.get(task.id)
+            mine = entry is not None and self._take(entry)
+        if entry is None:
+            return _draw(task)
+        if mine:
+            self._draw_into(entry)
+        return entry.future.result()
+
+    def _take(self, entry: _Render) -> bool:
+        """Whether the caller draws this entry (nobody has started it). Hold `_changed`."""
+        if entry.started:
+            return False
+        entry.started = True
+        return True
+
+    @staticmethod
+    def _draw_into(entry: _Render) -> None:
+        try:
+            entry.future.set_result(_draw(entry.task))
+        except BaseException as exc:  # the downloader sees it, as a drawing error
+            entry.future.set_exception(exc)
+
+    def _run(self) -> None:
+        # Load the fonts and codecs now (a small image, thrown away), not in the first tasks.
+        render_image("warm-up", 0, "warm-up", 64, 64, "jpeg")
+        while True:
+            with self._changed:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    wait = self._due[0][0] - time.monotonic() if self._due else None
+                    self._changed.wait(timeout=wait)
+                _, _, entry = heapq.heappop(self._due)
+                mine = self._take(entry)
+            if mine:
+                self._draw_into(entry)
+
+
+def _draw(task: Task) -> bytes:
+    return render_image(
+        task.prompt, task.seed, task.model, task.width, task.height, task.output_format
+    )
 
 
 class EmulatorService:

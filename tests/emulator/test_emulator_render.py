@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import time
+from decimal import Decimal
 
 import httpx
 from PIL import Image, ImageChops, ImageStat
 
 from app.emulator import EmulatorServer
 from app.emulator.render import render_image
+from app.emulator.service import Task, _Prerenderer
 
 
 def _render(seed: int, *, fmt: str = "jpeg", size: tuple[int, int] = (512, 512)) -> bytes:
@@ -71,3 +73,46 @@ def test_webp_is_served_as_webp(emulator: EmulatorServer, http: httpx.Client) ->
     assert response.headers["content-type"] == "image/webp"
     with Image.open(io.BytesIO(response.content)) as picture:
         assert picture.format == "WEBP" and picture.size == (320, 240)
+
+
+def _task(task_id: str, run_s: float) -> Task:
+    now = time.time()
+    return Task(
+        id=task_id,
+        model="flux-2-pro",
+        prompt=f"drawn mid-run {task_id}",
+        seed=3,
+        width=128,
+        height=128,
+        output_format="jpeg",
+        cost=Decimal("0.03"),
+        created_at=now,
+        ready_at=now + run_s,
+        outcome="ready",
+        delivery_token="t",
+        base_url="http://127.0.0.1",
+    )
+
+
+def test_an_image_is_drawn_halfway_through_its_run_not_when_the_task_is_accepted() -> None:
+    render_image.cache_clear()
+    images = _Prerenderer()
+    task = _task("mid", run_s=1.2)
+    scheduled = time.monotonic()
+    images.schedule(task)
+    entry = images._renders[task.id]
+    assert not entry.future.done()  # a burst of submissions finds the emulator not drawing
+    entry.future.result(timeout=30)  # drawn by the render thread, with nobody downloading
+    assert time.monotonic() - scheduled >= 0.6 - 0.01
+    assert images.image(task) == render_image(task.prompt, 3, "flux-2-pro", 128, 128, "jpeg")
+
+
+def test_a_download_before_the_image_is_drawn_draws_it_at_once_and_keeps_it() -> None:
+    images = _Prerenderer()
+    task = _task("early", run_s=3600)  # the render thread would draw it in half an hour
+    images.schedule(task)
+    first = images.image(task)
+    assert first == render_image(task.prompt, 3, "flux-2-pro", 128, 128, "jpeg")
+    entry = images._renders[task.id]
+    assert entry.started and entry.future.result(timeout=0) is first  # the thread skips it
+    assert images.image(task) is first
