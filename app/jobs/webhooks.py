@@ -8,15 +8,18 @@ beat's check for overdue polls (app.jobs.sweeper.restart_overdue_polls).
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import JSONResponse
 
 from app.bfl.webhooks import verify_webhook_token
-from app.db import session_scope
+from app.db import database_unavailable, session_scope
 from app.jobs import messages, polling
 from app.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/bfl/webhook", tags=["webhooks"], include_in_schema=False)
 
@@ -34,8 +37,17 @@ def bfl_webhook(job_id: str, token: str) -> JSONResponse:
     # One read: when a poll sent for the moment BFL finishes holds the job's lease (or the
     # job is done), the webhook's poll would do nothing, so it is not sent. The poll task
     # checks again, so a repeated webhook is harmless either way.
-    with session_scope() as db:
-        needed = polling.webhook_poll_needed(db, parsed)
+    try:
+        with session_scope() as db:
+            needed = polling.webhook_poll_needed(db, parsed)
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        # PostgreSQL is away: BFL's call is still taken and its poll sent, as before the read
+        # existed; the poll finishes the job once PostgreSQL is back (and beat's overdue check
+        # polls it if that message is lost). BFL is not told to call again for our outage.
+        log.warning("database unavailable; sending the poll for BFL's call on job %s", parsed)
+        needed = True
     if needed:
         messages.send_now([messages.poll_message(parsed, force=True)])
     return JSONResponse({"accepted": True}, status_code=status.HTTP_202_ACCEPTED)

@@ -15,11 +15,14 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+import app.celery_app as celery_module
 from app.auth.models import Role
 from app.auth.service import add_member, create_team, create_user
 from app.auth.tokens import issue_token
+from app.bfl.webhooks import sign_webhook_token
 from app.cli import migrate_database
 from app.embedded import free_port
+from app.settings import get_settings
 from tests.pipeline_support import WebProcess, pipeline_env, wait_until
 from tests.private_postgres import PrivatePostgres
 
@@ -117,3 +120,31 @@ def test_requests_answer_503_with_their_id_and_are_logged_once_while_postgres_is
     # No second report of the same failure by the server, with or without an id.
     assert not [line for line in lines if "Exception in ASGI application" in json.dumps(line)]
     assert not [line for line in lines if line.get("level") == "error" and "request_id" not in line]
+
+
+def test_bfl_webhook_calls_are_taken_and_their_polls_sent_while_postgres_is_down(
+    private_postgres: PrivatePostgres,
+) -> None:
+    # The receiver reads PostgreSQL to skip a poll another one already holds; without the
+    # database it must still take BFL's call (202) and send the poll, as BFL does not call
+    # again for an outage of ours.
+    url = private_postgres.url()
+    migrate_database(url)
+    job_id = str(uuid.uuid4())
+    token = sign_webhook_token(get_settings().SECRET_KEY.get_secret_value(), job_id)
+    celery_module.app.control.purge()  # this run's queues: only the poll sent here counts
+    port = free_port()
+    env = pipeline_env(DATABASE_URL=url, LOG_FORMAT="json", LOG_LEVEL="INFO")
+    with WebProcess(env, port) as web, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+        private_postgres.stop()
+        answer = http.post(f"/bfl/webhook/{job_id}/{token}", json={"status": "Ready"})
+        assert answer.status_code == 202, answer.text
+        assert answer.json() == {"accepted": True}
+        # A wrong token is still refused without the database.
+        assert http.post(f"/bfl/webhook/{job_id}/{'0' * 64}", json={}).status_code == 404
+        lines = _log_lines(web)
+    assert celery_module.app.control.purge() == 1  # the poll of that job, and nothing else
+    assert not [line for line in lines if line.get("level") in ("error", "critical")]
+    assert any(job_id in json.dumps(line) and line.get("level") == "warning" for line in lines), (
+        "the receiver says it sent the poll without the database"
+    )
