@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -39,8 +38,6 @@ from app.projects import routes as projects_routes
 from app.prompts import routes as prompts_routes
 from app.recipes import routes as recipes_routes
 from app.templating import STATIC_DIR
-
-log = logging.getLogger(__name__)
 
 
 def warm_up() -> None:
