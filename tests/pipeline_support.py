@@ -27,8 +27,10 @@ import psutil
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from app.jobs import messages, state
 from app.jobs.models import TERMINAL_STATUSES, Job
 from app.jobs.service import create_jobs
+from tests.factories import make_person
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,9 +193,12 @@ def queue_jobs(
     prompt: str = "a lighthouse at dusk",
     count: int = 1,
     model: str = "flux-2-pro",
+    wake: bool = True,
     **params: Any,
 ) -> list[Job]:
-    """Create and commit jobs through the service (which sends the wake-ups after commit)."""
+    """Create and commit jobs through the service, which sends the wake-ups after commit;
+    `wake=False` drops them, as a crash between COMMIT and publish would (or for a test that
+    plays the worker's part itself)."""
     jobs = create_jobs(
         db,
         user_id=user_id,
@@ -202,8 +207,20 @@ def queue_jobs(
         params={"prompt": prompt, "width": 256, "height": 256, **params},
         count=count,
     )
+    if not wake:
+        messages.discard_pending(db)
     db.commit()
     return jobs
+
+
+def submitting_job(db: Session, prompt: str = "a lighthouse at dusk") -> Job:
+    """A new person's one job, claimed (`submitting`) and committed, with no wake-up sent: the
+    test plays the worker's part from there."""
+    person = make_person(db)
+    (job,) = queue_jobs(db, person.user.id, person.team.id, prompt=prompt, wake=False)
+    state.claim(db, job.id)
+    db.commit()
+    return job
 
 
 def job_rows(engine: Engine, job_ids: Iterable[uuid.UUID]) -> list[Job]:

@@ -18,27 +18,10 @@ from sqlalchemy.orm import Session
 from app.costs.models import Charge
 from app.db import utcnow
 from app.embedded import free_port
-from app.jobs import answers, messages, outcomes, state, submission, sweeper
-from app.jobs.models import Job, JobStatus
-from app.jobs.service import create_jobs
+from app.jobs import answers, outcomes, submission, sweeper
+from app.jobs.models import JobStatus
 from app.settings import get_settings
-from tests.factories import make_person
-from tests.pipeline_support import job_rows
-
-
-def _submitting_job(db: Session, prompt: str = "kept answer") -> Job:
-    person = make_person(db)
-    (job,) = create_jobs(
-        db,
-        user_id=person.user.id,
-        team_id=person.team.id,
-        model="flux-2-pro",
-        params={"prompt": prompt, "width": 256, "height": 256},
-    )
-    state.claim(db, job.id)
-    messages.discard_pending(db)  # no worker runs: this test plays the worker's part
-    db.commit()
-    return job
+from tests.pipeline_support import job_rows, submitting_job
 
 
 def _charges(db: Session, job_id: uuid.UUID) -> list[Decimal]:
@@ -55,7 +38,7 @@ def _answer(bfl_task_id: str = "task-kept") -> answers.KeptAnswer:
 def test_sweeper_applies_a_kept_answer_then_the_worker_s_retry_changes_nothing(
     committed_db: Session, engine: Engine
 ) -> None:
-    job = _submitting_job(committed_db)
+    job = submitting_job(committed_db, prompt="kept answer")
     answer = _answer()
     assert answers.keep(job.id, answer)
     assert answers.find([job.id]) == {job.id: answer}
@@ -83,7 +66,7 @@ def test_sweeper_applies_a_kept_answer_then_the_worker_s_retry_changes_nothing(
 def test_worker_applies_first_then_a_leftover_copy_is_ignored_by_the_sweeper(
     committed_db: Session, engine: Engine
 ) -> None:
-    job = _submitting_job(committed_db)
+    job = submitting_job(committed_db, prompt="kept answer")
     answer = _answer("task-first")
     assert (
         submission.record_acceptance(job.id, answer, get_settings()) is outcomes.Outcome.SUBMITTED
@@ -101,7 +84,7 @@ def test_worker_applies_first_then_a_leftover_copy_is_ignored_by_the_sweeper(
 def test_a_stale_submission_with_no_answer_ends_unknown_and_says_what_happened(
     committed_db: Session, engine: Engine
 ) -> None:
-    job = _submitting_job(committed_db)
+    job = submitting_job(committed_db, prompt="kept answer")
     assert sweeper.sweep().submissions_reconciled == 0  # not stale yet
     later = utcnow() + timedelta(seconds=get_settings().SUBMITTING_STALE_S + 1)
     assert sweeper.sweep(now=later).submissions_reconciled == 1
@@ -124,7 +107,7 @@ def test_a_stale_submission_with_no_answer_ends_unknown_and_says_what_happened(
 def test_with_redis_unreadable_a_stale_submission_is_not_given_up(
     committed_db: Session, engine: Engine, settings_env: pytest.MonkeyPatch
 ) -> None:
-    job = _submitting_job(committed_db)
+    job = submitting_job(committed_db, prompt="kept answer")
     later = utcnow() + timedelta(seconds=get_settings().SUBMITTING_STALE_S + 1)
     working_redis = get_settings().redis_url
     # Nothing listens there: the kept answers cannot be read, so nobody can say none came.
@@ -140,8 +123,8 @@ def test_with_redis_unreadable_a_stale_submission_is_not_given_up(
 def test_without_redis_the_answer_goes_to_the_journal_and_the_sweeper_applies_it(
     committed_db: Session, engine: Engine, settings_env: pytest.MonkeyPatch
 ) -> None:
-    job = _submitting_job(committed_db)
-    other = _submitting_job(committed_db, prompt="still waiting")
+    job = submitting_job(committed_db, prompt="kept answer")
+    other = submitting_job(committed_db, prompt="still waiting")
     settings_env.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     get_settings.cache_clear()
     journal = answers.journal_path()

@@ -4,6 +4,7 @@ and sent, in that poll's own process (no worker runs in this module)."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -22,6 +23,20 @@ from tests.pipeline_support import job_rows, posts_per_job, queue_jobs, wait_unt
 pytestmark = pytest.mark.pipeline
 
 
+def _one_sent_one_queued(
+    client: BFLClient, db: Session, engine: Engine, settings_env: pytest.MonkeyPatch
+) -> tuple[Job, uuid.UUID]:
+    """Cap 1, two jobs queued, the first sent to BFL: (the sent job's row, the other's id)."""
+    settings_env.setenv("BFL_MAX_ACTIVE_TASKS", "1")
+    person = make_person(db)
+    db.commit()
+    jobs = queue_jobs(db, person.user.id, person.team.id, prompt="hand on", count=2)
+    assert dispatch.submit_next(client) is Outcome.SUBMITTED
+    (first,) = [j for j in job_rows(engine, [j.id for j in jobs]) if j.bfl_task_id]
+    (second_id,) = {j.id for j in jobs} - {first.id}
+    return first, second_id
+
+
 def test_the_poll_that_sees_ready_sends_the_next_job_itself(
     emulator: EmulatorServer,
     committed_db: Session,
@@ -30,15 +45,9 @@ def test_the_poll_that_sees_ready_sends_the_next_job_itself(
 ) -> None:
     # Cap 1 and no worker running: the second job can only reach BFL if the poll that saw the
     # first one Ready claims and sends it itself (no wake-up through the broker in between).
-    settings_env.setenv("BFL_MAX_ACTIVE_TASKS", "1")
-    person = make_person(committed_db)
-    committed_db.commit()
-    jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="hand on", count=2)
     with BFLClient(emulator.base_url, EMULATOR_KEY, allow_insecure_urls=True) as client:
-        assert dispatch.submit_next(client) is Outcome.SUBMITTED
+        first, second_id = _one_sent_one_queued(client, committed_db, engine, settings_env)
         assert dispatch.submit_next(client) is Outcome.IDLE  # the cap is full
-        (first,) = [j for j in job_rows(engine, [j.id for j in jobs]) if j.bfl_task_id]
-        (second_id,) = {j.id for j in jobs} - {first.id}
         wait_until(
             lambda: polling.poll_job(client, first.id) is Outcome.READY, 10, "the first image"
         )
@@ -64,15 +73,9 @@ def test_a_poll_aimed_at_the_finish_claims_the_next_job_first_and_undoes_it_if_b
     engine: Engine,
     settings_env: pytest.MonkeyPatch,
 ) -> None:
-    settings_env.setenv("BFL_MAX_ACTIVE_TASKS", "1")
     emulator.configure(latency_mean_s=1.0, latency_jitter_s=0.0)
-    person = make_person(committed_db)
-    committed_db.commit()
-    jobs = queue_jobs(committed_db, person.user.id, person.team.id, prompt="ahead", count=2)
     with BFLClient(emulator.base_url, EMULATOR_KEY, allow_insecure_urls=True) as client:
-        assert dispatch.submit_next(client) is Outcome.SUBMITTED
-        (first,) = [j for j in job_rows(engine, [j.id for j in jobs]) if j.bfl_task_id]
-        (second_id,) = {j.id for j in jobs} - {first.id}
+        first, second_id = _one_sent_one_queued(client, committed_db, engine, settings_env)
 
         # Claimed ahead of the poll: the slot changes hands in the count, never grows.
         taken = dispatch.take_slot_ahead(first.id, utcnow())

@@ -17,7 +17,7 @@ from app.jobs.models import Job, JobStatus
 from app.jobs.service import create_jobs
 from app.settings import EMULATOR_KEY, get_settings
 from tests.factories import Person, make_person
-from tests.pipeline_support import WorkerProcess, job_rows, wait_for_terminal
+from tests.pipeline_support import WorkerProcess, job_rows, queue_jobs, wait_for_terminal
 
 pytestmark = pytest.mark.pipeline
 
@@ -32,15 +32,7 @@ def _statuses(engine: Engine, jobs: list[Job]) -> list[str]:
 
 def _orphan(db: Session, person: Person, prompt: str) -> Job:
     """A committed queued job whose wake-up was lost (a crash between COMMIT and publish)."""
-    (job,) = create_jobs(
-        db,
-        user_id=person.user.id,
-        team_id=person.team.id,
-        model="flux-2-pro",
-        params={"prompt": prompt, "width": 256, "height": 256},
-    )
-    messages.discard_pending(db)
-    db.commit()
+    (job,) = queue_jobs(db, person.user.id, person.team.id, prompt=prompt, wake=False)
     return job
 
 

@@ -20,7 +20,6 @@ from app.embedded import free_port
 from app.emulator import EmulatorServer
 from app.jobs import messages, polling, state
 from app.jobs.models import JobStatus
-from app.jobs.service import create_jobs
 from app.jobs.sweeper import OVERDUE_GRACE_S
 from app.jobs.webhooks import router
 from app.settings import get_settings
@@ -31,6 +30,7 @@ from tests.pipeline_support import (
     WorkerProcess,
     pipeline_env,
     queue_jobs,
+    submitting_job,
     wait_for_terminal,
     wait_until,
 )
@@ -137,16 +137,8 @@ def test_polls_are_taken_before_a_backlog_of_wakeups(emulator: EmulatorServer) -
 def test_no_poll_is_sent_for_a_webhook_while_another_poll_holds_the_job(db: Session) -> None:
     # The poll sent for the moment BFL finishes usually holds the job's lease when BFL's call
     # arrives: that call's poll would do nothing, so the web process does not send it.
-    person = make_person(db)
-    (job,) = create_jobs(
-        db,
-        user_id=person.user.id,
-        team_id=person.team.id,
-        model="flux-2-pro",
-        params={"prompt": "a hook", "width": 512, "height": 512},
-    )
+    job = submitting_job(db, prompt="a hook")
     now = utcnow()
-    assert state.claim(db, job.id, now) is not None
     assert state.mark_pending(
         db, job.id, bfl_task_id="t", polling_url=None, cost_credits=Decimal("3"), next_poll_at=now
     )
