@@ -11,6 +11,7 @@ import email.utils
 import heapq
 import hmac
 import io
+import itertools
 import math
 import random
 import secrets
@@ -209,15 +210,6 @@ def _accepted_body(
     return answer
 
 
-@dataclass
-class _Render:
-    """One task's image: drawn once, by the render thread or by the first download before it."""
-
-    task: Task
-    future: Future[bytes] = field(default_factory=Future)
-    started: bool = False
-
-
 class _Prerenderer:
     """Draws a task's image while the task 'runs', as BFL has the image done by Ready time.
 
@@ -233,48 +225,36 @@ class _Prerenderer:
         # `keep`: images held for download, newest first; more than a cap of 100 has running.
         self._keep = keep
         self._changed = threading.Condition()
-        self._renders: OrderedDict[str, _Render] = OrderedDict()
-        self._due: list[tuple[float, int, _Render]] = []  # (time.monotonic() to draw, seq, …)
-        self._seq = 0
+        self._renders: OrderedDict[str, tuple[Task, Future[bytes]]] = OrderedDict()
+        self._due: list[tuple[float, int, str]] = []  # (time.monotonic() to draw, order, task id)
+        self._order = itertools.count()
         threading.Thread(target=self._run, name="emulator-render", daemon=True).start()
 
     def schedule(self, task: Task) -> None:
         if task.outcome != "ready":
             return
-        entry = _Render(task)
         draw_at = time.monotonic() + max(0.0, task.ready_at - task.created_at) / 2
         with self._changed:
-            self._renders[task.id] = entry
+            self._renders[task.id] = (task, Future())
             while len(self._renders) > self._keep:
-                _, dropped = self._renders.popitem(last=False)
-                dropped.started = True  # not drawn for nobody; a late download draws it
-            self._seq += 1
-            heapq.heappush(self._due, (draw_at, self._seq, entry))
+                self._renders.popitem(last=False)  # a late download draws it itself
+            heapq.heappush(self._due, (draw_at, next(self._order), task.id))
             self._changed.notify()
 
     def image(self, task: Task) -> bytes:
         with self._changed:
             entry = self._renders.get(task.id)
-            mine = entry is not None and self._take(entry)
+            mine = entry is not None and self._take(entry[1])
         if entry is None:
             return _draw(task)
         if mine:
-            self._draw_into(entry)
-        return entry.future.result()
-
-    def _take(self, entry: _Render) -> bool:
-        """Whether the caller draws this entry (nobody has started it). Hold `_changed`."""
-        if entry.started:
-            return False
-        entry.started = True
-        return True
+            _draw_into(*entry)
+        return entry[1].result()
 
     @staticmethod
-    def _draw_into(entry: _Render) -> None:
-        try:
-            entry.future.set_result(_draw(entry.task))
-        except BaseException as exc:  # the downloader sees it, as a drawing error
-            entry.future.set_exception(exc)
+    def _take(future: Future[bytes]) -> bool:
+        """Whether the caller draws this image: nobody has started it. Hold `_changed`."""
+        return not (future.running() or future.done()) and future.set_running_or_notify_cancel()
 
     def _run(self) -> None:
         # Load the fonts and codecs now (a small image, thrown away), not in the first tasks.
@@ -284,10 +264,18 @@ class _Prerenderer:
                 while not self._due or self._due[0][0] > time.monotonic():
                     wait = self._due[0][0] - time.monotonic() if self._due else None
                     self._changed.wait(timeout=wait)
-                _, _, entry = heapq.heappop(self._due)
-                mine = self._take(entry)
-            if mine:
-                self._draw_into(entry)
+                _, _, task_id = heapq.heappop(self._due)
+                entry = self._renders.get(task_id)  # None: dropped from those kept
+                mine = entry is not None and self._take(entry[1])
+            if entry is not None and mine:
+                _draw_into(*entry)
+
+
+def _draw_into(task: Task, future: Future[bytes]) -> None:
+    try:
+        future.set_result(_draw(task))
+    except BaseException as exc:  # the downloader sees it, as a drawing error
+        future.set_exception(exc)
 
 
 def _draw(task: Task) -> bytes:

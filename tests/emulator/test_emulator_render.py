@@ -100,9 +100,9 @@ def test_an_image_is_drawn_halfway_through_its_run_not_when_the_task_is_accepted
     task = _task("mid", run_s=1.2)
     scheduled = time.monotonic()
     images.schedule(task)
-    entry = images._renders[task.id]
-    assert not entry.future.done()  # a burst of submissions finds the emulator not drawing
-    entry.future.result(timeout=30)  # drawn by the render thread, with nobody downloading
+    _, drawn = images._renders[task.id]
+    assert not drawn.done()  # a burst of submissions finds the emulator not drawing
+    drawn.result(timeout=30)  # drawn by the render thread, with nobody downloading
     assert time.monotonic() - scheduled >= 0.6 - 0.01
     assert images.image(task) == render_image(task.prompt, 3, "flux-2-pro", 128, 128, "jpeg")
 
@@ -113,6 +113,6 @@ def test_a_download_before_the_image_is_drawn_draws_it_at_once_and_keeps_it() ->
     images.schedule(task)
     first = images.image(task)
     assert first == render_image(task.prompt, 3, "flux-2-pro", 128, 128, "jpeg")
-    entry = images._renders[task.id]
-    assert entry.started and entry.future.result(timeout=0) is first  # the thread skips it
+    _, drawn = images._renders[task.id]
+    assert drawn.result(timeout=0) is first  # drawn once: the render thread skips it
     assert images.image(task) is first
